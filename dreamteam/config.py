@@ -1,0 +1,112 @@
+"""Model and training-recipe configs, shared by the Flax reference and the PyTorch port.
+
+`GPTConfig` keeps nanoGPT's fields and defaults as DreamTeam sets them, plus `components`: the names of
+the persona components switched on. Components are independent switches, so any subset builds;
+each one's options live in the same dataclass with the component's name as prefix.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from dreamteam import protocol
+
+# Every component that exists on both sides (jaxmodel and torchport) and is covered by parity.
+# A persona issue adds its names here together with the modules, the tests and the parity checks.
+KNOWN_COMPONENTS: tuple[str, ...] = ()
+
+
+class ConfigError(ValueError):
+    """A config names something that does not exist or breaks the protocol."""
+
+
+@dataclass(frozen=True)
+class GPTConfig:
+    block_size: int = protocol.BLOCK_SIZE
+    vocab_size: int = protocol.VOCAB_SIZE
+    n_layer: int = protocol.N_LAYER
+    n_head: int = protocol.N_HEAD
+    n_embd: int = protocol.N_EMBD
+    dropout: float = 0.0
+    bias: bool = False  # biases in Linear layers and LayerNorms, as in nanoGPT
+    components: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        if self.n_embd % self.n_head:
+            raise ConfigError(f"n_embd={self.n_embd} is not divisible by n_head={self.n_head}")
+        unknown = [c for c in self.components if c not in KNOWN_COMPONENTS]
+        if unknown:
+            raise ConfigError(
+                f"unknown component(s) {unknown}; known components: {list(KNOWN_COMPONENTS) or 'none yet'}"
+            )
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"dropout={self.dropout} must lie in [0, 1)")
+
+    @property
+    def head_dim(self) -> int:
+        return self.n_embd // self.n_head
+
+    def has(self, component: str) -> bool:
+        return component in self.components
+
+    def replace(self, **changes) -> "GPTConfig":
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A training recipe: optimizer, schedule, regularization. Free within the protocol.
+
+    The defaults are the baseline: AdamW (betas 0.9/0.95, eps 1e-8, weight decay 0.1 on tensors of two
+    or more dimensions), constant learning rate 3e-4, gradient clipping at global norm 1.0.
+    """
+
+    optimizer: str = "adamw"
+    learning_rate: float = 3e-4
+    schedule: str = "constant"  # "constant" or "cosine" (linear warmup, cosine decay to min_lr)
+    warmup_iters: int = 0
+    min_lr: float = 3e-4
+    decay_iters: int = protocol.MAX_ITERS
+    beta1: float = 0.9
+    beta2: float = 0.95
+    eps: float = 1e-8
+    weight_decay: float = 0.1
+    grad_clip: float = 1.0  # 0 disables clipping
+
+    def __post_init__(self):
+        if self.optimizer not in ("adamw",):
+            raise ConfigError(f"unknown optimizer {self.optimizer!r}; expected one of ['adamw']")
+        if self.schedule not in ("constant", "cosine"):
+            raise ConfigError(f"unknown schedule {self.schedule!r}; expected 'constant' or 'cosine'")
+
+    def replace(self, **changes) -> "Recipe":
+        return dataclasses.replace(self, **changes)
+
+
+def learning_rate(it: int, recipe: Recipe) -> float:
+    """The learning rate at iteration `it` (0-based), as a Python float, the same for both frameworks.
+
+    cosine: lr * (it + 1) / warmup during warmup, then
+    min_lr + 0.5 * (1 + cos(pi * progress)) * (lr - min_lr), progress = (it - warmup) / (decay - warmup).
+    """
+    import math
+
+    if recipe.schedule == "constant":
+        return recipe.learning_rate
+    if it < recipe.warmup_iters:
+        return recipe.learning_rate * (it + 1) / recipe.warmup_iters
+    if it >= recipe.decay_iters:
+        return recipe.min_lr
+    progress = (it - recipe.warmup_iters) / max(1, recipe.decay_iters - recipe.warmup_iters)
+    return recipe.min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (recipe.learning_rate - recipe.min_lr)
+
+
+@dataclass(frozen=True)
+class Persona:
+    """A persona is data: its model config (components switched on) and its training recipe."""
+
+    name: str
+    model: GPTConfig = field(default_factory=GPTConfig)
+    recipe: Recipe = field(default_factory=Recipe)
+    description: str = ""

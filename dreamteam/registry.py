@@ -1,0 +1,45 @@
+"""The persona registry: name -> Persona (components + recipe).
+
+A persona is a config, not a fork of the model. `build(name, add=..., remove=...)` gives any persona with
+components switched on or off, which is what ablations and the evolutionary search use.
+"""
+
+from __future__ import annotations
+
+from dreamteam.config import GPTConfig, Persona, Recipe
+
+BASELINE = Persona(
+    name="baseline",
+    model=GPTConfig(),
+    recipe=Recipe(),
+    description="nanoGPT as DreamTeam configures it: learned positions, LayerNorm, GELU MLP, tied head, AdamW 3e-4.",
+)
+
+PERSONAS: dict[str, Persona] = {p.name: p for p in (BASELINE,)}
+
+
+class UnknownPersonaError(KeyError):
+    def __str__(self) -> str:  # KeyError would quote the message
+        return self.args[0]
+
+
+def get(name: str) -> Persona:
+    """The registered persona called `name`; one clear error listing the known names otherwise."""
+    try:
+        return PERSONAS[name]
+    except KeyError:
+        raise UnknownPersonaError(f"unknown persona {name!r}; known personas: {sorted(PERSONAS)}") from None
+
+
+def build(name: str, add: tuple[str, ...] = (), remove: tuple[str, ...] = ()) -> Persona:
+    """Persona `name` with components added or removed (ablations, baseline + one component)."""
+    persona = get(name)
+    missing = [c for c in remove if c not in persona.model.components]
+    if missing:
+        raise ValueError(f"persona {name!r} has no component(s) {missing} to remove")
+    components = tuple(c for c in persona.model.components if c not in remove)
+    components += tuple(c for c in add if c not in components)
+    if components == persona.model.components:
+        return persona
+    label = name + "".join(f"+{c}" for c in add) + "".join(f"-{c}" for c in remove)
+    return Persona(label, persona.model.replace(components=components), persona.recipe, persona.description)

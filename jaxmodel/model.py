@@ -1,0 +1,172 @@
+"""The GPT of nanoGPT as DreamTeam configures it, as pure-functional Flax Linen modules (the reference).
+
+The parameter tree has the torch port's names and shapes: `Linear` and `Embedding` store `weight` as
+(out, in) and (num, features) like torch.nn, and blocks are named `h_0`, `h_1`, ... for torch's
+`h.0`, `h.1`, ... The output head is tied to the token embedding, so there is no `lm_head` parameter.
+
+    x_BxTxD = wte[idx_BxT] + wpe[0..T-1]
+    for each block:  x = x + attn(ln_1(x));  x = x + mlp(ln_2(x))
+    logits_BxTxV = ln_f(x) @ wte^T
+"""
+
+from __future__ import annotations
+
+import math
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+from dreamteam.config import GPTConfig
+
+
+def normal(std: float):
+    return nn.initializers.normal(stddev=std)
+
+
+class Linear(nn.Module):
+    """y = x W^T (+ b), W of shape (out, in) as torch.nn.Linear stores it."""
+
+    features: int
+    use_bias: bool = False
+    std: float = 0.02
+
+    @nn.compact
+    def __call__(self, x_NxI):
+        w_OxI = self.param("weight", normal(self.std), (self.features, x_NxI.shape[-1]))
+        y_NxO = jnp.einsum("...i,oi->...o", x_NxI, w_OxI)
+        if self.use_bias:
+            y_NxO = y_NxO + self.param("bias", nn.initializers.zeros, (self.features,))
+        return y_NxO
+
+
+class Embedding(nn.Module):
+    """A lookup table W of shape (num, features), normal(0, 0.02); `attend` is x W^T (the tied head)."""
+
+    num: int
+    features: int
+
+    def setup(self):
+        self.weight = self.param("weight", normal(0.02), (self.num, self.features))
+
+    def __call__(self, idx):
+        return jnp.take(self.weight, idx, axis=0)
+
+    def attend(self, x_NxD):
+        return jnp.einsum("...d,vd->...v", x_NxD, self.weight)
+
+
+class LayerNorm(nn.Module):
+    """(x - mean) / sqrt(var + 1e-5) * weight (+ bias), over the last axis (biased variance)."""
+
+    use_bias: bool = False
+    eps: float = 1e-5
+
+    @nn.compact
+    def __call__(self, x_NxD):
+        d = x_NxD.shape[-1]
+        mean = x_NxD.mean(-1, keepdims=True)
+        var = jnp.square(x_NxD - mean).mean(-1, keepdims=True)
+        y = (x_NxD - mean) * jax.lax.rsqrt(var + self.eps) * self.param("weight", nn.initializers.ones, (d,))
+        if self.use_bias:
+            y = y + self.param("bias", nn.initializers.zeros, (d,))
+        return y
+
+
+def causal_attention(q_BxHxTxK, k_BxHxTxK, v_BxHxTxK):
+    """softmax(q k^T / sqrt(K) + mask) v with mask_ij = -inf for j > i (the naive, exact form)."""
+    T, K = q_BxHxTxK.shape[-2:]
+    s_BxHxTxT = jnp.einsum("bhqk,bhsk->bhqs", q_BxHxTxK, k_BxHxTxK) / math.sqrt(K)
+    causal_TxT = jnp.tril(jnp.ones((T, T), dtype=bool))
+    s_BxHxTxT = jnp.where(causal_TxT, s_BxHxTxT, -jnp.inf)
+    return jnp.einsum("bhqs,bhsk->bhqk", jax.nn.softmax(s_BxHxTxT, axis=-1), v_BxHxTxK)
+
+
+class CausalSelfAttention(nn.Module):
+    """Multi-head causal self-attention (Vaswani et al. 2017) with a fused qkv projection `c_attn`."""
+
+    cfg: GPTConfig
+
+    @nn.compact
+    def __call__(self, x_BxTxD, deterministic: bool = True):
+        cfg = self.cfg
+        B, T, D = x_BxTxD.shape
+        H, K = cfg.n_head, cfg.head_dim
+        qkv_BxTx3D = Linear(3 * D, cfg.bias, name="c_attn")(x_BxTxD)
+        q, k, v = (a.reshape(B, T, H, K).transpose(0, 2, 1, 3) for a in jnp.split(qkv_BxTx3D, 3, axis=-1))
+        y_BxTxD = causal_attention(q, k, v).transpose(0, 2, 1, 3).reshape(B, T, D)
+        y_BxTxD = Linear(D, cfg.bias, std=0.02 / math.sqrt(2 * cfg.n_layer), name="c_proj")(y_BxTxD)
+        return nn.Dropout(cfg.dropout)(y_BxTxD, deterministic=deterministic)
+
+
+class MLP(nn.Module):
+    """c_proj(gelu(c_fc(x))), hidden width 4D, exact GELU x * Phi(x)."""
+
+    cfg: GPTConfig
+
+    @nn.compact
+    def __call__(self, x_BxTxD, deterministic: bool = True):
+        cfg = self.cfg
+        D = x_BxTxD.shape[-1]
+        h_BxTxF = jax.nn.gelu(Linear(4 * D, cfg.bias, name="c_fc")(x_BxTxD), approximate=False)
+        y_BxTxD = Linear(D, cfg.bias, std=0.02 / math.sqrt(2 * cfg.n_layer), name="c_proj")(h_BxTxF)
+        return nn.Dropout(cfg.dropout)(y_BxTxD, deterministic=deterministic)
+
+
+class Block(nn.Module):
+    """Pre-norm block: x + attn(ln_1(x)), then + mlp(ln_2(x))."""
+
+    cfg: GPTConfig
+
+    @nn.compact
+    def __call__(self, x_BxTxD, deterministic: bool = True):
+        cfg = self.cfg
+        x_BxTxD = x_BxTxD + CausalSelfAttention(cfg, name="attn")(LayerNorm(cfg.bias, name="ln_1")(x_BxTxD), deterministic)
+        x_BxTxD = x_BxTxD + MLP(cfg, name="mlp")(LayerNorm(cfg.bias, name="ln_2")(x_BxTxD), deterministic)
+        return x_BxTxD
+
+
+class Transformer(nn.Module):
+    """Embeddings, blocks and the final norm; returns the tied-head logits."""
+
+    cfg: GPTConfig
+
+    @nn.compact
+    def __call__(self, idx_BxT, deterministic: bool = True):
+        cfg = self.cfg
+        T = idx_BxT.shape[1]
+        if T > cfg.block_size:
+            raise ValueError(f"cannot forward a sequence of length {T}; block_size is {cfg.block_size}")
+        wte = Embedding(cfg.vocab_size, cfg.n_embd, name="wte")
+        x_BxTxD = wte(idx_BxT) + Embedding(cfg.block_size, cfg.n_embd, name="wpe")(jnp.arange(T))
+        x_BxTxD = nn.Dropout(cfg.dropout)(x_BxTxD, deterministic=deterministic)
+        for i in range(cfg.n_layer):
+            x_BxTxD = Block(cfg, name=f"h_{i}")(x_BxTxD, deterministic)
+        return wte.attend(LayerNorm(cfg.bias, name="ln_f")(x_BxTxD))
+
+
+class GPT(nn.Module):
+    """idx_BxT -> logits_BxTxV. Parameters live under `transformer`, as in the torch port."""
+
+    cfg: GPTConfig
+
+    @nn.compact
+    def __call__(self, idx_BxT, deterministic: bool = True):
+        return Transformer(self.cfg, name="transformer")(idx_BxT, deterministic)
+
+
+def init_params(cfg: GPTConfig, key, dtype=jnp.float32):
+    """Fresh parameters {'params': ...} for cfg, cast to dtype."""
+    variables = GPT(cfg).init(key, jnp.zeros((1, cfg.block_size), jnp.int32))
+    return jax.tree.map(lambda a: a.astype(dtype), variables)
+
+
+def cross_entropy(logits_BxTxV, targets_BxT):
+    """Mean over tokens of -log softmax(logits)[target]."""
+    return optax.softmax_cross_entropy_with_integer_labels(logits_BxTxV, targets_BxT).mean()
+
+
+def loss_fn(params, cfg: GPTConfig, idx_BxT, targets_BxT):
+    """The training loss: mean cross-entropy of the next token."""
+    return cross_entropy(GPT(cfg).apply(params, idx_BxT), targets_BxT)

@@ -1,0 +1,1 @@
+"""Weight conversion between the Flax reference and the torch port, and the equivalence checks."""

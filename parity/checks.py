@@ -1,0 +1,190 @@
+"""Equivalence checks between the Flax reference and the torch port, for one persona.
+
+With the same weights (Flax init, converted by name): forward logits, loss, every gradient, one step of the
+persona's optimizer, and a training trajectory on fixed batches. Bounds (DESIGN.md, "Parity"): in float64
+the largest absolute difference is at most 1e-9; in float32 the norm-wise relative error of each array,
+||a - b||_2 / ||b||_2, is at most 1e-5 (the largest over arrays is reported).
+
+Why norm-wise in float32: Adam divides each element's momentum by its own sqrt(v) + eps, so an embedding row
+of a token absent from the batches, whose gradient (~1e-8) comes only through the tied head's softmax,
+moves by an amount set by float32 rounding of that tiny gradient; element by element such rows differ by a
+few 1e-5 of the array's largest entry after 20 steps while the array as a whole agrees to ~1e-7. Exactness is
+what the float64 check (absolute, 1e-9) proves; float32 catches a path that lost precision (bf16, TF32).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import jax
+
+jax.config.update("jax_enable_x64", True)  # float64 parity needs it; float32 arrays stay float32
+
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from dreamteam import registry  # noqa: E402
+from dreamteam.config import Persona  # noqa: E402
+from jaxmodel import model as jm  # noqa: E402
+from jaxmodel import recipe as jr  # noqa: E402
+from parity.convert import flax_to_torch, torch_to_flax, _flatten  # noqa: E402
+from torchport import model as tm  # noqa: E402
+from torchport import recipe as tr  # noqa: E402
+
+BOUNDS = {"float64": 1e-9, "float32": 1e-5}
+DTYPES = {"float64": (jnp.float64, torch.float64), "float32": (jnp.float32, torch.float32)}
+
+
+@dataclass
+class CheckResult:
+    persona: str
+    check: str
+    dtype: str
+    max_error: float
+    bound: float
+    metric: str  # "abs" or "rel"
+
+    @property
+    def passed(self) -> bool:
+        return bool(np.isfinite(self.max_error) and self.max_error <= self.bound)
+
+    def as_dict(self) -> dict:
+        return {**dataclasses.asdict(self), "passed": self.passed}
+
+
+def array_error(a, b, dtype: str) -> float:
+    """float64: max |a - b|; float32: ||a - b||_2 / ||b||_2 (b the Flax reference)."""
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    if dtype == "float64":
+        return float(np.max(np.abs(a - b))) if a.size else 0.0
+    scale = float(np.linalg.norm(b))
+    diff = float(np.linalg.norm(a - b))
+    return diff / scale if scale > 0 else diff
+
+
+def tree_error(tree_a, tree_b, dtype: str) -> float:
+    """The largest array_error over matching leaves of two {'params': ...} trees."""
+    flat_b = dict(_flatten(tree_b))
+    errs = [array_error(a, flat_b[path], dtype) for path, a in _flatten(tree_a)]
+    if len(errs) != len(flat_b):
+        raise ValueError("trees have different leaves")
+    return max(errs)
+
+
+@dataclass
+class Pair:
+    """The two models of one persona holding the same weights."""
+
+    persona: Persona
+    dtype: str
+    params: dict  # Flax variables
+    torch_model: tm.GPT
+
+    @classmethod
+    def make(cls, persona: Persona, dtype: str, seed: int = 0) -> "Pair":
+        if persona.model.dropout:
+            raise ValueError("parity runs with dropout 0: the masks are random draws the two sides do not share")
+        jdtype, tdtype = DTYPES[dtype]
+        params = jm.init_params(persona.model, jax.random.PRNGKey(seed), jdtype)
+        torch.manual_seed(seed)
+        model = tm.GPT(persona.model).to(tdtype)
+        model.load_state_dict(flax_to_torch(params, template=model.state_dict()))
+        return cls(persona, dtype, params, model)
+
+    def torch_params(self) -> dict:
+        return torch_to_flax(self.torch_model.state_dict(), template=self.params)
+
+    def torch_grads(self) -> dict:
+        grads = {n: p.grad for n, p in self.torch_model.named_parameters()}
+        return torch_to_flax(grads, template=self.params)
+
+
+def fixed_batches(cfg, n: int, batch_size: int, seed: int = 1234):
+    """n fixed (x, y) batches of random token ids, the same for both frameworks."""
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(0, min(cfg.vocab_size, 50257), size=(n, batch_size, cfg.block_size + 1))
+    return [(np.ascontiguousarray(b[:, :-1]), np.ascontiguousarray(b[:, 1:])) for b in ids]
+
+
+def run_checks(persona: Persona, dtype: str, batch_size: int = 4, steps: int = 20, seed: int = 0) -> list[CheckResult]:
+    bound = BOUNDS[dtype]
+    metric = "abs" if dtype == "float64" else "rel"
+    cfg, recipe = persona.model, persona.recipe
+    results: list[CheckResult] = []
+
+    def record(check, err):
+        results.append(CheckResult(persona.name, check, dtype, float(err), bound, metric))
+
+    batches = fixed_batches(cfg, steps, batch_size)
+    x, y = batches[0]
+    pair = Pair.make(persona, dtype, seed)
+    model = pair.torch_model
+
+    # forward and loss
+    logits_j = jm.GPT(cfg).apply(pair.params, jnp.asarray(x))
+    loss_j, grads_j = jax.value_and_grad(jm.loss_fn)(pair.params, cfg, jnp.asarray(x), jnp.asarray(y))
+    logits_t, loss_t = model(torch.from_numpy(x), torch.from_numpy(y))
+    record("logits", array_error(logits_t.detach().numpy(), logits_j, dtype))
+    record("loss", array_error(loss_t.item(), loss_j, dtype))
+
+    # gradients of every parameter
+    loss_t.backward()
+    record("gradients", tree_error(pair.torch_grads(), grads_j, dtype))
+
+    # one optimizer step from the same gradients
+    opt_j = jr.build_optimizer(recipe, steps)
+    state_j = opt_j.init(pair.params)
+    updates, state_j = opt_j.update(grads_j, state_j, pair.params)
+    params_j = jax.tree.map(lambda p, u: (p + u).astype(p.dtype), pair.params, updates)
+    opt_t = tr.build_optimizer(model, recipe)
+    tr.optimizer_step(model, opt_t, recipe, 0)
+    record("optimizer_step", tree_error(pair.torch_params(), params_j, dtype))
+
+    # a training trajectory on fixed batches, from the same start
+    fresh = Pair.make(persona, dtype, seed)
+    losses_j, params_j = jax_trajectory(fresh.params, persona, batches)
+    losses_t = torch_trajectory(fresh.torch_model, persona, batches)
+    record(f"trajectory_{steps}_loss", array_error(losses_t, losses_j, dtype))
+    record(f"trajectory_{steps}_params", tree_error(fresh.torch_params(), params_j, dtype))
+    return results
+
+
+def jax_trajectory(params, persona: Persona, batches):
+    cfg = persona.model
+    opt = jr.build_optimizer(persona.recipe, len(batches))
+    state = opt.init(params)
+
+    @jax.jit
+    def step(params, state, x, y):
+        loss, grads = jax.value_and_grad(jm.loss_fn)(params, cfg, x, y)
+        updates, state = opt.update(grads, state, params)
+        return jax.tree.map(lambda p, u: (p + u).astype(p.dtype), params, updates), state, loss
+
+    losses = []
+    for x, y in batches:
+        params, state, loss = step(params, state, jnp.asarray(x), jnp.asarray(y))
+        losses.append(float(loss))
+    return np.array(losses), params
+
+
+def torch_trajectory(model, persona: Persona, batches):
+    opt = tr.build_optimizer(model, persona.recipe)
+    losses = []
+    for it, (x, y) in enumerate(batches):
+        _, loss = model(torch.from_numpy(x), torch.from_numpy(y))
+        loss.backward()
+        tr.optimizer_step(model, opt, persona.recipe, it)
+        losses.append(loss.item())
+    return np.array(losses)
+
+
+def run(personas: list[str], dtypes: list[str], **kwargs) -> list[CheckResult]:
+    results = []
+    for name in personas:
+        persona = registry.get(name)
+        for dtype in dtypes:
+            results += run_checks(persona, dtype, **kwargs)
+    return results

@@ -1,0 +1,29 @@
+"""Training recipes in torch: the optimizer a Recipe names, its learning rate per step, clipping.
+
+The Flax twin is jaxmodel/recipe.py; parity checks that one step and a 20-step trajectory agree.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from dreamteam.config import Recipe, learning_rate
+
+
+def build_optimizer(model: torch.nn.Module, recipe: Recipe, device_type: str = "cpu") -> torch.optim.Optimizer:
+    if recipe.optimizer == "adamw":
+        return model.configure_optimizers(
+            recipe.weight_decay, recipe.learning_rate, (recipe.beta1, recipe.beta2), device_type, eps=recipe.eps
+        )
+    raise ValueError(f"unknown optimizer {recipe.optimizer!r}")
+
+
+def optimizer_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, recipe: Recipe, it: int) -> None:
+    """Set the scheduled learning rate for iteration `it`, clip the gradients, step, and zero them."""
+    lr = learning_rate(it, recipe)
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    if recipe.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
