@@ -104,12 +104,13 @@ def prepare(data_dir: str | os.PathLike, input_path: str | os.PathLike | None = 
     return {"train_tokens": len(train_ids), "val_tokens": len(val_ids), "data_dir": str(data_dir)}
 
 
-def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
-    """data_dir if given, else $DREAMTEAM_DATA, else data/shakespeare under the current directory."""
+def resolve_data_dir(data_dir: str | os.PathLike | None = None, environ: dict | None = None) -> Path:
+    """data_dir if given, else $DREAMTEAM_DATA in `environ` (the callers that may read the environment, the
+    command line and train_mps.py, pass os.environ), else data/shakespeare under the current directory."""
     if data_dir is not None:
         return Path(data_dir)
-    if os.environ.get(DATA_ENV_VAR):
-        return Path(os.environ[DATA_ENV_VAR])
+    if environ and environ.get(DATA_ENV_VAR):
+        return Path(environ[DATA_ENV_VAR])
     return Path.cwd() / DEFAULT_DATA_DIR
 
 
@@ -137,9 +138,9 @@ class Dataset:
     data_dir: Path
 
 
-def load(data_dir: str | os.PathLike | None = None) -> Dataset:
+def load(data_dir: str | os.PathLike | None = None, environ: dict | None = None) -> Dataset:
     """Resolve the data directory, prepare the bins from input.txt where only that is there, load both."""
-    d = resolve_data_dir(data_dir)
+    d = resolve_data_dir(data_dir, environ)
     bins = [d / "train.bin", d / "val.bin"]
     if not all(p.exists() for p in bins):
         if (d / "input.txt").exists():
@@ -160,7 +161,7 @@ class BatchSampler:
     The same seed gives the same batches to the torch and the JAX loops.
     """
 
-    def __init__(self, data: np.ndarray, batch_size: int, block_size: int, seed: int):
+    def __init__(self, data: np.ndarray, batch_size: int, block_size: int, seed):
         self.data = data
         self.batch_size = batch_size
         self.block_size = block_size

@@ -1,0 +1,81 @@
+import filecmp
+
+import numpy as np
+import pytest
+
+from dreamteam import data, protocol
+
+
+def test_prepare_is_byte_identical_to_the_benchmark(shared_data, tmp_path):
+    info = data.prepare(tmp_path, shared_data / "input.txt")
+    assert info == {"train_tokens": 301966, "val_tokens": 36059, "data_dir": str(tmp_path)}
+    for split in ("train", "val"):
+        assert filecmp.cmp(tmp_path / f"{split}.bin", shared_data / f"{split}.bin", shallow=False)
+
+
+def test_tokenizer_round_trip_and_known_ids():
+    # GPT-2 ids of a known string (the published encoder: "Hello" = 15496, " world" = 995)
+    assert data.encode("Hello world") == [15496, 995]
+    text = "ROMEO:\nBut, soft! what light through yonder window breaks?"
+    assert data.decode(data.encode(text)) == text
+
+
+def test_decode_rejects_ids_outside_the_vocabulary():
+    with pytest.raises(ValueError, match="outside the GPT-2 vocabulary"):
+        data.decode([1, 50300])
+
+
+def test_load_validates_files(tmp_path):
+    with pytest.raises(data.DataError, match="not found"):
+        data.load_split(tmp_path / "train.bin")
+    odd = tmp_path / "odd.bin"
+    odd.write_bytes(b"\x01\x00\x02")
+    with pytest.raises(data.DataError, match="odd.bin has 3 bytes"):
+        data.load_split(odd)
+    big = tmp_path / "big.bin"
+    ids = np.arange(200, dtype=np.uint16)
+    ids[150] = 60000
+    ids.tofile(big)
+    with pytest.raises(data.DataError, match="token id 60000 at position 150"):
+        data.load_split(big)
+
+
+def test_load_without_bins_says_how_to_get_them(tmp_path):
+    with pytest.raises(data.DataError, match="dreamteam prepare"):
+        data.load(tmp_path)
+
+
+def test_load_prepares_from_input_txt_when_bins_are_missing(shared_data, tmp_path):
+    (tmp_path / "input.txt").write_bytes((shared_data / "input.txt").read_bytes())
+    ds = data.load(tmp_path)
+    assert filecmp.cmp(tmp_path / "val.bin", shared_data / "val.bin", shallow=False)
+    assert len(ds.train) == 301966 and len(ds.val) == 36059
+
+
+def test_data_dir_resolution_order(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    env = {data.DATA_ENV_VAR: "/some/where"}
+    assert data.resolve_data_dir("given", env) == data.Path("given")
+    assert data.resolve_data_dir(None, env) == data.Path("/some/where")
+    assert data.resolve_data_dir(None, {}) == tmp_path / "data" / "shakespeare"
+
+
+def test_val_windows_cover_the_validation_set(shared_data):
+    val = data.load_split(shared_data / "val.bin")
+    x, y = data.val_windows(val)
+    assert x.shape == y.shape == (563, protocol.BLOCK_SIZE)
+    assert np.array_equal(x.reshape(-1)[1:], y.reshape(-1)[:-1])  # y is x shifted by one token
+    assert np.array_equal(x.reshape(-1), val[: 563 * 64])
+
+
+def test_batch_sampler_is_seeded_and_shifted():
+    stream = np.arange(1000, dtype=np.uint16)
+    a = data.BatchSampler(stream, 8, 64, seed=(3, 0))
+    b = data.BatchSampler(stream, 8, 64, seed=(3, 0))
+    c = data.BatchSampler(stream, 8, 64, seed=(4, 0))
+    xa, ya = a()
+    xb, _ = b()
+    xc, _ = c()
+    assert xa.shape == (8, 64) and np.array_equal(xa, xb) and not np.array_equal(xa, xc)
+    assert np.array_equal(ya, xa + 1)  # consecutive ids: the target is the next token
+    assert xa.max() + 1 < 1000

@@ -1,0 +1,79 @@
+import math
+
+import pytest
+import torch
+
+from dreamteam.config import GPTConfig
+from model import GPT as EntryGPT, GPTConfig as EntryConfig
+from torchport.model import GPT
+
+NANOGPT_BLOCK_KEYS = ["ln_1.weight", "attn.c_attn.weight", "attn.c_proj.weight", "ln_2.weight", "mlp.c_fc.weight", "mlp.c_proj.weight"]
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return GPT(GPTConfig())
+
+
+def test_entry_module_exports_nanogpt_interface():
+    assert EntryGPT is GPT and EntryConfig is GPTConfig
+
+
+def test_state_dict_has_nanogpt_names(model):
+    keys = list(model.state_dict())
+    expected = ["transformer.wte.weight", "transformer.wpe.weight"]
+    for i in range(4):
+        expected += [f"transformer.h.{i}.{k}" for k in NANOGPT_BLOCK_KEYS]
+    expected += ["transformer.ln_f.weight", "lm_head.weight"]
+    assert keys == expected
+
+
+def test_head_is_tied_and_parameter_count(model):
+    assert model.lm_head.weight is model.transformer.wte.weight
+    # 50304*32 + 64*32 + 4 * (2*32 + 96*32 + 32*32 + 128*32 + 32*128) + 32
+    assert sum(p.numel() for p in model.parameters()) == 50304 * 32 + 64 * 32 + 4 * (64 + 3072 + 1024 + 4096 + 4096) + 32
+
+
+def test_init_statistics(model):
+    sd = model.state_dict()
+    assert sd["transformer.wte.weight"].std().item() == pytest.approx(0.02, rel=0.02)
+    proj = torch.cat([sd[f"transformer.h.{i}.mlp.c_proj.weight"].flatten() for i in range(4)])
+    assert proj.std().item() == pytest.approx(0.02 / math.sqrt(8), rel=0.05)
+    assert torch.equal(sd["transformer.h.0.ln_1.weight"], torch.ones(32))
+
+
+def test_causality(model):
+    idx = torch.randint(0, 50257, (2, 64))
+    changed = idx.clone()
+    changed[:, 40] = (changed[:, 40] + 1) % 50257
+    with torch.no_grad():
+        a, _ = model(idx, idx)
+        b, _ = model(changed, changed)
+    assert torch.equal(a[:, :40], b[:, :40])
+    assert not torch.allclose(a[:, 40:], b[:, 40:])
+
+
+def test_initial_loss_is_near_uniform(model):
+    idx, targets = torch.randint(0, 50257, (2, 4, 64))  # targets independent of the inputs
+    _, loss = model(idx, targets)
+    assert loss.item() == pytest.approx(math.log(50304), abs=0.05)
+
+
+def test_configure_optimizers_decays_matrices_only(model):
+    opt = model.configure_optimizers(0.1, 3e-4, (0.9, 0.95), "cpu")
+    decay, no_decay = opt.param_groups
+    assert decay["weight_decay"] == 0.1 and all(p.dim() >= 2 for p in decay["params"])
+    assert no_decay["weight_decay"] == 0.0 and all(p.dim() == 1 for p in no_decay["params"])
+    assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))
+
+
+def test_generate_extends_the_prompt(model):
+    torch.manual_seed(0)
+    out = model.generate(torch.zeros((1, 3), dtype=torch.long), max_new_tokens=5, top_k=10)
+    assert out.shape == (1, 8) and torch.equal(out[:, :3], torch.zeros((1, 3), dtype=torch.long))
+
+
+def test_sequence_longer_than_block_is_refused(model):
+    with pytest.raises(ValueError, match="block_size is 64"):
+        model(torch.zeros((1, 65), dtype=torch.long))

@@ -1,0 +1,185 @@
+"""The frozen DreamTeam protocol: `train()` trains one model and returns (best_vloss, elapsed_min).
+
+`train()` with no arguments runs the nanoGPT baseline exactly as DreamTeam's original does: batch 8, context
+64, 4 layers, 4 heads, width 32, 10001 optimizer steps, the loss of one random validation batch every 100
+iterations, best_vloss the lowest of the 101. The keyword arguments choose a persona (its components and
+recipe), the seed, the data folder and the device; `max_iters_override` exists only for tests and smoke runs.
+
+Besides the protocol figure, the run measures the honest metrics of DESIGN.md (val_loss on the whole
+validation set at the end and every 1000 iterations) and writes a JSON record and a safetensors checkpoint
+into `out_dir`. The time of those extra evaluations is the harness's, not the candidate's: it is left out of
+elapsed_min, which otherwise runs from the start of train().
+
+    python train_mps.py --persona baseline --seed 0 [--max-iters 300] [--device cpu]
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from dreamteam import data, protocol, registry, runs
+from torchport import recipe as recipes
+from torchport.evaluate import val_loss
+from torchport.model import GPT
+
+
+class NonFiniteLossError(RuntimeError):
+    pass
+
+
+def resolve_device(device: str) -> str:
+    """'mps' where it exists; otherwise say so in one line and fall back to CUDA, then the CPU."""
+    if device == "mps" and not torch.backends.mps.is_available():
+        fallback = "cuda" if torch.cuda.is_available() else "cpu"
+        print(f"MPS is not available on this machine; running on {fallback} instead")
+        return fallback
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"device {device!r} requested but CUDA is not available")
+    return device
+
+
+def train(persona="baseline", seed=0, data_dir=None, device_override=None, max_iters_override=None,
+          out_dir="runs", progress=True):
+    t0 = time.time()
+
+    # ---------------- frozen protocol: not to be changed ----------------
+    batch_size = 8  # not to be changed
+    block_size = 64  # not to be changed
+    max_iters = 10001  # not to be changed
+    eval_interval = 100  # not to be changed
+    n_layer = 4  # not to be changed
+    n_head = 4  # not to be changed
+    n_embd = 32  # not to be changed
+    device = 'mps'  # not to be changed
+    # ---------------------------------------------------------------------
+
+    if max_iters_override is not None:  # tests and smoke runs only; a protocol run never sets it
+        max_iters = int(max_iters_override)
+    device = resolve_device(device_override or device)
+    spec = registry.get(persona) if isinstance(persona, str) else persona
+    config = spec.model.replace(n_layer=n_layer, n_head=n_head, n_embd=n_embd, block_size=block_size)
+
+    dataset = data.load(data_dir, os.environ)  # loaded once into memory
+    train_data = torch.from_numpy(dataset.train.astype(np.int64)).to(device)
+    val_data = torch.from_numpy(dataset.val.astype(np.int64)).to(device)
+    train_sampler = data.BatchSampler(dataset.train, batch_size, block_size, seed=(seed, 0))
+    val_sampler = data.BatchSampler(dataset.val, batch_size, block_size, seed=(seed, 1))
+    arange_T = torch.arange(block_size, device=device)
+    val_x, val_y = data.val_windows(dataset.val, block_size)
+
+    def get_batch(split):
+        source, sampler = (train_data, train_sampler) if split == "train" else (val_data, val_sampler)
+        ix = torch.from_numpy(sampler.offsets()).to(device)[:, None] + arange_T
+        return source[ix], source[ix + 1]
+
+    torch.manual_seed(seed)
+    model = GPT(config).to(device)
+    optimizer = recipes.build_optimizer(model, spec.recipe, device_type=device.split(":")[0])
+
+    name = runs.run_name(spec.name, seed, device.split(":")[0], max_iters)
+    out_dir = Path(out_dir)
+    record = {
+        "name": name, "persona": spec.name, "seed": seed, "device": device, "max_iters": max_iters,
+        "batch_size": batch_size, "block_size": block_size, "n_params": sum(p.numel() for p in model.parameters()),
+        "config": spec.model, "recipe": spec.recipe, "data_dir": str(dataset.data_dir),
+        "versions": runs.versions(torch=torch.__version__), "command": " ".join(sys.argv), "status": "running",
+    }
+
+    best_vloss = float("inf")
+    vloss_curve, val_curve = [], []
+    harness_s = 0.0  # time spent on the honest metrics, excluded from elapsed_min
+
+    def checkpoint_eval(steps_done):
+        nonlocal harness_s
+        t = time.time()
+        val_curve.append((steps_done, val_loss(model, val_x, val_y, device)))
+        harness_s += time.time() - t
+
+    try:
+        loop_start = time.time()
+        model.train()
+        for it in tqdm(range(max_iters), disable=not progress, mininterval=2.0, desc=spec.name):
+            if it % eval_interval == 0:
+                model.eval()
+                with torch.no_grad():
+                    xb, yb = get_batch("val")
+                    _, vloss = model(xb, yb)
+                vloss = vloss.item()
+                model.train()
+                if not math.isfinite(vloss):
+                    raise NonFiniteLossError(f"validation loss is {vloss} at iteration {it}")
+                best_vloss = min(best_vloss, vloss)
+                vloss_curve.append((it, vloss))
+                if progress:
+                    tqdm.write(f"step {it}: val loss {vloss:.4f}, best {best_vloss:.4f}")
+
+            xb, yb = get_batch("train")
+            _, loss = model(xb, yb)
+            loss.backward()
+            recipes.optimizer_step(model, optimizer, spec.recipe, it)
+
+            if (it + 1) % protocol.CHECKPOINT_INTERVAL == 0 and it + 1 < max_iters:
+                checkpoint_eval(it + 1)
+        loop_s = time.time() - loop_start - harness_s
+        elapsed_min = (time.time() - t0 - harness_s) / 60
+        checkpoint_eval(max_iters)
+    except BaseException as e:
+        record.update(status="failed", error=f"{type(e).__name__}: {e}", vloss_curve=vloss_curve, val_loss_curve=val_curve)
+        runs.write_json_atomic(out_dir / f"{name}.json", record)
+        raise
+
+    from safetensors.torch import save_model
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    save_model(model, str(out_dir / f"{name}.safetensors"))
+    record.update(
+        status="ok",
+        best_vloss=best_vloss,
+        val_loss=val_curve[-1][1],
+        val_loss_best=min(v for _, v in val_curve),
+        elapsed_min=elapsed_min,
+        ms_per_iter=1000 * loop_s / max_iters,
+        fitness=protocol.fitness(best_vloss, elapsed_min),
+        harness_eval_s=harness_s,
+        vloss_curve=vloss_curve,
+        val_loss_curve=val_curve,
+        checkpoint=f"{name}.safetensors",
+    )
+    path = runs.write_json_atomic(out_dir / f"{name}.json", record)
+    if progress:
+        print(f"best_vloss {best_vloss:.4f}  val_loss {record['val_loss']:.4f}  val_loss_best {record['val_loss_best']:.4f}  "
+              f"elapsed_min {elapsed_min:.2f}  ms/iter {record['ms_per_iter']:.1f}  record {path}")
+    return float(best_vloss), float(elapsed_min)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description="Train one persona under the frozen DreamTeam protocol.")
+    ap.add_argument("--persona", default="baseline", help=f"one of {sorted(registry.PERSONAS)}")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--data-dir", default=None, help=f"default: ${data.DATA_ENV_VAR}, else ./data/shakespeare")
+    ap.add_argument("--device", default=None, help="default: the protocol's 'mps' (falls back to cuda, then cpu)")
+    ap.add_argument("--max-iters", type=int, default=None, help="smoke runs only: fewer iterations than the protocol's 10001")
+    ap.add_argument("--out-dir", default="runs")
+    ap.add_argument("--no-progress", action="store_true")
+    args = ap.parse_args(argv)
+    try:
+        best_vloss, elapsed_min = train(args.persona, args.seed, args.data_dir, args.device, args.max_iters,
+                                        args.out_dir, progress=not args.no_progress)
+    except (registry.UnknownPersonaError, data.DataError, NonFiniteLossError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"best_vloss={best_vloss:.4f} elapsed_min={elapsed_min:.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
