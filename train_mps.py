@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -119,7 +120,7 @@ def train(persona="baseline", seed=0, data_dir=None, device_override=None, max_i
                     raise NonFiniteLossError(f"validation loss is {vloss} at iteration {it}")
                 best_vloss = min(best_vloss, vloss)
                 vloss_curve.append((it, vloss))
-                if progress:
+                if progress or it % protocol.CHECKPOINT_INTERVAL == 0:
                     tqdm.write(f"step {it}: val loss {vloss:.4f}, best {best_vloss:.4f}")
 
             xb, yb = get_batch("train")
@@ -161,6 +162,10 @@ def train(persona="baseline", seed=0, data_dir=None, device_override=None, max_i
     return float(best_vloss), float(elapsed_min)
 
 
+def _terminated(signum, frame):
+    raise SystemExit(f"terminated by signal {signum}")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description="Train one persona under the frozen DreamTeam protocol.")
     ap.add_argument("--persona", default="baseline", help=f"one of {sorted(registry.PERSONAS)}")
@@ -171,6 +176,8 @@ def main(argv=None) -> int:
     ap.add_argument("--out-dir", default="runs")
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
+    # a terminated run (kill, a scheduler's timeout) unwinds like an exception, so its record is written
+    signal.signal(signal.SIGTERM, _terminated)
     try:
         best_vloss, elapsed_min = train(args.persona, args.seed, args.data_dir, args.device, args.max_iters,
                                         args.out_dir, progress=not args.no_progress)

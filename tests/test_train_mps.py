@@ -85,3 +85,22 @@ def test_script_reports_bad_input_in_one_line(tmp_path, capsys):
     assert "unknown persona 'nobody'" in capsys.readouterr().err
     assert train_mps.main(["--data-dir", str(tmp_path), "--device", "cpu", "--out-dir", str(tmp_path)]) == 2
     assert "dreamteam prepare" in capsys.readouterr().err
+
+
+def test_terminated_run_keeps_its_record(shared_data, tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-u", str(Path(train_mps.__file__)), "--data-dir", str(shared_data), "--device", "cpu",
+           "--max-iters", "5000", "--out-dir", str(tmp_path), "--no-progress"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    for line in proc.stdout:  # wait until the first evaluation has been measured
+        if line.startswith("step 0:"):
+            break
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=60)
+    (record_path,) = tmp_path.glob("*.json")
+    rec = json.loads(record_path.read_text())
+    assert rec["status"] == "failed" and "terminated by signal" in rec["error"]
+    assert rec["vloss_curve"][0][0] == 0
