@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -171,7 +172,7 @@ def train(persona="baseline", seed=0, data_dir=None, max_iters=protocol.MAX_ITER
                     raise NonFiniteLossError(f"validation loss is {vloss} at iteration {it}")
                 best_vloss = min(best_vloss, vloss)
                 vloss_curve.append((it, vloss))
-                if progress:
+                if progress or it % protocol.CHECKPOINT_INTERVAL == 0:  # long runs log without the bar too
                     tqdm.write(f"step {it}: val loss {vloss:.4f}, best {best_vloss:.4f}")
 
             t_step = time.time()
@@ -217,6 +218,10 @@ def train(persona="baseline", seed=0, data_dir=None, max_iters=protocol.MAX_ITER
     return record
 
 
+def _terminated(signum, frame):
+    raise SystemExit(f"terminated by signal {signum}")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description="Train one persona under the frozen DreamTeam protocol with JAX (CPU prototyping).")
     ap.add_argument("--persona", default="baseline", help=f"one of {sorted(registry.PERSONAS)}")
@@ -229,6 +234,8 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     if args.max_iters < 1:
         ap.error(f"--max-iters {args.max_iters}: expected at least 1")
+    # a terminated run (kill, a scheduler's timeout) unwinds like an exception, so its record is written
+    signal.signal(signal.SIGTERM, _terminated)
     try:
         record = train(args.persona, args.seed, args.data_dir, args.max_iters, args.out_dir,
                        progress=not args.no_progress, environ=dict(os.environ))  # the command line may read it
