@@ -14,7 +14,14 @@ from dreamteam import protocol
 
 # Every component that exists on both sides (jaxmodel and torchport) and is covered by parity.
 # A persona issue adds its names here together with the modules, the tests and the parity checks.
-KNOWN_COMPONENTS: tuple[str, ...] = ()
+KNOWN_COMPONENTS: tuple[str, ...] = (
+    "rope",  # rotary positions (Su et al. 2021)
+    "rms_qknorm",  # RMSNorm everywhere and per-head QK-norm
+    "golden_swiglu",  # SwiGLU MLP of golden-ratio width
+)
+# components that give the model its positional information; with any of them on, no learned wpe
+POSITION_COMPONENTS = ("rope",)
+GOLDEN_RATIO = (1 + 5**0.5) / 2
 
 
 class ConfigError(ValueError):
@@ -31,6 +38,11 @@ class GPTConfig:
     dropout: float = 0.0
     bias: bool = False  # biases in Linear layers and LayerNorms, as in nanoGPT
     components: tuple[str, ...] = ()
+    # rope: rotation angle p * rope_base^(-2i / d_rot) on the first d_rot = rope_fraction * head_dim dims
+    rope_base: float = 10000.0
+    rope_fraction: float = 1.0
+    # rms_qknorm: the epsilon of every RMSNorm
+    rms_eps: float = 1e-6
 
     def __post_init__(self):
         if self.n_embd % self.n_head:
@@ -40,12 +52,28 @@ class GPTConfig:
             raise ConfigError(
                 f"unknown component(s) {unknown}; known components: {list(KNOWN_COMPONENTS) or 'none yet'}"
             )
+        if self.rotary_dim % 2 or (self.has("rope") and self.rotary_dim == 0):
+            raise ConfigError(f"rope_fraction={self.rope_fraction} gives {self.rotary_dim} rotated dims of {self.head_dim}; expected an even number > 0")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"dropout={self.dropout} must lie in [0, 1)")
 
     @property
     def head_dim(self) -> int:
         return self.n_embd // self.n_head
+
+    @property
+    def rotary_dim(self) -> int:
+        return int(round(self.head_dim * self.rope_fraction))
+
+    @property
+    def learned_positions(self) -> bool:
+        """A learned position embedding wpe, unless a component gives positions another way."""
+        return not any(self.has(c) for c in POSITION_COMPONENTS)
+
+    @property
+    def swiglu_hidden(self) -> int:
+        """golden_swiglu hidden width round(phi^2 * n_embd): 3 matrices of 2.618 n_embd^2 ~ the 8 n_embd^2 of 4x GELU."""
+        return int(round(GOLDEN_RATIO**2 * self.n_embd))
 
     def has(self, component: str) -> bool:
         return component in self.components

@@ -4,7 +4,7 @@ The parameter tree has the torch port's names and shapes: `Linear` and `Embeddin
 (out, in) and (num, features) like torch.nn, and blocks are named `h_0`, `h_1`, ... for torch's
 `h.0`, `h.1`, ... The output head is tied to the token embedding, so there is no `lm_head` parameter.
 
-    x_BxTxD = wte[idx_BxT] + wpe[0..T-1]
+    x_BxTxD = wte[idx_BxT] + wpe[0..T-1]          (wpe only without a position component such as rope)
     for each block:  x = x + attn(ln_1(x));  x = x + mlp(ln_2(x))
     logits_BxTxV = ln_f(x) @ wte^T
 """
@@ -19,59 +19,10 @@ import jax.numpy as jnp
 import optax
 
 from dreamteam.config import GPTConfig
-
-
-def normal(std: float):
-    return nn.initializers.normal(stddev=std)
-
-
-class Linear(nn.Module):
-    """y = x W^T (+ b), W of shape (out, in) as torch.nn.Linear stores it."""
-
-    features: int
-    use_bias: bool = False
-    std: float = 0.02
-
-    @nn.compact
-    def __call__(self, x_NxI):
-        w_OxI = self.param("weight", normal(self.std), (self.features, x_NxI.shape[-1]))
-        y_NxO = jnp.einsum("...i,oi->...o", x_NxI, w_OxI)
-        if self.use_bias:
-            y_NxO = y_NxO + self.param("bias", nn.initializers.zeros, (self.features,))
-        return y_NxO
-
-
-class Embedding(nn.Module):
-    """A lookup table W of shape (num, features), normal(0, 0.02); `attend` is x W^T (the tied head)."""
-
-    num: int
-    features: int
-
-    def setup(self):
-        self.weight = self.param("weight", normal(0.02), (self.num, self.features))
-
-    def __call__(self, idx):
-        return jnp.take(self.weight, idx, axis=0)
-
-    def attend(self, x_NxD):
-        return jnp.einsum("...d,vd->...v", x_NxD, self.weight)
-
-
-class LayerNorm(nn.Module):
-    """(x - mean) / sqrt(var + 1e-5) * weight (+ bias), over the last axis (biased variance)."""
-
-    use_bias: bool = False
-    eps: float = 1e-5
-
-    @nn.compact
-    def __call__(self, x_NxD):
-        d = x_NxD.shape[-1]
-        mean = x_NxD.mean(-1, keepdims=True)
-        var = jnp.square(x_NxD - mean).mean(-1, keepdims=True)
-        y = (x_NxD - mean) * jax.lax.rsqrt(var + self.eps) * self.param("weight", nn.initializers.ones, (d,))
-        if self.use_bias:
-            y = y + self.param("bias", nn.initializers.zeros, (d,))
-        return y
+from jaxmodel.golden_swiglu import GoldenSwiGLU
+from jaxmodel.layers import Embedding, LayerNorm, Linear, normal  # noqa: F401  (re-exported)
+from jaxmodel.rms_qknorm import RMSNorm
+from jaxmodel.rope import apply_rope
 
 
 def causal_attention(q_BxHxTxK, k_BxHxTxK, v_BxHxTxK):
@@ -95,6 +46,11 @@ class CausalSelfAttention(nn.Module):
         H, K = cfg.n_head, cfg.head_dim
         qkv_BxTx3D = Linear(3 * D, cfg.bias, name="c_attn")(x_BxTxD)
         q, k, v = (a.reshape(B, T, H, K).transpose(0, 2, 1, 3) for a in jnp.split(qkv_BxTx3D, 3, axis=-1))
+        if cfg.has("rms_qknorm"):
+            q, k = RMSNorm(cfg.rms_eps, name="q_norm")(q), RMSNorm(cfg.rms_eps, name="k_norm")(k)
+        if cfg.has("rope"):
+            pos_T = jnp.arange(T)
+            q, k = (apply_rope(a, pos_T, cfg.rotary_dim, cfg.rope_base) for a in (q, k))
         y_BxTxD = causal_attention(q, k, v).transpose(0, 2, 1, 3).reshape(B, T, D)
         y_BxTxD = Linear(D, cfg.bias, std=0.02 / math.sqrt(2 * cfg.n_layer), name="c_proj")(y_BxTxD)
         return nn.Dropout(cfg.dropout)(y_BxTxD, deterministic=deterministic)
@@ -114,6 +70,15 @@ class MLP(nn.Module):
         return nn.Dropout(cfg.dropout)(y_BxTxD, deterministic=deterministic)
 
 
+def make_norm(cfg: GPTConfig, name: str) -> nn.Module:
+    """LayerNorm, or RMSNorm where rms_qknorm is on."""
+    return RMSNorm(cfg.rms_eps, name=name) if cfg.has("rms_qknorm") else LayerNorm(cfg.bias, name=name)
+
+
+def make_mlp(cfg: GPTConfig) -> nn.Module:
+    return GoldenSwiGLU(cfg, name="mlp") if cfg.has("golden_swiglu") else MLP(cfg, name="mlp")
+
+
 class Block(nn.Module):
     """Pre-norm block: x + attn(ln_1(x)), then + mlp(ln_2(x))."""
 
@@ -122,8 +87,8 @@ class Block(nn.Module):
     @nn.compact
     def __call__(self, x_BxTxD, deterministic: bool = True):
         cfg = self.cfg
-        x_BxTxD = x_BxTxD + CausalSelfAttention(cfg, name="attn")(LayerNorm(cfg.bias, name="ln_1")(x_BxTxD), deterministic)
-        x_BxTxD = x_BxTxD + MLP(cfg, name="mlp")(LayerNorm(cfg.bias, name="ln_2")(x_BxTxD), deterministic)
+        x_BxTxD = x_BxTxD + CausalSelfAttention(cfg, name="attn")(make_norm(cfg, "ln_1")(x_BxTxD), deterministic)
+        x_BxTxD = x_BxTxD + make_mlp(cfg)(make_norm(cfg, "ln_2")(x_BxTxD), deterministic)
         return x_BxTxD
 
 
@@ -139,11 +104,13 @@ class Transformer(nn.Module):
         if T > cfg.block_size:
             raise ValueError(f"cannot forward a sequence of length {T}; block_size is {cfg.block_size}")
         wte = Embedding(cfg.vocab_size, cfg.n_embd, name="wte")
-        x_BxTxD = wte(idx_BxT) + Embedding(cfg.block_size, cfg.n_embd, name="wpe")(jnp.arange(T))
+        x_BxTxD = wte(idx_BxT)
+        if cfg.learned_positions:
+            x_BxTxD = x_BxTxD + Embedding(cfg.block_size, cfg.n_embd, name="wpe")(jnp.arange(T))
         x_BxTxD = nn.Dropout(cfg.dropout)(x_BxTxD, deterministic=deterministic)
         for i in range(cfg.n_layer):
             x_BxTxD = Block(cfg, name=f"h_{i}")(x_BxTxD, deterministic)
-        return wte.attend(LayerNorm(cfg.bias, name="ln_f")(x_BxTxD))
+        return wte.attend(make_norm(cfg, "ln_f")(x_BxTxD))
 
 
 class GPT(nn.Module):

@@ -1,4 +1,4 @@
-"""python -m parity [--persona NAME ...] [--dtype float32 float64] [--json PATH]
+"""python -m parity [--persona NAME ...] [--component NAME ...] [--dtype float32 float64] [--json PATH]
 
 Prints a table (persona, check, dtype, max error, bound, pass) and exits non-zero on any failure.
 """
@@ -15,18 +15,22 @@ from dreamteam import registry
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m parity", description=__doc__.splitlines()[0])
     ap.add_argument("--persona", nargs="+", default=None, help=f"default: all of {sorted(registry.PERSONAS)}")
+    ap.add_argument("--component", nargs="*", default=None,
+                    help="baseline + each named component alone; with no names, every known component")
     ap.add_argument("--dtype", nargs="+", default=["float64", "float32"], choices=["float64", "float32"])
     ap.add_argument("--batch-size", type=int, default=4)
     ap.add_argument("--steps", type=int, default=20, help="length of the training trajectory")
     ap.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     args = ap.parse_args(argv)
-    personas = args.persona or sorted(registry.PERSONAS)
-    for name in personas:
-        try:
-            registry.get(name)
-        except registry.UnknownPersonaError as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 2
+    from dreamteam.config import KNOWN_COMPONENTS, ConfigError
+
+    try:
+        personas = [registry.get(n) for n in (args.persona or ([] if args.component is not None else sorted(registry.PERSONAS)))]
+        components = args.component if args.component else (list(KNOWN_COMPONENTS) if args.component is not None else [])
+        personas += [registry.build("baseline", add=(c,)) for c in components]
+    except (registry.UnknownPersonaError, ConfigError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
 
     from parity.checks import run
 

@@ -181,10 +181,11 @@ def torch_trajectory(model, persona: Persona, batches):
     return np.array(losses)
 
 
-def run(personas: list[str], dtypes: list[str], **kwargs) -> list[CheckResult]:
+def run(personas: list, dtypes: list[str], **kwargs) -> list[CheckResult]:
+    """Every check for each persona (a registry name or a Persona) in each dtype."""
     results = []
-    for name in personas:
-        persona = registry.get(name)
+    for persona in personas:
+        persona = registry.get(persona) if isinstance(persona, str) else persona
         for dtype in dtypes:
             results += run_checks(persona, dtype, **kwargs)
     return results

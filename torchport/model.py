@@ -5,7 +5,7 @@ nanoGPT state_dict loads unchanged, and they equal the Flax reference's (jaxmode
 `h.0` <-> `h_0` spelling, which the parity converter maps by name.
 
 Forward pass, top to bottom:
-    x = wte[idx] + wpe[pos]
+    x = wte[idx] + wpe[pos]                     (wpe only without a position component such as rope)
     for each block:  x = x + attn(ln_1(x));  x = x + mlp(ln_2(x))
     logits = ln_f(x) @ wte^T                      (output head tied to the token embedding)
 """
@@ -19,6 +19,9 @@ import torch.nn as nn
 from torch.nn import functional as F
 
 from dreamteam.config import GPTConfig
+from torchport.golden_swiglu import GoldenSwiGLU
+from torchport.rms_qknorm import RMSNorm
+from torchport.rope import apply_rope
 
 
 class LayerNorm(nn.Module):
@@ -44,6 +47,10 @@ class CausalSelfAttention(nn.Module):
         self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.resid_dropout = nn.Dropout(config.dropout)
+        if config.has("rms_qknorm"):
+            self.q_norm = RMSNorm(config.head_dim, config.rms_eps)
+            self.k_norm = RMSNorm(config.head_dim, config.rms_eps)
+        self.config = config
         self.n_head = config.n_head
         self.dropout = config.dropout
 
@@ -53,6 +60,12 @@ class CausalSelfAttention(nn.Module):
         q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, H, T, hd)
         k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
         v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
+        if self.config.has("rms_qknorm"):
+            q, k = self.q_norm(q), self.k_norm(k)
+        if self.config.has("rope"):
+            pos = torch.arange(T, device=x.device)
+            q = apply_rope(q, pos, self.config.rotary_dim, self.config.rope_base)
+            k = apply_rope(k, pos, self.config.rotary_dim, self.config.rope_base)
         y = F.scaled_dot_product_attention(
             q, k, v, attn_mask=None, dropout_p=self.dropout if self.training else 0.0, is_causal=True
         )
@@ -74,15 +87,24 @@ class MLP(nn.Module):
         return self.dropout(self.c_proj(self.gelu(self.c_fc(x))))
 
 
+def make_norm(config: GPTConfig) -> nn.Module:
+    """LayerNorm, or RMSNorm where rms_qknorm is on."""
+    return RMSNorm(config.n_embd, config.rms_eps) if config.has("rms_qknorm") else LayerNorm(config.n_embd, config.bias)
+
+
+def make_mlp(config: GPTConfig) -> nn.Module:
+    return GoldenSwiGLU(config) if config.has("golden_swiglu") else MLP(config)
+
+
 class Block(nn.Module):
     """Pre-norm transformer block: x + attn(ln_1(x)), then + mlp(ln_2(x))."""
 
     def __init__(self, config: GPTConfig):
         super().__init__()
-        self.ln_1 = LayerNorm(config.n_embd, bias=config.bias)
+        self.ln_1 = make_norm(config)
         self.attn = CausalSelfAttention(config)
-        self.ln_2 = LayerNorm(config.n_embd, bias=config.bias)
-        self.mlp = MLP(config)
+        self.ln_2 = make_norm(config)
+        self.mlp = make_mlp(config)
 
     def forward(self, x):
         x = x + self.attn(self.ln_1(x))
@@ -95,15 +117,15 @@ class GPT(nn.Module):
         super().__init__()
         assert config.vocab_size is not None and config.block_size is not None
         self.config = config
-        self.transformer = nn.ModuleDict(
-            dict(
-                wte=nn.Embedding(config.vocab_size, config.n_embd),
-                wpe=nn.Embedding(config.block_size, config.n_embd),
-                drop=nn.Dropout(config.dropout),
-                h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
-                ln_f=LayerNorm(config.n_embd, bias=config.bias),
-            )
+        modules = dict(wte=nn.Embedding(config.vocab_size, config.n_embd))
+        if config.learned_positions:  # else a component (rope, ...) gives the positions
+            modules["wpe"] = nn.Embedding(config.block_size, config.n_embd)
+        modules.update(
+            drop=nn.Dropout(config.dropout),
+            h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
+            ln_f=make_norm(config),
         )
+        self.transformer = nn.ModuleDict(modules)
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         # weight tying (https://paperswithcode.com/method/weight-tying)
         self.transformer.wte.weight = self.lm_head.weight
@@ -116,7 +138,7 @@ class GPT(nn.Module):
 
     def get_num_params(self, non_embedding: bool = True) -> int:
         n_params = sum(p.numel() for p in self.parameters())
-        if non_embedding:
+        if non_embedding and self.config.learned_positions:
             n_params -= self.transformer.wpe.weight.numel()
         return n_params
 
@@ -133,8 +155,10 @@ class GPT(nn.Module):
         b, t = idx.size()
         if t > self.config.block_size:
             raise ValueError(f"cannot forward a sequence of length {t}; block_size is {self.config.block_size}")
-        pos = torch.arange(0, t, dtype=torch.long, device=idx.device)
-        x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))
+        x = self.transformer.wte(idx)
+        if self.config.learned_positions:
+            x = x + self.transformer.wpe(torch.arange(0, t, dtype=torch.long, device=idx.device))
+        x = self.transformer.drop(x)
         for block in self.transformer.h:
             x = block(x)
         return self.transformer.ln_f(x)

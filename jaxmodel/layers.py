@@ -1,0 +1,60 @@
+"""Layers shared by every component: Linear and Embedding with torch.nn's parameter layout, LayerNorm."""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+
+def normal(std: float):
+    return nn.initializers.normal(stddev=std)
+
+
+class Linear(nn.Module):
+    """y = x W^T (+ b), W of shape (out, in) as torch.nn.Linear stores it."""
+
+    features: int
+    use_bias: bool = False
+    std: float = 0.02
+
+    @nn.compact
+    def __call__(self, x_NxI):
+        w_OxI = self.param("weight", normal(self.std), (self.features, x_NxI.shape[-1]))
+        y_NxO = jnp.einsum("...i,oi->...o", x_NxI, w_OxI)
+        if self.use_bias:
+            y_NxO = y_NxO + self.param("bias", nn.initializers.zeros, (self.features,))
+        return y_NxO
+
+
+class Embedding(nn.Module):
+    """A lookup table W of shape (num, features), normal(0, 0.02); `attend` is x W^T (the tied head)."""
+
+    num: int
+    features: int
+
+    def setup(self):
+        self.weight = self.param("weight", normal(0.02), (self.num, self.features))
+
+    def __call__(self, idx):
+        return jnp.take(self.weight, idx, axis=0)
+
+    def attend(self, x_NxD):
+        return jnp.einsum("...d,vd->...v", x_NxD, self.weight)
+
+
+class LayerNorm(nn.Module):
+    """(x - mean) / sqrt(var + 1e-5) * weight (+ bias), over the last axis (biased variance)."""
+
+    use_bias: bool = False
+    eps: float = 1e-5
+
+    @nn.compact
+    def __call__(self, x_NxD):
+        d = x_NxD.shape[-1]
+        mean = x_NxD.mean(-1, keepdims=True)
+        var = jnp.square(x_NxD - mean).mean(-1, keepdims=True)
+        y = (x_NxD - mean) * jax.lax.rsqrt(var + self.eps) * self.param("weight", nn.initializers.ones, (d,))
+        if self.use_bias:
+            y = y + self.param("bias", nn.initializers.zeros, (d,))
+        return y

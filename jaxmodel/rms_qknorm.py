@@ -1,0 +1,24 @@
+"""rms_qknorm: RMSNorm (Zhang and Sennrich 2019) in place of every LayerNorm, and QK-norm (Henry et al.
+2020; Dehghani et al. 2023): RMSNorm of each head's query and key before the dot product.
+
+    RMSNorm(x) = x / sqrt(mean(x^2) + eps) * g
+
+Invariant to scaling x by a positive constant (up to eps); unit root-mean-square before the gain g.
+QK-norm bounds the attention logits, |q.k| / sqrt(d) <= sqrt(d) * max|g_q| max|g_k|, whatever the weights do.
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+
+
+class RMSNorm(nn.Module):
+    """x / sqrt(mean(x^2) + eps) * weight over the last axis."""
+
+    eps: float = 1e-6
+
+    @nn.compact
+    def __call__(self, x_NxD):
+        g_D = self.param("weight", nn.initializers.ones, (x_NxD.shape[-1],))
+        return x_NxD * jax.lax.rsqrt((x_NxD * x_NxD).mean(-1, keepdims=True) + self.eps) * g_D

@@ -1,0 +1,31 @@
+"""rope: rotary position embedding (Su et al. 2021, "RoFormer").
+
+Each pair of coordinates (2i, 2i+1), i < d_rot / 2, of a query or key at position p is rotated by the
+angle theta_i(p) = p * base^(-2i / d_rot):
+    x'_{2i}   = x_{2i} cos theta - x_{2i+1} sin theta
+    x'_{2i+1} = x_{2i} sin theta + x_{2i+1} cos theta
+so <R_m q, R_n k> depends on m - n only. Coordinates past d_rot (a fraction of the head) are left alone.
+No parameters; the model then has no learned position embedding.
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import numpy as np
+
+
+def rope_angles(positions_T, rotary_dim: int, base: float, dtype):
+    """theta_TxR2[p, i] = p * base^(-2i / rotary_dim), in dtype."""
+    inv_freq_R2 = jnp.asarray(base ** (-np.arange(0, rotary_dim, 2, dtype=np.float64) / rotary_dim), dtype)
+    return positions_T.astype(dtype)[:, None] * inv_freq_R2[None, :]
+
+
+def apply_rope(x_BxHxTxK, positions_T, rotary_dim: int, base: float = 10000.0):
+    """Rotate the first rotary_dim coordinates of every head vector by its position's angles."""
+    theta_TxR2 = rope_angles(positions_T, rotary_dim, base, x_BxHxTxK.dtype)
+    cos, sin = jnp.cos(theta_TxR2), jnp.sin(theta_TxR2)
+    rot, rest = x_BxHxTxK[..., :rotary_dim], x_BxHxTxK[..., rotary_dim:]
+    pairs = rot.reshape(*rot.shape[:-1], rotary_dim // 2, 2)
+    even, odd = pairs[..., 0], pairs[..., 1]
+    rotated = jnp.stack([even * cos - odd * sin, even * sin + odd * cos], axis=-1).reshape(rot.shape)
+    return jnp.concatenate([rotated, rest], axis=-1)

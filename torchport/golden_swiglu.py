@@ -1,0 +1,27 @@
+"""golden_swiglu: the MLP as SwiGLU (Shazeer 2020, "GLU variants improve Transformer") of golden-ratio width.
+
+    y = c_proj( silu(c_gate x) * (c_fc x) ),   silu(z) = z * sigmoid(z)
+
+hidden width F = round(phi^2 * D), phi = (1 + sqrt 5) / 2, so the three matrices hold 3 * 2.618 D^2 = 7.85 D^2
+parameters: the proportion of the 8 D^2 of the 4x GELU MLP.
+"""
+
+from __future__ import annotations
+
+import torch.nn as nn
+from torch.nn import functional as F
+
+from dreamteam.config import GPTConfig
+
+
+class GoldenSwiGLU(nn.Module):
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        hidden = config.swiglu_hidden
+        self.c_gate = nn.Linear(config.n_embd, hidden, bias=config.bias)
+        self.c_fc = nn.Linear(config.n_embd, hidden, bias=config.bias)
+        self.c_proj = nn.Linear(hidden, config.n_embd, bias=config.bias)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x):
+        return self.dropout(self.c_proj(F.silu(self.c_gate(x)) * self.c_fc(x)))

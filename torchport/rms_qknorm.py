@@ -1,0 +1,25 @@
+"""rms_qknorm: RMSNorm (Zhang and Sennrich 2019) in place of every LayerNorm, and QK-norm (Henry et al.
+2020; Dehghani et al. 2023): RMSNorm of each head's query and key before the dot product.
+
+    RMSNorm(x) = x / sqrt(mean(x^2) + eps) * g
+
+Invariant to scaling x by a positive constant (up to eps); unit root-mean-square before the gain g.
+QK-norm bounds the attention logits, |q.k| / sqrt(d) <= sqrt(d) * max|g_q| max|g_k|, whatever the weights do.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+
+class RMSNorm(nn.Module):
+    """x / sqrt(mean(x^2) + eps) * weight over the last axis."""
+
+    def __init__(self, ndim: int, eps: float = 1e-6):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(ndim))
+        self.eps = eps
+
+    def forward(self, x):
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight

@@ -1,0 +1,32 @@
+"""rope: rotary position embedding (Su et al. 2021, "RoFormer").
+
+Each pair of coordinates (2i, 2i+1), i < d_rot / 2, of a query or key at position p is rotated by the
+angle theta_i(p) = p * base^(-2i / d_rot):
+    x'_{2i}   = x_{2i} cos theta - x_{2i+1} sin theta
+    x'_{2i+1} = x_{2i} sin theta + x_{2i+1} cos theta
+so <R_m q, R_n k> depends on m - n only. Coordinates past d_rot (a fraction of the head) are left alone.
+No parameters; the model then has no learned position embedding.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+def rope_angles(positions, rotary_dim: int, base: float, dtype):
+    """theta[p, i] = p * base^(-2i / rotary_dim), shape (T, rotary_dim / 2), in dtype."""
+    inv_freq = torch.from_numpy(base ** (-np.arange(0, rotary_dim, 2, dtype=np.float64) / rotary_dim))
+    inv_freq = inv_freq.to(device=positions.device, dtype=dtype)
+    return positions.to(dtype)[:, None] * inv_freq[None, :]
+
+
+def apply_rope(x, positions, rotary_dim: int, base: float = 10000.0):
+    """Rotate the first rotary_dim coordinates of x (B, H, T, K) by the angles of positions (T,)."""
+    theta = rope_angles(positions, rotary_dim, base, x.dtype)
+    cos, sin = theta.cos(), theta.sin()
+    rot, rest = x[..., :rotary_dim], x[..., rotary_dim:]
+    pairs = rot.unflatten(-1, (rotary_dim // 2, 2))
+    even, odd = pairs[..., 0], pairs[..., 1]
+    rotated = torch.stack([even * cos - odd * sin, even * sin + odd * cos], dim=-1).flatten(-2)
+    return torch.cat([rotated, rest], dim=-1)
