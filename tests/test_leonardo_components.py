@@ -1,0 +1,131 @@
+"""Properties of rope, rms_qknorm and golden_swiglu from their own mathematics, in both frameworks."""
+
+import jax
+
+jax.config.update("jax_enable_x64", True)
+
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from dreamteam import registry  # noqa: E402
+from dreamteam.config import GOLDEN_RATIO, GPTConfig  # noqa: E402
+from jaxmodel import model as jm  # noqa: E402
+from jaxmodel.golden_swiglu import GoldenSwiGLU as JaxSwiGLU  # noqa: E402
+from jaxmodel.rms_qknorm import RMSNorm as JaxRMSNorm  # noqa: E402
+from jaxmodel.rope import apply_rope as jax_rope  # noqa: E402
+from parity import checks  # noqa: E402
+from torchport.golden_swiglu import GoldenSwiGLU as TorchSwiGLU  # noqa: E402
+from torchport.model import GPT  # noqa: E402
+from torchport.rms_qknorm import RMSNorm as TorchRMSNorm  # noqa: E402
+from torchport.rope import apply_rope as torch_rope  # noqa: E402
+
+
+def jax_rope_at(x, p, dim, base=10000.0):
+    """Rotate vectors x (..., K) as if at position p."""
+    return jax_rope(jnp.asarray(x)[None, None, None, :], jnp.array([p]), dim, base)[0, 0, 0]
+
+
+def torch_rope_at(x, p, dim, base=10000.0):
+    return torch_rope(torch.from_numpy(x)[None, None, None, :], torch.tensor([p]), dim, base)[0, 0, 0].numpy()
+
+
+ROPES = [pytest.param(jax_rope_at, id="jax"), pytest.param(torch_rope_at, id="torch")]
+
+
+@pytest.mark.parametrize("rope_at", ROPES)
+@pytest.mark.parametrize("dim", [8, 4])
+def test_rope_dot_product_depends_only_on_relative_position(rope_at, dim):
+    q, k = np.random.default_rng(0).normal(size=(2, 8))
+    for shift in (0, 1, 7, 40):
+        ref = float(np.dot(rope_at(q, 5 + shift, dim), rope_at(k, 2 + shift, dim)))
+        assert ref == pytest.approx(float(np.dot(rope_at(q, 3, dim), rope_at(k, 0, dim))), abs=1e-12)
+    assert float(np.dot(rope_at(q, 3, dim), rope_at(k, 0, dim))) != pytest.approx(float(np.dot(rope_at(q, 4, dim), rope_at(k, 0, dim))), abs=1e-6)
+
+
+@pytest.mark.parametrize("rope_at", ROPES)
+def test_rope_preserves_norms_and_position_zero_is_identity(rope_at):
+    x = np.random.default_rng(1).normal(size=8)
+    np.testing.assert_allclose(np.linalg.norm(rope_at(x, 37, 8)), np.linalg.norm(x), rtol=1e-14)
+    np.testing.assert_array_equal(rope_at(x, 0, 8), x)
+    np.testing.assert_array_equal(rope_at(x, 9, 4)[4:], x[4:])  # partial rotation leaves the rest alone
+
+
+def test_rope_known_angle():
+    # pair i = 1 of a 4-dim rotary part rotates by p * 10000^(-2/4) = p / 100
+    x = np.array([0.0, 0.0, 1.0, 0.0])
+    np.testing.assert_allclose(jax_rope_at(x, 50, 4), [0, 0, np.cos(0.5), np.sin(0.5)], atol=1e-15)
+    np.testing.assert_allclose(torch_rope_at(x, 50, 4), [0, 0, np.cos(0.5), np.sin(0.5)], atol=1e-15)
+
+
+def test_rope_scores_are_translation_invariant_and_model_has_no_wpe():
+    # the full score matrix (R_i q_i) . (R_j k_j) is unchanged when every position moves by the same c
+    q, k = torch.randn(2, 1, 2, 12, 8, dtype=torch.float64)
+    pos = torch.arange(12)
+    scores = lambda p: torch_rope(q, p, 8) @ torch_rope(k, p, 8).transpose(-1, -2)
+    for c in (1, 13, 500):
+        torch.testing.assert_close(scores(pos + c), scores(pos), rtol=1e-12, atol=1e-12)
+    qj, kj = jnp.asarray(q.numpy()), jnp.asarray(k.numpy())
+    scores_j = lambda p: jax_rope(qj, p, 8) @ jnp.swapaxes(jax_rope(kj, p, 8), -1, -2)
+    np.testing.assert_allclose(scores_j(jnp.arange(12) + 77), scores_j(jnp.arange(12)), rtol=1e-12, atol=1e-12)
+    cfg = registry.build("baseline", add=("rope",)).model
+    assert not cfg.learned_positions and "transformer.wpe.weight" not in GPT(cfg).state_dict()
+
+
+@pytest.mark.parametrize("framework", ["jax", "torch"])
+def test_rmsnorm_scale_invariance_and_unit_rms(framework):
+    x = np.random.default_rng(2).normal(size=(3, 32)) * 4.0
+    if framework == "jax":
+        norm = lambda a, g=np.ones(32): np.asarray(JaxRMSNorm(eps=0.0).apply({"params": {"weight": jnp.asarray(g)}}, jnp.asarray(a)))
+    else:
+        def norm(a, g=np.ones(32)):
+            m = TorchRMSNorm(32, eps=0.0).double()
+            m.weight.data = torch.from_numpy(np.asarray(g, dtype=np.float64))
+            return m(torch.from_numpy(a)).detach().numpy()
+    y = norm(x)
+    np.testing.assert_allclose(np.sqrt((y**2).mean(-1)), 1.0, rtol=1e-14)
+    np.testing.assert_allclose(norm(7.5 * x), y, rtol=1e-13)
+    g = np.linspace(0.5, 2.0, 32)
+    np.testing.assert_allclose(norm(x, g), y * g, rtol=1e-13)
+
+
+def test_qknorm_bounds_attention_logits():
+    # with unit gains, every per-head query and key has RMS 1, so |q.k| / sqrt(d) <= sqrt(d)
+    cfg = registry.build("baseline", add=("rms_qknorm",)).model
+    model = GPT(cfg).double()
+    attn = model.transformer.h[0].attn
+    x = torch.randn(2, 16, 32, dtype=torch.float64) * 100
+    q, k, _ = attn.c_attn(x).split(32, dim=2)
+    q = attn.q_norm(q.view(2, 16, 4, 8))
+    k = attn.k_norm(k.view(2, 16, 4, 8))
+    scores = torch.einsum("bthd,bshd->bhts", q, k) / np.sqrt(8)
+    assert scores.abs().max().item() <= np.sqrt(8) + 1e-12
+    assert all(isinstance(m, TorchRMSNorm) for m in (model.transformer.ln_f, model.transformer.h[2].ln_1))
+
+
+def test_golden_swiglu_width_and_formula():
+    cfg = registry.build("baseline", add=("golden_swiglu",)).model
+    assert cfg.swiglu_hidden == round(GOLDEN_RATIO**2 * 32) == 84
+    mlp = TorchSwiGLU(cfg).double()
+    assert sum(p.numel() for p in mlp.parameters()) == 3 * 32 * 84  # 8064, vs 8192 for the 4x GELU MLP
+    x = torch.randn(2, 5, 32, dtype=torch.float64)
+    g, u = x @ mlp.c_gate.weight.T, x @ mlp.c_fc.weight.T
+    expected = (g * torch.sigmoid(g) * u) @ mlp.c_proj.weight.T
+    torch.testing.assert_close(mlp(x), expected, rtol=1e-13, atol=1e-13)
+    params = {"params": {n: {"weight": jnp.asarray(getattr(mlp, n).weight.detach().numpy())} for n in ("c_gate", "c_fc", "c_proj")}}
+    np.testing.assert_allclose(np.asarray(JaxSwiGLU(cfg).apply(params, jnp.asarray(x.numpy()))), expected.detach().numpy(), rtol=1e-13, atol=1e-13)
+
+
+@pytest.mark.parametrize("component", ["rope", "rms_qknorm", "golden_swiglu"])
+def test_component_alone_parity_float64(component):
+    persona = registry.build("baseline", add=(component,))
+    failed = [(r.check, r.max_error) for r in checks.run_checks(persona, "float64", batch_size=2, steps=20) if not r.passed]
+    assert not failed, failed
+
+
+def test_all_three_together_build_and_agree():
+    cfg = GPTConfig(components=("rope", "rms_qknorm", "golden_swiglu"))
+    params = jm.init_params(cfg, jax.random.PRNGKey(0))
+    assert "wpe" not in params["params"]["transformer"]
+    assert "q_norm" in params["params"]["transformer"]["h_0"]["attn"]
