@@ -18,9 +18,10 @@ KNOWN_COMPONENTS: tuple[str, ...] = (
     "rope",  # rotary positions (Su et al. 2021)
     "rms_qknorm",  # RMSNorm everywhere and per-head QK-norm
     "golden_swiglu",  # SwiGLU MLP of golden-ratio width
+    "mla",  # multi-head latent attention (DeepSeek-V2)
 )
 # components that give the model its positional information; with any of them on, no learned wpe
-POSITION_COMPONENTS = ("rope",)
+POSITION_COMPONENTS = ("rope", "mla")
 GOLDEN_RATIO = (1 + 5**0.5) / 2
 
 
@@ -43,6 +44,10 @@ class GPTConfig:
     rope_fraction: float = 1.0
     # rms_qknorm: the epsilon of every RMSNorm
     rms_eps: float = 1e-6
+    # mla: latent width r of keys and values, of queries (0: no query latent), decoupled rotary width
+    mla_kv_rank: int = 16
+    mla_q_rank: int = 0
+    mla_rope_dim: int = 4
 
     def __post_init__(self):
         if self.n_embd % self.n_head:
@@ -54,6 +59,8 @@ class GPTConfig:
             )
         if self.rotary_dim % 2 or (self.has("rope") and self.rotary_dim == 0):
             raise ConfigError(f"rope_fraction={self.rope_fraction} gives {self.rotary_dim} rotated dims of {self.head_dim}; expected an even number > 0")
+        if self.has("mla") and (self.mla_rope_dim % 2 or self.mla_rope_dim <= 0 or self.mla_kv_rank <= 0):
+            raise ConfigError(f"mla needs an even mla_rope_dim > 0 and mla_kv_rank > 0, got {self.mla_rope_dim}, {self.mla_kv_rank}")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"dropout={self.dropout} must lie in [0, 1)")
 

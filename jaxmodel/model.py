@@ -21,6 +21,7 @@ import optax
 from dreamteam.config import GPTConfig
 from jaxmodel.golden_swiglu import GoldenSwiGLU
 from jaxmodel.layers import Embedding, LayerNorm, Linear, normal  # noqa: F401  (re-exported)
+from jaxmodel.mla import MultiHeadLatentAttention
 from jaxmodel.rms_qknorm import RMSNorm
 from jaxmodel.rope import apply_rope
 
@@ -79,6 +80,10 @@ def make_mlp(cfg: GPTConfig) -> nn.Module:
     return GoldenSwiGLU(cfg, name="mlp") if cfg.has("golden_swiglu") else MLP(cfg, name="mlp")
 
 
+def make_attention(cfg: GPTConfig) -> nn.Module:
+    return MultiHeadLatentAttention(cfg, name="attn") if cfg.has("mla") else CausalSelfAttention(cfg, name="attn")
+
+
 class Block(nn.Module):
     """Pre-norm block: x + attn(ln_1(x)), then + mlp(ln_2(x))."""
 
@@ -87,7 +92,7 @@ class Block(nn.Module):
     @nn.compact
     def __call__(self, x_BxTxD, deterministic: bool = True):
         cfg = self.cfg
-        x_BxTxD = x_BxTxD + CausalSelfAttention(cfg, name="attn")(make_norm(cfg, "ln_1")(x_BxTxD), deterministic)
+        x_BxTxD = x_BxTxD + make_attention(cfg)(make_norm(cfg, "ln_1")(x_BxTxD), deterministic)
         x_BxTxD = x_BxTxD + make_mlp(cfg)(make_norm(cfg, "ln_2")(x_BxTxD), deterministic)
         return x_BxTxD
 

@@ -20,6 +20,7 @@ from torch.nn import functional as F
 
 from dreamteam.config import GPTConfig
 from torchport.golden_swiglu import GoldenSwiGLU
+from torchport.mla import MultiHeadLatentAttention
 from torchport.rms_qknorm import RMSNorm
 from torchport.rope import apply_rope
 
@@ -96,13 +97,17 @@ def make_mlp(config: GPTConfig) -> nn.Module:
     return GoldenSwiGLU(config) if config.has("golden_swiglu") else MLP(config)
 
 
+def make_attention(config: GPTConfig) -> nn.Module:
+    return MultiHeadLatentAttention(config) if config.has("mla") else CausalSelfAttention(config)
+
+
 class Block(nn.Module):
     """Pre-norm transformer block: x + attn(ln_1(x)), then + mlp(ln_2(x))."""
 
     def __init__(self, config: GPTConfig):
         super().__init__()
         self.ln_1 = make_norm(config)
-        self.attn = CausalSelfAttention(config)
+        self.attn = make_attention(config)
         self.ln_2 = make_norm(config)
         self.mlp = make_mlp(config)
 

@@ -1,0 +1,113 @@
+"""mla: multi-head latent attention (DeepSeek-AI 2024, "DeepSeek-V2").
+
+Keys and values come from one shared low-rank latent per token; positions ride on a decoupled rotary part:
+    c_t   = W_DKV x_t                                (kv_down: r numbers per token)
+    k_h,t = [ RoPE_t(W_KR x_t) ; W_UK,h c_t ]         (k_rope shared by all heads; k_up per head)
+    v_h,t = W_UV,h c_t                                (v_up)
+    q_h,t = [ RoPE_t(q_R,h,t) ; q_C,h,t ],  [q_R ; q_C] = W_Q x_t  (or W_UQ W_DQ x_t with a query latent)
+    y_t   = c_proj( concat_h softmax_j<=t(q_h,t . k_h,j / sqrt(d_c + d_r)) v_h,j )
+A decoder caches only c_t and RoPE_t(W_KR x_t): r + d_r numbers per token instead of 2 * n_embd.
+Absorbed form: q_C . W_UK c = (W_UK^T q_C) . c and c_proj W_UV fold into one matrix per head, so attention
+runs on the latents directly (`absorbed_attention`), the way inference uses the cache.
+"""
+
+from __future__ import annotations
+
+import math
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from dreamteam.config import GPTConfig
+from jaxmodel.layers import Linear
+from jaxmodel.rms_qknorm import RMSNorm
+from jaxmodel.rope import apply_rope
+
+
+def attention_weights(q_BxHxTxE, k_BxHxTxE):
+    """softmax over j <= i of q_i . k_j / sqrt(E)."""
+    T, E = q_BxHxTxE.shape[-2:]
+    s_BxHxTxT = jnp.einsum("bhqe,bhse->bhqs", q_BxHxTxE, k_BxHxTxE) / math.sqrt(E)
+    s_BxHxTxT = jnp.where(jnp.tril(jnp.ones((T, T), dtype=bool)), s_BxHxTxT, -jnp.inf)
+    return jax.nn.softmax(s_BxHxTxT, axis=-1)
+
+
+class MultiHeadLatentAttention(nn.Module):
+    cfg: GPTConfig
+
+    def setup(self):
+        cfg = self.cfg
+        H, K, R, Dr = cfg.n_head, cfg.head_dim, cfg.mla_kv_rank, cfg.mla_rope_dim
+        self.kv_down = Linear(R, cfg.bias)
+        self.k_up = Linear(H * K, cfg.bias)
+        self.v_up = Linear(H * K, cfg.bias)
+        self.k_rope = Linear(Dr, cfg.bias)
+        if cfg.mla_q_rank:
+            self.q_down = Linear(cfg.mla_q_rank, cfg.bias)
+            self.q_up = Linear(H * (Dr + K), cfg.bias)
+        else:
+            self.q_proj = Linear(H * (Dr + K), cfg.bias)
+        if cfg.has("rms_qknorm"):
+            self.q_norm = RMSNorm(cfg.rms_eps)
+            self.k_norm = RMSNorm(cfg.rms_eps)
+        self.c_proj = Linear(cfg.n_embd, cfg.bias, std=0.02 / math.sqrt(2 * cfg.n_layer))
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    def queries(self, x_BxTxD):
+        """(q_R, q_C) per head: (B, H, T, d_r) and (B, H, T, K)."""
+        cfg = self.cfg
+        B, T, _ = x_BxTxD.shape
+        q = self.q_up(self.q_down(x_BxTxD)) if cfg.mla_q_rank else self.q_proj(x_BxTxD)
+        q_BxHxTxE = q.reshape(B, T, cfg.n_head, -1).transpose(0, 2, 1, 3)
+        return q_BxHxTxE[..., : cfg.mla_rope_dim], q_BxHxTxE[..., cfg.mla_rope_dim :]
+
+    def latents(self, x_BxTxD):
+        """What the cache holds per token: c (B, T, r) and the rotated shared key (B, T, d_r)."""
+        T = x_BxTxD.shape[1]
+        kr_Bx1xTxR = apply_rope(self.k_rope(x_BxTxD)[:, None], jnp.arange(T), self.cfg.mla_rope_dim, self.cfg.rope_base)
+        return self.kv_down(x_BxTxD), kr_Bx1xTxR[:, 0]
+
+    def __call__(self, x_BxTxD, deterministic: bool = True):
+        cfg = self.cfg
+        B, T, D = x_BxTxD.shape
+        H, Dr = cfg.n_head, cfg.mla_rope_dim
+        c_BxTxR = self.kv_down(x_BxTxD)
+        split = lambda a: a.reshape(B, T, H, -1).transpose(0, 2, 1, 3)
+        kc_BxHxTxK, v_BxHxTxK = split(self.k_up(c_BxTxR)), split(self.v_up(c_BxTxR))
+        kr_BxHxTxR = jnp.broadcast_to(self.k_rope(x_BxTxD)[:, None], (B, H, T, Dr))
+        qr, qc = self.queries(x_BxTxD)
+        q = jnp.concatenate([qr, qc], axis=-1)  # rotary part first: apply_rope turns the first Dr dims
+        k = jnp.concatenate([kr_BxHxTxR, kc_BxHxTxK], axis=-1)
+        if cfg.has("rms_qknorm"):
+            q, k = self.q_norm(q), self.k_norm(k)
+        pos_T = jnp.arange(T)
+        q, k = apply_rope(q, pos_T, Dr, cfg.rope_base), apply_rope(k, pos_T, Dr, cfg.rope_base)
+        y_BxHxTxK = jnp.einsum("bhqs,bhsk->bhqk", attention_weights(q, k), v_BxHxTxK)
+        y_BxTxD = self.c_proj(y_BxHxTxK.transpose(0, 2, 1, 3).reshape(B, T, -1))
+        return self.dropout(y_BxTxD, deterministic=deterministic)
+
+    def absorbed_attention(self, x_BxTxD):
+        """The same output computed on the cached latents: W_UK folded into the queries, W_UV into c_proj.
+        (Without rms_qknorm, whose key norm needs the decompressed key.)"""
+        cfg = self.cfg
+        B, T, D = x_BxTxD.shape
+        H, K, R = cfg.n_head, cfg.head_dim, cfg.mla_kv_rank
+        c_BxTxR, kr_BxTxDr = self.latents(x_BxTxD)
+        qr, qc = self.queries(x_BxTxD)
+        qr = apply_rope(qr, jnp.arange(T), cfg.mla_rope_dim, cfg.rope_base)
+        w_uk_HxKxR = self.k_up.variables["params"]["weight"].reshape(H, K, R)
+        w_uv_HxKxR = self.v_up.variables["params"]["weight"].reshape(H, K, R)
+        w_o_DxHxK = self.c_proj.variables["params"]["weight"].reshape(D, H, K)
+        q_lat_BxHxTxR = jnp.einsum("bhtk,hkr->bhtr", qc, w_uk_HxKxR)  # W_UK^T q_C
+        s = jnp.einsum("bhtr,bsr->bhts", q_lat_BxHxTxR, c_BxTxR) + jnp.einsum("bhte,bse->bhts", qr, kr_BxTxDr)
+        s = s / math.sqrt(K + cfg.mla_rope_dim)
+        s = jnp.where(jnp.tril(jnp.ones((T, T), dtype=bool)), s, -jnp.inf)
+        o_BxHxTxR = jnp.einsum("bhts,bsr->bhtr", jax.nn.softmax(s, axis=-1), c_BxTxR)
+        w_ouv_DxHxR = jnp.einsum("dhk,hkr->dhr", w_o_DxHxK, w_uv_HxKxR)  # c_proj W_UV, per head
+        return jnp.einsum("bhtr,dhr->btd", o_BxHxTxR, w_ouv_DxHxR)
+
+
+def cache_numbers_per_token(cfg: GPTConfig) -> int:
+    """Numbers a decoder caches per token and layer: r + d_r with mla, 2 * n_embd (k and v) without."""
+    return cfg.mla_kv_rank + cfg.mla_rope_dim if cfg.has("mla") else 2 * cfg.n_embd

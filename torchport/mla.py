@@ -1,0 +1,102 @@
+"""mla: multi-head latent attention (DeepSeek-AI 2024, "DeepSeek-V2").
+
+Keys and values come from one shared low-rank latent per token; positions ride on a decoupled rotary part:
+    c_t   = W_DKV x_t                                (kv_down: r numbers per token)
+    k_h,t = [ RoPE_t(W_KR x_t) ; W_UK,h c_t ]         (k_rope shared by all heads; k_up per head)
+    v_h,t = W_UV,h c_t                                (v_up)
+    q_h,t = [ RoPE_t(q_R,h,t) ; q_C,h,t ],  [q_R ; q_C] = W_Q x_t  (or W_UQ W_DQ x_t with a query latent)
+    y_t   = c_proj( concat_h softmax_j<=t(q_h,t . k_h,j / sqrt(d_c + d_r)) v_h,j )
+A decoder caches only c_t and RoPE_t(W_KR x_t): r + d_r numbers per token instead of 2 * n_embd.
+Absorbed form: q_C . W_UK c = (W_UK^T q_C) . c and c_proj W_UV fold into one matrix per head, so attention
+runs on the latents directly (`absorbed_attention`), the way inference uses the cache.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+from torch.nn import functional as F
+
+from dreamteam.config import GPTConfig
+from torchport.rms_qknorm import RMSNorm
+from torchport.rope import apply_rope
+
+
+class MultiHeadLatentAttention(nn.Module):
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        H, K, R, Dr, D = config.n_head, config.head_dim, config.mla_kv_rank, config.mla_rope_dim, config.n_embd
+        self.kv_down = nn.Linear(D, R, bias=config.bias)
+        self.k_up = nn.Linear(R, H * K, bias=config.bias)
+        self.v_up = nn.Linear(R, H * K, bias=config.bias)
+        self.k_rope = nn.Linear(D, Dr, bias=config.bias)
+        if config.mla_q_rank:
+            self.q_down = nn.Linear(D, config.mla_q_rank, bias=config.bias)
+            self.q_up = nn.Linear(config.mla_q_rank, H * (Dr + K), bias=config.bias)
+        else:
+            self.q_proj = nn.Linear(D, H * (Dr + K), bias=config.bias)
+        if config.has("rms_qknorm"):
+            self.q_norm = RMSNorm(Dr + K, config.rms_eps)
+            self.k_norm = RMSNorm(Dr + K, config.rms_eps)
+        self.c_proj = nn.Linear(H * K, D, bias=config.bias)
+        self.resid_dropout = nn.Dropout(config.dropout)
+        self.config = config
+
+    def queries(self, x):
+        """(q_R, q_C) per head: (B, H, T, d_r) and (B, H, T, K)."""
+        B, T, _ = x.shape
+        q = self.q_up(self.q_down(x)) if self.config.mla_q_rank else self.q_proj(x)
+        q = q.view(B, T, self.config.n_head, -1).transpose(1, 2)
+        return q[..., : self.config.mla_rope_dim], q[..., self.config.mla_rope_dim :]
+
+    def latents(self, x):
+        """What the cache holds per token: c (B, T, r) and the rotated shared key (B, T, d_r)."""
+        pos = torch.arange(x.shape[1], device=x.device)
+        k_r = apply_rope(self.k_rope(x)[:, None], pos, self.config.mla_rope_dim, self.config.rope_base)[:, 0]
+        return self.kv_down(x), k_r
+
+    def forward(self, x):
+        cfg = self.config
+        B, T, _ = x.shape
+        H, Dr = cfg.n_head, cfg.mla_rope_dim
+        c = self.kv_down(x)
+        k_c = self.k_up(c).view(B, T, H, -1).transpose(1, 2)
+        v = self.v_up(c).view(B, T, H, -1).transpose(1, 2)
+        k_r = self.k_rope(x)[:, None].expand(B, H, T, Dr)
+        q_r, q_c = self.queries(x)
+        q = torch.cat([q_r, q_c], dim=-1)  # rotary part first: apply_rope turns the first Dr dims
+        k = torch.cat([k_r, k_c], dim=-1)
+        if cfg.has("rms_qknorm"):
+            q, k = self.q_norm(q), self.k_norm(k)
+        pos = torch.arange(T, device=x.device)
+        q, k = apply_rope(q, pos, Dr, cfg.rope_base), apply_rope(k, pos, Dr, cfg.rope_base)
+        dropout = cfg.dropout if self.training else 0.0
+        y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True)  # scale 1/sqrt(K + Dr)
+        return self.resid_dropout(self.c_proj(y.transpose(1, 2).reshape(B, T, -1)))
+
+    def absorbed_attention(self, x):
+        """The same output computed on the cached latents: W_UK folded into the queries, W_UV into c_proj.
+        (Without rms_qknorm, whose key norm needs the decompressed key.)"""
+        cfg = self.config
+        B, T, D = x.shape
+        H, K, R = cfg.n_head, cfg.head_dim, cfg.mla_kv_rank
+        c, k_r = self.latents(x)
+        q_r, q_c = self.queries(x)
+        q_r = apply_rope(q_r, torch.arange(T, device=x.device), cfg.mla_rope_dim, cfg.rope_base)
+        w_uk = self.k_up.weight.view(H, K, R)
+        w_uv = self.v_up.weight.view(H, K, R)
+        w_o = self.c_proj.weight.view(D, H, K)
+        q_lat = torch.einsum("bhtk,hkr->bhtr", q_c, w_uk)  # W_UK^T q_C
+        s = torch.einsum("bhtr,bsr->bhts", q_lat, c) + torch.einsum("bhte,bse->bhts", q_r, k_r)
+        s = s / math.sqrt(K + cfg.mla_rope_dim)
+        s = s.masked_fill(~torch.ones(T, T, dtype=torch.bool, device=x.device).tril(), float("-inf"))
+        o = torch.einsum("bhts,bsr->bhtr", s.softmax(-1), c)
+        w_ouv = torch.einsum("dhk,hkr->dhr", w_o, w_uv)  # c_proj W_UV, per head
+        return torch.einsum("bhtr,dhr->btd", o, w_ouv)
+
+
+def cache_numbers_per_token(config: GPTConfig) -> int:
+    """Numbers a decoder caches per token and layer: r + d_r with mla, 2 * n_embd (k and v) without."""
+    return config.mla_kv_rank + config.mla_rope_dim if config.has("mla") else 2 * config.n_embd
