@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -58,3 +60,11 @@ class LayerNorm(nn.Module):
         if self.use_bias:
             y = y + self.param("bias", nn.initializers.zeros, (d,))
         return y
+
+
+def causal_attention_weights(q_BxHxTxE, k_BxHxTxE):
+    """softmax over keys j <= i of q_i . k_j / sqrt(E): each row a distribution on the past."""
+    T, E = q_BxHxTxE.shape[-2:]
+    s_BxHxTxT = jnp.einsum("bhqe,bhse->bhqs", q_BxHxTxE, k_BxHxTxE) / math.sqrt(E)
+    s_BxHxTxT = jnp.where(jnp.tril(jnp.ones((T, T), dtype=bool)), s_BxHxTxT, -jnp.inf)
+    return jax.nn.softmax(s_BxHxTxT, axis=-1)

@@ -20,17 +20,9 @@ import jax
 import jax.numpy as jnp
 
 from dreamteam.config import GPTConfig
-from jaxmodel.layers import Linear
+from jaxmodel.layers import Linear, causal_attention_weights
 from jaxmodel.rms_qknorm import RMSNorm
 from jaxmodel.rope import apply_rope
-
-
-def attention_weights(q_BxHxTxE, k_BxHxTxE):
-    """softmax over j <= i of q_i . k_j / sqrt(E)."""
-    T, E = q_BxHxTxE.shape[-2:]
-    s_BxHxTxT = jnp.einsum("bhqe,bhse->bhqs", q_BxHxTxE, k_BxHxTxE) / math.sqrt(E)
-    s_BxHxTxT = jnp.where(jnp.tril(jnp.ones((T, T), dtype=bool)), s_BxHxTxT, -jnp.inf)
-    return jax.nn.softmax(s_BxHxTxT, axis=-1)
 
 
 class MultiHeadLatentAttention(nn.Module):
@@ -83,7 +75,9 @@ class MultiHeadLatentAttention(nn.Module):
             q, k = self.q_norm(q), self.k_norm(k)
         pos_T = jnp.arange(T)
         q, k = apply_rope(q, pos_T, Dr, cfg.rope_base), apply_rope(k, pos_T, Dr, cfg.rope_base)
-        y_BxHxTxK = jnp.einsum("bhqs,bhsk->bhqk", attention_weights(q, k), v_BxHxTxK)
+        w_BxHxTxT = causal_attention_weights(q, k)
+        self.sow("intermediates", "attention_weights", w_BxHxTxT)  # kept only when asked for (anatomy)
+        y_BxHxTxK = jnp.einsum("bhqs,bhsk->bhqk", w_BxHxTxT, v_BxHxTxK)
         y_BxTxD = self.c_proj(y_BxHxTxK.transpose(0, 2, 1, 3).reshape(B, T, -1))
         return self.dropout(y_BxTxD, deterministic=deterministic)
 

@@ -20,7 +20,7 @@ import optax
 
 from dreamteam.config import GPTConfig
 from jaxmodel.golden_swiglu import GoldenSwiGLU
-from jaxmodel.layers import Embedding, LayerNorm, Linear, normal  # noqa: F401  (re-exported)
+from jaxmodel.layers import Embedding, LayerNorm, Linear, causal_attention_weights, normal  # noqa: F401  (re-exported)
 from jaxmodel.mla import MultiHeadLatentAttention
 from jaxmodel.rms_qknorm import RMSNorm
 from jaxmodel.rope import apply_rope
@@ -28,11 +28,7 @@ from jaxmodel.rope import apply_rope
 
 def causal_attention(q_BxHxTxK, k_BxHxTxK, v_BxHxTxK):
     """softmax(q k^T / sqrt(K) + mask) v with mask_ij = -inf for j > i (the naive, exact form)."""
-    T, K = q_BxHxTxK.shape[-2:]
-    s_BxHxTxT = jnp.einsum("bhqk,bhsk->bhqs", q_BxHxTxK, k_BxHxTxK) / math.sqrt(K)
-    causal_TxT = jnp.tril(jnp.ones((T, T), dtype=bool))
-    s_BxHxTxT = jnp.where(causal_TxT, s_BxHxTxT, -jnp.inf)
-    return jnp.einsum("bhqs,bhsk->bhqk", jax.nn.softmax(s_BxHxTxT, axis=-1), v_BxHxTxK)
+    return jnp.einsum("bhqs,bhsk->bhqk", causal_attention_weights(q_BxHxTxK, k_BxHxTxK), v_BxHxTxK)
 
 
 class CausalSelfAttention(nn.Module):
@@ -52,7 +48,9 @@ class CausalSelfAttention(nn.Module):
         if cfg.has("rope"):
             pos_T = jnp.arange(T)
             q, k = (apply_rope(a, pos_T, cfg.rotary_dim, cfg.rope_base) for a in (q, k))
-        y_BxTxD = causal_attention(q, k, v).transpose(0, 2, 1, 3).reshape(B, T, D)
+        w_BxHxTxT = causal_attention_weights(q, k)
+        self.sow("intermediates", "attention_weights", w_BxHxTxT)  # kept only when asked for (anatomy)
+        y_BxTxD = jnp.einsum("bhqs,bhsk->bhqk", w_BxHxTxT, v).transpose(0, 2, 1, 3).reshape(B, T, D)
         y_BxTxD = Linear(D, cfg.bias, std=0.02 / math.sqrt(2 * cfg.n_layer), name="c_proj")(y_BxTxD)
         return nn.Dropout(cfg.dropout)(y_BxTxD, deterministic=deterministic)
 
@@ -113,8 +111,10 @@ class Transformer(nn.Module):
         if cfg.learned_positions:
             x_BxTxD = x_BxTxD + Embedding(cfg.block_size, cfg.n_embd, name="wpe")(jnp.arange(T))
         x_BxTxD = nn.Dropout(cfg.dropout)(x_BxTxD, deterministic=deterministic)
+        self.sow("intermediates", "residual", x_BxTxD)  # the residual stream, for the logit lens
         for i in range(cfg.n_layer):
             x_BxTxD = Block(cfg, name=f"h_{i}")(x_BxTxD, deterministic)
+            self.sow("intermediates", "residual", x_BxTxD)
         return wte.attend(make_norm(cfg, "ln_f")(x_BxTxD))
 
 

@@ -57,7 +57,8 @@ class MultiHeadLatentAttention(nn.Module):
         k_r = apply_rope(self.k_rope(x)[:, None], pos, self.config.mla_rope_dim, self.config.rope_base)[:, 0]
         return self.kv_down(x), k_r
 
-    def forward(self, x):
+    def qkv(self, x):
+        """Per-head queries and keys [rotary ; content] (B, H, T, d_r + K) and values (B, H, T, K)."""
         cfg = self.config
         B, T, _ = x.shape
         H, Dr = cfg.n_head, cfg.mla_rope_dim
@@ -72,7 +73,12 @@ class MultiHeadLatentAttention(nn.Module):
             q, k = self.q_norm(q), self.k_norm(k)
         pos = torch.arange(T, device=x.device)
         q, k = apply_rope(q, pos, Dr, cfg.rope_base), apply_rope(k, pos, Dr, cfg.rope_base)
-        dropout = cfg.dropout if self.training else 0.0
+        return q, k, v
+
+    def forward(self, x):
+        B, T, _ = x.shape
+        q, k, v = self.qkv(x)
+        dropout = self.config.dropout if self.training else 0.0
         y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True)  # scale 1/sqrt(K + Dr)
         return self.resid_dropout(self.c_proj(y.transpose(1, 2).reshape(B, T, -1)))
 

@@ -55,7 +55,8 @@ class CausalSelfAttention(nn.Module):
         self.n_head = config.n_head
         self.dropout = config.dropout
 
-    def forward(self, x):
+    def qkv(self, x):
+        """Per-head queries, keys (after QK-norm and rotation where on) and values, each (B, H, T, hd)."""
         B, T, C = x.size()
         q, k, v = self.c_attn(x).split(C, dim=2)
         q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, H, T, hd)
@@ -67,6 +68,11 @@ class CausalSelfAttention(nn.Module):
             pos = torch.arange(T, device=x.device)
             q = apply_rope(q, pos, self.config.rotary_dim, self.config.rope_base)
             k = apply_rope(k, pos, self.config.rotary_dim, self.config.rope_base)
+        return q, k, v
+
+    def forward(self, x):
+        B, T, C = x.size()
+        q, k, v = self.qkv(x)
         y = F.scaled_dot_product_attention(
             q, k, v, attn_mask=None, dropout_p=self.dropout if self.training else 0.0, is_causal=True
         )
@@ -155,15 +161,19 @@ class GPT(nn.Module):
         elif isinstance(module, nn.Embedding):
             torch.nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
-    def hidden(self, idx):
-        """The final hidden states ln_f(x) of shape (B, T, n_embd), before the output head."""
+    def embed(self, idx):
+        """Token (and, without a position component, learned position) embeddings, (B, T, n_embd)."""
         b, t = idx.size()
         if t > self.config.block_size:
             raise ValueError(f"cannot forward a sequence of length {t}; block_size is {self.config.block_size}")
         x = self.transformer.wte(idx)
         if self.config.learned_positions:
             x = x + self.transformer.wpe(torch.arange(0, t, dtype=torch.long, device=idx.device))
-        x = self.transformer.drop(x)
+        return self.transformer.drop(x)
+
+    def hidden(self, idx):
+        """The final hidden states ln_f(x) of shape (B, T, n_embd), before the output head."""
+        x = self.embed(idx)
         for block in self.transformer.h:
             x = block(x)
         return self.transformer.ln_f(x)

@@ -1,0 +1,40 @@
+"""anatomy: what a trained model does, read off its insides (Leonardo's dissections).
+
+    attention_l,h[i, j]  = softmax_j<=i(q_i . k_j / sqrt(d))      every layer l and head h
+    lens_l[t]            = ln_f(x_l,t) @ wte^T                    the logit lens (nostalgebraist 2020):
+                                                                  the residual stream after block l read
+                                                                  through the final norm and the tied head
+The fused attention kernel does not return its weights, so they are recomputed from each layer's own
+queries and keys (`attn.qkv`), the ones its forward pass uses.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+def causal_attention_weights(q, k):
+    """softmax over keys j <= i of q_i . k_j / sqrt(E), (B, H, T, T)."""
+    T, E = q.shape[-2:]
+    s = q @ k.transpose(-1, -2) / math.sqrt(E)
+    mask = torch.ones(T, T, dtype=torch.bool, device=q.device).tril()
+    return s.masked_fill(~mask, float("-inf")).softmax(-1)
+
+
+@torch.no_grad()
+def trace(model, idx):
+    """{'attention': (L, B, H, T, T), 'lens_logits': (L + 1, B, T, V)} for the tokens idx (B, T)."""
+    was_training = model.training
+    model.eval()
+    x = model.embed(idx)
+    residuals, attention = [x], []
+    for block in model.transformer.h:
+        q, k, _ = block.attn.qkv(block.ln_1(x))
+        attention.append(causal_attention_weights(q, k))
+        x = block(x)
+        residuals.append(x)
+    lens = torch.stack([model.lm_head(model.transformer.ln_f(r)) for r in residuals])
+    model.train(was_training)
+    return {"attention": torch.stack(attention), "lens_logits": lens}
