@@ -4,6 +4,8 @@
     dreamteam train    [--engine torch|jax] [--persona NAME] [--seed S] [--max-iters N] [--device D] [--out-dir DIR]
     dreamteam parity   [--persona NAME ...] [--dtype ...] [--json PATH]     (same as python -m parity)
     dreamteam personas
+    dreamteam bench    [--personas NAME ...] [--seeds S ...] [--device auto|D] [--out DIR] [--max-iters N] [--ablate NAME]
+    dreamteam report   [RUNS_DIR] [--out DIR]
 """
 
 from __future__ import annotations
@@ -40,12 +42,61 @@ def _train(args) -> int:
     return train_mps.main(argv)
 
 
+def _anatomy(args) -> int:
+    """Attention maps of every layer and head, and the logit lens, of a persona's model on a text."""
+    from pathlib import Path
+
+    import torch
+
+    from dreamteam import data, drawings, registry
+    from torchport.anatomy import trace
+    from torchport.model import GPT
+
+    persona = registry.get(args.persona)
+    ids = data.encode(args.text)[: persona.model.block_size]
+    if not ids:
+        print("error: --text encodes to no tokens", file=sys.stderr)
+        return 2
+    torch.manual_seed(args.seed)
+    model = GPT(persona.model)
+    if args.checkpoint:
+        from safetensors.torch import load_model
+
+        load_model(model, args.checkpoint)
+        source = Path(args.checkpoint).name
+    else:
+        source = f"untrained (seed {args.seed}): pass --checkpoint runs/<run>.safetensors for a trained model"
+        print(f"note: {source}")
+    out = trace(model, torch.tensor([ids]))
+    tokens = [data.decode([i]) for i in ids]
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    a = drawings.draw_attention(out["attention"][:, 0].numpy(), tokens, out_dir / f"{persona.name}_attention.png",
+                                f"{persona.name}: attention per layer and head ({source})")
+    b = drawings.draw_logit_lens(out["lens_logits"][:, 0].numpy(), tokens, data.decode, out_dir / f"{persona.name}_logit_lens.png",
+                                 f"{persona.name}: logit lens, top next token after each layer ({source})")
+    print(f"wrote {a} and {b}")
+    return 0
+
+
 def _personas(args) -> int:
     from dreamteam import registry
 
     for name, p in sorted(registry.PERSONAS.items()):
         print(f"{name:<22} components: {', '.join(p.model.components) or '-':<40} {p.description}")
     return 0
+
+
+def _bench(args) -> int:
+    from dreamteam import bench
+
+    return bench.main(args)
+
+
+def _report(args) -> int:
+    from dreamteam import report
+
+    return report.main(args)
 
 
 def main(argv=None) -> int:
@@ -75,15 +126,40 @@ def main(argv=None) -> int:
     t.add_argument("--no-progress", action="store_true")
     t.set_defaults(func=_train)
 
+    a = sub.add_parser("anatomy", help="draw attention maps and the logit lens of a model on a text")
+    a.add_argument("--persona", default="baseline")
+    a.add_argument("--text", required=True)
+    a.add_argument("--checkpoint", default=None, help="a run's .safetensors (default: untrained weights)")
+    a.add_argument("--seed", type=int, default=0)
+    a.add_argument("--out", default="docs/anatomy")
+    a.set_defaults(func=_anatomy)
+
     sub.add_parser("parity", help="Flax/torch equivalence checks (python -m parity --help)")
     sub.add_parser("personas", help="list the registered personas").set_defaults(func=_personas)
 
+    b = sub.add_parser("bench", help="multi-seed protocol runs of personas through train_mps.train (resumable)")
+    b.add_argument("--personas", nargs="+", default=["baseline"], metavar="NAME")
+    b.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], metavar="S")
+    b.add_argument("--device", default="auto", help="auto: the protocol's mps, falling back to cuda, then cpu")
+    b.add_argument("--out", default="runs", help="folder of run records; done runs found there are skipped")
+    b.add_argument("--max-iters", type=int, default=None, help="smoke sweeps only; reported apart from full runs")
+    b.add_argument("--ablate", default=None, metavar="NAME", help="add NAME with each of its components removed in turn")
+    b.add_argument("--data-dir", default=None)
+    b.add_argument("--no-progress", action="store_true")
+    b.set_defaults(func=_bench)
+
+    r = sub.add_parser("report", help="RESULTS.md, results.json and plots from the run records")
+    r.add_argument("runs", nargs="?", default="runs", help="folder of run records (read recursively)")
+    r.add_argument("--out", default="docs")
+    r.set_defaults(func=_report)
+
     args = ap.parse_args(argv)
     from dreamteam.data import DataError
+    from dreamteam.registry import UnknownPersonaError
 
     try:
         return args.func(args)
-    except DataError as e:
+    except (DataError, UnknownPersonaError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 

@@ -1,0 +1,197 @@
+"""The benchmark sweep: personas x seeds, each one a protocol run through `train_mps.train()`.
+
+    dreamteam bench --personas baseline [NAME ...] --seeds 0 1 2 --device auto --out runs/
+                    [--max-iters N] [--ablate NAME] [--data-dir DIR] [--no-progress]
+
+Every run is exactly what DreamTeam calls, `train_mps.train(persona, seed, ...)`, which writes one JSON
+record per run into the out folder (`dreamteam report` reads them).
+
+Resuming: a run is skipped when the out folder already holds a record with status "ok" and the same key
+(persona, seed, device type, max_iters, dreamteam version). The code version is the package version
+`dreamteam.__version__`, not the git commit: the commit turns "-dirty" on any edit (a README change
+included) and changes with every commit, so keying on it would rerun everything during development.
+Bump `dreamteam.__version__` when a change should invalidate earlier results. Failed runs are rerun.
+
+Order: seed-major (every persona with seed 0, then seed 1, ...), so that an interrupted sweep already
+holds comparable runs of every persona.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import dreamteam
+from dreamteam import protocol, registry
+
+# The keys that make a JSON file a run record (train_mps.train writes them before any training).
+RECORD_KEYS = ("persona", "seed", "device", "max_iters", "status")
+
+
+class BenchError(ValueError):
+    """Bad input to the sweep or the report (a missing folder, an unusable device); one clear message."""
+
+
+@dataclass
+class SweepResult:
+    """What a sweep did: the (persona, seed) pairs it trained, skipped and saw fail."""
+
+    ran: list[tuple[str, int]] = field(default_factory=list)
+    skipped: list[tuple[str, int]] = field(default_factory=list)
+    failed: list[tuple[str, int, str]] = field(default_factory=list)  # persona, seed, "ErrorType: message"
+
+
+def device_type(device: str) -> str:
+    """'cuda:1' -> 'cuda': runs on any device of one type are comparable."""
+    return str(device).split(":")[0]
+
+
+def record_key(record: dict) -> tuple:
+    """(persona, seed, device type, max_iters, dreamteam version): two ok records with one key are the same run."""
+    version = (record.get("versions") or {}).get("dreamteam")
+    return record["persona"], int(record["seed"]), device_type(record["device"]), int(record["max_iters"]), version
+
+
+def read_records(folder: str | Path, warn=None) -> list[tuple[Path, dict]]:
+    """Every run record (JSON with the keys of RECORD_KEYS) under `folder`, recursively, sorted by path.
+
+    Other JSON files (a results.json written into the folder) are ignored; unreadable ones are reported
+    through `warn` (one line each) and ignored.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise BenchError(f"runs folder {str(folder)!r} not found (expected a folder of run records *.json)")
+    found = []
+    for path in sorted(folder.rglob("*.json")):
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            if warn:
+                warn(f"warning: ignoring {path}: not readable JSON ({e})")
+            continue
+        if isinstance(record, dict) and all(k in record for k in RECORD_KEYS):
+            found.append((path, record))
+    return found
+
+
+def completed_keys(folder: str | Path) -> dict[tuple, Path]:
+    """key -> path of the ok records already in `folder` (an absent folder holds none)."""
+    if not Path(folder).is_dir():
+        return {}
+    return {record_key(r): p for p, r in read_records(folder) if r["status"] == "ok"}
+
+
+def plan_personas(names, ablate: str | None = None, log=print) -> list:
+    """The personas to run, in order: each name of `names` (checked against the registry), then for
+    `ablate` the persona itself (when not listed) and one variant per component with that component removed.
+    Entries are registry names (str) or Persona objects (the ablation variants, labelled like 'x-rope')."""
+    plan = []
+    for name in names:
+        registry.get(name)  # raises UnknownPersonaError naming the known personas
+        if name not in plan:
+            plan.append(name)
+    if ablate is not None:
+        persona = registry.get(ablate)
+        if not persona.model.components:
+            log(f"persona {ablate!r} has no components: nothing to ablate")
+        else:
+            if ablate not in plan:  # an ablation is read against the whole persona
+                plan.append(ablate)
+            plan += [registry.build(ablate, remove=(c,)) for c in persona.model.components]
+    return plan
+
+
+def persona_name(persona) -> str:
+    return persona if isinstance(persona, str) else persona.name
+
+
+def resolve_device(device: str) -> str:
+    """The device train() will run on: 'auto' is the protocol's 'mps' with its fallback (CUDA, then the CPU)."""
+    import torch
+
+    import train_mps
+
+    requested = protocol.DEVICE if device == "auto" else device
+    try:
+        resolved = train_mps.resolve_device(requested)
+        torch.device(resolved)  # rejects names torch does not know ('gpu', 'tpu0')
+    except RuntimeError as e:
+        raise BenchError(f"--device {device!r}: {e}") from None
+    return resolved
+
+
+def sweep(personas, seeds, device: str = "auto", out_dir: str | Path = "runs", max_iters: int | None = None,
+          ablate: str | None = None, data_dir=None, progress: bool = True, log=print) -> SweepResult:
+    """Train every (persona, seed) not already done in `out_dir` through train_mps.train(); see the module doc.
+
+    A run that raises an Exception is recorded as failed by train() itself; the sweep says so in one line
+    and goes on. KeyboardInterrupt stops the sweep; missing or corrupt data (DataError) stops it too, since
+    every run would fail the same way.
+    """
+    import train_mps
+    from dreamteam.data import DataError
+
+    if max_iters is not None and max_iters < 1:
+        raise BenchError(f"--max-iters {max_iters}: expected a positive number of iterations")
+    seeds = list(dict.fromkeys(int(s) for s in seeds))  # a seed given twice runs once
+    if not seeds:
+        raise BenchError("no seeds given: expected --seeds S [S ...]")
+    plan = plan_personas(personas, ablate, log)
+    resolved = resolve_device(device)
+    iters = protocol.MAX_ITERS if max_iters is None else int(max_iters)
+    version = dreamteam.__version__
+    done = completed_keys(out_dir)
+
+    result = SweepResult()
+    jobs = [(p, s) for s in seeds for p in plan]
+    log(f"bench: {len(plan)} persona(s) x {len(seeds)} seed(s) on {resolved}, {iters} iterations, into {out_dir}")
+    for i, (persona, seed) in enumerate(jobs, 1):
+        name = persona_name(persona)
+        head = f"[{i}/{len(jobs)}] {name} seed {seed}"
+        existing = done.get((name, seed, device_type(resolved), iters, version))
+        if existing is not None:
+            log(f"{head}: done already ({existing.name}), skipped")
+            result.skipped.append((name, seed))
+            continue
+        log(f"{head}: training on {resolved}, {iters} iterations")
+        try:
+            # 'auto' leaves the device to train(): the protocol's own default and fallback
+            train_mps.train(persona, seed, data_dir, None if device == "auto" else device, max_iters, out_dir, progress)
+        except DataError:
+            raise
+        except Exception as e:  # noqa: BLE001 - any crash is one failed run; the sweep goes on
+            message = f"{type(e).__name__}: {e}".splitlines()[0]
+            log(f"{head}: FAILED ({message}); its record says status 'failed'; continuing")
+            result.failed.append((name, seed, message))
+            continue
+        result.ran.append((name, seed))
+    log(f"bench: {len(result.ran)} trained, {len(result.skipped)} skipped (done already), {len(result.failed)} failed")
+    return result
+
+
+def _terminated(signum, frame):
+    raise SystemExit(f"terminated by signal {signum}")
+
+
+def main(args) -> int:
+    """`dreamteam bench`: run the sweep; 0 when every run is done, 1 when some failed, 2 on bad input."""
+    from dreamteam.data import DataError
+
+    # a terminated sweep (kill, a scheduler's timeout) unwinds like an exception: the current run's record
+    # is written as failed by train(), and the sweep stops
+    previous = signal.signal(signal.SIGTERM, _terminated)
+    try:
+        result = sweep(args.personas, args.seeds, args.device, args.out, args.max_iters, args.ablate,
+                       args.data_dir, progress=not args.no_progress)
+    except (registry.UnknownPersonaError, BenchError, DataError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("bench: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    return 1 if result.failed else 0

@@ -1,0 +1,355 @@
+"""The results report: run records -> docs/RESULTS.md, docs/results.json and PNG plots.
+
+    dreamteam report runs/ [--out docs/]
+
+Records are grouped by (device type, max_iters): one table per group, so that devices are never mixed and
+smoke runs (--max-iters) never sit beside full protocol runs. Within a group there is one row per persona:
+the number of seeds and mean ± sample standard deviation (ddof=1) of each metric. "vs baseline" is the
+difference of mean val_loss, and whether the persona is below the baseline by more than the two standard
+deviations combined (std + std_baseline), the criterion of PERSONAS.md.
+
+Where a group holds several ok records of one persona and seed (reruns under another version), the latest
+(by record name, which ends in its start time) counts and the others are listed as superseded.
+The output depends only on the records: everything is sorted and no time is written but the records' own.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import sys
+from pathlib import Path
+
+from dreamteam import protocol
+from dreamteam.bench import BenchError, device_type, read_records
+
+METRICS = ("val_loss", "val_loss_best", "best_vloss", "fitness", "elapsed_min", "ms_per_iter")
+DECIMALS = {"val_loss": 4, "val_loss_best": 4, "best_vloss": 4, "fitness": 4, "elapsed_min": 3, "ms_per_iter": 2}
+BASELINE = "baseline"
+
+
+# ---------------------------------------------------------------- numbers
+
+
+def summarize(values) -> dict:
+    """n, mean, sample std (ddof=1; None with fewer than 2 values), min, max of the finite numbers in `values`."""
+    xs = [float(v) for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
+    n = len(xs)
+    if n == 0:
+        return {"n": 0, "mean": None, "std": None, "min": None, "max": None}
+    mean = math.fsum(xs) / n
+    std = math.sqrt(math.fsum((x - mean) ** 2 for x in xs) / (n - 1)) if n > 1 else None
+    return {"n": n, "mean": mean, "std": std, "min": min(xs), "max": max(xs)}
+
+
+def versus(row: dict, reference: dict) -> dict:
+    """Difference of mean val_loss to `reference` and whether it is below by more than std + std_reference
+    (None where either side has fewer than 2 seeds, so no standard deviation)."""
+    a, b = row["metrics"]["val_loss"], reference["metrics"]["val_loss"]
+    if a["mean"] is None or b["mean"] is None:
+        return {"delta_val_loss": None, "threshold": None, "below": None}
+    delta = a["mean"] - b["mean"]
+    if a["std"] is None or b["std"] is None:
+        return {"delta_val_loss": delta, "threshold": None, "below": None}
+    threshold = a["std"] + b["std"]
+    return {"delta_val_loss": delta, "threshold": threshold, "below": -delta > threshold}
+
+
+def _latest_per_seed(records: list[tuple[str, dict]]) -> tuple[list[tuple[str, dict]], list[str]]:
+    """One record per seed: the latest by record name; also the relative paths of the superseded ones."""
+    by_seed: dict[int, list[tuple[str, dict]]] = {}
+    for rel, rec in records:
+        by_seed.setdefault(int(rec["seed"]), []).append((rel, rec))
+    kept, superseded = [], []
+    for seed in sorted(by_seed):
+        runs = sorted(by_seed[seed], key=lambda x: (str(x[1].get("name", "")), x[0]))
+        kept.append(runs[-1])
+        superseded += [rel for rel, _ in runs[:-1]]
+    return kept, superseded
+
+
+def _ordered(personas: dict) -> list[str]:
+    """Baseline first, then by mean val_loss (no value last), then by name."""
+    def key(name):
+        mean = personas[name]["metrics"]["val_loss"]["mean"]
+        return (name != BASELINE, mean is None, mean if mean is not None else 0.0, name)
+
+    return sorted(personas, key=key)
+
+
+def _ablations(personas: dict) -> dict[str, list[str]]:
+    """persona -> its ablation variants present in the group: rows named 'persona-component' (as
+    registry.build labels them) for the components the persona's records switch on."""
+    found = {}
+    for name in sorted(personas):
+        variants = [f"{name}-{c}" for c in personas[name]["components"] if f"{name}-{c}" in personas]
+        if variants:
+            found[name] = variants
+    return found
+
+
+def summarize_runs(folder: str | Path, warn=None) -> dict:
+    """Everything the report shows, as one JSON-ready dict (results.json): groups, rows, seeds, failures."""
+    folder = Path(folder)
+    records = [(p.relative_to(folder).as_posix(), r) for p, r in read_records(folder, warn)]
+    ok = [(rel, r) for rel, r in records if r["status"] == "ok"]
+    ok_keys = {(r["persona"], int(r["seed"]), device_type(r["device"]), int(r["max_iters"])) for _, r in ok}
+
+    failures = []
+    for rel, r in records:
+        if r["status"] == "ok":
+            continue
+        failures.append({
+            "file": rel, "persona": r["persona"], "seed": int(r["seed"]), "device": r["device"],
+            "max_iters": int(r["max_iters"]), "status": r["status"], "error": r.get("error", ""),
+            "rerun_ok": (r["persona"], int(r["seed"]), device_type(r["device"]), int(r["max_iters"])) in ok_keys,
+        })
+    failures.sort(key=lambda f: (f["persona"], f["seed"], f["device"], f["max_iters"], f["file"]))
+
+    grouped: dict[tuple[str, int], dict[str, list]] = {}
+    for rel, r in ok:
+        group = grouped.setdefault((device_type(r["device"]), int(r["max_iters"])), {})
+        group.setdefault(r["persona"], []).append((rel, r))
+
+    groups = []
+    # full protocol runs first, then smoke runs; within each, by device and length
+    for (dev, iters) in sorted(grouped, key=lambda k: (k[1] != protocol.MAX_ITERS, k[0], k[1])):
+        personas, superseded, kept_all = {}, [], []
+        for name in sorted(grouped[(dev, iters)]):
+            kept, old = _latest_per_seed(grouped[(dev, iters)][name])
+            superseded += old
+            kept_all += [r for _, r in kept]
+            personas[name] = {
+                "n_seeds": len(kept),
+                "seeds": [int(r["seed"]) for _, r in kept],
+                "components": list((kept[-1][1].get("config") or {}).get("components") or []),
+                "metrics": {m: summarize([r.get(m) for _, r in kept]) for m in METRICS},
+                "runs": [_run_entry(rel, r) for rel, r in kept],
+            }
+        order = _ordered(personas)
+        if BASELINE in personas:
+            for name in order:
+                personas[name]["vs_baseline"] = None if name == BASELINE else versus(personas[name], personas[BASELINE])
+        ablations = {p: {v: versus(personas[v], personas[p]) for v in vs} for p, vs in _ablations(personas).items()}
+        versions = [(r.get("versions") or {}) for r in kept_all]
+        groups.append({
+            "id": f"{_safe(dev)}_{iters}it",
+            "device_type": dev,
+            "max_iters": iters,
+            "full_protocol": iters == protocol.MAX_ITERS,
+            "devices": sorted({str(r["device"]) for r in kept_all}),
+            "processors": sorted({str(v["processor"]) for v in versions if v.get("processor")}),
+            "platforms": sorted({str(v["platform"]) for v in versions if v.get("platform")}),
+            "versions": _distinct_versions(versions),
+            "commands": sorted({str(r["command"]) for r in kept_all if r.get("command")}),
+            "data_dirs": sorted({str(r["data_dir"]) for r in kept_all if r.get("data_dir")}),
+            "order": order,
+            "personas": personas,
+            "ablations": ablations,
+            "superseded": sorted(superseded),
+        })
+    return {"metrics": list(METRICS), "groups": groups, "failures": failures}
+
+
+def _finite(x):
+    """x as a float, or None where it is missing or not finite (JSON has no NaN)."""
+    return float(x) if isinstance(x, (int, float)) and math.isfinite(x) else None
+
+
+def _run_entry(rel: str, r: dict) -> dict:
+    curve = [[int(s), _finite(v)] for s, v in (r.get("val_loss_curve") or [])]
+    return {"seed": int(r["seed"]), "file": rel, "name": r.get("name"), "device": r["device"],
+            **{m: _finite(r.get(m)) for m in METRICS}, "val_loss_curve": [c for c in curve if c[1] is not None]}
+
+
+def _distinct_versions(versions: list[dict]) -> list[dict]:
+    """The distinct version sets of a group's records (the package, git commit, engines), sorted."""
+    keys = ("dreamteam", "git_commit", "torch", "python", "numpy")
+    seen = {tuple((k, str(v.get(k))) for k in keys if v.get(k) is not None) for v in versions}
+    return [dict(t) for t in sorted(seen)]
+
+
+def _safe(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text)
+
+
+# ---------------------------------------------------------------- markdown
+
+
+def _fmt(x, decimals: int) -> str:
+    return "n/a" if x is None else f"{x:.{decimals}f}"
+
+
+def _cell(stats: dict, decimals: int) -> str:
+    if stats["mean"] is None:
+        return "n/a"
+    return f"{_fmt(stats['mean'], decimals)} ± {_fmt(stats['std'], decimals)}"
+
+
+def _vs_cell(v: dict | None) -> str:
+    if v is None:
+        return "—"
+    if v["delta_val_loss"] is None:
+        return "n/a"
+    verdict = "n/a (needs 2+ seeds each)" if v["below"] is None else ("yes" if v["below"] else "no")
+    return f"{v['delta_val_loss']:+.4f} ({verdict})"
+
+
+def render_markdown(summary: dict, plots: dict[str, tuple[str, str]]) -> str:
+    """RESULTS.md: per (device, max_iters) group a table, ablations, plots, versions and commands; failures."""
+    lines = [
+        "# Results",
+        "",
+        "Written by `dreamteam report` from the run records of `dreamteam bench`. One table per device and",
+        "run length: devices are never mixed, and smoke runs (fewer than the protocol's "
+        f"{protocol.MAX_ITERS} iterations) never sit beside full runs.",
+        "Each cell is mean ± sample standard deviation (ddof=1) over the seeds; n/a where there is one seed.",
+        "\"vs baseline\" is the persona's mean `val_loss` minus the baseline's, and whether it is below the",
+        "baseline by more than the two standard deviations combined (PERSONAS.md); comparisons quote 3+ seeds.",
+        "",
+    ]
+    if not summary["groups"]:
+        lines += ["No successful runs.", ""]
+    header = "| persona | seeds | " + " | ".join(f"`{m}`" for m in METRICS) + " | vs baseline |"
+    for g in summary["groups"]:
+        kind = "full protocol runs" if g["full_protocol"] else "smoke runs, not protocol results"
+        lines += [f"## {g['device_type']}, {g['max_iters']} iterations ({kind})", ""]
+        device = ", ".join(f"`{d}`" for d in g["devices"])
+        processor = ", ".join(f"`{p}`" for p in g["processors"]) or "not recorded"
+        lines += [f"Device: {device}; host processor: {processor}.", ""]
+        lines += [header, "|" + " --- |" * (len(METRICS) + 3)]
+        for name in g["order"]:
+            row = g["personas"][name]
+            cells = [f"`{name}`", str(row["n_seeds"])] + [_cell(row["metrics"][m], DECIMALS[m]) for m in METRICS]
+            vs = _vs_cell(row.get("vs_baseline")) if BASELINE in g["personas"] else "no baseline"
+            lines.append("| " + " | ".join(cells + [vs]) + " |")
+        lines.append("")
+        seeds = "; ".join(f"`{n}`: {', '.join(map(str, g['personas'][n]['seeds']))}" for n in g["order"])
+        lines += [f"Seeds: {seeds}.", ""]
+        for persona, variants in sorted(g["ablations"].items()):
+            lines += [f"### Ablations of `{persona}`", "",
+                      "| variant | seeds | `val_loss` | vs the whole persona |", "| --- | --- | --- | --- |"]
+            for name in [persona, *variants]:
+                row = g["personas"][name]
+                vs = "—" if name == persona else _vs_cell(variants[name])
+                lines.append(f"| `{name}` | {row['n_seeds']} | {_cell(row['metrics']['val_loss'], 4)} | {vs} |")
+            lines.append("")
+        curves, bars = plots.get(g["id"], (None, None))
+        if curves:
+            lines += [f"![val_loss curves, {g['id']}]({curves})", "", f"![val_loss per persona, {g['id']}]({bars})", ""]
+        lines += ["Versions:", ""]
+        lines += ["- " + ", ".join(f"{k} `{v}`" for k, v in versions.items()) for versions in g["versions"]]
+        lines += [f"- platform `{p}`" for p in g["platforms"]]
+        lines += ["", "Commands:", ""]
+        lines += [f"- `{c}`" for c in g["commands"]] or ["- not recorded"]
+        lines.append("")
+        if g["superseded"]:
+            lines += [f"Superseded by a later run of the same persona and seed (not counted): "
+                      + ", ".join(f"`{s}`" for s in g["superseded"]) + ".", ""]
+    if summary["failures"]:
+        lines += ["## Failed runs", "", "Not counted above; `dreamteam bench` reruns them.", "",
+                  "| record | persona | seed | device | iterations | error | rerun ok |", "| --- | --- | --- | --- | --- | --- | --- |"]
+        for f in summary["failures"]:
+            error = (f["error"] or f"status {f['status']}").splitlines()[0].replace("|", "\\|")
+            lines.append(f"| `{f['file']}` | `{f['persona']}` | {f['seed']} | `{f['device']}` | {f['max_iters']} | {error} | "
+                         f"{'yes' if f['rerun_ok'] else 'no'} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- plots
+
+
+def write_plots(summary: dict, out: Path) -> dict[str, tuple[str, str]]:
+    """Per group: val_loss curves (mean over seeds, min-max band) and val_loss per persona with std error bars.
+    Returns group id -> (curves file, bars file), names relative to `out`."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+
+    written = {}
+    for g in summary["groups"]:
+        curves_name, bars_name = f"val_loss_curves_{g['id']}.png", f"val_loss_{g['id']}.png"
+        title = f"{g['device_type']}, {g['max_iters']} iterations"
+
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        for name in g["order"]:
+            steps, mean, lo, hi = _curve_stats(g["personas"][name]["runs"])
+            if not steps:
+                continue
+            n = g["personas"][name]["n_seeds"]
+            (line,) = ax.plot(steps, mean, marker="o", markersize=3, label=f"{name} (n={n})")
+            ax.fill_between(steps, lo, hi, color=line.get_color(), alpha=0.2, linewidth=0)
+        ax.set_xlabel("iteration")
+        ax.set_ylabel("val_loss (whole validation set)")
+        ax.set_title(f"val_loss, mean over seeds (band: min-max); {title}")
+        ax.grid(alpha=0.3)
+        if ax.lines:
+            ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(out / curves_name, dpi=100, metadata={"Software": None})
+        plt.close(fig)
+
+        fig, ax = plt.subplots(figsize=(max(4.0, 1.2 * len(g["order"]) + 2), 4.5))
+        xs = list(range(len(g["order"])))
+        means = [g["personas"][n]["metrics"]["val_loss"]["mean"] for n in g["order"]]
+        stds = [g["personas"][n]["metrics"]["val_loss"]["std"] or 0.0 for n in g["order"]]
+        ax.errorbar(xs, [m if m is not None else float("nan") for m in means], yerr=stds, fmt="o", capsize=5)
+        base = g["personas"].get(BASELINE, {}).get("metrics", {}).get("val_loss", {}).get("mean")
+        if base is not None:
+            ax.axhline(base, linestyle="--", color="gray", linewidth=1, label="baseline mean")
+            ax.legend(fontsize=8)
+        ax.set_xticks(xs, [f"{n}\n(n={g['personas'][n]['n_seeds']})" for n in g["order"]], fontsize=8)
+        ax.set_ylabel("val_loss (mean ± std over seeds)")
+        ax.set_title(f"val_loss per persona; {title}")
+        ax.grid(alpha=0.3, axis="y")
+        fig.tight_layout()
+        fig.savefig(out / bars_name, dpi=100, metadata={"Software": None})
+        plt.close(fig)
+        written[g["id"]] = (curves_name, bars_name)
+    return written
+
+
+def _curve_stats(runs: list[dict]):
+    """Steps and the mean, min and max of val_loss over the runs that measured each step."""
+    at: dict[int, list[float]] = {}
+    for run in runs:
+        for step, value in run["val_loss_curve"]:
+            if math.isfinite(value):
+                at.setdefault(step, []).append(value)
+    steps = sorted(at)
+    return (steps, [math.fsum(at[s]) / len(at[s]) for s in steps], [min(at[s]) for s in steps],
+            [max(at[s]) for s in steps])
+
+
+# ---------------------------------------------------------------- entry points
+
+
+def write_report(runs_dir: str | Path, out: str | Path = "docs", warn=None) -> dict:
+    """Write RESULTS.md, results.json and the plots into `out`; returns the summary (results.json's content)."""
+    summary = summarize_runs(runs_dir, warn)
+    if not summary["groups"] and not summary["failures"]:
+        raise BenchError(f"no run records (*.json written by train_mps.train) under {str(runs_dir)!r}")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    plots = write_plots(summary, out)
+    (out / "RESULTS.md").write_text(render_markdown(summary, plots))
+    (out / "results.json").write_text(json.dumps(summary, indent=2, sort_keys=True, allow_nan=False) + "\n")
+    return summary
+
+
+def main(args) -> int:
+    """`dreamteam report`: 0 when written, 2 on bad input (a missing folder, no records)."""
+    warn = lambda line: print(line, file=sys.stderr)  # noqa: E731
+    try:
+        summary = write_report(args.runs, args.out, warn)
+    except BenchError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    n_runs = sum(r["n_seeds"] for g in summary["groups"] for r in g["personas"].values())
+    print(f"wrote {out / 'RESULTS.md'} and {out / 'results.json'}: {len(summary['groups'])} group(s), "
+          f"{n_runs} run(s), {len(summary['failures'])} failed run(s) listed")
+    return 0

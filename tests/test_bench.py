@@ -1,0 +1,278 @@
+"""The benchmark sweep (`dreamteam bench`) and the results report (`dreamteam report`).
+
+One real tiny sweep (2 runs of 101 iterations on the CPU); everything else uses a stand-in for
+train_mps.train or hand-written records, which are what the report reads anyway.
+"""
+
+import json
+import statistics
+from pathlib import Path
+
+import pytest
+
+import dreamteam
+import train_mps
+from dreamteam import bench, config, registry, report, runs
+from dreamteam.cli import main
+
+VERSION = dreamteam.__version__
+
+
+def make_record(persona="baseline", seed=0, device="cpu", max_iters=101, val_loss=5.0, status="ok",
+                version=VERSION, name=None, components=(), command="dreamteam bench --personas baseline"):
+    """A run record as train_mps.train writes it, with every metric derived from val_loss."""
+    name = name or f"{persona}_seed{seed}_{device.split(':')[0]}_{max_iters}it_20260101-000000"
+    record = {
+        "name": name, "persona": persona, "seed": seed, "device": device, "max_iters": max_iters,
+        "config": {"components": list(components)}, "command": command, "status": status,
+        "versions": {"dreamteam": version, "git_commit": "abc123", "python": "3.11.7", "processor": "x86_64",
+                     "platform": "Linux-test", "torch": "2.13.0+cpu"},
+        "data_dir": "/data/shakespeare",
+    }
+    if status == "ok":
+        record.update(best_vloss=val_loss - 0.5, val_loss=val_loss, val_loss_best=val_loss - 0.01, elapsed_min=1.5,
+                      ms_per_iter=9.0, fitness=val_loss - 0.5 + 0.015,
+                      val_loss_curve=[[1000, val_loss + 1.0], [max_iters, val_loss]])
+    else:
+        record.update(error="NonFiniteLossError: validation loss is nan at iteration 100", val_loss_curve=[])
+    return record
+
+
+def write_record(folder, **kw):
+    record = make_record(**kw)
+    return runs.write_json_atomic(Path(folder) / f"{record['name']}.json", record)
+
+
+class FakeTrain:
+    """Stands in for train_mps.train: counts its calls and writes an ok record, or a failed one and raises."""
+
+    def __init__(self, fail_seeds=(), exc=train_mps.NonFiniteLossError("validation loss is nan at iteration 100")):
+        self.calls, self.fail_seeds, self.exc = [], set(fail_seeds), exc
+
+    def __call__(self, persona, seed, data_dir, device_override, max_iters_override, out_dir, progress):
+        spec = registry.get(persona) if isinstance(persona, str) else persona
+        self.calls.append((spec.name, seed, device_override, max_iters_override))
+        kw = dict(persona=spec.name, seed=seed, device=device_override or "cpu", max_iters=max_iters_override or 10001,
+                  components=spec.model.components, name=f"{spec.name}_seed{seed}_{len(self.calls)}")
+        if seed in self.fail_seeds:
+            write_record(out_dir, status="failed", **kw)
+            raise self.exc
+        write_record(out_dir, val_loss=5.0 + 0.1 * seed, **kw)
+        return 4.5, 1.5
+
+
+# ---------------------------------------------------------------- the real sweep
+
+
+def test_real_sweep_resumes_and_reports(shared_data, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "runs"
+    argv = ["bench", "--personas", "baseline", "--seeds", "0", "1", "--device", "cpu", "--out", str(out),
+            "--max-iters", "101", "--data-dir", str(shared_data), "--no-progress"]
+    assert main(argv) == 0
+    records = [json.loads(p.read_text()) for p in sorted(out.glob("*.json"))]
+    assert sorted(r["seed"] for r in records) == [0, 1]
+    assert all(r["status"] == "ok" and r["max_iters"] == 101 and r["device"] == "cpu" for r in records)
+
+    def must_not_train(*args, **kwargs):
+        raise AssertionError("a run that is done already was trained again")
+
+    monkeypatch.setattr(train_mps, "train", must_not_train)
+    assert main(argv) == 0
+    assert "0 trained, 2 skipped" in capsys.readouterr().out
+
+    docs = tmp_path / "docs"
+    assert main(["report", str(out), "--out", str(docs)]) == 0
+    mean = statistics.mean(r["val_loss"] for r in records)
+    std = statistics.stdev(r["val_loss"] for r in records)
+    assert f"| `baseline` | 2 | {mean:.4f} ± {std:.4f} |" in (docs / "RESULTS.md").read_text()
+    (group,) = json.loads((docs / "results.json").read_text())["groups"]
+    assert group["id"] == "cpu_101it" and group["personas"]["baseline"]["seeds"] == [0, 1]
+    assert [run["val_loss"] for run in group["personas"]["baseline"]["runs"]] == [r["val_loss"] for r in
+                                                                                   sorted(records, key=lambda r: r["seed"])]
+    for png in ("val_loss_curves_cpu_101it.png", "val_loss_cpu_101it.png"):
+        assert (docs / png).stat().st_size > 1000
+
+
+# ---------------------------------------------------------------- the sweep, with a stand-in for train()
+
+
+def test_failed_run_is_reported_and_the_sweep_goes_on(tmp_path, monkeypatch, capsys):
+    fake = FakeTrain(fail_seeds={1})
+    monkeypatch.setattr(train_mps, "train", fake)
+    result = bench.sweep(["baseline"], [0, 1, 2], device="cpu", out_dir=tmp_path, max_iters=101, progress=False)
+    assert [c[1] for c in fake.calls] == [0, 1, 2]
+    assert result.ran == [("baseline", 0), ("baseline", 2)]
+    assert result.failed == [("baseline", 1, "NonFiniteLossError: validation loss is nan at iteration 100")]
+    failed_lines = [line for line in capsys.readouterr().out.splitlines() if "FAILED" in line]
+    assert len(failed_lines) == 1 and "seed 1" in failed_lines[0]
+
+    # the next sweep reruns the failed run only
+    fake = FakeTrain()
+    monkeypatch.setattr(train_mps, "train", fake)
+    result = bench.sweep(["baseline"], [0, 1, 2], device="cpu", out_dir=tmp_path, max_iters=101, progress=False)
+    assert [c[1] for c in fake.calls] == [1] and len(result.skipped) == 2
+
+
+def test_cli_returns_1_when_a_run_failed(tmp_path, monkeypatch):
+    monkeypatch.setattr(train_mps, "train", FakeTrain(fail_seeds={0}, exc=RuntimeError("boom")))
+    assert main(["bench", "--seeds", "0", "--device", "cpu", "--out", str(tmp_path), "--max-iters", "101"]) == 1
+
+
+@pytest.mark.parametrize("existing, skipped", [
+    (dict(), True),
+    (dict(max_iters=201), False),  # a smoke run of another length
+    (dict(max_iters=10001), False),  # a full run does not stand for a smoke run, nor the reverse
+    (dict(version="0.0.0"), False),  # another version of the code
+    (dict(status="failed"), False),  # failed runs are rerun
+    (dict(seed=5), False),
+    (dict(persona="other"), False),
+    (dict(device="cuda:0"), False),  # another device type
+])
+def test_skip_key_is_persona_seed_device_type_max_iters_version(tmp_path, monkeypatch, existing, skipped):
+    write_record(tmp_path, **{"persona": "baseline", "seed": 0, "device": "cpu", "max_iters": 101, **existing})
+    fake = FakeTrain()
+    monkeypatch.setattr(train_mps, "train", fake)
+    bench.sweep(["baseline"], [0], device="cpu", out_dir=tmp_path, max_iters=101, progress=False)
+    assert len(fake.calls) == (0 if skipped else 1)
+
+
+def test_full_runs_pass_no_iteration_override_and_auto_leaves_the_device_to_train(tmp_path, monkeypatch):
+    fake = FakeTrain()
+    monkeypatch.setattr(train_mps, "train", fake)
+    bench.sweep(["baseline"], [3, 3], device="auto", out_dir=tmp_path, progress=False)
+    assert fake.calls == [("baseline", 3, None, None)]  # a seed given twice runs once
+
+
+def test_keyboard_interrupt_stops_the_sweep(tmp_path, monkeypatch, capsys):
+    fake = FakeTrain(fail_seeds={0}, exc=KeyboardInterrupt())
+    monkeypatch.setattr(train_mps, "train", fake)
+    assert main(["bench", "--seeds", "0", "1", "--device", "cpu", "--out", str(tmp_path), "--max-iters", "101"]) == 130
+    assert len(fake.calls) == 1 and "interrupted" in capsys.readouterr().err
+
+
+def test_ablating_a_persona_without_components_adds_nothing(tmp_path, monkeypatch, capsys):
+    fake = FakeTrain()
+    monkeypatch.setattr(train_mps, "train", fake)
+    bench.sweep(["baseline"], [0], device="cpu", out_dir=tmp_path, max_iters=101, ablate="baseline", progress=False)
+    assert [c[0] for c in fake.calls] == ["baseline"]
+    assert "nothing to ablate" in capsys.readouterr().out
+
+
+def test_ablation_runs_one_variant_per_component_and_the_report_tables_it(tmp_path, monkeypatch):
+    monkeypatch.setattr(config, "KNOWN_COMPONENTS", ("comp_a", "comp_b"))
+    monkeypatch.setitem(registry.PERSONAS, "toy", config.Persona("toy", config.GPTConfig(components=("comp_a", "comp_b"))))
+    fake = FakeTrain()
+    monkeypatch.setattr(train_mps, "train", fake)
+    bench.sweep(["baseline"], [0], device="cpu", out_dir=tmp_path / "runs", max_iters=101, ablate="toy", progress=False)
+    assert [c[0] for c in fake.calls] == ["baseline", "toy", "toy-comp_a", "toy-comp_b"]
+
+    summary = report.write_report(tmp_path / "runs", tmp_path / "docs")
+    assert summary["groups"][0]["ablations"]["toy"].keys() == {"toy-comp_a", "toy-comp_b"}
+    text = (tmp_path / "docs" / "RESULTS.md").read_text()
+    assert "### Ablations of `toy`" in text and "| `toy-comp_b` | 1 |" in text
+
+
+def test_bad_input_is_one_clear_error(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(train_mps, "train", FakeTrain())
+    assert main(["bench", "--personas", "nobody", "--device", "cpu", "--out", str(tmp_path)]) == 2
+    assert "unknown persona 'nobody'" in capsys.readouterr().err
+    assert main(["bench", "--device", "gpu", "--out", str(tmp_path)]) == 2
+    assert "--device 'gpu'" in capsys.readouterr().err
+    assert main(["bench", "--device", "cpu", "--max-iters", "0", "--out", str(tmp_path)]) == 2
+    assert "--max-iters 0" in capsys.readouterr().err
+    assert main(["report", str(tmp_path / "missing")]) == 2
+    assert "not found" in capsys.readouterr().err
+    assert main(["report", str(tmp_path), "--out", str(tmp_path / "docs")]) == 2
+    assert "no run records" in capsys.readouterr().err
+
+
+def test_missing_data_stops_the_sweep(tmp_path, capsys):
+    argv = ["bench", "--seeds", "0", "1", "--device", "cpu", "--max-iters", "101", "--out", str(tmp_path / "runs"),
+            "--data-dir", str(tmp_path / "nodata")]
+    assert main(argv) == 2
+    assert "dreamteam prepare" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- the report, from hand-written records
+
+VAL_LOSS = {  # group -> persona -> val_loss per seed
+    ("cpu", 10001): {"baseline": [5.10, 5.14, 5.18], "toy": [4.80, 4.82, 4.84], "close": [5.05, 5.10, 5.15],
+                     "worse": [5.20, 5.30, 5.40]},
+    ("cuda:0", 10001): {"baseline": [5.50, 5.70]},
+    ("cpu", 101): {"baseline": [9.45]},
+}
+
+
+@pytest.fixture
+def synthetic_runs(tmp_path):
+    folder = tmp_path / "runs"
+    for (device, iters), personas in VAL_LOSS.items():
+        for persona, losses in personas.items():
+            for seed, v in enumerate(losses):
+                write_record(folder / "nested", persona=persona, seed=seed, device=device, max_iters=iters, val_loss=v)
+    # a failed run, rerun since; a superseded run of an older version; a JSON file that is no record
+    write_record(folder, persona="toy", seed=0, device="cpu", max_iters=10001, status="failed", name="toy_failed")
+    write_record(folder, persona="toy", seed=1, device="cpu", max_iters=10001, val_loss=9.0, version="0.0.1",
+                 name="toy_seed1_cpu_10001it_20250101-000000")
+    (folder / "notes.json").write_text('{"not": "a record"}')
+    return folder
+
+
+def _section(text, heading):
+    """The lines of the markdown section that starts with `heading`, up to the next '## '."""
+    lines = text.split(heading, 1)[1].splitlines()[1:]
+    return [line for line in lines[: next((i for i, l in enumerate(lines) if l.startswith("## ")), len(lines))]]
+
+
+def test_report_tables_never_mix_devices_or_run_lengths(synthetic_runs, tmp_path):
+    summary = report.write_report(synthetic_runs, tmp_path / "docs")
+    assert [g["id"] for g in summary["groups"]] == ["cpu_10001it", "cuda_10001it", "cpu_101it"]
+    text = (tmp_path / "docs" / "RESULTS.md").read_text()
+
+    full_cpu = _section(text, "## cpu, 10001 iterations (full protocol runs)")
+    rows = [line for line in full_cpu if line.startswith("| `")]
+    assert [r.split("`")[1] for r in rows] == ["baseline", "toy", "close", "worse"]  # baseline first, then by val_loss
+    for persona, row in zip(["baseline", "toy", "close", "worse"], rows):
+        losses = VAL_LOSS[("cpu", 10001)][persona]
+        assert row.startswith(f"| `{persona}` | 3 | {statistics.mean(losses):.4f} ± {statistics.stdev(losses):.4f} |")
+    assert rows[0].endswith("| — |")
+    assert rows[1].endswith("| -0.3200 (yes) |")  # 0.32 below, beyond 0.04 + 0.02
+    assert rows[2].endswith("| -0.0400 (no) |")  # within 0.04 + 0.05
+    assert "Device: `cpu`; host processor: `x86_64`." in full_cpu
+
+    cuda = _section(text, "## cuda, 10001 iterations (full protocol runs)")
+    assert [line.split("`")[1] for line in cuda if line.startswith("| `")] == ["baseline"]
+    assert "| `baseline` | 2 | 5.6000 ± 0.1414 |" in "\n".join(cuda) and "`cuda:0`" in "\n".join(cuda)
+
+    smoke = _section(text, "## cpu, 101 iterations (smoke runs, not protocol results)")
+    assert "| `baseline` | 1 | 9.4500 ± n/a |" in "\n".join(smoke)
+
+    failures = _section(text, "## Failed runs")
+    assert any("`toy_failed.json`" in line and line.endswith("| yes |") for line in failures)
+    assert "`toy_seed1_cpu_10001it_20250101-000000.json`" in "\n".join(full_cpu)  # superseded, listed
+    assert "- `dreamteam bench --personas baseline`" in full_cpu
+
+    data = json.loads((tmp_path / "docs" / "results.json").read_text())
+    toy = data["groups"][0]["personas"]["toy"]
+    assert toy["seeds"] == [0, 1, 2] and [r["val_loss"] for r in toy["runs"]] == [4.80, 4.82, 4.84]
+    assert toy["vs_baseline"]["below"] is True
+    assert data["groups"][2]["personas"]["baseline"]["metrics"]["val_loss"]["std"] is None
+    for g in data["groups"]:
+        assert (tmp_path / "docs" / f"val_loss_curves_{g['id']}.png").exists()
+        assert (tmp_path / "docs" / f"val_loss_{g['id']}.png").exists()
+
+
+def test_report_is_reproducible(synthetic_runs, tmp_path):
+    first, second = tmp_path / "first", tmp_path / "second"
+    assert main(["report", str(synthetic_runs), "--out", str(first)]) == 0
+    assert main(["report", str(synthetic_runs), "--out", str(second)]) == 0
+    names = sorted(p.name for p in first.iterdir())
+    assert names == sorted(p.name for p in second.iterdir()) and "RESULTS.md" in names and "results.json" in names
+    for name in names:
+        assert (first / name).read_bytes() == (second / name).read_bytes(), name
+
+
+def test_summary_statistics():
+    assert report.summarize([1.0, 2.0, 3.0]) == {"n": 3, "mean": 2.0, "std": 1.0, "min": 1.0, "max": 3.0}
+    assert report.summarize([4.0])["std"] is None
+    assert report.summarize([None, float("nan")])["mean"] is None
