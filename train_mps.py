@@ -30,6 +30,7 @@ from tqdm import tqdm
 from dreamteam import data, protocol, registry, runs
 from torchport import recipe as recipes
 from torchport.evaluate import val_loss
+from torchport.fast import fused_loss
 from torchport.model import GPT
 
 
@@ -49,7 +50,7 @@ def resolve_device(device: str) -> str:
 
 
 def train(persona="baseline", seed=0, data_dir=None, device_override=None, max_iters_override=None,
-          out_dir="runs", progress=True):
+          out_dir="runs", progress=True, fast=True):
     t0 = time.time()
 
     # ---------------- frozen protocol: not to be changed ----------------
@@ -93,6 +94,7 @@ def train(persona="baseline", seed=0, data_dir=None, device_override=None, max_i
         "batch_size": batch_size, "block_size": block_size, "n_params": sum(p.numel() for p in model.parameters()),
         "config": spec.model, "recipe": spec.recipe, "data_dir": str(dataset.data_dir),
         "versions": runs.versions(torch=torch.__version__), "command": " ".join(sys.argv), "status": "running",
+        "fast": fast,
     }
 
     best_vloss = float("inf")
@@ -124,7 +126,8 @@ def train(persona="baseline", seed=0, data_dir=None, device_override=None, max_i
                     tqdm.write(f"step {it}: val loss {vloss:.4f}, best {best_vloss:.4f}")
 
             xb, yb = get_batch("train")
-            _, loss = model(xb, yb)
+            # fast: the same loss without the B x T x V logits (torchport/fast.py); eager: the reference
+            loss = fused_loss(model, xb, yb) if fast else model(xb, yb)[1]
             loss.backward()
             recipes.optimizer_step(model, optimizer, spec.recipe, it)
 
@@ -175,12 +178,14 @@ def main(argv=None) -> int:
     ap.add_argument("--max-iters", type=int, default=None, help="smoke runs only: fewer iterations than the protocol's 10001")
     ap.add_argument("--out-dir", default="runs")
     ap.add_argument("--no-progress", action="store_true")
+    ap.add_argument("--eager", action="store_true",
+                    help="train with the plain eager loss model(x, y) (the reference) instead of the fused chunked one")
     args = ap.parse_args(argv)
     # a terminated run (kill, a scheduler's timeout) unwinds like an exception, so its record is written
     signal.signal(signal.SIGTERM, _terminated)
     try:
         best_vloss, elapsed_min = train(args.persona, args.seed, args.data_dir, args.device, args.max_iters,
-                                        args.out_dir, progress=not args.no_progress)
+                                        args.out_dir, progress=not args.no_progress, fast=not args.eager)
     except (registry.UnknownPersonaError, data.DataError, NonFiniteLossError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

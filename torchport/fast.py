@@ -1,22 +1,28 @@
 """A fast, exact training loss for the torch GPT: the tied output head and its cross-entropy, fused and chunked.
 
-The eager reference (torchport.model.GPT.forward) computes
+The eager reference (torchport.model.GPT.forward) computes, over the N = B*T tokens whose target is not -1,
 
-    logits_NxV = h_NxD @ W_VxD^T,   loss = (1 / N) * sum_n [ logsumexp_v(logits[n, v]) - logits[n, t_n] ]
+    z_NxV = h_NxD @ W_VxD^T,   loss = (1/N) sum_n [ lse_n - z[n, t_n] ],   lse_n = log sum_v exp(z[n, v])
+    d loss / d z = (P - Y) / N,   P = softmax(z) row-wise,  Y = onehot(t)
+    d loss / d h = (P - Y) @ W / N,   d loss / d W = (P - Y)^T @ h / N
 
-materializing logits (and, in autograd, their softmax and gradient): with N = 8 * 64 tokens and V = 50304
-that is 103 MB of float32 per tensor, several per step, which dominates a CPU step (and its page faults).
-`LinearCrossEntropy` computes the same numbers chunk by chunk of tokens, keeping only one chunk of logits
-(C x V) alive at a time, in a buffer reused across chunks:
+materializing z (and in autograd its log-softmax and gradient): with N = 8*64 and V = 50304 that is 103 MB of
+float32 per tensor, several per step, which dominates a CPU step (and its page faults).
+`LinearCrossEntropy` computes the same numbers chunk by chunk of C tokens, with one C x V buffer reused:
 
-    forward:  for each chunk c:  z = h_c @ W^T;  lse_c = max(z) + log sum exp(z - max(z));  loss += sum(lse_c - z[t])
-    backward: for each chunk c:  P = exp(h_c @ W^T - lse_c) - onehot(t_c)     (= d loss_n / d z, times N)
-              grad_h_c = P @ W,   grad_W += P^T @ h_c;   both times grad_output / N at the end
+    for each chunk c:   z = h_c @ W^T;  m = max_v z;  E = exp(z - m);  s = sum_v E;  lse_c = m + log s
+                        (only if gradients are wanted)   G_h[c] = (E @ W) / s,   G_W += E^T @ (h_c / s)
+    then                G_h -= W[t];  G_W[t_n] -= h_n (scatter-add);   loss = mean_n (lse_n - z[n, t_n])
+    backward:           grad_h = G_h * g / N,   grad_W = G_W * g / N      (g the incoming gradient of the loss)
 
-It saves only h, W, the targets and lse (N numbers), recomputing the chunk's logits in backward (one extra
-N x D x V matmul), the "chunked / fused linear cross-entropy" of e.g. Liger-Kernel and Apple's Cut
-Cross-Entropy (Wijmans et al. 2024), here in plain torch ops. Same mathematics as F.cross_entropy(h @ W.T, t,
-ignore_index=-1), different rounding only: float64 agrees to ~1e-15.
+i.e. P = E / s and the onehot Y are applied to the small products (C x D, V x D) instead of the C x V chunk,
+and the gradients are formed in the forward pass, while the chunk's logits are at hand (as Liger-Kernel's
+fused linear cross-entropy does; the chunking idea is also that of Cut Cross-Entropy, Wijmans et al. 2024):
+per token one exp and three N x D x V matmuls instead of the reference's recomputed softmax and 103 MB
+temporaries. Saved for backward: G_h (N x D) and G_W (V x D), never anything of size N x V. Same mathematics
+as F.cross_entropy(h @ W.T, t, ignore_index=-1), other rounding only (float64: ~1e-16 apart).
+
+`fused_loss(model, idx, targets)` is the fast equal of `model(idx, targets)[1]` for torchport.model.GPT.
 """
 
 from __future__ import annotations
@@ -25,104 +31,132 @@ import torch
 from torch.nn import functional as F
 
 IGNORE_INDEX = -1
-DEFAULT_CHUNK = 64  # tokens per chunk; see benchmarks/bench_step.py and the report in the module docstring
+# Tokens per chunk. Measured with benchmarks/bench_step.py on the 2-core AMD EPYC VM (L2 1 MiB per core, L3
+# 32 MiB, torch 2.13, 2 threads), whole baseline train step, N = 512, D = 32, V = 50304: chunks of 24 to 48
+# tokens were fastest and equal within noise (~80 ms/step against eager's ~245), 16 and 64 to 128 a few
+# per cent slower, 256 ~30% slower. 32 tokens is a 6.4 MB float32 chunk, in L3. Not tuned for CUDA or MPS.
+DEFAULT_CHUNK = 32
 
 
 def _check_inputs(h_NxD, W_VxD, targets_N, chunk):
+    if not (isinstance(h_NxD, torch.Tensor) and isinstance(W_VxD, torch.Tensor) and isinstance(targets_N, torch.Tensor)):
+        raise TypeError("h, W and targets must be torch tensors")
     if h_NxD.dim() != 2 or W_VxD.dim() != 2 or h_NxD.shape[1] != W_VxD.shape[1]:
         raise ValueError(f"h must be (N, D) and W (V, D) with the same D; got h {tuple(h_NxD.shape)}, W {tuple(W_VxD.shape)}")
     if targets_N.shape != h_NxD.shape[:1]:
         raise ValueError(f"targets must have shape ({h_NxD.shape[0]},), one per row of h; got {tuple(targets_N.shape)}")
-    if targets_N.dtype not in (torch.int64, torch.int32):
+    if targets_N.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
         raise ValueError(f"targets must be integer token ids; got dtype {targets_N.dtype}")
     if h_NxD.dtype != W_VxD.dtype or not h_NxD.dtype.is_floating_point:
         raise ValueError(f"h and W must share one floating dtype; got {h_NxD.dtype} and {W_VxD.dtype}")
-    if int(chunk) < 1:
-        raise ValueError(f"chunk must be a positive number of tokens; got {chunk}")
+    if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
+        raise ValueError(f"chunk must be a positive int (tokens per chunk); got {chunk!r}")
+
+
+def _prepare_targets(targets_N, V, device):
+    """(t_N, w_N): targets with the ignored ones (-1) replaced by 0, and weights 1.0 (kept) / 0.0 (ignored).
+
+    Masks rather than a selection of the kept tokens, so that no step waits for the device (CUDA, MPS);
+    multiplying by 1.0 is exact, so a batch without ignored tokens gets the unmasked numbers.
+    """
+    t_N = targets_N.long()
+    keep_N = t_N != IGNORE_INDEX
+    if device.type == "cpu" and t_N.numel():  # the check needs the values: free on the CPU, a sync elsewhere
+        bad = keep_N & ((t_N < 0) | (t_N >= V))
+        if bool(bad.any()):
+            i = int(bad.nonzero()[0, 0])
+            raise ValueError(f"targets[{i}] = {int(t_N[i])}; expected a token id in [0, {V}) or {IGNORE_INDEX} (ignored)")
+    return torch.where(keep_N, t_N, 0), keep_N
+
+
+def _chunked(h_NxD, W_VxD, t_N, keep_N, chunk: int, need_h: bool, need_W: bool):
+    """(sum_n w_n (lse_n - z[n, t_n]), G_h or None, G_W or None), chunk by chunk (module docstring);
+    w_n = 1 for kept tokens, 0 for ignored ones (their rows of G_h are 0 and they add nothing to G_W)."""
+    N, V = h_NxD.shape[0], W_VxD.shape[0]
+    w_N = keep_N.to(h_NxD.dtype)
+    m_N = h_NxD.new_empty(N)
+    s_N = h_NxD.new_empty(N)
+    zt_N = h_NxD.new_empty(N)
+    G_h = h_NxD.new_empty(h_NxD.shape) if need_h else None
+    G_W = torch.empty_like(W_VxD) if need_W else None
+    if N == 0:
+        if need_W:
+            G_W.zero_()
+        return h_NxD.new_zeros(()), G_h, G_W
+    buf_CxV = h_NxD.new_empty(min(chunk, N), V)
+    W_T = W_VxD.t()
+    for a in range(0, N, chunk):
+        b = min(a + chunk, N)
+        z = buf_CxV[: b - a]
+        h_c = h_NxD[a:b]
+        torch.mm(h_c, W_T, out=z)  # logits of the chunk
+        torch.gather(z, 1, t_N[a:b, None], out=zt_N[a:b, None])  # target logits
+        m = torch.amax(z, 1, keepdim=True, out=m_N[a:b, None])
+        z.sub_(m).exp_()  # E = exp(z - m)
+        s = torch.sum(z, 1, keepdim=True, out=s_N[a:b, None])
+        w_over_s = w_N[a:b, None] / s
+        if need_h:
+            torch.mm(z, W_VxD, out=G_h[a:b]).mul_(w_over_s)  # rows of P @ W
+        if need_W:
+            if a == 0:
+                torch.mm(z.t(), h_c * w_over_s, out=G_W)  # P^T @ h, first chunk
+            else:
+                G_W.addmm_(z.t(), h_c * w_over_s)
+    if need_h:
+        G_h.sub_(W_VxD[t_N] * w_N[:, None])  # - Y @ W
+    if need_W:
+        G_W.index_add_(0, t_N, h_NxD * w_N[:, None], alpha=-1)  # - Y^T @ h
+    lse_N = m_N + torch.log(s_N)
+    return ((lse_N - zt_N) * w_N).sum(), G_h, G_W
 
 
 class LinearCrossEntropy(torch.autograd.Function):
-    """mean_n CE(h_n @ W^T, t_n), tokens with t_n == -1 ignored (not counted), without materializing logits."""
+    """mean_n CE(h_n @ W^T, t_n) over the tokens with t_n != -1, without materializing the N x V logits.
+
+    Equal to F.cross_entropy(h_NxD @ W_VxD.T, targets_N, ignore_index=-1) (module docstring for the math).
+    The gradients are computed in the forward pass; call it through `linear_cross_entropy`, which skips them
+    where no gradient is wanted (under torch.no_grad, or when neither h nor W requires grad).
+    """
 
     @staticmethod
     def forward(ctx, h_NxD, W_VxD, targets_N, chunk=DEFAULT_CHUNK):
         _check_inputs(h_NxD, W_VxD, targets_N, chunk)
-        chunk = int(chunk)
-        targets_N = targets_N.long()
-        n_all = h_NxD.shape[0]
-        valid_N = targets_N != IGNORE_INDEX
-        all_valid = bool(valid_N.all())
-        if all_valid:
-            h, t = h_NxD.contiguous(), targets_N
-        else:  # ignored tokens contribute nothing: drop them up front
-            h, t = h_NxD[valid_N].contiguous(), targets_N[valid_N]
-        N, V = h.shape[0], W_VxD.shape[0]
-        if N and (int(t.min()) < 0 or int(t.max()) >= V):
-            raise ValueError(f"targets must lie in [0, {V}) or equal {IGNORE_INDEX}")
-        W_T = W_VxD.t()
-        lse_N = h.new_empty(N)
-        tlogit_N = h.new_empty(N)
-        buf = h.new_empty(min(chunk, max(N, 1)), V)
-        for s in range(0, N, chunk):
-            e = min(s + chunk, N)
-            z = buf[: e - s]
-            torch.mm(h[s:e], W_T, out=z)
-            tlogit_N[s:e] = z.gather(1, t[s:e, None]).squeeze(1)
-            m = z.amax(dim=1, keepdim=True)
-            z.sub_(m).exp_()
-            lse_N[s:e] = torch.log(z.sum(dim=1)) + m.squeeze(1)
-        loss = (lse_N - tlogit_N).sum() / N if N else h.new_full((), float("nan"))
-        ctx.save_for_backward(h, W_VxD, t, lse_N, valid_N)
-        ctx.chunk, ctx.all_valid, ctx.n_all = chunk, all_valid, n_all
-        return loss
+        t_N, keep_N = _prepare_targets(targets_N, W_VxD.shape[0], h_NxD.device)
+        need_h, need_W = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        total, G_h, G_W = _chunked(h_NxD.contiguous(), W_VxD.contiguous(), t_N, keep_N, chunk, need_h, need_W)
+        count = keep_N.sum().to(total.dtype)
+        ctx.save_for_backward(G_h, G_W, count)
+        return total / count  # no kept token: 0/0 = nan, as F.cross_entropy
 
     @staticmethod
+    @torch.autograd.function.once_differentiable
     def backward(ctx, grad_loss):
-        h, W_VxD, t, lse_N, valid_N = ctx.saved_tensors
-        chunk = ctx.chunk
-        N, V = h.shape[0], W_VxD.shape[0]
-        need_h, need_W = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        grad_h = h.new_empty(h.shape) if need_h else None
-        grad_W = torch.zeros_like(W_VxD) if need_W else None
-        if N:
-            W_T = W_VxD.t()
-            buf = h.new_empty(min(chunk, N), V)
-            rows = torch.arange(min(chunk, N), device=h.device)
-            for s in range(0, N, chunk):
-                e = min(s + chunk, N)
-                p = buf[: e - s]
-                torch.mm(h[s:e], W_T, out=p)
-                p.sub_(lse_N[s:e, None]).exp_()  # softmax
-                p[rows[: e - s], t[s:e]] -= 1.0  # softmax - onehot
-                if need_h:
-                    torch.mm(p, W_VxD, out=grad_h[s:e])
-                if need_W:
-                    grad_W.addmm_(p.t(), h[s:e])
-            scale = grad_loss / N
-            if need_h:
-                grad_h.mul_(scale)
-            if need_W:
-                grad_W.mul_(scale)
-        elif need_h:
-            grad_h.zero_()
-        if need_h and not ctx.all_valid:
-            full = grad_h.new_zeros(ctx.n_all, h.shape[1])
-            full[valid_N] = grad_h
-            grad_h = full
+        G_h, G_W, count = ctx.saved_tensors
+        scale = grad_loss / count.clamp(min=1)  # no kept token: G_h, G_W are 0, as F.cross_entropy's gradients
+        grad_h = G_h * scale if ctx.needs_input_grad[0] else None
+        grad_W = G_W * scale if ctx.needs_input_grad[1] else None
         return grad_h, grad_W, None, None
 
 
 def linear_cross_entropy(h_NxD, W_VxD, targets_N, chunk: int = DEFAULT_CHUNK):
-    """F.cross_entropy(h_NxD @ W_VxD.T, targets_N, ignore_index=-1), computed chunk by chunk."""
-    return LinearCrossEntropy.apply(h_NxD, W_VxD, targets_N, chunk)
+    """F.cross_entropy(h_NxD @ W_VxD.T, targets_N, ignore_index=-1), computed chunk by chunk of tokens."""
+    if torch.is_grad_enabled() and (h_NxD.requires_grad or W_VxD.requires_grad):
+        return LinearCrossEntropy.apply(h_NxD, W_VxD, targets_N, chunk)
+    _check_inputs(h_NxD, W_VxD, targets_N, chunk)
+    with torch.no_grad():
+        t_N, keep_N = _prepare_targets(targets_N, W_VxD.shape[0], h_NxD.device)
+        total, _, _ = _chunked(h_NxD.contiguous(), W_VxD.contiguous(), t_N, keep_N, chunk, False, False)
+    return total / keep_N.sum().to(total.dtype)
 
 
 def fused_loss(model, idx_BxT, targets_BxT, chunk: int = DEFAULT_CHUNK):
-    """The training loss of torchport.model.GPT, equal to model(idx, targets)[1] but without the logits."""
+    """The training loss of torchport.model.GPT, equal to model(idx, targets)[1], without the B x T x V logits:
+    the final hidden states model.hidden(idx) through LinearCrossEntropy with the tied head model.lm_head.weight."""
     h_BxTxD = model.hidden(idx_BxT)
-    return linear_cross_entropy(h_BxTxD.reshape(-1, h_BxTxD.shape[-1]), model.lm_head.weight, targets_BxT.reshape(-1), chunk)
+    return linear_cross_entropy(h_BxTxD.reshape(-1, h_BxTxD.shape[-1]), model.lm_head.weight,
+                                targets_BxT.reshape(-1), chunk)
 
 
 def reference_loss(h_NxD, W_VxD, targets_N):
-    """The eager reference of linear_cross_entropy."""
+    """The eager reference of linear_cross_entropy, as GPT.forward computes it."""
     return F.cross_entropy(h_NxD @ W_VxD.t(), targets_N, ignore_index=IGNORE_INDEX)

@@ -1,0 +1,151 @@
+"""Time the baseline training step, forward + backward + optimizer step, eager against the fused loss.
+
+    python benchmarks/bench_step.py [--device cpu] [--warmup 3] [--steps 20] [--chunk 32]
+                                    [--sweep 16,32,64,128] [--compile] [--threads N] [--json PATH]
+
+Every variant trains its own copy of the same initial baseline model (protocol shapes: batch 8 x 64, 4 layers,
+4 heads, width 32, the 50304-way tied head) with the baseline recipe (AdamW, clipping), on the same random
+batches. The timed steps are interleaved (step i of every variant, then step i + 1, ...), so that a machine
+shared with other work slows every variant alike; the median and the minimum ms/step are reported, and the
+load average before and after says how shared the machine was.
+
+Variants: `eager` is the reference, `loss = model(x, y)[1]`; `fast` is torchport.fast.fused_loss (the chunked
+linear cross-entropy); `--sweep` adds `fast_c<C>` for other chunk sizes; `--compile` adds the same two loss
+functions under torch.compile (CPU and CUDA only; compilation time is reported separately, not in ms/step).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+import torch  # noqa: E402
+
+from dreamteam import protocol, registry  # noqa: E402
+from torchport import recipe as recipes  # noqa: E402
+from torchport.fast import DEFAULT_CHUNK, fused_loss  # noqa: E402
+from torchport.model import GPT  # noqa: E402
+
+
+def synchronize(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    elif device == "mps":
+        torch.mps.synchronize()
+
+
+def make_variants(args):
+    variants = {"eager": lambda m, x, y: m(x, y)[1], "fast": lambda m, x, y: fused_loss(m, x, y, args.chunk)}
+    for c in args.sweep:
+        if c != args.chunk:
+            variants[f"fast_c{c}"] = (lambda c: lambda m, x, y: fused_loss(m, x, y, c))(c)
+    if args.compile:
+        if args.device == "mps":
+            raise SystemExit("--compile is for the CPU and CUDA; it stays off on MPS")
+        for name in ("eager", "fast"):
+            variants[f"{name}_compiled"] = torch.compile(variants[name])
+    return variants
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--warmup", type=int, default=3, help="untimed steps per variant first")
+    ap.add_argument("--steps", type=int, default=20, help="timed steps per variant")
+    ap.add_argument("--chunk", type=int, default=DEFAULT_CHUNK, help="tokens per chunk of the fused loss")
+    ap.add_argument("--sweep", default="", help="comma-separated further chunk sizes to time, e.g. 16,64,128")
+    ap.add_argument("--compile", action="store_true", help="also time torch.compile'd loss functions")
+    ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads for this process (default: torch's)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--json", default=None, help="write the numbers here")
+    args = ap.parse_args(argv)
+    args.sweep = [int(c) for c in args.sweep.split(",") if c.strip()]
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    device = args.device
+    if device == "mps" and not torch.backends.mps.is_available():
+        raise SystemExit("MPS is not available on this machine")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise SystemExit("CUDA is not available on this machine")
+
+    persona = registry.get("baseline")
+    cfg, recipe = persona.model, persona.recipe
+    B, T = protocol.BATCH_SIZE, protocol.BLOCK_SIZE
+    gen = torch.Generator().manual_seed(args.seed)
+    n_batches = args.warmup + args.steps
+    batches = [torch.randint(0, protocol.GPT2_VOCAB_SIZE, (2, B, T), generator=gen).to(device) for _ in range(n_batches)]
+
+    variants = make_variants(args)
+    torch.manual_seed(args.seed)
+    init = GPT(cfg).state_dict()
+    runs = {}
+    for name in variants:
+        model = GPT(cfg).to(device)
+        model.load_state_dict(init)
+        model.train()
+        runs[name] = (model, recipes.build_optimizer(model, recipe, device_type=device.split(":")[0]))
+
+    def step(name, i):
+        model, opt = runs[name]
+        x, y = batches[i]
+        loss = variants[name](model, x, y)
+        loss.backward()
+        recipes.optimizer_step(model, opt, recipe, i)
+        return loss
+
+    load_before = os.getloadavg()
+    first_loss, warmup_s = {}, {}
+    for name in variants:  # warmup (and compilation) one variant at a time
+        synchronize(device)
+        t0 = time.perf_counter()
+        for i in range(args.warmup):
+            loss = step(name, i)
+            if i == 0:
+                first_loss[name] = loss.item()
+        synchronize(device)
+        warmup_s[name] = time.perf_counter() - t0
+    times = {name: [] for name in variants}
+    for i in range(args.warmup, n_batches):  # interleaved timed steps
+        for name in variants:
+            synchronize(device)
+            t0 = time.perf_counter()
+            step(name, i)
+            synchronize(device)
+            times[name].append(1000 * (time.perf_counter() - t0))
+    load_after = os.getloadavg()
+
+    summary = {name: {"median_ms": statistics.median(ts), "min_ms": min(ts), "mean_ms": statistics.fmean(ts)}
+               for name, ts in times.items()}
+    print(f"device {device}  torch {torch.__version__}  threads {torch.get_num_threads()}  "
+          f"warmup {args.warmup}  steps {args.steps}  load average {load_before[0]:.2f} -> {load_after[0]:.2f}")
+    base = summary["eager"]["median_ms"]
+    for name, s in summary.items():
+        print(f"{name:>16}: {s['median_ms']:8.1f} ms/step median  {s['min_ms']:8.1f} min  "
+              f"eager/{name} = {base / s['median_ms']:.2f}x  (first loss {first_loss.get(name, float('nan')):.6f}, "
+              f"warmup {warmup_s[name]:.1f} s)")
+    if args.json:
+        record = {
+            "device": device, "torch": torch.__version__, "threads": torch.get_num_threads(),
+            "cpu_count": os.cpu_count(), "machine": platform.machine(), "processor": platform.processor(),
+            "python": platform.python_version(),
+            "env": {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "MKL_NUM_THREADS")}, "warmup": args.warmup, "steps": args.steps, "chunk": args.chunk,
+            "load_average_before": load_before, "load_average_after": load_after,
+            "ms_per_step": summary, "ratio_eager_over_fast": base / summary["fast"]["median_ms"],
+            "times_ms": times, "first_loss": first_loss, "warmup_s": warmup_s,
+        }
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(record, indent=2))
+        print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
