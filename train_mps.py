@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import signal
 import sys
 import time
 from pathlib import Path
@@ -28,6 +27,7 @@ import torch
 from tqdm import tqdm
 
 from dreamteam import data, protocol, registry, runs
+from dreamteam.config import ConfigError
 from torchport import recipe as recipes
 from torchport.evaluate import val_loss
 from torchport.fast import fused_loss
@@ -137,36 +137,19 @@ def train(persona="baseline", seed=0, data_dir=None, device_override=None, max_i
         elapsed_min = (time.time() - t0 - harness_s) / 60
         checkpoint_eval(max_iters)
     except BaseException as e:
-        record.update(status="failed", error=f"{type(e).__name__}: {e}", vloss_curve=vloss_curve, val_loss_curve=val_curve)
-        runs.write_json_atomic(out_dir / f"{name}.json", record)
+        runs.record_failure(out_dir / f"{name}.json", record, e, vloss_curve, val_curve)
         raise
 
     from safetensors.torch import save_model
 
     out_dir.mkdir(parents=True, exist_ok=True)
     save_model(model, str(out_dir / f"{name}.safetensors"))
-    record.update(
-        status="ok",
-        best_vloss=best_vloss,
-        val_loss=val_curve[-1][1],
-        val_loss_best=min(v for _, v in val_curve),
-        elapsed_min=elapsed_min,
-        ms_per_iter=1000 * loop_s / max_iters,
-        fitness=protocol.fitness(best_vloss, elapsed_min),
-        harness_eval_s=harness_s,
-        vloss_curve=vloss_curve,
-        val_loss_curve=val_curve,
-        checkpoint=f"{name}.safetensors",
-    )
-    path = runs.write_json_atomic(out_dir / f"{name}.json", record)
+    path = runs.record_success(out_dir / f"{name}.json", record, best_vloss=best_vloss, vloss_curve=vloss_curve,
+                               val_curve=val_curve, elapsed_min=elapsed_min, loop_s=loop_s, harness_s=harness_s,
+                               checkpoint=f"{name}.safetensors")
     if progress:
-        print(f"best_vloss {best_vloss:.4f}  val_loss {record['val_loss']:.4f}  val_loss_best {record['val_loss_best']:.4f}  "
-              f"elapsed_min {elapsed_min:.2f}  ms/iter {record['ms_per_iter']:.1f}  record {path}")
+        print(f"{runs.summary(record)}  record {path}")
     return float(best_vloss), float(elapsed_min)
-
-
-def _terminated(signum, frame):
-    raise SystemExit(f"terminated by signal {signum}")
 
 
 def main(argv=None) -> int:
@@ -181,12 +164,11 @@ def main(argv=None) -> int:
     ap.add_argument("--eager", action="store_true",
                     help="train with the plain eager loss model(x, y) (the reference) instead of the fused chunked one")
     args = ap.parse_args(argv)
-    # a terminated run (kill, a scheduler's timeout) unwinds like an exception, so its record is written
-    signal.signal(signal.SIGTERM, _terminated)
+    runs.raise_on_sigterm()
     try:
         best_vloss, elapsed_min = train(args.persona, args.seed, args.data_dir, args.device, args.max_iters,
                                         args.out_dir, progress=not args.no_progress, fast=not args.eager)
-    except (registry.UnknownPersonaError, data.DataError, NonFiniteLossError) as e:
+    except (registry.UnknownPersonaError, data.DataError, ConfigError, NonFiniteLossError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(f"best_vloss={best_vloss:.4f} elapsed_min={elapsed_min:.3f}")

@@ -245,7 +245,7 @@ def render_markdown(summary: dict, plots: dict[str, tuple[str, str]]) -> str:
         lines += [f"- `{c}`" for c in g["commands"]] or ["- not recorded"]
         lines.append("")
         if g["superseded"]:
-            lines += [f"Superseded by a later run of the same persona and seed (not counted): "
+            lines += ["Superseded by a later run of the same persona and seed (not counted): "
                       + ", ".join(f"`{s}`" for s in g["superseded"]) + ".", ""]
     if summary["failures"]:
         lines += ["## Failed runs", "", "Not counted above; `dreamteam bench` reruns them.", "",

@@ -6,6 +6,7 @@ import dataclasses
 import json
 import os
 import platform
+import signal
 import subprocess
 import sys
 import tempfile
@@ -15,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 import dreamteam
+from dreamteam import protocol
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -71,3 +73,48 @@ def versions(**engines: str) -> dict:
 def run_name(persona: str, seed: int, device: str, max_iters: int) -> str:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     return f"{persona}_seed{seed}_{device}_{max_iters}it_{stamp}"
+
+
+def record_failure(path: str | os.PathLike, record: dict, error: BaseException, vloss_curve, val_curve) -> Path:
+    """Mark the run failed with its error, keep what it had measured, and write the record."""
+    record.update(status="failed", error=f"{type(error).__name__}: {error}", vloss_curve=vloss_curve, val_loss_curve=val_curve)
+    return write_json_atomic(path, record)
+
+
+def record_success(path: str | os.PathLike, record: dict, *, best_vloss: float, vloss_curve, val_curve,
+                   elapsed_min: float, loop_s: float, harness_s: float, **extra) -> Path:
+    """Fill in every metric of DESIGN.md from what the loop measured, and write the record.
+
+    val_loss is the last full-validation point (the final model), val_loss_best the lowest of them;
+    ms_per_iter is the loop's time without the harness's evaluations over max_iters.
+    """
+    record.update(
+        status="ok",
+        best_vloss=best_vloss,
+        val_loss=val_curve[-1][1],
+        val_loss_best=min(v for _, v in val_curve),
+        elapsed_min=elapsed_min,
+        ms_per_iter=1000 * loop_s / record["max_iters"],
+        fitness=protocol.fitness(best_vloss, elapsed_min),
+        harness_eval_s=harness_s,
+        vloss_curve=vloss_curve,
+        val_loss_curve=val_curve,
+        **extra,
+    )
+    return write_json_atomic(path, record)
+
+
+def summary(record: dict) -> str:
+    return (f"best_vloss {record['best_vloss']:.4f}  val_loss {record['val_loss']:.4f}  "
+            f"val_loss_best {record['val_loss_best']:.4f}  elapsed_min {record['elapsed_min']:.2f}  "
+            f"ms/iter {record['ms_per_iter']:.1f}")
+
+
+def _terminated(signum, frame):
+    raise SystemExit(f"terminated by signal {signum}")
+
+
+def raise_on_sigterm() -> None:
+    """Make SIGTERM (kill, a scheduler's timeout) unwind like an exception, so a run's record is written.
+    For command-line entry points only: a library call leaves signal handling to its caller."""
+    signal.signal(signal.SIGTERM, _terminated)

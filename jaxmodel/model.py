@@ -20,7 +20,7 @@ import optax
 
 from dreamteam.config import GPTConfig
 from jaxmodel.golden_swiglu import GoldenSwiGLU
-from jaxmodel.layers import Embedding, LayerNorm, Linear, causal_attention_weights, normal  # noqa: F401  (re-exported)
+from jaxmodel.layers import Embedding, LayerNorm, Linear, causal_attention_weights
 from jaxmodel.mla import MultiHeadLatentAttention
 from jaxmodel.rms_qknorm import RMSNorm
 from jaxmodel.rope import apply_rope

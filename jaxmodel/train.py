@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import signal
 import sys
 import time
 from pathlib import Path
@@ -188,38 +187,19 @@ def train(persona="baseline", seed=0, data_dir=None, max_iters=protocol.MAX_ITER
         elapsed_min = (time.time() - t0 - harness_s) / 60
         checkpoint_eval(max_iters)
     except BaseException as e:
-        record.update(status="failed", error=f"{type(e).__name__}: {e}", vloss_curve=vloss_curve,
-                      val_loss_curve=val_curve, compile_s=compile_s)
-        runs.write_json_atomic(out_dir / f"{name}.json", record)
+        runs.record_failure(out_dir / f"{name}.json", record, e, vloss_curve, val_curve)
         raise
 
     from safetensors.numpy import save_file
 
     out_dir.mkdir(parents=True, exist_ok=True)
     save_file(flat_params(params), str(out_dir / f"{name}.safetensors"))
-    record.update(
-        status="ok",
-        best_vloss=best_vloss,
-        val_loss=val_curve[-1][1],
-        val_loss_best=min(v for _, v in val_curve),
-        elapsed_min=elapsed_min,
-        ms_per_iter=1000 * loop_s / max_iters,
-        compile_s=compile_s,
-        fitness=protocol.fitness(best_vloss, elapsed_min),
-        harness_eval_s=harness_s,
-        vloss_curve=vloss_curve,
-        val_loss_curve=val_curve,
-        checkpoint=f"{name}.safetensors",
-    )
-    path = runs.write_json_atomic(out_dir / f"{name}.json", record)
+    path = runs.record_success(out_dir / f"{name}.json", record, best_vloss=best_vloss, vloss_curve=vloss_curve,
+                               val_curve=val_curve, elapsed_min=elapsed_min, loop_s=loop_s, harness_s=harness_s,
+                               compile_s=compile_s, checkpoint=f"{name}.safetensors")
     if progress:
-        print(f"best_vloss {best_vloss:.4f}  val_loss {record['val_loss']:.4f}  val_loss_best {record['val_loss_best']:.4f}  "
-              f"elapsed_min {elapsed_min:.2f}  ms/iter {record['ms_per_iter']:.1f}  compile_s {compile_s:.1f}  record {path}")
+        print(f"{runs.summary(record)}  compile_s {compile_s:.1f}  record {path}")
     return record
-
-
-def _terminated(signum, frame):
-    raise SystemExit(f"terminated by signal {signum}")
 
 
 def main(argv=None) -> int:
@@ -234,8 +214,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     if args.max_iters < 1:
         ap.error(f"--max-iters {args.max_iters}: expected at least 1")
-    # a terminated run (kill, a scheduler's timeout) unwinds like an exception, so its record is written
-    signal.signal(signal.SIGTERM, _terminated)
+    runs.raise_on_sigterm()
     try:
         record = train(args.persona, args.seed, args.data_dir, args.max_iters, args.out_dir,
                        progress=not args.no_progress, environ=dict(os.environ))  # the command line may read it

@@ -1,6 +1,5 @@
 """The parity harness itself: every check passes for the baseline, and it detects a real difference."""
 
-import jax
 import numpy as np
 import pytest
 import torch
