@@ -75,12 +75,19 @@ def train(persona="baseline", seed=0, data_dir=None, device_override=None, max_i
     val_data = torch.from_numpy(dataset.val.astype(np.int64)).to(device)
     train_sampler = data.BatchSampler(dataset.train, batch_size, block_size, seed=(seed, 0))
     val_sampler = data.BatchSampler(dataset.val, batch_size, block_size, seed=(seed, 1))
+    # every batch offset of the run drawn up front (the same streams, so the same batches as drawing them
+    # one by one) and moved to the device once: no step waits on a host-to-device copy
+    offsets = {
+        "train": torch.from_numpy(np.stack([train_sampler.offsets() for _ in range(max_iters)])).to(device),
+        "val": torch.from_numpy(np.stack([val_sampler.offsets() for _ in range(0, max_iters, eval_interval)])).to(device),
+    }
     arange_T = torch.arange(block_size, device=device)
     val_x, val_y = data.val_windows(dataset.val, block_size)
 
-    def get_batch(split):
-        source, sampler = (train_data, train_sampler) if split == "train" else (val_data, val_sampler)
-        ix = torch.from_numpy(sampler.offsets()).to(device)[:, None] + arange_T
+    def get_batch(split, it):
+        source = train_data if split == "train" else val_data
+        row = it if split == "train" else it // eval_interval
+        ix = offsets[split][row][:, None] + arange_T
         return source[ix], source[ix + 1]
 
     torch.manual_seed(seed)
@@ -114,7 +121,7 @@ def train(persona="baseline", seed=0, data_dir=None, device_override=None, max_i
             if it % eval_interval == 0:
                 model.eval()
                 with torch.no_grad():
-                    xb, yb = get_batch("val")
+                    xb, yb = get_batch("val", it)
                     _, vloss = model(xb, yb)
                 vloss = vloss.item()
                 model.train()
@@ -125,7 +132,7 @@ def train(persona="baseline", seed=0, data_dir=None, device_override=None, max_i
                 if progress or it % protocol.CHECKPOINT_INTERVAL == 0:
                     tqdm.write(f"step {it}: val loss {vloss:.4f}, best {best_vloss:.4f}")
 
-            xb, yb = get_batch("train")
+            xb, yb = get_batch("train", it)
             # fast: the same loss without the B x T x V logits (torchport/fast.py); eager: the reference
             loss = fused_loss(model, xb, yb) if fast else model(xb, yb)[1]
             loss.backward()

@@ -101,7 +101,7 @@ class Transformer(nn.Module):
     cfg: GPTConfig
 
     @nn.compact
-    def __call__(self, idx_BxT, deterministic: bool = True):
+    def __call__(self, idx_BxT, deterministic: bool = True, head: bool = True):
         cfg = self.cfg
         T = idx_BxT.shape[1]
         if T > cfg.block_size:
@@ -115,17 +115,19 @@ class Transformer(nn.Module):
         for i in range(cfg.n_layer):
             x_BxTxD = Block(cfg, name=f"h_{i}")(x_BxTxD, deterministic)
             self.sow("intermediates", "residual", x_BxTxD)
-        return wte.attend(make_norm(cfg, "ln_f")(x_BxTxD))
+        h_BxTxD = make_norm(cfg, "ln_f")(x_BxTxD)
+        return wte.attend(h_BxTxD) if head else h_BxTxD
 
 
 class GPT(nn.Module):
-    """idx_BxT -> logits_BxTxV. Parameters live under `transformer`, as in the torch port."""
+    """idx_BxT -> logits_BxTxV (head=False: the final hidden states ln_f(x)_BxTxD).
+    Parameters live under `transformer`, as in the torch port."""
 
     cfg: GPTConfig
 
     @nn.compact
-    def __call__(self, idx_BxT, deterministic: bool = True):
-        return Transformer(self.cfg, name="transformer")(idx_BxT, deterministic)
+    def __call__(self, idx_BxT, deterministic: bool = True, head: bool = True):
+        return Transformer(self.cfg, name="transformer")(idx_BxT, deterministic, head)
 
 
 def init_params(cfg: GPTConfig, key, dtype=jnp.float32):

@@ -34,6 +34,7 @@ from dreamteam import config as configs
 from dreamteam import data, protocol, registry, runs
 from jaxmodel import model as gpt
 from jaxmodel import recipe as recipes
+from jaxmodel.fast import fused_loss
 
 VAL_WINDOWS_PER_BATCH = 8  # 8 x 64 x 50304 float32 logits = 100 MB per forward
 
@@ -42,16 +43,18 @@ class NonFiniteLossError(RuntimeError):
     """The protocol's validation loss became NaN or infinite."""
 
 
-def make_train_step(cfg: configs.GPTConfig, optimizer: optax.GradientTransformation, dropout_key=None):
+def make_train_step(cfg: configs.GPTConfig, optimizer: optax.GradientTransformation, dropout_key=None,
+                    fast: bool = True):
     """One jitted optimizer step (params, opt_state, x_BxT, y_BxT, it) -> (params, opt_state, loss).
 
     params and opt_state are donated: their buffers are reused for the new ones. With cfg.dropout > 0 the
-    dropout masks come from fold_in(dropout_key, it), so a run is reproducible from its seed.
+    dropout masks come from fold_in(dropout_key, it), so a run is reproducible from its seed. fast: the
+    chunked tied-head loss of jaxmodel/fast.py (same numbers, no B x T x V logits); else the reference.
     """
 
     def loss(params, x_BxT, y_BxT, it):
         if cfg.dropout == 0:
-            return gpt.loss_fn(params, cfg, x_BxT, y_BxT)
+            return (fused_loss if fast else gpt.loss_fn)(params, cfg, x_BxT, y_BxT)
         rngs = {"dropout": jax.random.fold_in(dropout_key, it)}
         logits_BxTxV = gpt.GPT(cfg).apply(params, x_BxT, deterministic=False, rngs=rngs)
         return gpt.cross_entropy(logits_BxTxV, y_BxT)
@@ -104,7 +107,7 @@ def flat_params(params) -> dict[str, np.ndarray]:
 
 
 def train(persona="baseline", seed=0, data_dir=None, max_iters=protocol.MAX_ITERS, out_dir="runs",
-          progress=True, environ=None) -> dict:
+          progress=True, environ=None, fast=True) -> dict:
     """Train one persona under the frozen protocol with JAX; return (and write) the run record.
 
     persona is a registered name or a Persona; data_dir defaults to $DREAMTEAM_DATA in `environ`, else
@@ -134,7 +137,7 @@ def train(persona="baseline", seed=0, data_dir=None, max_iters=protocol.MAX_ITER
     dropout_key = jax.random.fold_in(jax.random.PRNGKey(seed), 1)  # only used when cfg.dropout > 0
     optimizer = recipes.build_optimizer(spec.recipe, max_iters)
     opt_state = optimizer.init(params)
-    train_step = make_train_step(cfg, optimizer, dropout_key)
+    train_step = make_train_step(cfg, optimizer, dropout_key, fast)
     eval_loss = make_eval_loss(cfg)
     val_loss = make_val_loss(cfg)
 
@@ -142,7 +145,7 @@ def train(persona="baseline", seed=0, data_dir=None, max_iters=protocol.MAX_ITER
     name = runs.run_name(spec.name, seed, f"{platform}-jax", max_iters)
     out_dir = Path(out_dir)
     record = {
-        "name": name, "persona": spec.name, "seed": seed, "device": platform, "engine": "jax",
+        "name": name, "persona": spec.name, "seed": seed, "device": platform, "engine": "jax", "fast": fast,
         "max_iters": max_iters, "batch_size": batch_size, "block_size": block_size,
         "n_params": sum(int(np.prod(p.shape)) for p in jax.tree.leaves(params)),
         "config": spec.model, "recipe": spec.recipe, "data_dir": str(dataset.data_dir),
@@ -211,13 +214,14 @@ def main(argv=None) -> int:
                     help=f"default: the protocol's {protocol.MAX_ITERS}; fewer for smoke runs")
     ap.add_argument("--out-dir", default="runs")
     ap.add_argument("--no-progress", action="store_true")
+    ap.add_argument("--eager", action="store_true", help="the reference loss with the full logits instead of the chunked one")
     args = ap.parse_args(argv)
     if args.max_iters < 1:
         ap.error(f"--max-iters {args.max_iters}: expected at least 1")
     runs.raise_on_sigterm()
     try:
         record = train(args.persona, args.seed, args.data_dir, args.max_iters, args.out_dir,
-                       progress=not args.no_progress, environ=dict(os.environ))  # the command line may read it
+                       progress=not args.no_progress, environ=dict(os.environ), fast=not args.eager)  # the command line may read it
     except (registry.UnknownPersonaError, data.DataError, configs.ConfigError, NonFiniteLossError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

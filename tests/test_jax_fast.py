@@ -1,0 +1,41 @@
+"""jaxmodel/fast.py: the chunked tied-head loss equals the reference, value and gradients."""
+
+import jax
+
+jax.config.update("jax_enable_x64", True)
+
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import optax  # noqa: E402
+import pytest  # noqa: E402
+
+from dreamteam import registry  # noqa: E402
+from jaxmodel import model as jm  # noqa: E402
+from jaxmodel.fast import fused_loss, linear_cross_entropy  # noqa: E402
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 16, 50, 64])
+def test_linear_cross_entropy_equals_full_softmax(chunk):
+    rng = np.random.default_rng(chunk)
+    h, w = jnp.asarray(rng.normal(size=(50, 6))), jnp.asarray(rng.normal(size=(97, 6)))
+    t = jnp.asarray(rng.integers(0, 97, 50))
+
+    def reference(h, w):
+        return optax.softmax_cross_entropy_with_integer_labels(h @ w.T, t).mean()
+
+    value, (gh, gw) = jax.value_and_grad(lambda h, w: 2.5 * linear_cross_entropy(h, w, t, chunk), argnums=(0, 1))(h, w)
+    ref, (rh, rw) = jax.value_and_grad(lambda h, w: 2.5 * reference(h, w), argnums=(0, 1))(h, w)
+    assert abs(float(value - ref)) <= 1e-12
+    assert float(jnp.max(jnp.abs(gh - rh))) <= 1e-12 and float(jnp.max(jnp.abs(gw - rw))) <= 1e-12
+
+
+@pytest.mark.parametrize("persona", sorted(registry.PERSONAS))
+def test_fused_loss_equals_model_loss(persona):
+    cfg = registry.get(persona).model
+    params = jax.tree.map(lambda a: a.astype(jnp.float64), jm.init_params(cfg, jax.random.PRNGKey(0)))
+    x, y = np.random.default_rng(1).integers(0, 50257, (2, 2, 64))
+    ref, g_ref = jax.value_and_grad(jm.loss_fn)(params, cfg, x, y)
+    fast, g_fast = jax.value_and_grad(fused_loss)(params, cfg, x, y)
+    assert abs(float(fast - ref)) <= 1e-12
+    err = max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(jax.tree.leaves(g_fast), jax.tree.leaves(g_ref)))
+    assert err <= 1e-12
