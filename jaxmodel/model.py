@@ -26,11 +26,6 @@ from jaxmodel.rms_qknorm import RMSNorm
 from jaxmodel.rope import apply_rope
 
 
-def causal_attention(q_BxHxTxK, k_BxHxTxK, v_BxHxTxK):
-    """softmax(q k^T / sqrt(K) + mask) v with mask_ij = -inf for j > i (the naive, exact form)."""
-    return jnp.einsum("bhqs,bhsk->bhqk", causal_attention_weights(q_BxHxTxK, k_BxHxTxK), v_BxHxTxK)
-
-
 class CausalSelfAttention(nn.Module):
     """Multi-head causal self-attention (Vaswani et al. 2017) with a fused qkv projection `c_attn`."""
 
