@@ -91,7 +91,7 @@ def train(persona="baseline", seed=0, data_dir=None, device_override=None, max_i
         return source[ix], source[ix + 1]
 
     torch.manual_seed(seed)
-    model = GPT(config).to(device)
+    model = GPT(config, token_counts=data.token_counts(dataset.train, config.vocab_size)).to(device)
     optimizer = recipes.build_optimizer(model, spec.recipe, device_type=device.split(":")[0])
 
     name = runs.run_name(spec.name, seed, device.split(":")[0], max_iters)
@@ -102,6 +102,9 @@ def train(persona="baseline", seed=0, data_dir=None, device_override=None, max_i
         "config": spec.model, "recipe": spec.recipe, "data_dir": str(dataset.data_dir),
         "versions": runs.versions(torch=torch.__version__), "command": " ".join(sys.argv), "status": "running",
         "fast": fast,
+        # the 1-minute load average at every checkpoint evaluation: a load above the core count means the
+        # run shared the machine, and its timings (elapsed_min, ms_per_iter) are inflated
+        "cpu_count": os.cpu_count(), "load_avg": [],
     }
 
     best_vloss = float("inf")
@@ -111,6 +114,8 @@ def train(persona="baseline", seed=0, data_dir=None, device_override=None, max_i
     def checkpoint_eval(steps_done):
         nonlocal harness_s
         t = time.time()
+        if hasattr(os, "getloadavg"):
+            record["load_avg"].append(round(os.getloadavg()[0], 2))
         val_curve.append((steps_done, val_loss(model, val_x, val_y, device)))
         harness_s += time.time() - t
 

@@ -154,6 +154,18 @@ def load(data_dir: str | os.PathLike | None = None, environ: dict | None = None)
     return Dataset(train=load_split(bins[0]), val=load_split(bins[1]), data_dir=d)
 
 
+def token_counts(ids: np.ndarray, vocab_size: int = protocol.VOCAB_SIZE) -> np.ndarray:
+    """How often each id 0..vocab_size-1 occurs in `ids` (int64, length vocab_size).
+
+    The statistics that frequency-aware components are built from (Good-Turing prior, rule-of-succession
+    prior, frequency clusters) are counted on `train.bin` only, never on validation data.
+    """
+    ids = np.asarray(ids)
+    if ids.size and int(ids.max()) >= vocab_size:
+        raise DataError(f"token id {int(ids.max())} is out of range for a vocabulary of {vocab_size}")
+    return np.bincount(ids.astype(np.int64), minlength=vocab_size).astype(np.int64)
+
+
 class BatchSampler:
     """Random (x, y) windows as nanoGPT's get_batch, from a seeded numpy generator.
 

@@ -12,6 +12,7 @@ The parameter tree has the torch port's names and shapes: `Linear` and `Embeddin
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -116,18 +117,22 @@ class Transformer(nn.Module):
 
 class GPT(nn.Module):
     """idx_BxT -> logits_BxTxV (head=False: the final hidden states ln_f(x)_BxTxD).
-    Parameters live under `transformer`, as in the torch port."""
+    Parameters live under `transformer`, as in the torch port.
+
+    token_counts: how often each id occurs in train.bin (dreamteam.data.token_counts), for components
+    built from token frequencies; None where no such component is on."""
 
     cfg: GPTConfig
+    token_counts: Any = None
 
     @nn.compact
     def __call__(self, idx_BxT, deterministic: bool = True, head: bool = True):
         return Transformer(self.cfg, name="transformer")(idx_BxT, deterministic, head)
 
 
-def init_params(cfg: GPTConfig, key, dtype=jnp.float32):
-    """Fresh parameters {'params': ...} for cfg, cast to dtype."""
-    variables = GPT(cfg).init(key, jnp.zeros((1, cfg.block_size), jnp.int32))
+def init_params(cfg: GPTConfig, key, dtype=jnp.float32, token_counts=None):
+    """Fresh parameters {'params': ...} for cfg, cast to dtype (token_counts: see GPT)."""
+    variables = GPT(cfg, token_counts).init(key, jnp.zeros((1, cfg.block_size), jnp.int32))
     return jax.tree.map(lambda a: a.astype(dtype), variables)
 
 

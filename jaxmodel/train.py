@@ -133,7 +133,7 @@ def train(persona="baseline", seed=0, data_dir=None, max_iters=protocol.MAX_ITER
         x_BxT, y_BxT = sampler()
         return x_BxT.astype(np.int32), y_BxT.astype(np.int32)  # int32 whether or not x64 is on
 
-    params = gpt.init_params(cfg, jax.random.PRNGKey(seed))
+    params = gpt.init_params(cfg, jax.random.PRNGKey(seed), token_counts=data.token_counts(dataset.train, cfg.vocab_size))
     dropout_key = jax.random.fold_in(jax.random.PRNGKey(seed), 1)  # only used when cfg.dropout > 0
     optimizer = recipes.build_optimizer(spec.recipe, max_iters)
     opt_state = optimizer.init(params)

@@ -88,9 +88,10 @@ class Pair:
         if persona.model.dropout:
             raise ValueError("parity runs with dropout 0: the masks are random draws the two sides do not share")
         jdtype, tdtype = DTYPES[dtype]
-        params = jm.init_params(persona.model, jax.random.PRNGKey(seed), jdtype)
+        counts = synthetic_token_counts(persona.model)
+        params = jm.init_params(persona.model, jax.random.PRNGKey(seed), jdtype, token_counts=counts)
         torch.manual_seed(seed)
-        model = tm.GPT(persona.model).to(tdtype)
+        model = tm.GPT(persona.model, token_counts=counts).to(tdtype)
         model.load_state_dict(flax_to_torch(params, template=model.state_dict()))
         return cls(persona, dtype, params, model)
 
@@ -100,6 +101,14 @@ class Pair:
     def torch_grads(self) -> dict:
         grads = {n: p.grad for n, p in self.torch_model.named_parameters()}
         return torch_to_flax(grads, template=self.params)
+
+
+def synthetic_token_counts(cfg, seed: int = 4321) -> np.ndarray:
+    """Zipf-like token counts with many ids unseen and some seen once or twice, the shape of train.bin's
+    statistics, for the frequency-built components; the same array for both frameworks."""
+    rng = np.random.default_rng(seed)
+    ids = np.minimum(rng.zipf(1.3, size=20000) - 1, cfg.vocab_size - 1)
+    return np.bincount(ids, minlength=cfg.vocab_size).astype(np.int64)
 
 
 def fixed_batches(cfg, n: int, batch_size: int, seed: int = 1234):

@@ -79,3 +79,12 @@ def test_batch_sampler_is_seeded_and_shifted():
     assert xa.shape == (8, 64) and np.array_equal(xa, xb) and not np.array_equal(xa, xc)
     assert np.array_equal(ya, xa + 1)  # consecutive ids: the target is the next token
     assert xa.max() + 1 < 1000
+
+
+def test_token_counts_counts_every_id_and_rejects_out_of_range():
+    ids = np.array([0, 3, 3, 7, 3], dtype=np.uint16)
+    counts = data.token_counts(ids, vocab_size=10)
+    assert counts.dtype == np.int64 and counts.shape == (10,)
+    assert counts.tolist() == [1, 0, 0, 3, 0, 0, 0, 1, 0, 0]
+    with pytest.raises(data.DataError, match="out of range"):
+        data.token_counts(np.array([10], dtype=np.uint16), vocab_size=10)

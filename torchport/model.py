@@ -124,10 +124,14 @@ class Block(nn.Module):
 
 
 class GPT(nn.Module):
-    def __init__(self, config: GPTConfig):
+    """token_counts: how often each id occurs in train.bin (dreamteam.data.token_counts), for components
+    built from token frequencies; None where no such component is on."""
+
+    def __init__(self, config: GPTConfig, token_counts=None):
         super().__init__()
         assert config.vocab_size is not None and config.block_size is not None
         self.config = config
+        self.token_counts = token_counts
         modules = dict(wte=nn.Embedding(config.vocab_size, config.n_embd))
         if config.learned_positions:  # else a component (rope, ...) gives the positions
             modules["wpe"] = nn.Embedding(config.block_size, config.n_embd)
