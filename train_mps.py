@@ -104,7 +104,7 @@ def train(persona="baseline", seed=0, data_dir=None, device_override=None, max_i
         "fast": fast,
         # the 1-minute load average at every checkpoint evaluation: a load above the core count means the
         # run shared the machine, and its timings (elapsed_min, ms_per_iter) are inflated
-        "cpu_count": os.cpu_count(), "load_avg": [],
+        "cpu_count": os.cpu_count(), "threads": torch.get_num_threads(), "load_avg": [],
     }
 
     best_vloss = float("inf")

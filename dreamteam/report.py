@@ -159,8 +159,17 @@ def _finite(x):
 
 def _run_entry(rel: str, r: dict) -> dict:
     curve = [[int(s), _finite(v)] for s, v in (r.get("val_loss_curve") or [])]
+    loads = [x for x in (r.get("load_avg") or []) if _finite(x) is not None]
     return {"seed": int(r["seed"]), "file": rel, "name": r.get("name"), "device": r["device"],
-            **{m: _finite(r.get(m)) for m in METRICS}, "val_loss_curve": [c for c in curve if c[1] is not None]}
+            **{m: _finite(r.get(m)) for m in METRICS}, "val_loss_curve": [c for c in curve if c[1] is not None],
+            "max_load": max(loads) if loads else None, "cpu_count": r.get("cpu_count"), "threads": r.get("threads")}
+
+
+def shared_machine_runs(group: dict) -> list[dict]:
+    """The runs of a group whose recorded 1-minute load average exceeded the core count by more than 0.5:
+    something else ran beside them, so their timings are inflated (their losses are not affected)."""
+    return [run for name in group["order"] for run in group["personas"][name]["runs"]
+            if run.get("max_load") is not None and run.get("cpu_count") and run["max_load"] > run["cpu_count"] + 0.5]
 
 
 def _distinct_versions(versions: list[dict]) -> list[dict]:
@@ -227,13 +236,25 @@ def render_markdown(summary: dict, plots: dict[str, tuple[str, str]]) -> str:
         lines.append("")
         seeds = "; ".join(f"`{n}`: {', '.join(map(str, g['personas'][n]['seeds']))}" for n in g["order"])
         lines += [f"Seeds: {seeds}.", ""]
+        shared = shared_machine_runs(g)
+        if shared:
+            lines += ["Timings of runs that shared the machine (1-minute load average above the core count at some "
+                      "checkpoint; their losses are unaffected, their `elapsed_min` and `ms_per_iter` are inflated): "
+                      + ", ".join(f"`{run['file']}` (load up to {run['max_load']:.1f} on {run['cpu_count']} cores"
+                                  + (f", {run['threads']} torch thread(s))" if run.get("threads") else ")")
+                                  for run in shared) + ".", ""]
+        ablation_metrics = ("val_loss", "val_loss_best", "best_vloss")
         for persona, variants in sorted(g["ablations"].items()):
             lines += [f"### Ablations of `{persona}`", "",
-                      "| variant | seeds | `val_loss` | vs the whole persona |", "| --- | --- | --- | --- |"]
+                      "Each variant is the persona with one component removed; a positive difference means the "
+                      "component helps.", "",
+                      "| variant | seeds | " + " | ".join(f"`{m}`" for m in ablation_metrics) + " | vs the whole persona |",
+                      "|" + " --- |" * (len(ablation_metrics) + 3)]
             for name in [persona, *variants]:
                 row = g["personas"][name]
                 vs = "—" if name == persona else _vs_cell(variants[name])
-                lines.append(f"| `{name}` | {row['n_seeds']} | {_cell(row['metrics']['val_loss'], 4)} | {vs} |")
+                cells = [_cell(row["metrics"][m], 4) for m in ablation_metrics]
+                lines.append(f"| `{name}` | {row['n_seeds']} | " + " | ".join(cells) + f" | {vs} |")
             lines.append("")
         curves, bars = plots.get(g["id"], (None, None))
         if curves:

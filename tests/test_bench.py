@@ -276,3 +276,18 @@ def test_summary_statistics():
     assert report.summarize([1.0, 2.0, 3.0]) == {"n": 3, "mean": 2.0, "std": 1.0, "min": 1.0, "max": 3.0}
     assert report.summarize([4.0])["std"] is None
     assert report.summarize([None, float("nan")])["mean"] is None
+
+
+def test_report_flags_runs_that_shared_the_machine(tmp_path):
+    folder = tmp_path / "runs"
+    quiet = make_record(seed=0, name="quiet")
+    quiet.update(cpu_count=2, load_avg=[1.9, 2.3, 2.1])  # its own two threads: not flagged
+    busy = make_record(seed=1, name="busy")
+    busy.update(cpu_count=2, load_avg=[2.0, 3.6, 2.2])
+    old = make_record(seed=2, name="old")  # recorded before load averages were kept: not flagged
+    for record in (quiet, busy, old):
+        runs.write_json_atomic(folder / f"{record['name']}.json", record)
+    summary = report.write_report(folder, tmp_path / "docs")
+    assert [r["file"] for r in report.shared_machine_runs(summary["groups"][0])] == ["busy.json"]
+    text = (tmp_path / "docs" / "RESULTS.md").read_text()
+    assert "`busy.json` (load up to 3.6 on 2 cores)" in text and "`quiet.json` (" not in text
