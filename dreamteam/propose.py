@@ -191,6 +191,8 @@ def propose(persona_prompt: str | Path, from_dir: str | Path, out_dir: str | Pat
     record.update(answer="answer.md", files=parsed.status, notes=parsed.notes)
     if not parsed.ok:
         record.update(status="rejected", message="; ".join(s for s in parsed.status.values() if s.startswith("rejected")))
+    elif not parsed.files:
+        record.update(status="rejected", message="the answer changes neither file (no block names train_mps.py or model.py, or both are empty)")
     else:
         for name in FILES:
             (out_dir / name).write_text(parsed.files.get(name, src[name]))
