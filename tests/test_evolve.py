@@ -96,6 +96,17 @@ def test_persona_proposals_enter_the_population(tmp_path, data_dir):
     assert "ada_lovelace" in table.read_text()
 
 
+def test_ray_executor_without_ray_is_one_clear_error(tmp_path, data_dir):
+    try:
+        import ray  # noqa: F401
+
+        pytest.skip("Ray is installed here: tests/test_evolve_ray.py runs the executor")
+    except ImportError:
+        pass
+    with pytest.raises(evolve.EvolveError, match=r"pip install 'dreamteam\[ray\]'"):
+        evolve.evolve(tmp_path / "run", 1, 2, executor="ray", data_dir=data_dir, max_iters=5, model_options=OPTS, log=lambda *_: None)
+
+
 @pytest.mark.slow
 def test_two_generations_resume_after_a_kill(tmp_path, data_dir):
     """2 generations of 4 on the CPU, 20 iterations each; killed during generation 0, resumed, table written."""
