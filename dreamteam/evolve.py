@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -253,6 +254,8 @@ def _evaluate_all(gdir: Path, entries: list[dict], cfg: dict) -> None:
     if cfg["executor"] == "ray":
         _evaluate_ray(dirs, kwargs, cfg.get("ray_address"))
         return
+    if kwargs["threads"] is None:  # concurrent evaluations share the cores instead of fighting over them
+        kwargs["threads"] = max(1, (os.cpu_count() or 1) // cfg["workers"])
     with ThreadPoolExecutor(max_workers=cfg["workers"]) as pool:  # each evaluation is its own process
         for f in [pool.submit(evaluate_seeds, d, **kwargs) for d in dirs]:
             f.result()
@@ -309,7 +312,7 @@ def _fmt(x, nd=4):
 
 def write_table(out: Path) -> Path:
     """generations.md: every candidate of every generation, ranked within its generation."""
-    lines = ["# Generations", "", f"fitness = mean over seeds of best_vloss + 0.01 * elapsed_min; failed last, then invalid.", ""]
+    lines = ["# Generations", "", "fitness = mean over seeds of best_vloss + 0.01 * elapsed_min; failed last, then invalid.", ""]
     for pop_file in sorted(out.glob("gen_*/population.json")):
         gdir = pop_file.parent
         rows = []
@@ -332,7 +335,12 @@ def write_table(out: Path) -> Path:
     return path
 
 
-def evolve(out, generations: int, population: int, *, seeds=(0,), executor="local", workers=1, llm_command=None,
+def default_workers() -> int:
+    """Half the cores (at least 1): each evaluation gets cores of its own, since elapsed_min is part of fitness."""
+    return max(1, (os.cpu_count() or 1) // 2)
+
+
+def evolve(out, generations: int, population: int, *, seeds=(0,), executor="local", workers=None, llm_command=None,
            persona_prompts=None, device="cpu", data_dir=None, timeout_min=120.0, max_iters=None, val_windows=None,
            model_options=None, rng_seed=0, threads=None, ray_address=None, log=print) -> Path:
     from dreamteam import data
@@ -343,9 +351,10 @@ def evolve(out, generations: int, population: int, *, seeds=(0,), executor="loca
         raise EvolveError(f"unknown executor {executor!r}; expected 'local' or 'ray'")
     if persona_prompts and not llm_command:
         raise EvolveError("--persona-prompts needs --llm-command (the program that answers them)")
+    workers = workers or default_workers()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    cfg = {"seeds": list(seeds), "device": device, "data_dir": str(data.resolve_data_dir(data_dir, __import__("os").environ)),
+    cfg = {"seeds": list(seeds), "device": device, "data_dir": str(data.resolve_data_dir(data_dir, os.environ)),
            "max_iters": max_iters, "val_windows": val_windows, "model_options": dict(model_options or {}),
            "rng_seed": rng_seed, "population": population, "components": list(known_components())}
     state_file = out / "evolve.json"
@@ -383,7 +392,8 @@ def add_arguments(p) -> None:
     p.add_argument("--llm-command", default=None, metavar="CMD")
     p.add_argument("--persona-prompts", default=None, metavar="DIR", help="one persona prompt per file (*.md, *.txt)")
     p.add_argument("--executor", choices=["local", "ray"], default="local")
-    p.add_argument("--workers", type=int, default=1, help="local executor: candidates evaluated at once")
+    p.add_argument("--workers", type=int, default=None,
+                   help="local executor: candidates evaluated at once (default: half the cores; each gets cores // workers torch threads)")
     p.add_argument("--ray-address", default=None, help="ray executor: the cluster (default: start a local instance)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--data-dir", default=None)

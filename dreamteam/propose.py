@@ -18,7 +18,6 @@ taken from where.
 
 from __future__ import annotations
 
-import json
 import re
 import subprocess
 import sys
