@@ -88,11 +88,10 @@ def substitute(source: str, data_dir: str | os.PathLike, device: str, max_iters:
             notes.append({"line": node.lineno, "what": "max_iters", "from": ast.unparse(value), "to": str(max_iters),
                           "message": f"line {node.lineno}: max_iters {protocol.MAX_ITERS} replaced by {max_iters} "
                                      "(test and smoke runs only: not a protocol evaluation)"})
-    # absolute paths of train.bin / val.bin written out in full
+    # paths of train.bin / val.bin written out in full ('/Users/x/data/train.bin', 'data/shakespeare/val.bin')
     if "data" not in {n["what"] for n in notes}:
         for n in ast.walk(tree):
-            if (isinstance(n, ast.Constant) and isinstance(n.value, str) and n.value.endswith(("/train.bin", "/val.bin"))
-                    and os.path.isabs(n.value)):
+            if isinstance(n, ast.Constant) and isinstance(n.value, str) and n.value.endswith(("/train.bin", "/val.bin")):
                 new = repr(os.path.join(str(data_dir), os.path.basename(n.value)))
                 edits.append((_node_span(n, starts), new))
                 notes.append({"line": n.lineno, "what": "data", "from": repr(n.value), "to": new,

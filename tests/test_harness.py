@@ -35,6 +35,15 @@ def test_substitute_changes_exactly_the_data_path_and_device_lines(tmp_path):
     assert "max_iters = 30  # not to be changed" in new and any(n["what"] == "max_iters" for n in notes)
 
 
+def test_substitute_replaces_data_files_written_out_in_full():
+    src = "import numpy as np\ntrain = np.memmap('/Users/a/nanoGPT/data/train.bin', dtype=np.uint16)\n" \
+          "val = np.memmap('data/shakespeare/val.bin', dtype=np.uint16)\nx = 'train.bin'\n"
+    new, notes = harness.substitute(src, "/d", "cpu")
+    assert new.splitlines()[1:] == ["train = np.memmap('/d/train.bin', dtype=np.uint16)",
+                                    "val = np.memmap('/d/val.bin', dtype=np.uint16)", "x = 'train.bin'"]
+    assert sorted(n["line"] for n in notes) == [2, 3] and {n["what"] for n in notes} == {"data"}
+
+
 def test_substitute_leaves_the_projects_loader_alone():
     src = (ROOT / "train_mps.py").read_text()
     new, notes = harness.substitute(src, "/x", "cpu")
