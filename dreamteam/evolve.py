@@ -254,7 +254,8 @@ def _evaluate_all(gdir: Path, entries: list[dict], cfg: dict) -> None:
     if cfg["executor"] == "ray":
         _evaluate_ray(dirs, kwargs, cfg.get("ray_address"))
         return
-    if kwargs["threads"] is None:  # concurrent evaluations share the cores instead of fighting over them
+    if kwargs["threads"] is None and cfg["workers"] > 1 and "OMP_NUM_THREADS" not in os.environ:
+        # concurrent evaluations share the cores instead of fighting over them
         kwargs["threads"] = max(1, (os.cpu_count() or 1) // cfg["workers"])
     with ThreadPoolExecutor(max_workers=cfg["workers"]) as pool:  # each evaluation is its own process
         for f in [pool.submit(evaluate_seeds, d, **kwargs) for d in dirs]:
@@ -393,7 +394,8 @@ def add_arguments(p) -> None:
     p.add_argument("--persona-prompts", default=None, metavar="DIR", help="one persona prompt per file (*.md, *.txt)")
     p.add_argument("--executor", choices=["local", "ray"], default="local")
     p.add_argument("--workers", type=int, default=None,
-                   help="local executor: candidates evaluated at once (default: half the cores; each gets cores // workers torch threads)")
+                   help="local executor: candidates evaluated at once (default: half the cores; with more than one, each gets "
+                        "cores // workers torch threads unless OMP_NUM_THREADS is set)")
     p.add_argument("--ray-address", default=None, help="ray executor: the cluster (default: start a local instance)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--data-dir", default=None)
