@@ -177,3 +177,14 @@ def test_check_command_reports_static_and_recorded_dynamic(tmp_path, data_dir, c
 def test_check_command_passes_the_project(capsys):
     assert main(["check", str(ROOT)]) == 0
     assert "protocol kept" in capsys.readouterr().out
+
+
+def test_dynamic_check_catches_a_doubled_batch(tmp_path, data_dir):
+    # batch_size keeps its literal, but every training batch is doubled to 16 x 64 after get_batch
+    cand = original_candidate(tmp_path / "c", ("        xb, yb = get_batch('train')\n",
+                                               "        xb, yb = get_batch('train')\n        xb, yb = torch.cat([xb, xb]), torch.cat([yb, yb])\n"))
+    assert static_check((cand / "train_mps.py").read_text()) == []
+    m = evaluate(cand, data_dir, 10)
+    assert not m["valid"] and dynamic_kinds(m) == {"shape"}
+    v = m["check"]["dynamic"][0]
+    assert "shape [16, 64]" in v["message"] and v["line"] == line_of((cand / "train_mps.py").read_text(), "_, loss = model(xb, yb)")
