@@ -343,7 +343,7 @@ def default_workers() -> int:
 
 def evolve(out, generations: int, population: int, *, seeds=(0,), executor="local", workers=None, llm_command=None,
            persona_prompts=None, device="cpu", data_dir=None, timeout_min=120.0, max_iters=None, val_windows=None,
-           model_options=None, rng_seed=0, threads=None, ray_address=None, log=print) -> Path:
+           model_options=None, rng_seed=0, threads=None, ray_address=None, environ=None, log=print) -> Path:
     from dreamteam import data
 
     if generations < 1 or population < 2:
@@ -355,7 +355,7 @@ def evolve(out, generations: int, population: int, *, seeds=(0,), executor="loca
     workers = workers or default_workers()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    cfg = {"seeds": list(seeds), "device": device, "data_dir": str(data.resolve_data_dir(data_dir, os.environ)),
+    cfg = {"seeds": list(seeds), "device": device, "data_dir": str(data.resolve_data_dir(data_dir, environ)),
            "max_iters": max_iters, "val_windows": val_windows, "model_options": dict(model_options or {}),
            "rng_seed": rng_seed, "population": population, "components": list(known_components())}
     state_file = out / "evolve.json"
@@ -416,7 +416,8 @@ def main(args) -> int:
         path = evolve(args.out, args.generations, args.population, seeds=args.seeds, executor=args.executor,
                       workers=args.workers, llm_command=args.llm_command, persona_prompts=args.persona_prompts,
                       device=args.device, data_dir=args.data_dir, timeout_min=args.timeout, max_iters=args.max_iters,
-                      val_windows=args.val_windows, model_options=options, rng_seed=args.rng_seed, ray_address=args.ray_address)
+                      val_windows=args.val_windows, model_options=options, rng_seed=args.rng_seed, ray_address=args.ray_address,
+                      environ=os.environ)
     except EvolveError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

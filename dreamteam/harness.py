@@ -137,7 +137,7 @@ def _kill_group(proc):
 
 def evaluate(cand_dir, *, seed: int = 0, timeout_min: float = 120.0, device: str = "cpu", data_dir=None,
              max_iters: int | None = None, val_windows: int | None = None, threads: int | None = None,
-             metrics_name: str = "metrics.json") -> dict:
+             metrics_name: str = "metrics.json", environ: dict | None = None) -> dict:
     """Run the candidate in cand_dir and write cand_dir/metrics_name; returns the metrics.
 
     max_iters and val_windows are for tests and smoke runs only: a protocol evaluation leaves them None.
@@ -146,7 +146,7 @@ def evaluate(cand_dir, *, seed: int = 0, timeout_min: float = 120.0, device: str
 
     cand_dir = Path(cand_dir).resolve()
     files = candidate_files(cand_dir)
-    data_dir = data.resolve_data_dir(data_dir, os.environ).resolve()
+    data_dir = data.resolve_data_dir(data_dir, environ).resolve()  # the command line passes os.environ
     source = Path(files["train_file"]).read_text()
     iters = protocol.MAX_ITERS if max_iters is None else int(max_iters)
     static = check.static_check(source, files["train_file"])
@@ -235,7 +235,7 @@ def format_check(static, dynamic=None, notes=()) -> str:
 def main_evaluate(args) -> int:
     try:
         m = evaluate(args.dir, seed=args.seed, timeout_min=args.timeout, device=args.device, data_dir=args.data_dir,
-                     max_iters=args.max_iters, val_windows=args.val_windows)
+                     max_iters=args.max_iters, val_windows=args.val_windows, environ=os.environ)
     except CandidateError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
