@@ -6,6 +6,10 @@
     dreamteam personas
     dreamteam bench    [--personas NAME ...] [--seeds S ...] [--device auto|D] [--out DIR] [--max-iters N] [--ablate NAME]
     dreamteam report   [RUNS_DIR] [--out DIR]
+    dreamteam evaluate DIR [--seed S] [--timeout MIN] [--device D] [--data-dir DIR]
+    dreamteam check    DIR [--run ...]
+    dreamteam propose  --persona-prompt FILE --from DIR --out DIR2 [--llm-command CMD]
+    dreamteam evolve   --generations G --population P --out DIR [--llm-command CMD --persona-prompts DIR] [--executor local|ray]
 """
 
 from __future__ import annotations
@@ -99,6 +103,38 @@ def _report(args) -> int:
     return report.main(args)
 
 
+def _evaluate_options(p) -> None:
+    p.add_argument("dir", help="the candidate folder: train_mps.py (and model.py), or genome.json")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--timeout", type=float, default=120.0, metavar="MIN", help="minutes before the run is killed (a failure)")
+    p.add_argument("--device", default="cpu", help="the device substituted for the candidate's device = 'mps' (default cpu)")
+    p.add_argument("--data-dir", default=None, help="default: $DREAMTEAM_DATA, else ./data/shakespeare")
+    p.add_argument("--max-iters", type=int, default=None, help="tests and smoke runs only: not a protocol evaluation")
+    p.add_argument("--val-windows", type=int, default=None, help="tests only: val_loss on the first N windows")
+
+
+def _add_loop_commands(sub) -> None:
+    """The candidate-evaluation loop (docs/loop.md): evaluate, check, propose, evolve."""
+    from dreamteam import evolve, harness, propose
+
+    e = sub.add_parser("evaluate", help="run one candidate in a fresh subprocess; metrics and check report in DIR/metrics.json")
+    _evaluate_options(e)
+    e.set_defaults(func=harness.main_evaluate)
+
+    c = sub.add_parser("check", help="does a candidate keep the frozen protocol? (static; dynamic from its evaluation)")
+    _evaluate_options(c)
+    c.add_argument("--run", action="store_true", help="evaluate now for the dynamic check (as dreamteam evaluate)")
+    c.set_defaults(func=harness.main_check)
+
+    p = sub.add_parser("propose", help="ask an LLM command for a modified train_mps.py/model.py; parse its answer")
+    propose.add_arguments(p)
+    p.set_defaults(func=propose.main)
+
+    v = sub.add_parser("evolve", help="DreamTeam's evolutionary loop over registry genomes and persona proposals (resumable)")
+    evolve.add_arguments(v)
+    v.set_defaults(func=evolve.main)
+
+
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["parity"]:  # the parity module owns its arguments
@@ -152,6 +188,8 @@ def main(argv=None) -> int:
     r.add_argument("runs", nargs="?", default="runs", help="folder of run records (read recursively)")
     r.add_argument("--out", default="docs")
     r.set_defaults(func=_report)
+
+    _add_loop_commands(sub)
 
     args = ap.parse_args(argv)
     from dreamteam.data import DataError

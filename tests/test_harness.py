@@ -1,0 +1,107 @@
+"""dreamteam evaluate: the candidate's own model runs, substitutions, failures recorded, metrics.json."""
+
+import importlib.util
+import json
+import math
+
+import pytest
+
+from dreamteam import harness
+from dreamteam.cli import main
+from loop_helpers import ORIGINAL, ROOT, VOCAB, original_candidate, small_data
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    return small_data(tmp_path_factory.mktemp("data"))
+
+
+def count_params(model_file, vocab):
+    spec = importlib.util.spec_from_file_location("candidate_model", model_file)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return sum(p.numel() for p in mod.GPT(mod.GPTConfig(vocab_size=vocab)).parameters())
+
+
+def test_substitute_changes_exactly_the_data_path_and_device_lines(tmp_path):
+    src = (ORIGINAL / "train_mps.py").read_text()
+    new, notes = harness.substitute(src, tmp_path / "d", "cpu")
+    changed = [(i, a, b) for i, (a, b) in enumerate(zip(src.splitlines(), new.splitlines()), 1) if a != b]
+    assert len(src.splitlines()) == len(new.splitlines())
+    assert [(i, b.strip()) for i, _, b in changed] == [(14, f"data_dir = {str(tmp_path / 'd')!r}"), (22, "device = 'cpu'  # not to be changed")]
+    assert {n["what"]: n["line"] for n in notes} == {"data": 14, "device": 22}
+    assert harness.substitute(src, tmp_path, "mps")[0].count("device = 'mps'") == 1  # nothing to do for mps
+    new, notes = harness.substitute(src, tmp_path, "cpu", max_iters=30)
+    assert "max_iters = 30  # not to be changed" in new and any(n["what"] == "max_iters" for n in notes)
+
+
+def test_substitute_replaces_data_files_written_out_in_full():
+    src = "import numpy as np\ntrain = np.memmap('/Users/a/nanoGPT/data/train.bin', dtype=np.uint16)\n" \
+          "val = np.memmap('data/shakespeare/val.bin', dtype=np.uint16)\nx = 'train.bin'\n"
+    new, notes = harness.substitute(src, "/d", "cpu")
+    assert new.splitlines()[1:] == ["train = np.memmap('/d/train.bin', dtype=np.uint16)",
+                                    "val = np.memmap('/d/val.bin', dtype=np.uint16)", "x = 'train.bin'"]
+    assert sorted(n["line"] for n in notes) == [2, 3] and {n["what"] for n in notes} == {"data"}
+
+
+def test_substitute_leaves_the_projects_loader_alone():
+    src = (ROOT / "train_mps.py").read_text()
+    new, notes = harness.substitute(src, "/x", "cpu")
+    assert [n["what"] for n in notes] == ["device"]
+    assert sum(a != b for a, b in zip(src.splitlines(), new.splitlines())) == 1
+
+
+def test_evaluate_runs_the_candidates_own_model(tmp_path, data_dir, capsys):
+    cand = original_candidate(tmp_path / "c")
+    assert main(["evaluate", str(cand), "--data-dir", str(data_dir), "--max-iters", "30", "--val-windows", "8", "--seed", "1"]) == 0
+    out = capsys.readouterr().out
+    m = json.loads((cand / "metrics.json").read_text())
+    assert m["status"] == "ok" and m["valid"] and m["seed"] == 1
+    # the candidate's own model ran: its file, its class and its parameter count, not the project's
+    assert m["model_file"] == str((cand / "model.py").resolve())
+    own = count_params(cand / "model.py", VOCAB)
+    assert m["n_params"] == own != count_params(ROOT / "model.py", VOCAB)
+    assert f"n_params {own}" in out
+    assert m["fitness"] == pytest.approx(m["best_vloss"] + 0.01 * m["elapsed_min"])
+    assert m["val_loss"] is not None and 0 < m["val_loss"] < math.log(VOCAB) + 1 and m["val_windows"] == 8
+    assert {n["what"] for n in m["check"]["substitutions"]} == {"data", "device", "max_iters"}
+    assert "replaced by the configured" in out and m["protocol_run"] is False
+
+
+def test_evaluate_falls_back_to_the_projects_model(tmp_path, data_dir):
+    cand = original_candidate(tmp_path / "c")
+    (cand / "model.py").unlink()
+    m = harness.evaluate(cand, data_dir=data_dir, max_iters=20, val_windows=4)
+    assert m["status"] == "ok" and m["model_class"] == "torchport.model.GPT"
+    assert m["n_params"] == count_params(ROOT / "model.py", VOCAB)
+
+
+FAILURES = {
+    "crash": ("        loss.backward()\n", "        loss.backward()\n        raise RuntimeError('candidate bug')\n", "crash: RuntimeError: candidate bug"),
+    "wrong return": ("    return best_vloss, elapsed_min\n", "    return {'best': best_vloss}\n", "wrong return"),
+    "nan": ("    return best_vloss, elapsed_min\n", "    return float('nan'), elapsed_min\n", "non-finite"),
+}
+
+
+@pytest.mark.parametrize("case", FAILURES)
+def test_failures_are_recorded_with_their_reason(tmp_path, data_dir, case):
+    old, new, reason = FAILURES[case]
+    cand = original_candidate(tmp_path / "c", (old, new))
+    m = harness.evaluate(cand, data_dir=data_dir, max_iters=5, val_windows=2)
+    assert m["status"] == "failed" and reason in m["reason"] and m["fitness"] == math.inf and not m["valid"]
+    assert m["val_loss"] is None and m["val_loss_absent"]
+    assert json.loads((cand / "metrics.json").read_text())["reason"] == m["reason"]
+    assert harness.rank_key(m) > harness.rank_key({"status": "ok", "valid": False, "fitness": 99.0})
+    if case == "crash":
+        assert "candidate bug" in m["traceback"]
+
+
+def test_timeout_is_a_failure_and_the_process_is_gone(tmp_path, data_dir):
+    cand = original_candidate(tmp_path / "c", ("    t0 = time.time()\n", "    t0 = time.time()\n    time.sleep(600)\n"))
+    m = harness.evaluate(cand, data_dir=data_dir, max_iters=5, timeout_min=0.1)
+    assert m["status"] == "failed" and m["reason"].startswith("timeout") and m["wall_s"] < 60
+
+
+def test_a_folder_without_a_candidate_is_one_clear_error(tmp_path, capsys):
+    assert main(["evaluate", str(tmp_path)]) == 2
+    assert "neither train_mps.py nor genome.json" in capsys.readouterr().err
