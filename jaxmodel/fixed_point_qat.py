@@ -26,9 +26,11 @@ def qmax(bits: int) -> int:
 
 
 def row_scale(w_OxI, bits: int):
-    """scale_o = max_i |W_oi| / Q, (O, 1); 1 for an all-zero row (whose codes are 0 whatever the scale)."""
+    """scale_o = max_i |W_oi| / Q, (O, 1); 1 for an all-zero row (whose codes are 0 whatever the scale).
+    Computed as max * (1/Q), one multiplication by the same constant in both frameworks (a division by a
+    constant is rewritten that way by some compilers and not others: 1 ulp apart)."""
     amax_Ox1 = jnp.abs(w_OxI).max(-1, keepdims=True)
-    return jnp.where(amax_Ox1 > 0, amax_Ox1 / qmax(bits), jnp.ones_like(amax_Ox1))
+    return jnp.where(amax_Ox1 > 0, amax_Ox1 * (1.0 / qmax(bits)), jnp.ones_like(amax_Ox1))
 
 
 def quantize(w_OxI, bits: int, scale_Ox1=None):

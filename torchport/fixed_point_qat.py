@@ -29,9 +29,11 @@ def qmax(bits: int) -> int:
 
 
 def row_scale(w, bits: int):
-    """scale_o = max_i |W_oi| / Q, (O, 1); 1 for an all-zero row (whose codes are 0 whatever the scale)."""
+    """scale_o = max_i |W_oi| / Q, (O, 1); 1 for an all-zero row (whose codes are 0 whatever the scale).
+    Computed as max * (1/Q), one multiplication by the same constant in both frameworks (a division by a
+    constant is rewritten that way by some compilers and not others: 1 ulp apart)."""
     amax = w.detach().abs().amax(-1, keepdim=True)
-    return torch.where(amax > 0, amax / qmax(bits), torch.ones_like(amax))
+    return torch.where(amax > 0, amax * (1.0 / qmax(bits)), torch.ones_like(amax))
 
 
 def quantize(w, bits: int, scale=None):
