@@ -123,23 +123,30 @@ def _export_int8(args) -> int:
     model = GPT(config)
     load_model(model, args.checkpoint)
     save_int8(model, args.out, args.bits, extra_meta={"source": Path(args.checkpoint).name})
-    # the exported model: the dequantized matrices, read as they are (the component off: no second rounding)
-    plain = GPT(config.replace(components=tuple(c for c in config.components if c != "fixed_point_qat")))
+    # float: the checkpoint's weights read as they are (fixed_point_qat off); int8: the dequantized matrices,
+    # read as they are (no second rounding); with fixed_point_qat the trained model's own forward equals int8's
+    plain_config = config.replace(components=tuple(c for c in config.components if c != "fixed_point_qat"))
+    float_model = GPT(plain_config)
+    load_model(float_model, args.checkpoint)
+    int8_model = GPT(plain_config)
     state, meta = load_int8(args.out)
-    plain.load_state_dict(state)
+    int8_model.load_state_dict(state)
     x, y = data.val_windows(data.load(args.data_dir, os.environ).val, config.block_size)
     if args.windows:
         x, y = x[: args.windows], y[: args.windows]
-    float_loss, int8_loss = val_loss(model, x, y, "cpu"), val_loss(plain, x, y, "cpu")
+    float_loss, int8_loss = val_loss(float_model, x, y, "cpu"), val_loss(int8_model, x, y, "cpu")
     size_f, size_q = Path(args.checkpoint).stat().st_size, Path(args.out).stat().st_size
     import json
 
     n_q = sum(state[k].numel() for k in json.loads(meta["quantized"]))
-    kind = "QAT" if config.has("fixed_point_qat") else "post-training"
+    kind = "trained with fixed_point_qat" if config.has("fixed_point_qat") else "post-training quantization"
     print(f"wrote {args.out}: {size_q:,} bytes (float checkpoint {size_f:,} bytes); {n_q:,} block-matrix weights "
           f"as int{args.bits} ({kind}), embeddings and gains float32")
-    print(f"val_loss over {len(x)} windows: float {float_loss:.6f}, int8 export {int8_loss:.6f}, "
+    print(f"val_loss over {len(x)} windows: float weights {float_loss:.6f}, int8 export {int8_loss:.6f}, "
           f"change {int8_loss - float_loss:+.6f}")
+    if config.has("fixed_point_qat"):
+        qat_loss = val_loss(model, x, y, "cpu")
+        print(f"  the model's own fake-quantized forward: {qat_loss:.6f} (int8 export - QAT forward = {int8_loss - qat_loss:+.2e})")
     return 0
 
 

@@ -142,4 +142,5 @@ def test_cli_export_int8(tmp_path, capsys):
                  "--data-dir", str(shared_data)]) == 0
     text = capsys.readouterr().out
     assert "val_loss over 4 windows" in text and out.stat().st_size < ckpt.stat().st_size
+    assert "int8 export - QAT forward = +0.00e+00" in text  # the export reproduces the QAT model exactly
     assert main(["export-int8", str(ckpt), "--out", str(out)]) == 2  # no record beside it, no --persona
