@@ -99,7 +99,7 @@ def test_baseline_plus_tiled_attention_builds_and_rejects_a_bad_block():
 
 def test_mla_with_tiled_attention_matches_naive():
     persona = registry.build("leonardo_da_vinci", add=("tiled_attention",))
-    cfg = persona.model.replace(vocab_size=128, block_size=24)
+    cfg = persona.model.replace(vocab_size=128, block_size=24, n_layer=1, n_embd=16, n_head=2)
     params = jm.init_params(cfg, jax.random.PRNGKey(1), jnp.float64)
     idx = jnp.asarray(np.random.default_rng(2).integers(0, 128, size=(2, 24)))
     a = jm.GPT(cfg).apply(params, idx)
