@@ -10,6 +10,7 @@
     dreamteam check    DIR [--run ...]
     dreamteam propose  --persona-prompt FILE --from DIR --out DIR2 [--llm-command CMD]
     dreamteam evolve   --generations G --population P --out DIR [--llm-command CMD --persona-prompts DIR] [--executor local|ray]
+    dreamteam export-int8 CHECKPOINT.safetensors --out FILE [--persona NAME] [--bits B] [--windows N]
 """
 
 from __future__ import annotations
@@ -80,6 +81,76 @@ def _anatomy(args) -> int:
     b = drawings.draw_logit_lens(out["lens_logits"][:, 0].numpy(), tokens, data.decode, out_dir / f"{persona.name}_logit_lens.png",
                                  f"{persona.name}: logit lens, top next token after each layer ({source})")
     print(f"wrote {a} and {b}")
+    return 0
+
+
+def _config_of_checkpoint(checkpoint, persona_name):
+    """The GPTConfig of a run checkpoint: the named persona's, else the one in its run record (NAME.json)."""
+    import json
+    from pathlib import Path
+
+    from dreamteam import registry
+    from dreamteam.config import GPTConfig
+
+    if persona_name:
+        return registry.get(persona_name).model
+    record = Path(checkpoint).with_suffix(".json")
+    if not record.exists():
+        raise FileNotFoundError(f"no run record {record} beside the checkpoint; pass --persona NAME")
+    fields = json.loads(record.read_text())["config"]
+    return GPTConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()})
+
+
+def _export_int8(args) -> int:
+    """fixed_point_qat's export: int8 codes + float32 scales of the block matrices, and the val_loss of the
+    model rebuilt from them against the float checkpoint's."""
+    from pathlib import Path
+
+    import torch
+    from safetensors.torch import load_model
+
+    from dreamteam import data
+    from torchport.evaluate import val_loss
+    from torchport.fixed_point_qat import load_int8, save_int8
+    from torchport.model import GPT
+
+    try:
+        config = _config_of_checkpoint(args.checkpoint, args.persona)
+    except FileNotFoundError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if not 2 <= args.bits <= 8:
+        print(f"error: --bits {args.bits}: an int8 export holds 2 to 8 bits", file=sys.stderr)
+        return 2
+    if config.has("fixed_point_qat") and config.fixed_point_qat_bits != args.bits:
+        print(f"note: the model was trained with fixed_point_qat_bits={config.fixed_point_qat_bits}, exporting {args.bits}")
+    model = GPT(config)
+    load_model(model, args.checkpoint)
+    save_int8(model, args.out, args.bits, extra_meta={"source": Path(args.checkpoint).name})
+    # float: the checkpoint's weights read as they are (fixed_point_qat off); int8: the dequantized matrices,
+    # read as they are (no second rounding); with fixed_point_qat the trained model's own forward equals int8's
+    plain_config = config.replace(components=tuple(c for c in config.components if c != "fixed_point_qat"))
+    float_model = GPT(plain_config)
+    load_model(float_model, args.checkpoint)
+    int8_model = GPT(plain_config)
+    state, meta = load_int8(args.out)
+    int8_model.load_state_dict(state)
+    x, y = data.val_windows(data.load(args.data_dir, os.environ).val, config.block_size)
+    if args.windows:
+        x, y = x[: args.windows], y[: args.windows]
+    float_loss, int8_loss = val_loss(float_model, x, y, "cpu"), val_loss(int8_model, x, y, "cpu")
+    size_f, size_q = Path(args.checkpoint).stat().st_size, Path(args.out).stat().st_size
+    import json
+
+    n_q = sum(state[k].numel() for k in json.loads(meta["quantized"]))
+    kind = "trained with fixed_point_qat" if config.has("fixed_point_qat") else "post-training quantization"
+    print(f"wrote {args.out}: {size_q:,} bytes (float checkpoint {size_f:,} bytes); {n_q:,} block-matrix weights "
+          f"as int{args.bits} ({kind}), embeddings and gains float32")
+    print(f"val_loss over {len(x)} windows: float weights {float_loss:.6f}, int8 export {int8_loss:.6f}, "
+          f"change {int8_loss - float_loss:+.6f}")
+    if config.has("fixed_point_qat"):
+        qat_loss = val_loss(model, x, y, "cpu")
+        print(f"  the model's own fake-quantized forward: {qat_loss:.6f} (int8 export - QAT forward = {int8_loss - qat_loss:+.2e})")
     return 0
 
 
@@ -190,6 +261,14 @@ def main(argv=None) -> int:
     r.set_defaults(func=_report)
 
     _add_loop_commands(sub)
+    e8 = sub.add_parser("export-int8", help="int8 weights + scales of a checkpoint's block matrices, and its val_loss change")
+    e8.add_argument("checkpoint", help="a run's .safetensors")
+    e8.add_argument("--out", required=True, help="the .safetensors file to write")
+    e8.add_argument("--persona", default=None, help="default: the config in the run record CHECKPOINT.json")
+    e8.add_argument("--bits", type=int, default=8)
+    e8.add_argument("--windows", type=int, default=None, help="evaluate the first N validation windows only (default: all)")
+    e8.add_argument("--data-dir", default=None)
+    e8.set_defaults(func=_export_int8)
 
     args = ap.parse_args(argv)
     from dreamteam.data import DataError

@@ -19,6 +19,9 @@ KNOWN_COMPONENTS: tuple[str, ...] = (
     "rms_qknorm",  # RMSNorm everywhere and per-head QK-norm
     "golden_swiglu",  # SwiGLU MLP of golden-ratio width
     "mla",  # multi-head latent attention (DeepSeek-V2)
+    "difference_ssm",  # difference-engine state-space token mixer in place of attention in some layers
+    "fixed_point_qat",  # fixed-point (int b) fake quantization of the block matrices, straight-through
+    "tiled_attention",  # exact attention by key blocks with the online softmax (FlashAttention's algorithm)
 )
 # components that give the model its positional information; with any of them on, no learned wpe
 POSITION_COMPONENTS = ("rope", "mla")
@@ -48,6 +51,13 @@ class GPTConfig:
     mla_kv_rank: int = 16
     mla_q_rank: int = 0
     mla_rope_dim: int = 4
+    # difference_ssm: the layers whose attention it replaces, and the order m (finite differences per channel)
+    difference_ssm_layers: tuple[int, ...] = (0, 2)
+    difference_ssm_order: int = 4
+    # fixed_point_qat: bits b of the symmetric per-output-channel fixed-point weights
+    fixed_point_qat_bits: int = 8
+    # tiled_attention: keys (and queries) per block of the online softmax
+    tiled_attention_block: int = 16
 
     def __post_init__(self):
         if self.n_embd % self.n_head:
@@ -61,6 +71,16 @@ class GPTConfig:
             raise ConfigError(f"rope_fraction={self.rope_fraction} gives {self.rotary_dim} rotated dims of {self.head_dim}; expected an even number > 0")
         if self.has("mla") and (self.mla_rope_dim % 2 or self.mla_rope_dim <= 0 or self.mla_kv_rank <= 0):
             raise ConfigError(f"mla needs an even mla_rope_dim > 0 and mla_kv_rank > 0, got {self.mla_rope_dim}, {self.mla_kv_rank}")
+        if self.has("difference_ssm"):
+            layers = self.difference_ssm_layers
+            if not isinstance(layers, tuple) or not all(isinstance(i, int) and 0 <= i < self.n_layer for i in layers):
+                raise ConfigError(f"difference_ssm_layers={layers!r} must be a tuple of layer indices in [0, {self.n_layer})")
+            if not isinstance(self.difference_ssm_order, int) or self.difference_ssm_order < 1:
+                raise ConfigError(f"difference_ssm_order={self.difference_ssm_order!r} must be an int >= 1")
+        if self.has("fixed_point_qat") and not (isinstance(self.fixed_point_qat_bits, int) and 2 <= self.fixed_point_qat_bits <= 16):
+            raise ConfigError(f"fixed_point_qat_bits={self.fixed_point_qat_bits!r} must be an int in [2, 16]")
+        if self.has("tiled_attention") and not (isinstance(self.tiled_attention_block, int) and self.tiled_attention_block >= 1):
+            raise ConfigError(f"tiled_attention_block={self.tiled_attention_block!r} must be an int >= 1")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"dropout={self.dropout} must lie in [0, 1)")
 
@@ -81,6 +101,10 @@ class GPTConfig:
     def swiglu_hidden(self) -> int:
         """golden_swiglu hidden width round(phi^2 * n_embd): 3 matrices of 2.618 n_embd^2 ~ the 8 n_embd^2 of 4x GELU."""
         return int(round(GOLDEN_RATIO**2 * self.n_embd))
+
+    def ssm_layer(self, layer_index: int) -> bool:
+        """Whether block `layer_index` mixes tokens with difference_ssm instead of attention."""
+        return self.has("difference_ssm") and layer_index in self.difference_ssm_layers
 
     def has(self, component: str) -> bool:
         return component in self.components

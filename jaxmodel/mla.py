@@ -20,9 +20,10 @@ import jax
 import jax.numpy as jnp
 
 from dreamteam.config import GPTConfig
-from jaxmodel.layers import Linear, causal_attention_weights
+from jaxmodel.layers import Linear
 from jaxmodel.rms_qknorm import RMSNorm
 from jaxmodel.rope import apply_rope
+from jaxmodel.tiled_attention import attend
 
 
 class MultiHeadLatentAttention(nn.Module):
@@ -75,9 +76,7 @@ class MultiHeadLatentAttention(nn.Module):
             q, k = self.q_norm(q), self.k_norm(k)
         pos_T = jnp.arange(T)
         q, k = apply_rope(q, pos_T, Dr, cfg.rope_base), apply_rope(k, pos_T, Dr, cfg.rope_base)
-        w_BxHxTxT = causal_attention_weights(q, k)
-        self.sow("intermediates", "attention_weights", w_BxHxTxT)  # kept only when asked for (anatomy)
-        y_BxHxTxK = jnp.einsum("bhqs,bhsk->bhqk", w_BxHxTxT, v_BxHxTxK)
+        y_BxHxTxK = attend(self, cfg, q, k, v_BxHxTxK)  # tiled or naive; sows the weights for anatomy
         y_BxTxD = self.c_proj(y_BxHxTxK.transpose(0, 2, 1, 3).reshape(B, T, -1))
         return self.dropout(y_BxTxD, deterministic=deterministic)
 

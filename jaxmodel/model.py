@@ -21,10 +21,13 @@ import optax
 
 from dreamteam.config import GPTConfig
 from jaxmodel.golden_swiglu import GoldenSwiGLU
-from jaxmodel.layers import Embedding, LayerNorm, Linear, causal_attention_weights
+from jaxmodel.difference_ssm import DifferenceSSM
+from jaxmodel.fixed_point_qat import fake_quant_block_params
+from jaxmodel.layers import Embedding, LayerNorm, Linear, causal_attention_weights  # noqa: F401 (used by tests)
 from jaxmodel.mla import MultiHeadLatentAttention
 from jaxmodel.rms_qknorm import RMSNorm
 from jaxmodel.rope import apply_rope
+from jaxmodel.tiled_attention import attend
 
 
 class CausalSelfAttention(nn.Module):
@@ -44,9 +47,7 @@ class CausalSelfAttention(nn.Module):
         if cfg.has("rope"):
             pos_T = jnp.arange(T)
             q, k = (apply_rope(a, pos_T, cfg.rotary_dim, cfg.rope_base) for a in (q, k))
-        w_BxHxTxT = causal_attention_weights(q, k)
-        self.sow("intermediates", "attention_weights", w_BxHxTxT)  # kept only when asked for (anatomy)
-        y_BxTxD = jnp.einsum("bhqs,bhsk->bhqk", w_BxHxTxT, v).transpose(0, 2, 1, 3).reshape(B, T, D)
+        y_BxTxD = attend(self, cfg, q, k, v).transpose(0, 2, 1, 3).reshape(B, T, D)  # tiled or naive; sows weights
         y_BxTxD = Linear(D, cfg.bias, std=0.02 / math.sqrt(2 * cfg.n_layer), name="c_proj")(y_BxTxD)
         return nn.Dropout(cfg.dropout)(y_BxTxD, deterministic=deterministic)
 
@@ -74,7 +75,10 @@ def make_mlp(cfg: GPTConfig) -> nn.Module:
     return GoldenSwiGLU(cfg, name="mlp") if cfg.has("golden_swiglu") else MLP(cfg, name="mlp")
 
 
-def make_attention(cfg: GPTConfig) -> nn.Module:
+def make_attention(cfg: GPTConfig, layer_index: int = 0) -> nn.Module:
+    """The token mixer of block `layer_index`: difference_ssm in its layers, else (latent) attention."""
+    if cfg.ssm_layer(layer_index):
+        return DifferenceSSM(cfg, name="attn")  # named attn: parameter paths stay h_i/attn/*
     return MultiHeadLatentAttention(cfg, name="attn") if cfg.has("mla") else CausalSelfAttention(cfg, name="attn")
 
 
@@ -82,11 +86,12 @@ class Block(nn.Module):
     """Pre-norm block: x + attn(ln_1(x)), then + mlp(ln_2(x))."""
 
     cfg: GPTConfig
+    layer_index: int = 0
 
     @nn.compact
     def __call__(self, x_BxTxD, deterministic: bool = True):
         cfg = self.cfg
-        x_BxTxD = x_BxTxD + make_attention(cfg)(make_norm(cfg, "ln_1")(x_BxTxD), deterministic)
+        x_BxTxD = x_BxTxD + make_attention(cfg, self.layer_index)(make_norm(cfg, "ln_1")(x_BxTxD), deterministic)
         x_BxTxD = x_BxTxD + make_mlp(cfg)(make_norm(cfg, "ln_2")(x_BxTxD), deterministic)
         return x_BxTxD
 
@@ -108,8 +113,14 @@ class Transformer(nn.Module):
             x_BxTxD = x_BxTxD + Embedding(cfg.block_size, cfg.n_embd, name="wpe")(jnp.arange(T))
         x_BxTxD = nn.Dropout(cfg.dropout)(x_BxTxD, deterministic=deterministic)
         self.sow("intermediates", "residual", x_BxTxD)  # the residual stream, for the logit lens
+        block = Block
+        if cfg.has("fixed_point_qat") and not self.is_initializing():
+            # the blocks read their matrices fake-quantized; the stored parameters stay float (init=True:
+            # the block creates its parameters, untransformed, on init)
+            quantize = lambda tree: fake_quant_block_params(tree, cfg.fixed_point_qat_bits)  # noqa: E731
+            block = nn.map_variables(Block, "params", trans_in_fn=quantize, init=True)
         for i in range(cfg.n_layer):
-            x_BxTxD = Block(cfg, name=f"h_{i}")(x_BxTxD, deterministic)
+            x_BxTxD = block(cfg, i, name=f"h_{i}")(x_BxTxD, deterministic)
             self.sow("intermediates", "residual", x_BxTxD)
         h_BxTxD = make_norm(cfg, "ln_f")(x_BxTxD)
         return wte.attend(h_BxTxD) if head else h_BxTxD

@@ -31,8 +31,12 @@ def trace(model, idx):
     x = model.embed(idx)
     residuals, attention = [x], []
     for block in model.transformer.h:
-        q, k, _ = block.attn.qkv(block.ln_1(x))
-        attention.append(causal_attention_weights(q, k))
+        if hasattr(block.attn, "qkv"):
+            q, k, _ = block.attn.qkv(block.ln_1(x))
+            attention.append(causal_attention_weights(q, k))
+        else:  # difference_ssm: the attention-like map of its convolution kernel (|K_{t-s}|, rows summing to 1)
+            w = block.attn.mixing_weights(x.shape[1])
+            attention.append(w.expand(x.shape[0], *w.shape))
         x = block(x)
         residuals.append(x)
     lens = torch.stack([model.lm_head(model.transformer.ln_f(r)) for r in residuals])

@@ -19,6 +19,8 @@ import torch.nn as nn
 from torch.nn import functional as F
 
 from dreamteam.config import GPTConfig
+from torchport.difference_ssm import DifferenceSSM
+from torchport.fixed_point_qat import apply_fixed_point_qat
 from torchport.golden_swiglu import GoldenSwiGLU
 from torchport.mla import MultiHeadLatentAttention
 from torchport.rms_qknorm import RMSNorm
@@ -103,17 +105,22 @@ def make_mlp(config: GPTConfig) -> nn.Module:
     return GoldenSwiGLU(config) if config.has("golden_swiglu") else MLP(config)
 
 
-def make_attention(config: GPTConfig) -> nn.Module:
+def make_attention(config: GPTConfig, layer_index: int = 0) -> nn.Module:
+    """The token mixer of block `layer_index`: difference_ssm in its layers, else (latent) attention.
+    (tiled_attention changes nothing here: scaled_dot_product_attention already runs the fused, tiled
+    kernels on CUDA and MPS; torchport/tiled_attention.py is the reference loop.)"""
+    if config.ssm_layer(layer_index):
+        return DifferenceSSM(config)  # kept under the name attn: parameters stay h.i.attn.*
     return MultiHeadLatentAttention(config) if config.has("mla") else CausalSelfAttention(config)
 
 
 class Block(nn.Module):
     """Pre-norm transformer block: x + attn(ln_1(x)), then + mlp(ln_2(x))."""
 
-    def __init__(self, config: GPTConfig):
+    def __init__(self, config: GPTConfig, layer_index: int = 0):
         super().__init__()
         self.ln_1 = make_norm(config)
-        self.attn = make_attention(config)
+        self.attn = make_attention(config, layer_index)
         self.ln_2 = make_norm(config)
         self.mlp = make_mlp(config)
 
@@ -137,7 +144,7 @@ class GPT(nn.Module):
             modules["wpe"] = nn.Embedding(config.block_size, config.n_embd)
         modules.update(
             drop=nn.Dropout(config.dropout),
-            h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
+            h=nn.ModuleList([Block(config, i) for i in range(config.n_layer)]),
             ln_f=make_norm(config),
         )
         self.transformer = nn.ModuleDict(modules)
@@ -150,6 +157,8 @@ class GPT(nn.Module):
         for pn, p in self.named_parameters():
             if pn.endswith("c_proj.weight"):
                 torch.nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+        if config.has("fixed_point_qat"):  # the blocks' Linear layers read their weights fake-quantized
+            apply_fixed_point_qat(self.transformer.h, config.fixed_point_qat_bits)
 
     def get_num_params(self, non_embedding: bool = True) -> int:
         n_params = sum(p.numel() for p in self.parameters())

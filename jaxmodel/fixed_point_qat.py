@@ -1,0 +1,81 @@
+"""fixed_point_qat: quantization-aware training with fixed-point weights, as on the Engine's digit wheels.
+
+Every matrix of the blocks (the Linear weights W of attention, MLP and SSM projections, (out, in)) is
+fake-quantized per output channel o (row), symmetric, to b bits:
+
+    Q = 2^(b-1) - 1,   scale_o = max_i |W_oi| / Q,   q = clamp(round(W / scale), -Q, Q) * scale
+
+The forward pass uses q; the backward pass the straight-through estimator (Bengio et al. 2013; Jacob et al.
+2018, "Quantization and training of neural networks for efficient integer-arithmetic-only inference"):
+dL/dW = dL/dq where |round(W / scale)| <= Q (inside the clamp range: the clamp does not act), 0 outside.
+With the max-based scale every weight lies inside, so the gradient passes unchanged; the scale is a statistic of W, not differentiated.
+Embeddings and the tied head stay float. `round` is round-half-to-even on both sides.
+The stored parameters stay float; the model reads them through `fake_quant_block_params`.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+
+
+def qmax(bits: int) -> int:
+    return 2 ** (bits - 1) - 1
+
+
+def row_scale(w_OxI, bits: int):
+    """scale_o = max_i |W_oi| / Q, (O, 1); 1 for an all-zero row (whose codes are 0 whatever the scale).
+    Computed as max * (1/Q), one multiplication by the same constant in both frameworks (a division by a
+    constant is rewritten that way by some compilers and not others: 1 ulp apart)."""
+    amax_Ox1 = jnp.abs(w_OxI).max(-1, keepdims=True)
+    return jnp.where(amax_Ox1 > 0, amax_Ox1 * (1.0 / qmax(bits)), jnp.ones_like(amax_Ox1))
+
+
+def quantize(w_OxI, bits: int, scale_Ox1=None):
+    """(integer codes clamp(round(W / scale), -Q, Q) as floats, scale (O, 1))."""
+    scale_Ox1 = row_scale(w_OxI, bits) if scale_Ox1 is None else scale_Ox1
+    return jnp.clip(jnp.round(w_OxI / scale_Ox1), -qmax(bits), qmax(bits)), scale_Ox1
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _fake_quant(w_OxI, scale_Ox1, bits: int):
+    codes, _ = quantize(w_OxI, bits, scale_Ox1)
+    return codes * scale_Ox1
+
+
+def _fake_quant_fwd(w_OxI, scale_Ox1, bits):
+    inside = jnp.abs(jnp.round(w_OxI / scale_Ox1)) <= qmax(bits)  # the clamp leaves these codes alone
+    return _fake_quant(w_OxI, scale_Ox1, bits), (inside, scale_Ox1)
+
+
+def _fake_quant_bwd(bits, residuals, g_OxI):
+    inside, scale_Ox1 = residuals
+    return jnp.where(inside, g_OxI, jnp.zeros_like(g_OxI)), jnp.zeros_like(scale_Ox1)  # straight through
+
+
+_fake_quant.defvjp(_fake_quant_fwd, _fake_quant_bwd)
+
+
+def fake_quant(w_OxI, bits: int = 8, scale_Ox1=None):
+    """q = clamp(round(W / scale), -Q, Q) * scale forward, the straight-through gradient backward.
+    scale: per row max|W| / Q unless given (then gradients outside the clamp range are 0)."""
+    scale_Ox1 = jax.lax.stop_gradient(row_scale(w_OxI, bits)) if scale_Ox1 is None else scale_Ox1
+    return _fake_quant(w_OxI, scale_Ox1, bits)
+
+
+def is_quantized(path: tuple[str, ...], leaf) -> bool:
+    """The leaves fake-quantized inside a block: Linear weights (2-D arrays named `weight`)."""
+    return path[-1] == "weight" and jnp.ndim(leaf) == 2
+
+
+def fake_quant_block_params(tree, bits: int):
+    """A block's variables with every Linear weight fake-quantized (used through nn.map_variables)."""
+
+    def visit(node, path):
+        if hasattr(node, "items"):
+            return {k: visit(v, path + (k,)) for k, v in node.items()}
+        return fake_quant(node, bits) if is_quantized(path, node) else node
+
+    return visit(tree, ())

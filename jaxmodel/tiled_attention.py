@@ -1,0 +1,85 @@
+"""tiled_attention: exact causal attention block by block with the online softmax.
+
+Milakov and Gimelshein 2018 ("Online normalizer calculation for softmax"); Dao et al. 2022 ("FlashAttention").
+For query i the scores s_ij = q_i . k_j / sqrt(E), j <= i, are visited one key block at a time, keeping a
+running maximum m, normalizer l and unnormalized output acc:
+
+    m_new = max(m, max_j s_ij)                         over the block's keys
+    l     = exp(m - m_new) l   + sum_j exp(s_ij - m_new)
+    acc   = exp(m - m_new) acc + sum_j exp(s_ij - m_new) v_j
+    y_i   = acc / l                                    after the last block
+
+which is softmax(s_i) v exactly (the rescaling by exp(m_old - m_new) keeps every exponent <= 0). The T x T
+score matrix never exists: a step holds the scores of all query blocks against one key block, T x block
+numbers, so the memory grows linearly in T (measured in benchmarks/tiled_attention_memory.py).
+Here the loop over key blocks is a `lax.scan` and the query blocks are a batch axis of it. T need not be a
+multiple of the block: queries and keys are padded to one, the padded keys masked like future keys, the
+padded queries dropped at the end.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+
+from jaxmodel.layers import causal_attention_weights
+
+
+def tiled_attention(q_BxHxTxE, k_BxHxTxE, v_BxHxTxF, block: int = 16):
+    """Causal softmax(q k^T / sqrt(E)) v, (B, H, T, F), computed by key blocks of `block` tokens."""
+    if block < 1:
+        raise ValueError(f"block must be >= 1, got {block}")
+    B, H, T, E = q_BxHxTxE.shape
+    n = -(-T // block)  # blocks, the last one padded
+    pad = [(0, 0), (0, 0), (0, n * block - T), (0, 0)]
+    q_BxHxNxSxE = jnp.pad(q_BxHxTxE, pad).reshape(B, H, n, block, E) / math.sqrt(E)
+    k_NxBxHxSxE = jnp.pad(k_BxHxTxE, pad).reshape(B, H, n, block, E).transpose(2, 0, 1, 3, 4)
+    v_NxBxHxSxF = jnp.pad(v_BxHxTxF, pad).reshape(B, H, n, block, -1).transpose(2, 0, 1, 3, 4)
+    qpos_NxS = jnp.arange(n * block).reshape(n, block)
+
+    def body(carry, xs):
+        m_BxHxNxS, l_BxHxNxS, acc_BxHxNxSxF = carry
+        k_BxHxSxE, v_BxHxSxF, kpos_S = xs
+        s_BxHxNxSxS = jnp.einsum("bhnqe,bhke->bhnqk", q_BxHxNxSxE, k_BxHxSxE)
+        visible_NxSxS = kpos_S[None, None, :] <= qpos_NxS[:, :, None]  # causal; padded keys lie in every query's future
+        s_BxHxNxSxS = jnp.where(visible_NxSxS, s_BxHxNxSxS, -jnp.inf)
+        m_new = jnp.maximum(m_BxHxNxS, s_BxHxNxSxS.max(-1))
+        # the first block holds key 0, visible to every query, so m_new is finite from the first step on
+        p_BxHxNxSxS = jnp.exp(s_BxHxNxSxS - m_new[..., None])
+        alpha = jnp.exp(m_BxHxNxS - m_new)
+        l_new = alpha * l_BxHxNxS + p_BxHxNxSxS.sum(-1)
+        acc_new = alpha[..., None] * acc_BxHxNxSxF + jnp.einsum("bhnqk,bhkf->bhnqf", p_BxHxNxSxS, v_BxHxSxF)
+        return (m_new, l_new, acc_new), None
+
+    F = v_BxHxTxF.shape[-1]
+    dtype = q_BxHxTxE.dtype
+    init = (
+        jnp.full((B, H, n, block), -jnp.inf, dtype),
+        jnp.zeros((B, H, n, block), dtype),
+        jnp.zeros((B, H, n, block, F), dtype),
+    )
+    kpos_NxS = jnp.arange(n * block).reshape(n, block)
+    (_, l, acc), _ = jax.lax.scan(body, init, (k_NxBxHxSxE, v_NxBxHxSxF, kpos_NxS))
+    y_BxHxNxSxF = acc / l[..., None]
+    return y_BxHxNxSxF.reshape(B, H, n * block, F)[:, :, :T]
+
+
+def naive_attention(q_BxHxTxE, k_BxHxTxE, v_BxHxTxF):
+    """The reference: the full T x T causal softmax, then the weighted sum of values."""
+    return jnp.einsum("bhqs,bhsf->bhqf", causal_attention_weights(q_BxHxTxE, k_BxHxTxE), v_BxHxTxF)
+
+
+def attend(module, cfg, q_BxHxTxE, k_BxHxTxE, v_BxHxTxF):
+    """Causal attention of a model's attention module: tiled where `tiled_attention` is on, else naive.
+
+    Either way the attention weights are sown into `intermediates` for anatomy; with tiled_attention they
+    are computed (naively) only when that collection is asked for, so training never forms them."""
+    if cfg.has("tiled_attention"):
+        if module.is_mutable_collection("intermediates"):
+            module.sow("intermediates", "attention_weights", causal_attention_weights(q_BxHxTxE, k_BxHxTxE))
+        return tiled_attention(q_BxHxTxE, k_BxHxTxE, v_BxHxTxF, cfg.tiled_attention_block)
+    w_BxHxTxT = causal_attention_weights(q_BxHxTxE, k_BxHxTxE)
+    module.sow("intermediates", "attention_weights", w_BxHxTxT)  # kept only when asked for (anatomy)
+    return jnp.einsum("bhqs,bhsf->bhqf", w_BxHxTxT, v_BxHxTxF)

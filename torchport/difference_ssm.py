@@ -1,0 +1,115 @@
+"""difference_ssm: a token mixer built on Babbage's Difference Engine, a linear state-space model per channel.
+
+Each channel d of u = c_in(x) keeps m finite differences s in R^m and makes one damped turn of the Engine
+per token (register i adds register i+1):
+
+    s_t = A s_{t-1} + B u_t,     y_t = C . s_t + D u_t,     A = lambda (I + N),   lambda = sigmoid(theta)
+    out = c_proj(y)
+
+N (upper shift) is nilpotent, so A^k = lambda^k sum_{j<m} binom(k, j) N^j and, with c_j = sum_i C_i B_{i+j},
+
+    K_k = C A^k B = lambda^k sum_{j<m} binom(k, j) c_j,     y_t = sum_{k<=t} K_k u_{t-k} + D u_t.
+
+Training: that causal convolution, all positions at once (a T x T Toeplitz product per channel, exact).
+Generation: the recurrence (`step`), O(D m) per token. Parameters theta (D,), B (D, m), C (D, m), D (D,),
+c_in and c_proj (D, D). Sources and initialization: see jaxmodel/difference_ssm.py.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn as nn
+from torch.nn import functional as F
+
+from dreamteam.config import GPTConfig
+
+
+def binomials(T: int, m: int) -> np.ndarray:
+    """binom(k, j) for k < T, j < m, (T, m) float64 (exact integers below 2^53)."""
+    return np.array([[math.comb(k, j) for j in range(m)] for k in range(T)], dtype=np.float64)
+
+
+def init_theta(D: int) -> np.ndarray:
+    """theta = logit(lambda), lambda = exp(-1/tau), tau log-spaced over [1.5, 32] tokens."""
+    tau = np.exp(np.linspace(math.log(1.5), math.log(32.0), D))
+    lam = np.exp(-1.0 / tau)
+    return np.log(lam) - np.log1p(-lam)
+
+
+def difference_coefficients(B, C):
+    """c_j = C N^j B = sum_i C_i B_{i+j}, (D, m)."""
+    m = B.shape[-1]
+    return torch.stack([(C[:, : m - j] * B[:, j:]).sum(-1) for j in range(m)], dim=-1)
+
+
+def closed_form_kernel(theta, B, C, T: int):
+    """K_k = lambda^k sum_{j<m} binom(k, j) c_j for k < T, (D, T); lambda^k = exp(k log sigmoid(theta))."""
+    binom = torch.as_tensor(binomials(T, B.shape[-1]), dtype=theta.dtype, device=theta.device)
+    k = torch.arange(T, dtype=theta.dtype, device=theta.device)
+    decay = torch.exp(F.logsigmoid(theta)[:, None] * k[None, :])
+    return decay * torch.einsum("tj,dj->dt", binom, difference_coefficients(B, C))
+
+
+def causal_convolution(u, K):
+    """y_t = sum_{k<=t} K_k u_{t-k} per channel, u (B, T, D), K (D, T): the lower-triangular Toeplitz product."""
+    T = u.shape[1]
+    pos = torch.arange(T, device=u.device)
+    lag = pos[:, None] - pos[None, :]  # t - s
+    toeplitz = torch.where(lag >= 0, K[:, lag.clamp(min=0)], K.new_zeros(()))  # (D, T, T)
+    return torch.einsum("dts,bsd->btd", toeplitz, u)
+
+
+def recurrent_step(theta, B, C, D, u, s):
+    """One turn of the Engine: s' = lambda (s + N s) + B u, y = C . s' + D u; u (B, D), s (B, D, m)."""
+    shifted = torch.cat([s[..., 1:], torch.zeros_like(s[..., :1])], dim=-1)  # N s
+    s_new = torch.sigmoid(theta)[:, None] * (s + shifted) + B * u[..., None]
+    return (s_new * C).sum(-1) + D * u, s_new
+
+
+class DifferenceSSM(nn.Module):
+    """out = c_proj(ssm(c_in(x))), in place of attention in cfg.difference_ssm_layers."""
+
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        D, m = config.n_embd, config.difference_ssm_order
+        self.c_in = nn.Linear(D, D, bias=config.bias)
+        self.theta = nn.Parameter(torch.as_tensor(init_theta(D), dtype=torch.float32))
+        self.B = nn.Parameter(torch.zeros(D, m))
+        with torch.no_grad():
+            self.B[:, 0] = 1.0  # the input enters the lowest difference: an exponential moving average at init
+        self.C = nn.Parameter(torch.randn(D, m) / m)
+        self.D = nn.Parameter(torch.ones(D))
+        self.c_proj = nn.Linear(D, D, bias=config.bias)  # GPT's init rescales every c_proj.weight
+        self.resid_dropout = nn.Dropout(config.dropout)
+        self.config = config
+
+    def kernel(self, T: int):
+        return closed_form_kernel(self.theta, self.B, self.C, T)
+
+    def mix(self, u):
+        """The SSM alone on u (B, T, D), no projections: causal convolution with the closed-form kernel + D u."""
+        return causal_convolution(u, self.kernel(u.shape[1])) + self.D * u
+
+    def forward(self, x):
+        return self.resid_dropout(self.c_proj(self.mix(self.c_in(x))))
+
+    def step(self, x, s):
+        """Generation: one token x (B, D) through c_in, one turn of the recurrence, c_proj. Returns (out, s')."""
+        y, s_new = recurrent_step(self.theta, self.B, self.C, self.D, self.c_in(x), s)
+        return self.c_proj(y), s_new
+
+    def initial_state(self, batch: int):
+        return self.D.new_zeros(batch, self.D.shape[0], self.B.shape[1])
+
+    def mixing_weights(self, T: int):
+        """Anatomy's attention-like map (H, T, T): |K_{t-s}| averaged per head's channels, rows summing to 1."""
+        K = self.kernel(T).abs()
+        pos = torch.arange(T, device=K.device)
+        lag = pos[:, None] - pos[None, :]
+        a = torch.where(lag >= 0, K[:, lag.clamp(min=0)], K.new_zeros(()))
+        H = self.config.n_head
+        a = a.view(H, -1, T, T).mean(1)
+        return a / a.sum(-1, keepdim=True).clamp(min=1e-30)
