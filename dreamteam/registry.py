@@ -26,7 +26,16 @@ LEONARDO = Persona(
     description="rotary positions, multi-head latent attention, RMSNorm + QK-norm, golden-ratio SwiGLU.",
 )
 
-PERSONAS: dict[str, Persona] = {p.name: p for p in (BASELINE, LEONARDO)}
+# Muon settings from the literature, not tuned here (no full runs could be afforded for tuning): lr 0.02 and
+# Nesterov momentum 0.95 (Jordan et al. 2024, modded-nanogpt), weight decay 0.01 as the AdamW part's.
+ALAN_TURING = Persona(
+    name="alan_turing",
+    model=GPTConfig(components=("muon",)),
+    recipe=COSINE_3E3.replace(muon_lr=0.02, muon_momentum=0.95, muon_weight_decay=0.01),
+    description="Muon (orthogonalized updates) for the block matrices.",
+)
+
+PERSONAS: dict[str, Persona] = {p.name: p for p in (BASELINE, LEONARDO, ALAN_TURING)}
 
 
 class UnknownPersonaError(KeyError):
