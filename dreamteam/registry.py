@@ -30,9 +30,10 @@ LEONARDO = Persona(
 # Nesterov momentum 0.95 (Jordan et al. 2024, modded-nanogpt), weight decay 0.01 as the AdamW part's.
 ALAN_TURING = Persona(
     name="alan_turing",
-    model=GPTConfig(components=("muon",)),
+    model=GPTConfig(components=("muon", "memory_tape", "good_turing_prior")),
     recipe=COSINE_3E3.replace(muon_lr=0.02, muon_momentum=0.95, muon_weight_decay=0.01),
-    description="Muon (orthogonalized updates) for the block matrices.",
+    description="Muon (orthogonalized updates, condition number one), persistent memory tape slots in attention, "
+                "Good-Turing initialized output bias.",
 )
 
 PERSONAS: dict[str, Persona] = {p.name: p for p in (BASELINE, LEONARDO, ALAN_TURING)}

@@ -14,6 +14,8 @@ import math
 
 import torch
 
+from torchport.memory_tape import tape_attention_weights
+
 
 def causal_attention_weights(q, k):
     """softmax over keys j <= i of q_i . k_j / sqrt(E), (B, H, T, T)."""
@@ -32,7 +34,11 @@ def trace(model, idx):
     residuals, attention = [x], []
     for block in model.transformer.h:
         q, k, _ = block.attn.qkv(block.ln_1(x))
-        attention.append(causal_attention_weights(q, k))
+        if model.config.has("memory_tape"):  # the context part of the one softmax over [tape | context]
+            w = tape_attention_weights(q, k, block.attn.tape_keys())
+            attention.append(w[..., model.config.memory_tape_slots :])
+        else:
+            attention.append(causal_attention_weights(q, k))
         x = block(x)
         residuals.append(x)
     lens = torch.stack([model.lm_head(model.transformer.ln_f(r)) for r in residuals])
