@@ -63,7 +63,15 @@ def _anatomy(args) -> int:
         print("error: --text encodes to no tokens", file=sys.stderr)
         return 2
     torch.manual_seed(args.seed)
-    model = GPT(persona.model)
+    counts = None
+    if persona.model.has("good_turing_prior"):  # the output bias starts from train.bin's token statistics
+        import os
+
+        import numpy as np
+
+        counts = (np.ones(persona.model.vocab_size, np.int64) if args.checkpoint  # the checkpoint holds the bias
+                  else data.token_counts(data.load(None, dict(os.environ)).train, persona.model.vocab_size))
+    model = GPT(persona.model, token_counts=counts)
     if args.checkpoint:
         from safetensors.torch import load_model
 

@@ -22,6 +22,9 @@ KNOWN_COMPONENTS: tuple[str, ...] = (
     "difference_ssm",  # difference-engine state-space token mixer in place of attention in some layers
     "fixed_point_qat",  # fixed-point (int b) fake quantization of the block matrices, straight-through
     "tiled_attention",  # exact attention by key blocks with the online softmax (FlashAttention's algorithm)
+    "muon",  # Muon optimizer for the 2-D matrices inside the blocks (Jordan et al. 2024); settings: Recipe.muon_*
+    "memory_tape",  # persistent memory slots of keys and values in attention (Sukhbaatar et al. 2019)
+    "good_turing_prior",  # output bias initialized to log of the Good-Turing token probabilities of train.bin
 )
 # components that give the model its positional information; with any of them on, no learned wpe
 POSITION_COMPONENTS = ("rope", "mla")
@@ -58,6 +61,8 @@ class GPTConfig:
     fixed_point_qat_bits: int = 8
     # tiled_attention: keys (and queries) per block of the online softmax
     tiled_attention_block: int = 16
+    # memory_tape: learned key and value slots per head and layer that every query may attend to
+    memory_tape_slots: int = 8
 
     def __post_init__(self):
         if self.n_embd % self.n_head:
@@ -81,6 +86,11 @@ class GPTConfig:
             raise ConfigError(f"fixed_point_qat_bits={self.fixed_point_qat_bits!r} must be an int in [2, 16]")
         if self.has("tiled_attention") and not (isinstance(self.tiled_attention_block, int) and self.tiled_attention_block >= 1):
             raise ConfigError(f"tiled_attention_block={self.tiled_attention_block!r} must be an int >= 1")
+        if self.has("memory_tape"):
+            if isinstance(self.memory_tape_slots, bool) or not isinstance(self.memory_tape_slots, int) or self.memory_tape_slots < 0:
+                raise ConfigError(f"memory_tape_slots={self.memory_tape_slots!r}; expected an int >= 0")
+            if self.has("mla"):
+                raise ConfigError("memory_tape is not supported together with mla (the latent attention has no tape)")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"dropout={self.dropout} must lie in [0, 1)")
 
@@ -132,12 +142,27 @@ class Recipe:
     eps: float = 1e-8
     weight_decay: float = 0.1
     grad_clip: float = 1.0  # 0 disables clipping
+    # Muon (used where the model's components include "muon"): the 2-D matrices inside the blocks; its
+    # learning rate follows the same schedule, scaled by muon_lr / learning_rate
+    muon_lr: float = 0.02
+    muon_momentum: float = 0.95
+    muon_nesterov: bool = True
+    muon_weight_decay: float = 0.0  # decoupled: p <- p (1 - lr_t wd) - lr_t O
+    muon_ns_steps: int = 5
+    muon_bf16: bool = False  # run the Newton-Schulz iteration in bfloat16 (the fast path of the paper's code)
 
     def __post_init__(self):
         if self.optimizer not in ("adamw",):
             raise ConfigError(f"unknown optimizer {self.optimizer!r}; expected one of ['adamw']")
         if self.schedule not in ("constant", "cosine"):
             raise ConfigError(f"unknown schedule {self.schedule!r}; expected 'constant' or 'cosine'")
+        if not self.muon_lr > 0 or not 0.0 <= self.muon_momentum < 1.0 or self.muon_weight_decay < 0:
+            raise ConfigError(f"Muon needs muon_lr > 0, 0 <= muon_momentum < 1, muon_weight_decay >= 0; got "
+                              f"{self.muon_lr}, {self.muon_momentum}, {self.muon_weight_decay}")
+        if isinstance(self.muon_ns_steps, bool) or not isinstance(self.muon_ns_steps, int) or self.muon_ns_steps < 1:
+            raise ConfigError(f"muon_ns_steps={self.muon_ns_steps!r}; expected an int >= 1")
+        if self.learning_rate <= 0:
+            raise ConfigError(f"learning_rate={self.learning_rate}; expected > 0")
 
     def replace(self, **changes) -> "Recipe":
         return dataclasses.replace(self, **changes)

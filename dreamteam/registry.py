@@ -35,7 +35,17 @@ BABBAGE = Persona(
     description="difference-engine state-space mixer in layers 0 and 2, int8 fixed-point QAT, exact tiled attention.",
 )
 
-PERSONAS: dict[str, Persona] = {p.name: p for p in (BASELINE, LEONARDO, BABBAGE)}
+# Muon settings from the literature, not tuned here (no full runs could be afforded for tuning): lr 0.02 and
+# Nesterov momentum 0.95 (Jordan et al. 2024, modded-nanogpt), weight decay 0.01 as the AdamW part's.
+ALAN_TURING = Persona(
+    name="alan_turing",
+    model=GPTConfig(components=("muon", "memory_tape", "good_turing_prior")),
+    recipe=COSINE_3E3.replace(muon_lr=0.02, muon_momentum=0.95, muon_weight_decay=0.01),
+    description="Muon (orthogonalized updates, condition number one), persistent memory tape slots in attention, "
+                "Good-Turing initialized output bias.",
+)
+
+PERSONAS: dict[str, Persona] = {p.name: p for p in (BASELINE, LEONARDO, BABBAGE, ALAN_TURING)}
 
 
 class UnknownPersonaError(KeyError):

@@ -24,5 +24,6 @@ def trace(params, cfg: GPTConfig, idx_BxT):
     p = params["params"]["transformer"]
     ln_f = make_norm(cfg, None)
     wte_VxD = p["wte"]["weight"]
-    lens = jnp.stack([ln_f.apply({"params": p["ln_f"]}, x_BxTxD) @ wte_VxD.T for x_BxTxD in inter["residual"]])
+    b_V = params["params"]["lm_head"]["bias"] if "lm_head" in params["params"] else 0.0  # good_turing_prior
+    lens = jnp.stack([ln_f.apply({"params": p["ln_f"]}, x_BxTxD) @ wte_VxD.T + b_V for x_BxTxD in inter["residual"]])
     return {"attention": attention, "lens_logits": lens}

@@ -8,6 +8,9 @@ The twin of torchport/fast.py. Over the N = B*T tokens, with z = h W^T the logit
 and forms the gradients in the forward pass while the block is at hand (P = E / s with E = exp(z - max z)
 and s = sum E, applied to the small products), so neither pass ever holds the N x V logits; a
 `jax.custom_vjp` hands the saved gradients to the backward pass, which only scales them.
+
+With an output bias b (good_turing_prior's lm_head/bias): z = h W^T + b and d loss/d b = sum_n (P_n - Y_n) / N,
+accumulated per chunk as E^T (1 / s), then minus the target counts.
 """
 
 from __future__ import annotations
@@ -23,8 +26,9 @@ from jaxmodel.model import GPT
 DEFAULT_CHUNK = 64
 
 
-def _chunked(h_NxD, w_VxD, t_N, chunk: int):
-    """(sum_n (lse_n - z[n, t_n]), G_h = (P - Y) W, G_W = (P - Y)^T h), chunk by chunk."""
+def _chunked(h_NxD, w_VxD, t_N, chunk: int, b_V=None):
+    """(sum_n (lse_n - z[n, t_n]), G_h = (P - Y) W, G_W = (P - Y)^T h, G_b = sum_n (P - Y)_n or None),
+    chunk by chunk; b_V the output bias or None."""
     N, D = h_NxD.shape
     K = -(-N // chunk)  # chunks, the last one padded with zero-weight rows
     pad = K * chunk - N
@@ -33,9 +37,10 @@ def _chunked(h_NxD, w_VxD, t_N, chunk: int):
     t_KxC = jnp.pad(t_N, (0, pad)).reshape(K, chunk)
     k_KxC = jnp.pad(k_N, (0, pad)).reshape(K, chunk)
 
-    def body(G_W_VxD, xs):
+    def body(carry, xs):
+        G_W_VxD, G_b_V = carry
         h_CxD, t_C, k_C = xs
-        z_CxV = h_CxD @ w_VxD.T
+        z_CxV = h_CxD @ w_VxD.T if b_V is None else h_CxD @ w_VxD.T + b_V
         m_C = z_CxV.max(-1)
         e_CxV = jnp.exp(z_CxV - m_C[:, None])
         s_C = e_CxV.sum(-1)
@@ -43,23 +48,27 @@ def _chunked(h_NxD, w_VxD, t_N, chunk: int):
         loss = ((m_C + jnp.log(s_C) - zt_C) * k_C).sum()
         w_C1 = (k_C / s_C)[:, None]
         G_h_CxD = (e_CxV @ w_VxD) * w_C1  # rows of P @ W
-        return G_W_VxD + e_CxV.T @ (h_CxD * w_C1), (loss, G_h_CxD)
+        G_b_V = None if b_V is None else G_b_V + e_CxV.T @ w_C1[:, 0]  # column sums of P
+        return (G_W_VxD + e_CxV.T @ (h_CxD * w_C1), G_b_V), (loss, G_h_CxD)
 
-    G_W, (losses_K, G_h) = jax.lax.scan(body, jnp.zeros_like(w_VxD), (h_KxCxD, t_KxC, k_KxC))
+    G_b0 = None if b_V is None else jnp.zeros_like(b_V)
+    (G_W, G_b), (losses_K, G_h) = jax.lax.scan(body, (jnp.zeros_like(w_VxD), G_b0), (h_KxCxD, t_KxC, k_KxC))
     G_h = G_h.reshape(K * chunk, D)[:N] - w_VxD[t_N]  # - Y @ W
     G_W = G_W.at[t_N].add(-h_NxD)  # - Y^T @ h
-    return losses_K.sum(), G_h, G_W
+    if G_b is not None:
+        G_b = G_b.at[t_N].add(-1.0)  # - column sums of Y
+    return losses_K.sum(), G_h, G_W, G_b
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(3,))
 def linear_cross_entropy(h_NxD, w_VxD, t_N, chunk: int = DEFAULT_CHUNK):
     """mean_n CE(h_n W^T, t_n), equal to optax's softmax cross-entropy of the full logits."""
-    total, _, _ = _chunked(h_NxD, w_VxD, t_N, chunk)
+    total = _chunked(h_NxD, w_VxD, t_N, chunk)[0]
     return total / h_NxD.shape[0]
 
 
 def _fwd(h_NxD, w_VxD, t_N, chunk):
-    total, G_h, G_W = _chunked(h_NxD, w_VxD, t_N, chunk)
+    total, G_h, G_W, _ = _chunked(h_NxD, w_VxD, t_N, chunk)
     return total / h_NxD.shape[0], (G_h, G_W, h_NxD.shape[0])
 
 
@@ -71,8 +80,32 @@ def _bwd(chunk, residuals, g):
 linear_cross_entropy.defvjp(_fwd, _bwd)
 
 
+@partial(jax.custom_vjp, nondiff_argnums=(4,))
+def linear_cross_entropy_bias(h_NxD, w_VxD, b_V, t_N, chunk: int = DEFAULT_CHUNK):
+    """mean_n CE(h_n W^T + b, t_n), equal to optax's softmax cross-entropy of the full logits with the bias."""
+    total = _chunked(h_NxD, w_VxD, t_N, chunk, b_V)[0]
+    return total / h_NxD.shape[0]
+
+
+def _fwd_b(h_NxD, w_VxD, b_V, t_N, chunk):
+    total, G_h, G_W, G_b = _chunked(h_NxD, w_VxD, t_N, chunk, b_V)
+    return total / h_NxD.shape[0], (G_h, G_W, G_b, h_NxD.shape[0])
+
+
+def _bwd_b(chunk, residuals, g):
+    G_h, G_W, G_b, n = residuals
+    return G_h * (g / n), G_W * (g / n), G_b * (g / n), None
+
+
+linear_cross_entropy_bias.defvjp(_fwd_b, _bwd_b)
+
+
 def fused_loss(params, cfg: GPTConfig, idx_BxT, targets_BxT, chunk: int = DEFAULT_CHUNK):
-    """The fast equal of jaxmodel.model.loss_fn: final hidden states, then the chunked tied-head loss."""
+    """The fast equal of jaxmodel.model.loss_fn: final hidden states, then the chunked tied-head loss (with the
+    output bias lm_head/bias where good_turing_prior is on)."""
     h_BxTxD = GPT(cfg).apply(params, idx_BxT, head=False)
     w_VxD = params["params"]["transformer"]["wte"]["weight"]
-    return linear_cross_entropy(h_BxTxD.reshape(-1, h_BxTxD.shape[-1]), w_VxD, targets_BxT.reshape(-1), chunk)
+    h_NxD, t_N = h_BxTxD.reshape(-1, h_BxTxD.shape[-1]), targets_BxT.reshape(-1)
+    if "lm_head" in params["params"]:
+        return linear_cross_entropy_bias(h_NxD, w_VxD, params["params"]["lm_head"]["bias"], t_N, chunk)
+    return linear_cross_entropy(h_NxD, w_VxD, t_N, chunk)

@@ -6,7 +6,7 @@ The parameter tree has the torch port's names and shapes: `Linear` and `Embeddin
 
     x_BxTxD = wte[idx_BxT] + wpe[0..T-1]          (wpe only without a position component such as rope)
     for each block:  x = x + attn(ln_1(x));  x = x + mlp(ln_2(x))
-    logits_BxTxV = ln_f(x) @ wte^T
+    logits_BxTxV = ln_f(x) @ wte^T  (+ lm_head/bias with good_turing_prior)
 """
 
 from __future__ import annotations
@@ -23,7 +23,9 @@ from dreamteam.config import GPTConfig
 from jaxmodel.golden_swiglu import GoldenSwiGLU
 from jaxmodel.difference_ssm import DifferenceSSM
 from jaxmodel.fixed_point_qat import fake_quant_block_params
-from jaxmodel.layers import Embedding, LayerNorm, Linear, causal_attention_weights  # noqa: F401 (used by tests)
+from jaxmodel.good_turing_prior import OutputBias
+from jaxmodel.layers import Embedding, LayerNorm, Linear, causal_attention_weights, normal  # noqa: F401 (used by tests)
+from jaxmodel.memory_tape import tape_attention, tape_attention_weights
 from jaxmodel.mla import MultiHeadLatentAttention
 from jaxmodel.rms_qknorm import RMSNorm
 from jaxmodel.rope import apply_rope
@@ -43,11 +45,24 @@ class CausalSelfAttention(nn.Module):
         qkv_BxTx3D = Linear(3 * D, cfg.bias, name="c_attn")(x_BxTxD)
         q, k, v = (a.reshape(B, T, H, K).transpose(0, 2, 1, 3) for a in jnp.split(qkv_BxTx3D, 3, axis=-1))
         if cfg.has("rms_qknorm"):
-            q, k = RMSNorm(cfg.rms_eps, name="q_norm")(q), RMSNorm(cfg.rms_eps, name="k_norm")(k)
+            k_norm = RMSNorm(cfg.rms_eps, name="k_norm")
+            q, k = RMSNorm(cfg.rms_eps, name="q_norm")(q), k_norm(k)
         if cfg.has("rope"):
             pos_T = jnp.arange(T)
             q, k = (apply_rope(a, pos_T, cfg.rotary_dim, cfg.rope_base) for a in (q, k))
-        y_BxTxD = attend(self, cfg, q, k, v).transpose(0, 2, 1, 3).reshape(B, T, D)  # tiled or naive; sows weights
+        if cfg.has("memory_tape"):  # M key and value slots per head, no position (jaxmodel/memory_tape.py)
+            # one softmax over [tape | context]; computed untiled even where tiled_attention is on
+            M = cfg.memory_tape_slots
+            tape_k_HxMxK = self.param("tape_k", normal(0.02), (H, M, K))
+            tape_v_HxMxK = self.param("tape_v", normal(0.02), (H, M, K))
+            if cfg.has("rms_qknorm"):
+                tape_k_HxMxK = k_norm(tape_k_HxMxK)
+            w_BxHxTxS = tape_attention_weights(q, k, tape_k_HxMxK)
+            self.sow("intermediates", "attention_weights", w_BxHxTxS[..., M:])  # the context part (anatomy)
+            y_BxHxTxK = tape_attention(w_BxHxTxS, v, tape_v_HxMxK)
+        else:
+            y_BxHxTxK = attend(self, cfg, q, k, v)  # tiled or naive; sows the weights for anatomy
+        y_BxTxD = y_BxHxTxK.transpose(0, 2, 1, 3).reshape(B, T, D)
         y_BxTxD = Linear(D, cfg.bias, std=0.02 / math.sqrt(2 * cfg.n_layer), name="c_proj")(y_BxTxD)
         return nn.Dropout(cfg.dropout)(y_BxTxD, deterministic=deterministic)
 
@@ -138,13 +153,21 @@ class GPT(nn.Module):
 
     @nn.compact
     def __call__(self, idx_BxT, deterministic: bool = True, head: bool = True):
-        return Transformer(self.cfg, name="transformer")(idx_BxT, deterministic, head)
+        out = Transformer(self.cfg, name="transformer")(idx_BxT, deterministic, head)
+        if head and self.cfg.has("good_turing_prior"):  # the trained output bias lm_head/bias
+            out = OutputBias(self.token_counts, name="lm_head")(out)
+        return out
 
 
 def init_params(cfg: GPTConfig, key, dtype=jnp.float32, token_counts=None):
     """Fresh parameters {'params': ...} for cfg, cast to dtype (token_counts: see GPT)."""
     variables = GPT(cfg, token_counts).init(key, jnp.zeros((1, cfg.block_size), jnp.int32))
-    return jax.tree.map(lambda a: a.astype(dtype), variables)
+    variables = jax.tree.map(lambda a: a.astype(dtype), variables)
+    if cfg.has("good_turing_prior"):  # log p_GT rounded once, from float64, in dtype (not via float32)
+        from dreamteam.good_turing import log_prior
+
+        variables["params"]["lm_head"]["bias"] = jnp.asarray(log_prior(token_counts), dtype)
+    return variables
 
 
 def cross_entropy(logits_BxTxV, targets_BxT):

@@ -6,6 +6,10 @@ AdamW as torch.optim.AdamW computes it, decoupled weight decay on tensors of 2 o
     p <- p - lr_t * ( m / (1 - b1^t) / (sqrt(v / (1 - b2^t)) + eps) + wd * p )
 The learning rate of step t is dreamteam.config.learning_rate(t, recipe), the same Python floats the
 torch loop sets, looked up from a table so that the whole step stays jittable.
+
+With the component `muon` on (build_optimizer's cfg), the 2-D matrices inside the blocks (paths under
+transformer/h_*) take Muon (jaxmodel/muon.py) at learning rate muon_lr * learning_rate(t) / learning_rate,
+with decoupled weight decay muon_weight_decay; everything else takes the AdamW above. Clipping stays global.
 """
 
 from __future__ import annotations
@@ -15,7 +19,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from dreamteam.config import Recipe, learning_rate
+from dreamteam.config import GPTConfig, Recipe, learning_rate
+from jaxmodel.muon import scale_by_muon
 
 
 def clip_grad_norm(max_norm: float) -> optax.GradientTransformation:
@@ -38,9 +43,9 @@ def decay_mask(params):
     return jax.tree.map(lambda p: p.ndim >= 2, params)
 
 
-def schedule(recipe: Recipe, num_steps: int):
-    """optax schedule: step count -> learning rate, from the framework-neutral Python schedule."""
-    table = np.array([learning_rate(i, recipe) for i in range(num_steps)], dtype=np.float64)
+def schedule(recipe: Recipe, num_steps: int, ratio: float = 1.0):
+    """optax schedule: step count -> learning rate (times ratio), from the framework-neutral Python schedule."""
+    table = np.array([learning_rate(i, recipe) * ratio for i in range(num_steps)], dtype=np.float64)
     table_j = jnp.asarray(table)
 
     def lr_fn(count):
@@ -49,13 +54,50 @@ def schedule(recipe: Recipe, num_steps: int):
     return lr_fn
 
 
-def build_optimizer(recipe: Recipe, num_steps: int) -> optax.GradientTransformation:
-    if recipe.optimizer != "adamw":
-        raise ValueError(f"unknown optimizer {recipe.optimizer!r}")
-    parts = [clip_grad_norm(recipe.grad_clip)] if recipe.grad_clip > 0 else []
-    parts += [
+def is_muon_path(path) -> bool:
+    """A parameter path (tuple of names) inside the blocks, transformer/h_<i>/...: Muon's if it is 2-D."""
+    return len(path) > 1 and path[0] == "transformer" and path[1].startswith("h_")
+
+
+def muon_labels(params):
+    """'muon' for the 2-D matrices inside the blocks ('muon_qkv' for the fused c_attn, orthogonalized as three
+    blocks W_q, W_k, W_v), 'adamw' for everything else."""
+
+    def label(path, p):
+        names = tuple(getattr(k, "key", getattr(k, "name", str(k))) for k in path)
+        names = names[1:] if names and names[0] == "params" else names
+        if p.ndim != 2 or not is_muon_path(names):
+            return "adamw"
+        return "muon_qkv" if names[-3:] == ("attn", "c_attn", "weight") else "muon"
+
+    return jax.tree_util.tree_map_with_path(label, params)
+
+
+def adamw(recipe: Recipe, num_steps: int) -> optax.GradientTransformation:
+    return optax.chain(
         optax.scale_by_adam(b1=recipe.beta1, b2=recipe.beta2, eps=recipe.eps),
         optax.add_decayed_weights(recipe.weight_decay, mask=decay_mask),
         optax.scale_by_learning_rate(schedule(recipe, num_steps)),
-    ]
+    )
+
+
+def muon(recipe: Recipe, num_steps: int, split: int = 1) -> optax.GradientTransformation:
+    return optax.chain(
+        scale_by_muon(recipe.muon_momentum, recipe.muon_nesterov, recipe.muon_ns_steps, recipe.muon_bf16, split),
+        optax.add_decayed_weights(recipe.muon_weight_decay),
+        optax.scale_by_learning_rate(schedule(recipe, num_steps, recipe.muon_lr / recipe.learning_rate)),
+    )
+
+
+def build_optimizer(recipe: Recipe, num_steps: int, cfg: GPTConfig | None = None) -> optax.GradientTransformation:
+    """The recipe's optimizer; cfg (the model config) says whether the component `muon` is on."""
+    if recipe.optimizer != "adamw":
+        raise ValueError(f"unknown optimizer {recipe.optimizer!r}")
+    parts = [clip_grad_norm(recipe.grad_clip)] if recipe.grad_clip > 0 else []
+    if cfg is not None and cfg.has("muon"):
+        parts.append(optax.multi_transform({"adamw": adamw(recipe, num_steps), "muon": muon(recipe, num_steps),
+                                            "muon_qkv": muon(recipe, num_steps, split=3)},
+                                           muon_labels))
+    else:
+        parts.append(adamw(recipe, num_steps))
     return optax.chain(*parts)

@@ -135,7 +135,7 @@ def train(persona="baseline", seed=0, data_dir=None, max_iters=protocol.MAX_ITER
 
     params = gpt.init_params(cfg, jax.random.PRNGKey(seed), token_counts=data.token_counts(dataset.train, cfg.vocab_size))
     dropout_key = jax.random.fold_in(jax.random.PRNGKey(seed), 1)  # only used when cfg.dropout > 0
-    optimizer = recipes.build_optimizer(spec.recipe, max_iters)
+    optimizer = recipes.build_optimizer(spec.recipe, max_iters, cfg)
     opt_state = optimizer.init(params)
     train_step = make_train_step(cfg, optimizer, dropout_key, fast)
     eval_loss = make_eval_loss(cfg)

@@ -144,7 +144,7 @@ def run_checks(persona: Persona, dtype: str, batch_size: int = 4, steps: int = 2
     record("gradients", tree_error(pair.torch_grads(), grads_j, dtype))
 
     # one optimizer step from the same gradients
-    opt_j = jr.build_optimizer(recipe, steps)
+    opt_j = jr.build_optimizer(recipe, steps, cfg)
     state_j = opt_j.init(pair.params)
     updates, state_j = opt_j.update(grads_j, state_j, pair.params)
     params_j = jax.tree.map(lambda p, u: (p + u).astype(p.dtype), pair.params, updates)
@@ -163,7 +163,7 @@ def run_checks(persona: Persona, dtype: str, batch_size: int = 4, steps: int = 2
 
 def jax_trajectory(params, persona: Persona, batches):
     cfg = persona.model
-    opt = jr.build_optimizer(persona.recipe, len(batches))
+    opt = jr.build_optimizer(persona.recipe, len(batches), cfg)
     state = opt.init(params)
 
     @jax.jit

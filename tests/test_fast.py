@@ -130,7 +130,8 @@ def test_fused_loss_equals_model_loss_for_every_persona(name):
     head must fail here until fused_loss follows it."""
     cfg = registry.get(name).model.replace(vocab_size=211, block_size=16, dropout=0.0)
     torch.manual_seed(0)
-    model = GPT(cfg).double()
+    counts = np.bincount(np.minimum(np.random.default_rng(0).zipf(1.3, 2000) - 1, 210), minlength=211)
+    model = GPT(cfg, token_counts=counts).double()
     x, y = torch.randint(0, 211, (2, 16)), torch.randint(0, 211, (2, 16))
     loss_a = model(x, y)[1]
     grads_a = torch.autograd.grad(loss_a, list(model.parameters()))
@@ -139,6 +140,30 @@ def test_fused_loss_equals_model_loss_for_every_persona(name):
     assert abs(loss_a.item() - loss_b.item()) <= 1e-12
     for ga, gb in zip(grads_a, grads_b):
         assert (ga - gb).abs().max().item() <= 1e-12
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-12), (torch.float32, 2e-6)])
+@pytest.mark.parametrize("chunk", [1, 7, 16, 64])
+def test_output_bias_equals_cross_entropy(dtype, tol, chunk):
+    """With a bias b: F.cross_entropy(h @ W.T + b), value and the gradients of h, W and b = sum_n (P - Y)_n / N."""
+    h, W, t = make(dtype)
+    b = torch.randn(V, dtype=dtype, generator=torch.Generator().manual_seed(3)).mul_(3.0).requires_grad_()
+    loss = linear_cross_entropy(h, W, t, chunk, bias=b)
+    grads = torch.autograd.grad(2.5 * loss, (h, W, b))
+    ref = F.cross_entropy(h @ W.T + b, t, ignore_index=-1)
+    grads_r = torch.autograd.grad(2.5 * ref, (h, W, b))
+    assert abs(loss.item() - ref.item()) <= tol * abs(ref.item())
+    for g, g_r in zip(grads, grads_r):
+        assert (g - g_r).norm().item() <= tol * g_r.norm().item()
+    keep = t != -1  # grad_b is the mean over kept tokens of P - Y, which sums to zero over the vocabulary
+    P = torch.softmax(h @ W.T + b, -1)[keep].detach()
+    Y = F.one_hot(t[keep], V).to(dtype)
+    assert (grads[2] / 2.5 - (P - Y).mean(0)).abs().max().item() <= 10 * tol
+    assert abs(grads[2].sum().item()) <= 10 * tol
+    with torch.no_grad():  # the gradient-free path takes the bias too
+        assert abs(linear_cross_entropy(h, W, t, chunk, bias=b).item() - ref.item()) <= tol * abs(ref.item())
+    with pytest.raises(ValueError, match="bias"):
+        linear_cross_entropy(h, W, t, chunk, bias=b[:-1])
 
 
 # ---- the fast path against the eager reference over a training trajectory of the real baseline model ----

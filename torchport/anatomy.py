@@ -14,6 +14,8 @@ import math
 
 import torch
 
+from torchport.memory_tape import tape_attention_weights
+
 
 def causal_attention_weights(q, k):
     """softmax over keys j <= i of q_i . k_j / sqrt(E), (B, H, T, T)."""
@@ -31,12 +33,16 @@ def trace(model, idx):
     x = model.embed(idx)
     residuals, attention = [x], []
     for block in model.transformer.h:
-        if hasattr(block.attn, "qkv"):
-            q, k, _ = block.attn.qkv(block.ln_1(x))
-            attention.append(causal_attention_weights(q, k))
-        else:  # difference_ssm: the attention-like map of its convolution kernel (|K_{t-s}|, rows summing to 1)
+        if not hasattr(block.attn, "qkv"):  # difference_ssm: the attention-like map of its kernel (|K_{t-s}|, rows sum to 1)
             w = block.attn.mixing_weights(x.shape[1])
             attention.append(w.expand(x.shape[0], *w.shape))
+        else:
+            q, k, _ = block.attn.qkv(block.ln_1(x))
+            if model.config.has("memory_tape"):  # the context part of the one softmax over [tape | context]
+                w = tape_attention_weights(q, k, block.attn.tape_keys())
+                attention.append(w[..., model.config.memory_tape_slots :])
+            else:
+                attention.append(causal_attention_weights(q, k))
         x = block(x)
         residuals.append(x)
     lens = torch.stack([model.lm_head(model.transformer.ln_f(r)) for r in residuals])

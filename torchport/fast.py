@@ -22,6 +22,9 @@ per token one exp and three N x D x V matmuls instead of the reference's recompu
 temporaries. Saved for backward: G_h (N x D) and G_W (V x D), never anything of size N x V. Same mathematics
 as F.cross_entropy(h @ W.T, t, ignore_index=-1), other rounding only (float64: ~1e-16 apart).
 
+With an output bias b (the good_turing_prior component's lm_head.bias), z = h @ W^T + b and
+    d loss / d b = sum_n (P_n - Y_n) / N,   accumulated per chunk as G_b += E^T (w / s), then G_b[t_n] -= w_n.
+
 `fused_loss(model, idx, targets)` is the fast equal of `model(idx, targets)[1]` for torchport.model.GPT.
 """
 
@@ -38,7 +41,7 @@ IGNORE_INDEX = -1
 DEFAULT_CHUNK = 32
 
 
-def _check_inputs(h_NxD, W_VxD, targets_N, chunk):
+def _check_inputs(h_NxD, W_VxD, targets_N, chunk, b_V=None):
     if not (isinstance(h_NxD, torch.Tensor) and isinstance(W_VxD, torch.Tensor) and isinstance(targets_N, torch.Tensor)):
         raise TypeError("h, W and targets must be torch tensors")
     if h_NxD.dim() != 2 or W_VxD.dim() != 2 or h_NxD.shape[1] != W_VxD.shape[1]:
@@ -51,6 +54,9 @@ def _check_inputs(h_NxD, W_VxD, targets_N, chunk):
         raise ValueError(f"h and W must share one floating dtype; got {h_NxD.dtype} and {W_VxD.dtype}")
     if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
         raise ValueError(f"chunk must be a positive int (tokens per chunk); got {chunk!r}")
+    if b_V is not None and (not isinstance(b_V, torch.Tensor) or b_V.shape != W_VxD.shape[:1] or b_V.dtype != W_VxD.dtype):
+        raise ValueError(f"bias must be a tensor of shape ({W_VxD.shape[0]},) and W's dtype; got "
+                         f"{tuple(b_V.shape) if isinstance(b_V, torch.Tensor) else type(b_V).__name__}")
 
 
 def _prepare_targets(targets_N, V, device):
@@ -69,9 +75,10 @@ def _prepare_targets(targets_N, V, device):
     return torch.where(keep_N, t_N, 0), keep_N
 
 
-def _chunked(h_NxD, W_VxD, t_N, keep_N, chunk: int, need_h: bool, need_W: bool):
-    """(sum_n w_n (lse_n - z[n, t_n]), G_h or None, G_W or None), chunk by chunk (module docstring);
-    w_n = 1 for kept tokens, 0 for ignored ones (their rows of G_h are 0 and they add nothing to G_W)."""
+def _chunked(h_NxD, W_VxD, t_N, keep_N, chunk: int, need_h: bool, need_W: bool, b_V=None, need_b: bool = False):
+    """(sum_n w_n (lse_n - z[n, t_n]), G_h or None, G_W or None, G_b or None), chunk by chunk (module
+    docstring); w_n = 1 for kept tokens, 0 for ignored ones (their rows of G_h are 0 and they add nothing to
+    G_W, G_b). b_V: the output bias or None."""
     N, V = h_NxD.shape[0], W_VxD.shape[0]
     w_N = keep_N.to(h_NxD.dtype)
     m_N = h_NxD.new_empty(N)
@@ -79,17 +86,21 @@ def _chunked(h_NxD, W_VxD, t_N, keep_N, chunk: int, need_h: bool, need_W: bool):
     zt_N = h_NxD.new_empty(N)
     G_h = h_NxD.new_empty(h_NxD.shape) if need_h else None
     G_W = torch.empty_like(W_VxD) if need_W else None
+    G_b = W_VxD.new_zeros(V) if need_b else None
     if N == 0:
         if need_W:
             G_W.zero_()
-        return h_NxD.new_zeros(()), G_h, G_W
+        return h_NxD.new_zeros(()), G_h, G_W, G_b
     buf_CxV = h_NxD.new_empty(min(chunk, N), V)
     W_T = W_VxD.t()
     for a in range(0, N, chunk):
         b = min(a + chunk, N)
         z = buf_CxV[: b - a]
         h_c = h_NxD[a:b]
-        torch.mm(h_c, W_T, out=z)  # logits of the chunk
+        if b_V is None:
+            torch.mm(h_c, W_T, out=z)  # logits of the chunk
+        else:
+            torch.addmm(b_V, h_c, W_T, out=z)  # logits of the chunk, with the output bias
         torch.gather(z, 1, t_N[a:b, None], out=zt_N[a:b, None])  # target logits
         m = torch.amax(z, 1, keepdim=True, out=m_N[a:b, None])
         z.sub_(m).exp_()  # E = exp(z - m)
@@ -102,61 +113,71 @@ def _chunked(h_NxD, W_VxD, t_N, keep_N, chunk: int, need_h: bool, need_W: bool):
                 torch.mm(z.t(), h_c * w_over_s, out=G_W)  # P^T @ h, first chunk
             else:
                 G_W.addmm_(z.t(), h_c * w_over_s)
+        if need_b:
+            G_b.addmv_(z.t(), w_over_s[:, 0])  # column sums of P
+    if need_b:
+        G_b.index_add_(0, t_N, w_N, alpha=-1)  # - column sums of Y
     if need_h:
         G_h.sub_(W_VxD[t_N] * w_N[:, None])  # - Y @ W
     if need_W:
         G_W.index_add_(0, t_N, h_NxD * w_N[:, None], alpha=-1)  # - Y^T @ h
     lse_N = m_N + torch.log(s_N)
-    return ((lse_N - zt_N) * w_N).sum(), G_h, G_W
+    return ((lse_N - zt_N) * w_N).sum(), G_h, G_W, G_b
 
 
 class LinearCrossEntropy(torch.autograd.Function):
-    """mean_n CE(h_n @ W^T, t_n) over the tokens with t_n != -1, without materializing the N x V logits.
+    """mean_n CE(h_n @ W^T (+ b), t_n) over the tokens with t_n != -1, without materializing the N x V logits.
 
-    Equal to F.cross_entropy(h_NxD @ W_VxD.T, targets_N, ignore_index=-1) (module docstring for the math).
+    Equal to F.cross_entropy(h_NxD @ W_VxD.T (+ b_V), targets_N, ignore_index=-1) (module docstring for the math).
     The gradients are computed in the forward pass; call it through `linear_cross_entropy`, which skips them
     where no gradient is wanted (under torch.no_grad, or when neither h nor W requires grad).
     """
 
     @staticmethod
-    def forward(ctx, h_NxD, W_VxD, targets_N, chunk=DEFAULT_CHUNK):
-        _check_inputs(h_NxD, W_VxD, targets_N, chunk)
+    def forward(ctx, h_NxD, W_VxD, targets_N, chunk=DEFAULT_CHUNK, b_V=None):
+        _check_inputs(h_NxD, W_VxD, targets_N, chunk, b_V)
         t_N, keep_N = _prepare_targets(targets_N, W_VxD.shape[0], h_NxD.device)
         need_h, need_W = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        total, G_h, G_W = _chunked(h_NxD.contiguous(), W_VxD.contiguous(), t_N, keep_N, chunk, need_h, need_W)
+        need_b = b_V is not None and ctx.needs_input_grad[4]
+        total, G_h, G_W, G_b = _chunked(h_NxD.contiguous(), W_VxD.contiguous(), t_N, keep_N, chunk, need_h, need_W,
+                                        None if b_V is None else b_V.contiguous(), need_b)
         count = keep_N.sum().to(total.dtype)
-        ctx.save_for_backward(G_h, G_W, count)
+        ctx.save_for_backward(G_h, G_W, G_b, count)
         return total / count  # no kept token: 0/0 = nan, as F.cross_entropy
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_loss):
-        G_h, G_W, count = ctx.saved_tensors
+        G_h, G_W, G_b, count = ctx.saved_tensors
         scale = grad_loss / count.clamp(min=1)  # no kept token: G_h, G_W are 0, as F.cross_entropy's gradients
         grad_h = G_h * scale if ctx.needs_input_grad[0] else None
         grad_W = G_W * scale if ctx.needs_input_grad[1] else None
-        return grad_h, grad_W, None, None
+        grad_b = G_b * scale if G_b is not None else None
+        return grad_h, grad_W, None, None, grad_b
 
 
-def linear_cross_entropy(h_NxD, W_VxD, targets_N, chunk: int = DEFAULT_CHUNK):
-    """F.cross_entropy(h_NxD @ W_VxD.T, targets_N, ignore_index=-1), computed chunk by chunk of tokens."""
-    if torch.is_grad_enabled() and (h_NxD.requires_grad or W_VxD.requires_grad):
-        return LinearCrossEntropy.apply(h_NxD, W_VxD, targets_N, chunk)
-    _check_inputs(h_NxD, W_VxD, targets_N, chunk)
+def linear_cross_entropy(h_NxD, W_VxD, targets_N, chunk: int = DEFAULT_CHUNK, bias=None):
+    """F.cross_entropy(h_NxD @ W_VxD.T (+ bias), targets_N, ignore_index=-1), computed chunk by chunk of tokens."""
+    if torch.is_grad_enabled() and (h_NxD.requires_grad or W_VxD.requires_grad or (bias is not None and bias.requires_grad)):
+        return LinearCrossEntropy.apply(h_NxD, W_VxD, targets_N, chunk, bias)
+    _check_inputs(h_NxD, W_VxD, targets_N, chunk, bias)
     with torch.no_grad():
         t_N, keep_N = _prepare_targets(targets_N, W_VxD.shape[0], h_NxD.device)
-        total, _, _ = _chunked(h_NxD.contiguous(), W_VxD.contiguous(), t_N, keep_N, chunk, False, False)
+        total = _chunked(h_NxD.contiguous(), W_VxD.contiguous(), t_N, keep_N, chunk, False, False,
+                         None if bias is None else bias.contiguous())[0]
     return total / keep_N.sum().to(total.dtype)
 
 
 def fused_loss(model, idx_BxT, targets_BxT, chunk: int = DEFAULT_CHUNK):
     """The training loss of torchport.model.GPT, equal to model(idx, targets)[1], without the B x T x V logits:
-    the final hidden states model.hidden(idx) through LinearCrossEntropy with the tied head model.lm_head.weight."""
+    the final hidden states model.hidden(idx) through LinearCrossEntropy with the tied head model.lm_head.weight
+    and its bias model.lm_head.bias where there is one (good_turing_prior)."""
     h_BxTxD = model.hidden(idx_BxT)
     return linear_cross_entropy(h_BxTxD.reshape(-1, h_BxTxD.shape[-1]), model.lm_head.weight,
-                                targets_BxT.reshape(-1), chunk)
+                                targets_BxT.reshape(-1), chunk, bias=model.lm_head.bias)
 
 
-def reference_loss(h_NxD, W_VxD, targets_N):
+def reference_loss(h_NxD, W_VxD, targets_N, bias=None):
     """The eager reference of linear_cross_entropy, as GPT.forward computes it."""
-    return F.cross_entropy(h_NxD @ W_VxD.t(), targets_N, ignore_index=IGNORE_INDEX)
+    z = h_NxD @ W_VxD.t() if bias is None else h_NxD @ W_VxD.t() + bias
+    return F.cross_entropy(z, targets_N, ignore_index=IGNORE_INDEX)

@@ -22,6 +22,8 @@ from dreamteam.config import GPTConfig
 from torchport.difference_ssm import DifferenceSSM
 from torchport.fixed_point_qat import apply_fixed_point_qat
 from torchport.golden_swiglu import GoldenSwiGLU
+from torchport.good_turing_prior import init_output_bias
+from torchport.memory_tape import tape_attention
 from torchport.mla import MultiHeadLatentAttention
 from torchport.rms_qknorm import RMSNorm
 from torchport.rope import apply_rope
@@ -53,6 +55,10 @@ class CausalSelfAttention(nn.Module):
         if config.has("rms_qknorm"):
             self.q_norm = RMSNorm(config.head_dim, config.rms_eps)
             self.k_norm = RMSNorm(config.head_dim, config.rms_eps)
+        if config.has("memory_tape"):  # M key and value slots per head, no position (torchport/memory_tape.py)
+            shape = (config.n_head, config.memory_tape_slots, config.head_dim)
+            self.tape_k = nn.Parameter(torch.randn(shape) * 0.02)
+            self.tape_v = nn.Parameter(torch.randn(shape) * 0.02)
         self.config = config
         self.n_head = config.n_head
         self.dropout = config.dropout
@@ -72,12 +78,18 @@ class CausalSelfAttention(nn.Module):
             k = apply_rope(k, pos, self.config.rotary_dim, self.config.rope_base)
         return q, k, v
 
+    def tape_keys(self):
+        """The memory tape's keys (H, M, hd), through k_norm where rms_qknorm is on (never rotated)."""
+        return self.k_norm(self.tape_k) if self.config.has("rms_qknorm") else self.tape_k
+
     def forward(self, x):
         B, T, C = x.size()
         q, k, v = self.qkv(x)
-        y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=None, dropout_p=self.dropout if self.training else 0.0, is_causal=True
-        )
+        dropout_p = self.dropout if self.training else 0.0
+        if self.config.has("memory_tape"):
+            y = tape_attention(q, k, v, self.tape_keys(), self.tape_v, dropout_p)
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=None, dropout_p=dropout_p, is_causal=True)
         y = y.transpose(1, 2).contiguous().view(B, T, C)
         return self.resid_dropout(self.c_proj(y))
 
@@ -148,7 +160,8 @@ class GPT(nn.Module):
             ln_f=make_norm(config),
         )
         self.transformer = nn.ModuleDict(modules)
-        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        # good_turing_prior: a trained output bias, initialized below to the Good-Turing log-probabilities
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=config.has("good_turing_prior"))
         # weight tying (https://paperswithcode.com/method/weight-tying)
         self.transformer.wte.weight = self.lm_head.weight
 
@@ -159,6 +172,8 @@ class GPT(nn.Module):
                 torch.nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
         if config.has("fixed_point_qat"):  # the blocks' Linear layers read their weights fake-quantized
             apply_fixed_point_qat(self.transformer.h, config.fixed_point_qat_bits)
+        if config.has("good_turing_prior"):
+            init_output_bias(self.lm_head, token_counts)
 
     def get_num_params(self, non_embedding: bool = True) -> int:
         n_params = sum(p.numel() for p in self.parameters())

@@ -8,9 +8,15 @@ from __future__ import annotations
 import torch
 
 from dreamteam.config import Recipe, learning_rate
+from torchport import muon
 
 
 def build_optimizer(model: torch.nn.Module, recipe: Recipe, device_type: str = "cpu") -> torch.optim.Optimizer:
+    """The recipe's optimizer for the model; with the component `muon` on (model.config), torchport.muon's
+    Muon for the matrices inside the blocks and AdamW for the rest, in one optimizer."""
+    config = getattr(model, "config", None)
+    if recipe.optimizer == "adamw" and config is not None and config.has("muon"):
+        return muon.build(model, recipe)
     if recipe.optimizer == "adamw":
         return model.configure_optimizers(
             recipe.weight_decay, recipe.learning_rate, (recipe.beta1, recipe.beta2), device_type, eps=recipe.eps
@@ -19,10 +25,11 @@ def build_optimizer(model: torch.nn.Module, recipe: Recipe, device_type: str = "
 
 
 def optimizer_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, recipe: Recipe, it: int) -> None:
-    """Set the scheduled learning rate for iteration `it`, clip the gradients, step, and zero them."""
+    """Set the scheduled learning rate for iteration `it` (times a group's lr_ratio, e.g. Muon's
+    muon_lr / learning_rate), clip the gradients, step, and zero them."""
     lr = learning_rate(it, recipe)
     for group in optimizer.param_groups:
-        group["lr"] = lr
+        group["lr"] = lr * group.get("lr_ratio", 1.0)
     if recipe.grad_clip > 0:
         torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
     optimizer.step()

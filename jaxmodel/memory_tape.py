@@ -1,0 +1,37 @@
+"""memory_tape: persistent memory slots in attention (Sukhbaatar et al. 2019, "Augmenting Self-attention with
+Persistent Memory").
+
+Each layer learns, per head, M key vectors K^tape (M x d) and value vectors V^tape (M x d) that do not depend on
+the input: a tape every query may read besides its causal context. One softmax runs over tape and context:
+
+    s_i = [ q_i . K^tape_m / sqrt(d) ]_{m < M}  ++  [ q_i . k_j / sqrt(d) ]_{j <= i}
+    w_i = softmax(s_i),     y_i = sum_m w_i,m V^tape_m + sum_{j <= i} w_i,M+j v_j
+
+The tape has no position: with rope on, its keys are not rotated; with rms_qknorm on, they pass the layer's
+k_norm like the context keys, so that scores stay on one scale. With M = 0 this is plain causal attention.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+
+
+def tape_attention_weights(q_BxHxTxK, k_BxHxTxK, tape_k_HxMxK):
+    """w_BxHxTx(M+T): one softmax per query over the M tape keys, then the causal context keys."""
+    T, K = q_BxHxTxK.shape[-2:]
+    M = tape_k_HxMxK.shape[1]
+    s_tape_BxHxTxM = jnp.einsum("bhqe,hme->bhqm", q_BxHxTxK, tape_k_HxMxK)
+    s_ctx_BxHxTxT = jnp.einsum("bhqe,bhse->bhqs", q_BxHxTxK, k_BxHxTxK)
+    s_ctx_BxHxTxT = jnp.where(jnp.tril(jnp.ones((T, T), dtype=bool)), s_ctx_BxHxTxT, -jnp.inf)
+    s = jnp.concatenate([s_tape_BxHxTxM, s_ctx_BxHxTxT], axis=-1) / math.sqrt(K)
+    return jax.nn.softmax(s, axis=-1)
+
+
+def tape_attention(w_BxHxTxS, v_BxHxTxK, tape_v_HxMxK):
+    """y_BxHxTxK = w[..., :M] V^tape + w[..., M:] v."""
+    M = tape_v_HxMxK.shape[1]
+    return (jnp.einsum("bhqm,hmk->bhqk", w_BxHxTxS[..., :M], tape_v_HxMxK)
+            + jnp.einsum("bhqs,bhsk->bhqk", w_BxHxTxS[..., M:], v_BxHxTxK))

@@ -1,0 +1,116 @@
+"""good_turing_prior: the Good-Turing estimate (sums to one, unseen ids share N_1 / N, Turing's r* where it is
+sound) and the output bias it initializes (with the output weights zero the loss is the unigram cross-entropy),
+in both frameworks."""
+
+import jax
+
+jax.config.update("jax_enable_x64", True)
+
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from dreamteam import good_turing, registry  # noqa: E402
+from dreamteam.config import ConfigError, GPTConfig  # noqa: E402
+from jaxmodel import model as jm  # noqa: E402
+from jaxmodel.fast import fused_loss as jax_fused_loss  # noqa: E402
+from parity import checks  # noqa: E402
+from torchport.fast import fused_loss  # noqa: E402
+from torchport.model import GPT  # noqa: E402
+
+CFG = GPTConfig(components=("good_turing_prior",), vocab_size=500, block_size=16, n_layer=2, n_head=2, n_embd=16)
+
+
+def zipf_counts(V=500, n=5000, seed=0):
+    ids = np.minimum(np.random.default_rng(seed).zipf(1.4, n) - 1, V - 1)
+    return np.bincount(ids, minlength=V).astype(np.int64)
+
+
+COUNTS = [zipf_counts(), zipf_counts(2000, 30000, 1), checks.synthetic_token_counts(GPTConfig())]
+
+
+@pytest.mark.parametrize("counts", COUNTS, ids=["V500", "V2000", "synthetic-V50304"])
+def test_estimate_sums_to_one_and_unseen_ids_share_n1_over_n(counts):
+    p = good_turing.probabilities(counts)
+    N, n1 = counts.sum(), (counts == 1).sum()
+    unseen = counts == 0
+    assert unseen.any() and n1 > 0
+    assert p.sum() == pytest.approx(1.0, abs=1e-12)
+    assert p[unseen].sum() == pytest.approx(n1 / N, rel=1e-12)
+    np.testing.assert_array_equal(p[unseen], p[unseen][0])  # shared equally
+    assert (p[~unseen] > 0).all()
+    # tokens seen equally often get equal probability, and more often never means less probable
+    order = np.argsort(counts[~unseen], kind="stable")
+    assert (np.diff(p[~unseen][order]) >= -1e-15).all()
+
+
+def test_turing_estimate_where_it_is_sound():
+    # many singletons and doubletons: r* for r = 1 is Turing's (r + 1) N_{r+1} / N_r, exactly
+    counts = zipf_counts(2000, 30000, 1)
+    n = np.bincount(counts)
+    r_star = good_turing.adjusted_counts(counts)
+    assert r_star[1] == pytest.approx(2 * n[2] / n[1], rel=1e-12)
+    assert r_star[1] < 1.0  # the singletons give up mass to the unseen ids
+    # and large counts are barely changed (the smoothed r* of the fitted power law, close to r)
+    r_max = int(counts.max())
+    assert abs(r_star[r_max] - r_max) / r_max < 0.05
+
+
+def test_all_ids_seen_takes_the_whole_mass_and_bad_counts_are_refused():
+    p = good_turing.probabilities(np.array([5, 1, 3, 1, 2, 8]))
+    assert p.sum() == pytest.approx(1.0, abs=1e-15) and (p > 0).all()
+    with pytest.raises(ValueError, match="seen exactly once"):
+        good_turing.probabilities(np.array([0, 2, 3, 2]))
+    with pytest.raises(ValueError, match="all zero"):
+        good_turing.probabilities(np.zeros(4, np.int64))
+    with pytest.raises(ValueError, match="integer"):
+        good_turing.probabilities(np.array([0.5, 1.0]))
+
+
+def test_models_without_token_counts_refuse_the_component():
+    with pytest.raises(ConfigError, match="token_counts"):
+        GPT(CFG)
+    with pytest.raises(ConfigError, match="token_counts"):
+        jm.init_params(CFG, jax.random.PRNGKey(0))
+
+
+@pytest.mark.parametrize("framework", ["jax", "torch"])
+def test_with_zero_output_weights_the_loss_is_the_unigram_cross_entropy(framework):
+    counts = zipf_counts()
+    x, y = np.random.default_rng(2).integers(0, CFG.vocab_size, (2, 3, CFG.block_size))
+    expected = good_turing.unigram_cross_entropy(counts, y)
+    # directly from the counts too: -mean log p(y) over the batch
+    assert expected == pytest.approx(-np.mean(np.log(good_turing.probabilities(counts)[y])), rel=1e-15)
+    if framework == "torch":
+        torch.manual_seed(0)
+        model = GPT(CFG, token_counts=counts).double()
+        # built in float32 (torch's default dtype), then cast: log p rounded to float32
+        np.testing.assert_allclose(model.lm_head.bias.detach().numpy(), good_turing.log_prior(counts), rtol=1e-7, atol=0)
+        with torch.no_grad():
+            model.lm_head.weight.zero_()  # the tied head (and so the token embedding)
+        eager = model(torch.from_numpy(x), torch.from_numpy(y))[1].item()
+        fast = fused_loss(model, torch.from_numpy(x), torch.from_numpy(y)).item()
+    else:
+        params = jm.init_params(CFG, jax.random.PRNGKey(0), jnp.float64, token_counts=counts)
+        np.testing.assert_allclose(params["params"]["lm_head"]["bias"], good_turing.log_prior(counts), rtol=0, atol=1e-15)
+        params["params"]["transformer"]["wte"]["weight"] = jnp.zeros_like(params["params"]["transformer"]["wte"]["weight"])
+        eager = float(jm.loss_fn(params, CFG, x, y))
+        fast = float(jax_fused_loss(params, CFG, x, y))
+    assert eager == pytest.approx(expected, abs=1e-6)
+    assert fast == pytest.approx(expected, abs=1e-6)
+    assert abs(expected - np.log(CFG.vocab_size)) > 0.5  # not the uniform start
+
+
+@pytest.mark.parametrize("framework", ["jax", "torch"])
+def test_bias_is_trained(framework):
+    counts = zipf_counts()
+    x, y = np.random.default_rng(3).integers(0, CFG.vocab_size, (2, 2, CFG.block_size))
+    if framework == "torch":
+        model = GPT(CFG, token_counts=counts).double()
+        fused_loss(model, torch.from_numpy(x), torch.from_numpy(y)).backward()
+        g = model.lm_head.bias.grad.numpy()
+    else:
+        params = jm.init_params(CFG, jax.random.PRNGKey(0), jnp.float64, token_counts=counts)
+        g = np.asarray(jax.grad(jax_fused_loss)(params, CFG, x, y)["params"]["lm_head"]["bias"])
+    assert np.abs(g).max() > 1e-3 and abs(g.sum()) < 1e-12  # softmax gradients sum to zero over the vocabulary

@@ -1,0 +1,44 @@
+"""memory_tape: persistent memory slots in attention (Sukhbaatar et al. 2019, "Augmenting Self-attention with
+Persistent Memory").
+
+Each layer learns, per head, M key vectors K^tape (M x d) and value vectors V^tape (M x d) that do not depend on
+the input: a tape every query may read besides its causal context. One softmax runs over tape and context:
+
+    s_i = [ q_i . K^tape_m / sqrt(d) ]_{m < M}  ++  [ q_i . k_j / sqrt(d) ]_{j <= i}
+    w_i = softmax(s_i),     y_i = sum_m w_i,m V^tape_m + sum_{j <= i} w_i,M+j v_j
+
+The tape has no position: with rope on, its keys are not rotated; with rms_qknorm on, they pass the layer's
+k_norm like the context keys. With M = 0 this is plain causal attention. Here the tape is concatenated in front
+of the context keys and values, and scaled_dot_product_attention gets the boolean mask [ones(T, M) | tril(T, T)].
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch.nn import functional as F
+
+
+def tape_mask(T: int, M: int, device=None) -> torch.Tensor:
+    """(T, M + T) boolean: every query sees the whole tape and its causal context."""
+    return torch.cat([torch.ones(T, M, dtype=torch.bool, device=device),
+                      torch.ones(T, T, dtype=torch.bool, device=device).tril()], dim=1)
+
+
+def tape_attention(q, k, v, tape_k, tape_v, dropout_p: float = 0.0):
+    """softmax over [tape | causal context] of q . key / sqrt(d), times [tape values | v]; q, k, v (B, H, T, d),
+    tape_k, tape_v (H, M, d)."""
+    B, H, T, _ = q.shape
+    M = tape_k.shape[1]
+    k_all = torch.cat([tape_k.unsqueeze(0).expand(B, H, M, -1), k], dim=2)
+    v_all = torch.cat([tape_v.unsqueeze(0).expand(B, H, M, -1), v], dim=2)
+    return F.scaled_dot_product_attention(q, k_all, v_all, attn_mask=tape_mask(T, M, q.device), dropout_p=dropout_p)
+
+
+def tape_attention_weights(q, k, tape_k):
+    """(B, H, T, M + T): the weights tape_attention uses, explicitly (tests, anatomy)."""
+    B, H, T, K = q.shape
+    M = tape_k.shape[1]
+    s = torch.cat([q @ tape_k.unsqueeze(0).transpose(-1, -2), q @ k.transpose(-1, -2)], dim=-1) / math.sqrt(K)
+    return s.masked_fill(~tape_mask(T, M, q.device), float("-inf")).softmax(-1)
