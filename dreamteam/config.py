@@ -19,9 +19,13 @@ KNOWN_COMPONENTS: tuple[str, ...] = (
     "rms_qknorm",  # RMSNorm everywhere and per-head QK-norm
     "golden_swiglu",  # SwiGLU MLP of golden-ratio width
     "mla",  # multi-head latent attention (DeepSeek-V2)
+    "laplace_bias",  # exponential-decay (Laplace-kernel) attention bias -s_h (i - j), learned rates (ALiBi-like)
+    "laplace_glu",  # MLP gated by MEGA's Laplace function 0.5 (1 + erf((x - mu) / (sigma sqrt 2)))
+    "succession_objective",  # training targets smoothed toward the add-one (rule-of-succession) prior, + z-loss
+    "posterior_mean",  # EMA (Polyak) average of the weights, used for evaluation and the checkpoint
 )
 # components that give the model its positional information; with any of them on, no learned wpe
-POSITION_COMPONENTS = ("rope", "mla")
+POSITION_COMPONENTS = ("rope", "mla", "laplace_bias")
 GOLDEN_RATIO = (1 + 5**0.5) / 2
 
 
@@ -48,6 +52,13 @@ class GPTConfig:
     mla_kv_rank: int = 16
     mla_q_rank: int = 0
     mla_rope_dim: int = 4
+    # laplace_bias: initial rates s_h = 2^(-exponent * (h + 1) / n_head), ALiBi's geometric slopes (exponent 8)
+    laplace_bias_exponent: float = 8.0
+    # succession_objective: weight eps of the add-one prior in the targets, z-loss weight alpha on (log Z)^2
+    succession_objective_eps: float = 0.1
+    succession_objective_zloss: float = 1e-4
+    # posterior_mean: EMA decay of the averaged weights (warmup min(decay, (1 + t) / (10 + t)))
+    posterior_mean_decay: float = 0.999
 
     def __post_init__(self):
         if self.n_embd % self.n_head:
@@ -61,6 +72,18 @@ class GPTConfig:
             raise ConfigError(f"rope_fraction={self.rope_fraction} gives {self.rotary_dim} rotated dims of {self.head_dim}; expected an even number > 0")
         if self.has("mla") and (self.mla_rope_dim % 2 or self.mla_rope_dim <= 0 or self.mla_kv_rank <= 0):
             raise ConfigError(f"mla needs an even mla_rope_dim > 0 and mla_kv_rank > 0, got {self.mla_rope_dim}, {self.mla_kv_rank}")
+        if self.has("laplace_bias") and self.has("mla"):
+            raise ConfigError("laplace_bias acts in the standard attention; it cannot be combined with mla")
+        if self.has("laplace_glu") and self.has("golden_swiglu"):
+            raise ConfigError("laplace_glu and golden_swiglu both replace the MLP; switch on one of them")
+        if not self.laplace_bias_exponent > 0:
+            raise ConfigError(f"laplace_bias_exponent={self.laplace_bias_exponent} must be > 0")
+        if not 0.0 <= self.succession_objective_eps < 1.0:
+            raise ConfigError(f"succession_objective_eps={self.succession_objective_eps} must lie in [0, 1)")
+        if not self.succession_objective_zloss >= 0.0:
+            raise ConfigError(f"succession_objective_zloss={self.succession_objective_zloss} must be >= 0")
+        if not 0.0 <= self.posterior_mean_decay < 1.0:
+            raise ConfigError(f"posterior_mean_decay={self.posterior_mean_decay} must lie in [0, 1)")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"dropout={self.dropout} must lie in [0, 1)")
 
@@ -81,6 +104,11 @@ class GPTConfig:
     def swiglu_hidden(self) -> int:
         """golden_swiglu hidden width round(phi^2 * n_embd): 3 matrices of 2.618 n_embd^2 ~ the 8 n_embd^2 of 4x GELU."""
         return int(round(GOLDEN_RATIO**2 * self.n_embd))
+
+    @property
+    def laplace_glu_hidden(self) -> int:
+        """laplace_glu hidden width round(8 n_embd / 3): 3 matrices of D x F ~ the 8 D^2 of the 4x GELU MLP."""
+        return int(round(8 * self.n_embd / 3))
 
     def has(self, component: str) -> bool:
         return component in self.components

@@ -21,6 +21,8 @@ import optax
 
 from dreamteam.config import GPTConfig
 from jaxmodel.golden_swiglu import GoldenSwiGLU
+from jaxmodel.laplace_bias import laplace_bias, rate_init
+from jaxmodel.laplace_glu import LaplaceGLU
 from jaxmodel.layers import Embedding, LayerNorm, Linear, causal_attention_weights
 from jaxmodel.mla import MultiHeadLatentAttention
 from jaxmodel.rms_qknorm import RMSNorm
@@ -33,18 +35,22 @@ class CausalSelfAttention(nn.Module):
     cfg: GPTConfig
 
     @nn.compact
-    def __call__(self, x_BxTxD, deterministic: bool = True):
+    def __call__(self, x_BxTxD, deterministic: bool = True, pos_T=None):
         cfg = self.cfg
         B, T, D = x_BxTxD.shape
         H, K = cfg.n_head, cfg.head_dim
+        pos_T = jnp.arange(T) if pos_T is None else pos_T
         qkv_BxTx3D = Linear(3 * D, cfg.bias, name="c_attn")(x_BxTxD)
         q, k, v = (a.reshape(B, T, H, K).transpose(0, 2, 1, 3) for a in jnp.split(qkv_BxTx3D, 3, axis=-1))
         if cfg.has("rms_qknorm"):
             q, k = RMSNorm(cfg.rms_eps, name="q_norm")(q), RMSNorm(cfg.rms_eps, name="k_norm")(k)
         if cfg.has("rope"):
-            pos_T = jnp.arange(T)
             q, k = (apply_rope(a, pos_T, cfg.rotary_dim, cfg.rope_base) for a in (q, k))
-        w_BxHxTxT = causal_attention_weights(q, k)
+        bias_HxTxT = None
+        if cfg.has("laplace_bias"):
+            rate_H = self.param("laplace_rate", rate_init(H, cfg.laplace_bias_exponent), (H,))
+            bias_HxTxT = laplace_bias(jax.nn.softplus(rate_H), pos_T)
+        w_BxHxTxT = causal_attention_weights(q, k, bias_HxTxT)
         self.sow("intermediates", "attention_weights", w_BxHxTxT)  # kept only when asked for (anatomy)
         y_BxTxD = jnp.einsum("bhqs,bhsk->bhqk", w_BxHxTxT, v).transpose(0, 2, 1, 3).reshape(B, T, D)
         y_BxTxD = Linear(D, cfg.bias, std=0.02 / math.sqrt(2 * cfg.n_layer), name="c_proj")(y_BxTxD)
@@ -71,6 +77,8 @@ def make_norm(cfg: GPTConfig, name: str) -> nn.Module:
 
 
 def make_mlp(cfg: GPTConfig) -> nn.Module:
+    if cfg.has("laplace_glu"):
+        return LaplaceGLU(cfg, name="mlp")
     return GoldenSwiGLU(cfg, name="mlp") if cfg.has("golden_swiglu") else MLP(cfg, name="mlp")
 
 

@@ -15,10 +15,12 @@ import math
 import torch
 
 
-def causal_attention_weights(q, k):
-    """softmax over keys j <= i of q_i . k_j / sqrt(E), (B, H, T, T)."""
+def causal_attention_weights(q, k, bias=None):
+    """softmax over keys j <= i of q_i . k_j / sqrt(E) (+ bias[h, i, j] where a component adds one), (B, H, T, T)."""
     T, E = q.shape[-2:]
     s = q @ k.transpose(-1, -2) / math.sqrt(E)
+    if bias is not None:
+        s = s + bias
     mask = torch.ones(T, T, dtype=torch.bool, device=q.device).tril()
     return s.masked_fill(~mask, float("-inf")).softmax(-1)
 
@@ -32,7 +34,8 @@ def trace(model, idx):
     residuals, attention = [x], []
     for block in model.transformer.h:
         q, k, _ = block.attn.qkv(block.ln_1(x))
-        attention.append(causal_attention_weights(q, k))
+        bias = block.attn.score_bias(idx.shape[1], idx.device) if hasattr(block.attn, "score_bias") else None
+        attention.append(causal_attention_weights(q, k, bias))
         x = block(x)
         residuals.append(x)
     lens = torch.stack([model.lm_head(model.transformer.ln_f(r)) for r in residuals])

@@ -20,6 +20,8 @@ from torch.nn import functional as F
 
 from dreamteam.config import GPTConfig
 from torchport.golden_swiglu import GoldenSwiGLU
+from torchport.laplace_bias import initial_rates, inverse_softplus, laplace_bias, rates
+from torchport.laplace_glu import LaplaceGLU
 from torchport.mla import MultiHeadLatentAttention
 from torchport.rms_qknorm import RMSNorm
 from torchport.rope import apply_rope
@@ -51,11 +53,14 @@ class CausalSelfAttention(nn.Module):
         if config.has("rms_qknorm"):
             self.q_norm = RMSNorm(config.head_dim, config.rms_eps)
             self.k_norm = RMSNorm(config.head_dim, config.rms_eps)
+        if config.has("laplace_bias"):  # pre-softplus decay rates, one per head (ALiBi's slopes at init)
+            init = inverse_softplus(initial_rates(config.n_head, config.laplace_bias_exponent))
+            self.laplace_rate = nn.Parameter(torch.tensor(init, dtype=torch.get_default_dtype()))
         self.config = config
         self.n_head = config.n_head
         self.dropout = config.dropout
 
-    def qkv(self, x):
+    def qkv(self, x, pos=None):
         """Per-head queries, keys (after QK-norm and rotation where on) and values, each (B, H, T, hd)."""
         B, T, C = x.size()
         q, k, v = self.c_attn(x).split(C, dim=2)
@@ -65,16 +70,24 @@ class CausalSelfAttention(nn.Module):
         if self.config.has("rms_qknorm"):
             q, k = self.q_norm(q), self.k_norm(k)
         if self.config.has("rope"):
-            pos = torch.arange(T, device=x.device)
+            pos = torch.arange(T, device=x.device) if pos is None else pos
             q = apply_rope(q, pos, self.config.rotary_dim, self.config.rope_base)
             k = apply_rope(k, pos, self.config.rotary_dim, self.config.rope_base)
         return q, k, v
 
-    def forward(self, x):
+    def score_bias(self, T, device, pos=None):
+        """The additive bias of the attention logits, (H, T, T) with -inf above the diagonal, or None."""
+        if not self.config.has("laplace_bias"):
+            return None
+        pos = torch.arange(T, device=device) if pos is None else pos
+        return laplace_bias(rates(self.laplace_rate), pos)
+
+    def forward(self, x, pos=None):
         B, T, C = x.size()
-        q, k, v = self.qkv(x)
+        q, k, v = self.qkv(x, pos)
+        bias = self.score_bias(T, x.device, pos)  # the mask carries the causal -inf where a bias is on
         y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=None, dropout_p=self.dropout if self.training else 0.0, is_causal=True
+            q, k, v, attn_mask=bias, dropout_p=self.dropout if self.training else 0.0, is_causal=bias is None
         )
         y = y.transpose(1, 2).contiguous().view(B, T, C)
         return self.resid_dropout(self.c_proj(y))
@@ -100,6 +113,8 @@ def make_norm(config: GPTConfig) -> nn.Module:
 
 
 def make_mlp(config: GPTConfig) -> nn.Module:
+    if config.has("laplace_glu"):
+        return LaplaceGLU(config)
     return GoldenSwiGLU(config) if config.has("golden_swiglu") else MLP(config)
 
 
