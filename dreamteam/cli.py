@@ -6,6 +6,7 @@
     dreamteam personas
     dreamteam bench    [--personas NAME ...] [--seeds S ...] [--device auto|D] [--out DIR] [--max-iters N] [--ablate NAME]
     dreamteam report   [RUNS_DIR] [--out DIR]
+    dreamteam laplace-rates CHECKPOINT [--out PNG]     (the learned decay rates of laplace_bias)
 """
 
 from __future__ import annotations
@@ -79,6 +80,36 @@ def _anatomy(args) -> int:
     return 0
 
 
+def _laplace_rates(args) -> int:
+    """Plot the learned decay rates s_h of laplace_bias, per layer and head, from a run's checkpoint."""
+    from pathlib import Path
+
+    import numpy as np
+
+    from dreamteam import drawings
+    from dreamteam.config import GPTConfig
+
+    path = Path(args.checkpoint)
+    if not path.is_file():
+        print(f"error: no checkpoint at {path}", file=sys.stderr)
+        return 2
+    try:
+        rates_LxH = drawings.laplace_rates_of(path)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    H = rates_LxH.shape[1]
+    exponent = GPTConfig.laplace_bias_exponent  # the default, which the registered personas use
+    initial_H = 2.0 ** (-exponent * (1 + np.arange(H)) / H)  # the rates at initialization
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    drawings.draw_laplace_rates(rates_LxH, out, f"laplace_bias decay rates of {path.name}", initial_H)
+    for l, row in enumerate(rates_LxH):
+        print(f"layer {l}: " + "  ".join(f"s_{h}={s:.4g}" for h, s in enumerate(row)))
+    print(f"wrote {out}")
+    return 0
+
+
 def _personas(args) -> int:
     from dreamteam import registry
 
@@ -133,6 +164,11 @@ def main(argv=None) -> int:
     a.add_argument("--seed", type=int, default=0)
     a.add_argument("--out", default="docs/anatomy")
     a.set_defaults(func=_anatomy)
+
+    lr = sub.add_parser("laplace-rates", help="plot the learned decay rates of laplace_bias from a checkpoint")
+    lr.add_argument("checkpoint", help="a run's .safetensors (train_mps or jaxmodel.train)")
+    lr.add_argument("--out", default="docs/laplace_rates.png")
+    lr.set_defaults(func=_laplace_rates)
 
     sub.add_parser("parity", help="Flax/torch equivalence checks (python -m parity --help)")
     sub.add_parser("personas", help="list the registered personas").set_defaults(func=_personas)
