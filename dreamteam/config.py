@@ -54,6 +54,8 @@ class GPTConfig:
     mla_rope_dim: int = 4
     # laplace_bias: initial rates s_h = 2^(-exponent * (h + 1) / n_head), ALiBi's geometric slopes (exponent 8)
     laplace_bias_exponent: float = 8.0
+    # laplace_glu: init std of c_gate = scale / sqrt(n_embd), so that the gate's inputs have std ~ scale
+    laplace_glu_gate_scale: float = 1.0
     # succession_objective: weight eps of the add-one prior in the targets, z-loss weight alpha on (log Z)^2
     succession_objective_eps: float = 0.1
     succession_objective_zloss: float = 1e-4
@@ -76,6 +78,8 @@ class GPTConfig:
             raise ConfigError("laplace_bias acts in the standard attention; it cannot be combined with mla")
         if self.has("laplace_glu") and self.has("golden_swiglu"):
             raise ConfigError("laplace_glu and golden_swiglu both replace the MLP; switch on one of them")
+        if not self.laplace_glu_gate_scale > 0:
+            raise ConfigError(f"laplace_glu_gate_scale={self.laplace_glu_gate_scale} must be > 0")
         if not self.laplace_bias_exponent > 0:
             raise ConfigError(f"laplace_bias_exponent={self.laplace_bias_exponent} must be > 0")
         if not 0.0 <= self.succession_objective_eps < 1.0:
@@ -109,6 +113,11 @@ class GPTConfig:
     def laplace_glu_hidden(self) -> int:
         """laplace_glu hidden width round(8 n_embd / 3): 3 matrices of D x F ~ the 8 D^2 of the 4x GELU MLP."""
         return int(round(8 * self.n_embd / 3))
+
+    @property
+    def laplace_glu_gate_std(self) -> float:
+        """Init std of laplace_glu's c_gate: laplace_glu_gate_scale / sqrt(n_embd) (LeCun normal at scale 1)."""
+        return self.laplace_glu_gate_scale / self.n_embd**0.5
 
     def has(self, component: str) -> bool:
         return component in self.components

@@ -164,6 +164,22 @@ def test_laplace_glu_width_formula_and_twins():
     np.testing.assert_allclose(np.asarray(jlg.LaplaceGLU(cfg).apply(params, jnp.asarray(x.numpy()))), expected.detach().numpy(), rtol=1e-13, atol=1e-13)
 
 
+def test_laplace_glu_gate_starts_at_unit_scale():
+    # c_gate ~ N(0, 1/D): the gate's inputs have std ~1, where f ramps (mu = 0.71), not GPT-2's ~0.11 where f ~ 0
+    cfg = registry.build("baseline", add=("laplace_glu",)).model
+    assert cfg.laplace_glu_gate_std == pytest.approx(1 / math.sqrt(32))
+    torch.manual_seed(0)
+    w_t = tm.GPT(cfg).transformer.h[1].mlp.c_gate.weight.detach().numpy()
+    w_j = np.asarray(jm.init_params(cfg, jax.random.PRNGKey(0))["params"]["transformer"]["h_1"]["mlp"]["c_gate"]["weight"])
+    for w in (w_t, w_j):
+        assert w.shape == (85, 32) and abs(w.std() - 1 / math.sqrt(32)) < 0.01
+    x = np.random.default_rng(0).normal(size=(4096, 32))  # a LayerNorm'd input: unit variance per coordinate
+    gate = np.asarray(jlg.laplace(jnp.asarray(x @ w_j.T)))
+    assert 0.1 < gate.mean() < 0.4  # about a quarter of the gate open, not ~0.006 everywhere
+    with pytest.raises(ConfigError, match="laplace_glu_gate_scale"):
+        GPTConfig(laplace_glu_gate_scale=0.0)
+
+
 def test_bad_combinations_are_config_errors():
     with pytest.raises(ConfigError, match="mla"):
         GPTConfig(components=("laplace_bias", "mla"))

@@ -165,6 +165,8 @@ class GPT(nn.Module):
         for pn, p in self.named_parameters():
             if pn.endswith("c_proj.weight"):
                 torch.nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+            elif pn.endswith("mlp.c_gate.weight") and config.has("laplace_glu"):  # the gate's inputs at unit scale
+                torch.nn.init.normal_(p, mean=0.0, std=config.laplace_glu_gate_std)
 
     def get_num_params(self, non_embedding: bool = True) -> int:
         n_params = sum(p.numel() for p in self.parameters())
