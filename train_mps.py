@@ -30,8 +30,9 @@ from dreamteam import data, protocol, registry, runs
 from dreamteam.config import ConfigError
 from torchport import recipe as recipes
 from torchport.evaluate import val_loss
-from torchport.fast import fused_loss
 from torchport.model import GPT
+from torchport.posterior_mean import PosteriorMean
+from torchport.succession_objective import training_loss
 
 
 class NonFiniteLossError(RuntimeError):
@@ -93,6 +94,9 @@ def train(persona="baseline", seed=0, data_dir=None, device_override=None, max_i
     torch.manual_seed(seed)
     model = GPT(config, token_counts=data.token_counts(dataset.train, config.vocab_size)).to(device)
     optimizer = recipes.build_optimizer(model, spec.recipe, device_type=device.split(":")[0])
+    # posterior_mean: every evaluation and the checkpoint use the averaged weights; the raw ones train
+    averaged = PosteriorMean(model, config.posterior_mean_decay) if config.has("posterior_mean") else None
+    eval_model = averaged.module if averaged is not None else model
 
     name = runs.run_name(spec.name, seed, device.split(":")[0], max_iters)
     out_dir = Path(out_dir)
@@ -116,7 +120,7 @@ def train(persona="baseline", seed=0, data_dir=None, device_override=None, max_i
         t = time.time()
         if hasattr(os, "getloadavg"):
             record["load_avg"].append(round(os.getloadavg()[0], 2))
-        val_curve.append((steps_done, val_loss(model, val_x, val_y, device)))
+        val_curve.append((steps_done, val_loss(eval_model, val_x, val_y, device)))
         harness_s += time.time() - t
 
     try:
@@ -124,10 +128,10 @@ def train(persona="baseline", seed=0, data_dir=None, device_override=None, max_i
         model.train()
         for it in tqdm(range(max_iters), disable=not progress, mininterval=2.0, desc=spec.name):
             if it % eval_interval == 0:
-                model.eval()
+                eval_model.eval()
                 with torch.no_grad():
                     xb, yb = get_batch("val", it)
-                    _, vloss = model(xb, yb)
+                    _, vloss = eval_model(xb, yb)  # plain cross-entropy, whatever the training objective
                 vloss = vloss.item()
                 model.train()
                 if not math.isfinite(vloss):
@@ -138,10 +142,13 @@ def train(persona="baseline", seed=0, data_dir=None, device_override=None, max_i
                     tqdm.write(f"step {it}: val loss {vloss:.4f}, best {best_vloss:.4f}")
 
             xb, yb = get_batch("train", it)
-            # fast: the same loss without the B x T x V logits (torchport/fast.py); eager: the reference
-            loss = fused_loss(model, xb, yb) if fast else model(xb, yb)[1]
+            # fast: the same loss without the B x T x V logits (torchport/fast.py); eager: the reference.
+            # The training objective (cross-entropy, or succession_objective's) is the training step's only.
+            loss = training_loss(model, xb, yb, fast=fast)
             loss.backward()
             recipes.optimizer_step(model, optimizer, spec.recipe, it)
+            if averaged is not None:
+                averaged.update()
 
             if (it + 1) % protocol.CHECKPOINT_INTERVAL == 0 and it + 1 < max_iters:
                 checkpoint_eval(it + 1)
@@ -155,7 +162,7 @@ def train(persona="baseline", seed=0, data_dir=None, device_override=None, max_i
     from safetensors.torch import save_model
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    save_model(model, str(out_dir / f"{name}.safetensors"))
+    save_model(eval_model, str(out_dir / f"{name}.safetensors"))  # the averaged weights where posterior_mean is on
     path = runs.record_success(out_dir / f"{name}.json", record, best_vloss=best_vloss, vloss_curve=vloss_curve,
                                val_curve=val_curve, elapsed_min=elapsed_min, loop_s=loop_s, harness_s=harness_s,
                                checkpoint=f"{name}.safetensors")

@@ -11,6 +11,7 @@
     dreamteam propose  --persona-prompt FILE --from DIR --out DIR2 [--llm-command CMD]
     dreamteam evolve   --generations G --population P --out DIR [--llm-command CMD --persona-prompts DIR] [--executor local|ray]
     dreamteam export-int8 CHECKPOINT.safetensors --out FILE [--persona NAME] [--bits B] [--windows N]
+    dreamteam laplace-rates CHECKPOINT [--out PNG]     (the learned decay rates of laplace_bias)
 """
 
 from __future__ import annotations
@@ -159,6 +160,33 @@ def _export_int8(args) -> int:
     if config.has("fixed_point_qat"):
         qat_loss = val_loss(model, x, y, "cpu")
         print(f"  the model's own fake-quantized forward: {qat_loss:.6f} (int8 export - QAT forward = {int8_loss - qat_loss:+.2e})")
+def _laplace_rates(args) -> int:
+    """Plot the learned decay rates s_h of laplace_bias, per layer and head, from a run's checkpoint."""
+    from pathlib import Path
+
+    import numpy as np
+
+    from dreamteam import drawings
+    from dreamteam.config import GPTConfig
+
+    path = Path(args.checkpoint)
+    if not path.is_file():
+        print(f"error: no checkpoint at {path}", file=sys.stderr)
+        return 2
+    try:
+        rates_LxH = drawings.laplace_rates_of(path)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    H = rates_LxH.shape[1]
+    exponent = GPTConfig.laplace_bias_exponent  # the default, which the registered personas use
+    initial_H = 2.0 ** (-exponent * (1 + np.arange(H)) / H)  # the rates at initialization
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    drawings.draw_laplace_rates(rates_LxH, out, f"laplace_bias decay rates of {path.name}", initial_H)
+    for l, row in enumerate(rates_LxH):
+        print(f"layer {l}: " + "  ".join(f"s_{h}={s:.4g}" for h, s in enumerate(row)))
+    print(f"wrote {out}")
     return 0
 
 
@@ -248,6 +276,11 @@ def main(argv=None) -> int:
     a.add_argument("--seed", type=int, default=0)
     a.add_argument("--out", default="docs/anatomy")
     a.set_defaults(func=_anatomy)
+
+    lr = sub.add_parser("laplace-rates", help="plot the learned decay rates of laplace_bias from a checkpoint")
+    lr.add_argument("checkpoint", help="a run's .safetensors (train_mps or jaxmodel.train)")
+    lr.add_argument("--out", default="docs/laplace_rates.png")
+    lr.set_defaults(func=_laplace_rates)
 
     sub.add_parser("parity", help="Flax/torch equivalence checks (python -m parity --help)")
     sub.add_parser("personas", help="list the registered personas").set_defaults(func=_personas)

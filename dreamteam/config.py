@@ -25,9 +25,13 @@ KNOWN_COMPONENTS: tuple[str, ...] = (
     "muon",  # Muon optimizer for the 2-D matrices inside the blocks (Jordan et al. 2024); settings: Recipe.muon_*
     "memory_tape",  # persistent memory slots of keys and values in attention (Sukhbaatar et al. 2019)
     "good_turing_prior",  # output bias initialized to log of the Good-Turing token probabilities of train.bin
+    "laplace_bias",  # exponential-decay (Laplace-kernel) attention bias -s_h (i - j), learned rates (ALiBi-like)
+    "laplace_glu",  # MLP gated by MEGA's Laplace function 0.5 (1 + erf((x - mu) / (sigma sqrt 2)))
+    "succession_objective",  # training targets smoothed toward the add-one (rule-of-succession) prior, + z-loss
+    "posterior_mean",  # EMA (Polyak) average of the weights, used for evaluation and the checkpoint
 )
 # components that give the model its positional information; with any of them on, no learned wpe
-POSITION_COMPONENTS = ("rope", "mla")
+POSITION_COMPONENTS = ("rope", "mla", "laplace_bias")
 GOLDEN_RATIO = (1 + 5**0.5) / 2
 
 
@@ -63,6 +67,15 @@ class GPTConfig:
     tiled_attention_block: int = 16
     # memory_tape: learned key and value slots per head and layer that every query may attend to
     memory_tape_slots: int = 8
+    # laplace_bias: initial rates s_h = 2^(-exponent * (h + 1) / n_head), ALiBi's geometric slopes (exponent 8)
+    laplace_bias_exponent: float = 8.0
+    # laplace_glu: init std of c_gate = scale / sqrt(n_embd), so that the gate's inputs have std ~ scale
+    laplace_glu_gate_scale: float = 1.0
+    # succession_objective: weight eps of the add-one prior in the targets, z-loss weight alpha on (log Z)^2
+    succession_objective_eps: float = 0.1
+    succession_objective_zloss: float = 1e-4
+    # posterior_mean: EMA decay of the averaged weights (warmup min(decay, (1 + t) / (10 + t)))
+    posterior_mean_decay: float = 0.999
 
     def __post_init__(self):
         if self.n_embd % self.n_head:
@@ -91,6 +104,22 @@ class GPTConfig:
                 raise ConfigError(f"memory_tape_slots={self.memory_tape_slots!r}; expected an int >= 0")
             if self.has("mla"):
                 raise ConfigError("memory_tape is not supported together with mla (the latent attention has no tape)")
+        if self.has("laplace_bias") and self.has("memory_tape"):
+            raise ConfigError("laplace_bias and memory_tape are not supported together (the tape slots have no position to decay from)")
+        if self.has("laplace_bias") and self.has("mla"):
+            raise ConfigError("laplace_bias acts in the standard attention; it cannot be combined with mla")
+        if self.has("laplace_glu") and self.has("golden_swiglu"):
+            raise ConfigError("laplace_glu and golden_swiglu both replace the MLP; switch on one of them")
+        if not self.laplace_glu_gate_scale > 0:
+            raise ConfigError(f"laplace_glu_gate_scale={self.laplace_glu_gate_scale} must be > 0")
+        if not self.laplace_bias_exponent > 0:
+            raise ConfigError(f"laplace_bias_exponent={self.laplace_bias_exponent} must be > 0")
+        if not 0.0 <= self.succession_objective_eps < 1.0:
+            raise ConfigError(f"succession_objective_eps={self.succession_objective_eps} must lie in [0, 1)")
+        if not self.succession_objective_zloss >= 0.0:
+            raise ConfigError(f"succession_objective_zloss={self.succession_objective_zloss} must be >= 0")
+        if not 0.0 <= self.posterior_mean_decay < 1.0:
+            raise ConfigError(f"posterior_mean_decay={self.posterior_mean_decay} must lie in [0, 1)")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"dropout={self.dropout} must lie in [0, 1)")
 
@@ -115,6 +144,15 @@ class GPTConfig:
     def ssm_layer(self, layer_index: int) -> bool:
         """Whether block `layer_index` mixes tokens with difference_ssm instead of attention."""
         return self.has("difference_ssm") and layer_index in self.difference_ssm_layers
+    @property
+    def laplace_glu_hidden(self) -> int:
+        """laplace_glu hidden width round(8 n_embd / 3): 3 matrices of D x F ~ the 8 D^2 of the 4x GELU MLP."""
+        return int(round(8 * self.n_embd / 3))
+
+    @property
+    def laplace_glu_gate_std(self) -> float:
+        """Init std of laplace_glu's c_gate: laplace_glu_gate_scale / sqrt(n_embd) (LeCun normal at scale 1)."""
+        return self.laplace_glu_gate_scale / self.n_embd**0.5
 
     def has(self, component: str) -> bool:
         return component in self.components

@@ -45,7 +45,16 @@ ALAN_TURING = Persona(
                 "Good-Turing initialized output bias.",
 )
 
-PERSONAS: dict[str, Persona] = {p.name: p for p in (BASELINE, LEONARDO, BABBAGE, ALAN_TURING)}
+# The recipe is COSINE_3E3 untuned: this 2-core CPU cannot afford the full runs a tuning sweep needs.
+LAPLACE = Persona(
+    name="pierre_simon_laplace",
+    model=GPTConfig(components=("laplace_bias", "laplace_glu", "succession_objective", "posterior_mean")),
+    recipe=COSINE_3E3,
+    description="Laplace-kernel (exponential-decay) attention bias, Laplace-CDF gated MLP, rule-of-succession "
+    "smoothed targets + z-loss, posterior-mean (EMA) weights.",
+)
+
+PERSONAS: dict[str, Persona] = {p.name: p for p in (BASELINE, LEONARDO, BABBAGE, LAPLACE, ALAN_TURING)}
 
 
 class UnknownPersonaError(KeyError):

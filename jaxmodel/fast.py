@@ -26,9 +26,13 @@ from jaxmodel.model import GPT
 DEFAULT_CHUNK = 64
 
 
-def _chunked(h_NxD, w_VxD, t_N, chunk: int, b_V=None):
+def _chunked(h_NxD, w_VxD, t_N, chunk: int, b_V=None, eps: float = 0.0, prior_V=None, z_loss: float = 0.0):
     """(sum_n (lse_n - z[n, t_n]), G_h = (P - Y) W, G_W = (P - Y)^T h, G_b = sum_n (P - Y)_n or None),
-    chunk by chunk; b_V the output bias or None."""
+    chunk by chunk; b_V the output bias or None.
+
+    With eps, prior_V = pi and z_loss = a: succession_objective's loss, per token
+    (1 - eps)(lse - z_t) + eps sum_v pi_v (lse - z_v) + a lse^2, of gradient (1 + 2 a lse) P - (1 - eps) Y - eps pi
+    in z (torchport/fast.py's _chunked, the same terms)."""
     N, D = h_NxD.shape
     K = -(-N // chunk)  # chunks, the last one padded with zero-weight rows
     pad = K * chunk - N
@@ -45,19 +49,30 @@ def _chunked(h_NxD, w_VxD, t_N, chunk: int, b_V=None):
         e_CxV = jnp.exp(z_CxV - m_C[:, None])
         s_C = e_CxV.sum(-1)
         zt_C = jnp.take_along_axis(z_CxV, t_C[:, None], axis=1)[:, 0]
-        loss = ((m_C + jnp.log(s_C) - zt_C) * k_C).sum()
-        w_C1 = (k_C / s_C)[:, None]
+        lse_C = m_C + jnp.log(s_C)
+        loss = ((lse_C - (1.0 - eps) * zt_C + z_loss * lse_C * lse_C) * k_C).sum()
+        w_C1 = (k_C / s_C * (1.0 + 2.0 * z_loss * lse_C))[:, None]  # z-loss: P's rows scaled by 1 + 2 a lse
         G_h_CxD = (e_CxV @ w_VxD) * w_C1  # rows of P @ W
         G_b_V = None if b_V is None else G_b_V + e_CxV.T @ w_C1[:, 0]  # column sums of P
         return (G_W_VxD + e_CxV.T @ (h_CxD * w_C1), G_b_V), (loss, G_h_CxD)
 
     G_b0 = None if b_V is None else jnp.zeros_like(b_V)
     (G_W, G_b), (losses_K, G_h) = jax.lax.scan(body, (jnp.zeros_like(w_VxD), G_b0), (h_KxCxD, t_KxC, k_KxC))
-    G_h = G_h.reshape(K * chunk, D)[:N] - w_VxD[t_N]  # - Y @ W
-    G_W = G_W.at[t_N].add(-h_NxD)  # - Y^T @ h
+    G_h = G_h.reshape(K * chunk, D)[:N] - (1.0 - eps) * w_VxD[t_N]  # - (1 - eps) Y @ W
+    G_W = G_W.at[t_N].add(-(1.0 - eps) * h_NxD)  # - (1 - eps) Y^T @ h
     if G_b is not None:
-        G_b = G_b.at[t_N].add(-1.0)  # - column sums of Y
-    return losses_K.sum(), G_h, G_W, G_b
+        G_b = G_b.at[t_N].add(-(1.0 - eps))  # - (1 - eps) column sums of Y
+    total = losses_K.sum()
+    if eps:  # the prior's terms are rank one: sum_v pi_v z_v = h . (W^T pi) (+ pi . b)
+        pi_V = prior_V.astype(w_VxD.dtype)
+        wpi_D = pi_V @ w_VxD
+        total = total - eps * (h_NxD @ wpi_D).sum()
+        G_h = G_h - eps * wpi_D[None, :]
+        G_W = G_W - eps * jnp.outer(pi_V, h_NxD.sum(0))
+        if G_b is not None:
+            total = total - eps * N * (pi_V @ b_V)
+            G_b = G_b - eps * N * pi_V
+    return total, G_h, G_W, G_b
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(3,))
@@ -100,12 +115,43 @@ def _bwd_b(chunk, residuals, g):
 linear_cross_entropy_bias.defvjp(_fwd_b, _bwd_b)
 
 
-def fused_loss(params, cfg: GPTConfig, idx_BxT, targets_BxT, chunk: int = DEFAULT_CHUNK):
+@partial(jax.custom_vjp, nondiff_argnums=(5, 6, 7))
+def linear_succession_loss(h_NxD, w_VxD, b_V, t_N, prior_V, chunk: int = DEFAULT_CHUNK, eps: float = 0.0,
+                           z_loss: float = 0.0):
+    """succession_objective's loss of the tied head (with the output bias b_V, or None), chunked
+    (jaxmodel/succession_objective.py is the eager form)."""
+    total = _chunked(h_NxD, w_VxD, t_N, chunk, b_V, eps, prior_V, z_loss)[0]
+    return total / h_NxD.shape[0]
+
+
+def _succ_fwd(h_NxD, w_VxD, b_V, t_N, prior_V, chunk, eps, z_loss):
+    total, G_h, G_W, G_b = _chunked(h_NxD, w_VxD, t_N, chunk, b_V, eps, prior_V, z_loss)
+    return total / h_NxD.shape[0], (G_h, G_W, G_b, h_NxD.shape[0], prior_V)
+
+
+def _succ_bwd(chunk, eps, z_loss, residuals, g):
+    G_h, G_W, G_b, n, prior_V = residuals
+    G_b = None if G_b is None else G_b * (g / n)
+    return G_h * (g / n), G_W * (g / n), G_b, None, jnp.zeros_like(prior_V)  # the prior is a constant
+
+
+linear_succession_loss.defvjp(_succ_fwd, _succ_bwd)
+
+
+def fused_loss(params, cfg: GPTConfig, idx_BxT, targets_BxT, chunk: int = DEFAULT_CHUNK, smoothing_eps: float = 0.0,
+               prior=None, z_loss: float = 0.0):
     """The fast equal of jaxmodel.model.loss_fn: final hidden states, then the chunked tied-head loss (with the
-    output bias lm_head/bias where good_turing_prior is on)."""
+    output bias lm_head/bias where good_turing_prior is on).
+    smoothing_eps, prior, z_loss: succession_objective's loss instead (linear_succession_loss)."""
     h_BxTxD = GPT(cfg).apply(params, idx_BxT, head=False)
     w_VxD = params["params"]["transformer"]["wte"]["weight"]
     h_NxD, t_N = h_BxTxD.reshape(-1, h_BxTxD.shape[-1]), targets_BxT.reshape(-1)
-    if "lm_head" in params["params"]:
-        return linear_cross_entropy_bias(h_NxD, w_VxD, params["params"]["lm_head"]["bias"], t_N, chunk)
+    b_V = params["params"]["lm_head"]["bias"] if "lm_head" in params["params"] else None
+    if smoothing_eps or z_loss:
+        prior_V = jnp.zeros(w_VxD.shape[0], w_VxD.dtype) if prior is None else jnp.asarray(prior, w_VxD.dtype)
+        if smoothing_eps and prior is None:
+            raise ValueError("smoothing_eps > 0 needs the prior (a (V,) array of probabilities)")
+        return linear_succession_loss(h_NxD, w_VxD, b_V, t_N, prior_V, chunk, float(smoothing_eps), float(z_loss))
+    if b_V is not None:
+        return linear_cross_entropy_bias(h_NxD, w_VxD, b_V, t_N, chunk)
     return linear_cross_entropy(h_NxD, w_VxD, t_N, chunk)

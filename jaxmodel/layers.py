@@ -62,9 +62,12 @@ class LayerNorm(nn.Module):
         return y
 
 
-def causal_attention_weights(q_BxHxTxE, k_BxHxTxE):
-    """softmax over keys j <= i of q_i . k_j / sqrt(E): each row a distribution on the past."""
+def causal_attention_weights(q_BxHxTxE, k_BxHxTxE, bias_HxTxT=None):
+    """softmax over keys j <= i of q_i . k_j / sqrt(E) (+ bias[h, i, j], e.g. laplace_bias): each row a
+    distribution on the past."""
     T, E = q_BxHxTxE.shape[-2:]
     s_BxHxTxT = jnp.einsum("bhqe,bhse->bhqs", q_BxHxTxE, k_BxHxTxE) / math.sqrt(E)
+    if bias_HxTxT is not None:
+        s_BxHxTxT = s_BxHxTxT + bias_HxTxT
     s_BxHxTxT = jnp.where(jnp.tril(jnp.ones((T, T), dtype=bool)), s_BxHxTxT, -jnp.inf)
     return jax.nn.softmax(s_BxHxTxT, axis=-1)

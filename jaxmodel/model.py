@@ -24,6 +24,8 @@ from jaxmodel.golden_swiglu import GoldenSwiGLU
 from jaxmodel.difference_ssm import DifferenceSSM
 from jaxmodel.fixed_point_qat import fake_quant_block_params
 from jaxmodel.good_turing_prior import OutputBias
+from jaxmodel.laplace_bias import laplace_bias, rate_init
+from jaxmodel.laplace_glu import LaplaceGLU
 from jaxmodel.layers import Embedding, LayerNorm, Linear, causal_attention_weights, normal  # noqa: F401 (used by tests)
 from jaxmodel.memory_tape import tape_attention, tape_attention_weights
 from jaxmodel.mla import MultiHeadLatentAttention
@@ -38,17 +40,17 @@ class CausalSelfAttention(nn.Module):
     cfg: GPTConfig
 
     @nn.compact
-    def __call__(self, x_BxTxD, deterministic: bool = True):
+    def __call__(self, x_BxTxD, deterministic: bool = True, pos_T=None):
         cfg = self.cfg
         B, T, D = x_BxTxD.shape
         H, K = cfg.n_head, cfg.head_dim
+        pos_T = jnp.arange(T) if pos_T is None else pos_T
         qkv_BxTx3D = Linear(3 * D, cfg.bias, name="c_attn")(x_BxTxD)
         q, k, v = (a.reshape(B, T, H, K).transpose(0, 2, 1, 3) for a in jnp.split(qkv_BxTx3D, 3, axis=-1))
         if cfg.has("rms_qknorm"):
             k_norm = RMSNorm(cfg.rms_eps, name="k_norm")
             q, k = RMSNorm(cfg.rms_eps, name="q_norm")(q), k_norm(k)
         if cfg.has("rope"):
-            pos_T = jnp.arange(T)
             q, k = (apply_rope(a, pos_T, cfg.rotary_dim, cfg.rope_base) for a in (q, k))
         if cfg.has("memory_tape"):  # M key and value slots per head, no position (jaxmodel/memory_tape.py)
             # one softmax over [tape | context]; computed untiled even where tiled_attention is on
@@ -61,7 +63,12 @@ class CausalSelfAttention(nn.Module):
             self.sow("intermediates", "attention_weights", w_BxHxTxS[..., M:])  # the context part (anatomy)
             y_BxHxTxK = tape_attention(w_BxHxTxS, v, tape_v_HxMxK)
         else:
-            y_BxHxTxK = attend(self, cfg, q, k, v)  # tiled or naive; sows the weights for anatomy
+            decay_H = bias_HxTxT = None
+            if cfg.has("laplace_bias"):
+                rate_H = self.param("laplace_rate", rate_init(H, cfg.laplace_bias_exponent), (H,))
+                decay_H = jax.nn.softplus(rate_H)
+                bias_HxTxT = laplace_bias(decay_H, pos_T)
+            y_BxHxTxK = attend(self, cfg, q, k, v, decay_H, bias_HxTxT)  # tiled or naive; sows the weights
         y_BxTxD = y_BxHxTxK.transpose(0, 2, 1, 3).reshape(B, T, D)
         y_BxTxD = Linear(D, cfg.bias, std=0.02 / math.sqrt(2 * cfg.n_layer), name="c_proj")(y_BxTxD)
         return nn.Dropout(cfg.dropout)(y_BxTxD, deterministic=deterministic)
@@ -87,6 +94,8 @@ def make_norm(cfg: GPTConfig, name: str) -> nn.Module:
 
 
 def make_mlp(cfg: GPTConfig) -> nn.Module:
+    if cfg.has("laplace_glu"):
+        return LaplaceGLU(cfg, name="mlp")
     return GoldenSwiGLU(cfg, name="mlp") if cfg.has("golden_swiglu") else MLP(cfg, name="mlp")
 
 

@@ -27,8 +27,11 @@ import jax.numpy as jnp
 from jaxmodel.layers import causal_attention_weights
 
 
-def tiled_attention(q_BxHxTxE, k_BxHxTxE, v_BxHxTxF, block: int = 16):
-    """Causal softmax(q k^T / sqrt(E)) v, (B, H, T, F), computed by key blocks of `block` tokens."""
+def tiled_attention(q_BxHxTxE, k_BxHxTxE, v_BxHxTxF, block: int = 16, decay_H=None):
+    """Causal softmax(q k^T / sqrt(E) - s_h (i - j)) v, (B, H, T, F), computed by key blocks of `block` tokens.
+
+    decay_H: laplace_bias's rates s_h (None: no bias); the bias of a block is formed from the query and key
+    indices of that block, so it needs no T x T array either."""
     if block < 1:
         raise ValueError(f"block must be >= 1, got {block}")
     B, H, T, E = q_BxHxTxE.shape
@@ -43,6 +46,9 @@ def tiled_attention(q_BxHxTxE, k_BxHxTxE, v_BxHxTxF, block: int = 16):
         m_BxHxNxS, l_BxHxNxS, acc_BxHxNxSxF = carry
         k_BxHxSxE, v_BxHxSxF, kpos_S = xs
         s_BxHxNxSxS = jnp.einsum("bhnqe,bhke->bhnqk", q_BxHxNxSxE, k_BxHxSxE)
+        if decay_H is not None:  # -s_h (i - j), the distances exact in integers before the product
+            d_NxSxS = (qpos_NxS[:, :, None] - kpos_S[None, None, :]).astype(s_BxHxNxSxS.dtype)
+            s_BxHxNxSxS = s_BxHxNxSxS - decay_H[None, :, None, None, None] * jnp.maximum(d_NxSxS, 0)[None, None]
         visible_NxSxS = kpos_S[None, None, :] <= qpos_NxS[:, :, None]  # causal; padded keys lie in every query's future
         s_BxHxNxSxS = jnp.where(visible_NxSxS, s_BxHxNxSxS, -jnp.inf)
         m_new = jnp.maximum(m_BxHxNxS, s_BxHxNxSxS.max(-1))
@@ -71,15 +77,18 @@ def naive_attention(q_BxHxTxE, k_BxHxTxE, v_BxHxTxF):
     return jnp.einsum("bhqs,bhsf->bhqf", causal_attention_weights(q_BxHxTxE, k_BxHxTxE), v_BxHxTxF)
 
 
-def attend(module, cfg, q_BxHxTxE, k_BxHxTxE, v_BxHxTxF):
+def attend(module, cfg, q_BxHxTxE, k_BxHxTxE, v_BxHxTxF, decay_H=None, bias_HxTxT=None):
     """Causal attention of a model's attention module: tiled where `tiled_attention` is on, else naive.
+
+    laplace_bias passes both forms of its bias: the rates decay_H for the tiled path, the (H, T, T) matrix
+    bias_HxTxT (the same numbers) for the naive one.
 
     Either way the attention weights are sown into `intermediates` for anatomy; with tiled_attention they
     are computed (naively) only when that collection is asked for, so training never forms them."""
     if cfg.has("tiled_attention"):
         if module.is_mutable_collection("intermediates"):
-            module.sow("intermediates", "attention_weights", causal_attention_weights(q_BxHxTxE, k_BxHxTxE))
-        return tiled_attention(q_BxHxTxE, k_BxHxTxE, v_BxHxTxF, cfg.tiled_attention_block)
-    w_BxHxTxT = causal_attention_weights(q_BxHxTxE, k_BxHxTxE)
+            module.sow("intermediates", "attention_weights", causal_attention_weights(q_BxHxTxE, k_BxHxTxE, bias_HxTxT))
+        return tiled_attention(q_BxHxTxE, k_BxHxTxE, v_BxHxTxF, cfg.tiled_attention_block, decay_H)
+    w_BxHxTxT = causal_attention_weights(q_BxHxTxE, k_BxHxTxE, bias_HxTxT)
     module.sow("intermediates", "attention_weights", w_BxHxTxT)  # kept only when asked for (anatomy)
     return jnp.einsum("bhqs,bhsf->bhqf", w_BxHxTxT, v_BxHxTxF)

@@ -31,10 +31,12 @@ from flax import traverse_util
 from tqdm import tqdm
 
 from dreamteam import config as configs
-from dreamteam import data, protocol, registry, runs
+from dreamteam import data, protocol, registry, runs, succession
 from jaxmodel import model as gpt
+from dreamteam.posterior_mean import decay_at
+from jaxmodel import posterior_mean
 from jaxmodel import recipe as recipes
-from jaxmodel.fast import fused_loss
+from jaxmodel import succession_objective
 
 VAL_WINDOWS_PER_BATCH = 8  # 8 x 64 x 50304 float32 logits = 100 MB per forward
 
@@ -44,19 +46,25 @@ class NonFiniteLossError(RuntimeError):
 
 
 def make_train_step(cfg: configs.GPTConfig, optimizer: optax.GradientTransformation, dropout_key=None,
-                    fast: bool = True):
+                    fast: bool = True, token_counts=None):
     """One jitted optimizer step (params, opt_state, x_BxT, y_BxT, it) -> (params, opt_state, loss).
 
     params and opt_state are donated: their buffers are reused for the new ones. With cfg.dropout > 0 the
     dropout masks come from fold_in(dropout_key, it), so a run is reproducible from its seed. fast: the
     chunked tied-head loss of jaxmodel/fast.py (same numbers, no B x T x V logits); else the reference.
+    The loss is the training objective (succession_objective's where it is on: token_counts of train.bin).
     """
+    train_loss = succession_objective.make_training_loss(cfg, token_counts, fast)
 
     def loss(params, x_BxT, y_BxT, it):
         if cfg.dropout == 0:
-            return (fused_loss if fast else gpt.loss_fn)(params, cfg, x_BxT, y_BxT)
+            return train_loss(params, x_BxT, y_BxT)
         rngs = {"dropout": jax.random.fold_in(dropout_key, it)}
         logits_BxTxV = gpt.GPT(cfg).apply(params, x_BxT, deterministic=False, rngs=rngs)
+        if cfg.has("succession_objective"):
+            return succession_objective.succession_cross_entropy(
+                logits_BxTxV.reshape(-1, logits_BxTxV.shape[-1]), y_BxT.reshape(-1), succession.prior(token_counts),
+                cfg.succession_objective_eps, cfg.succession_objective_zloss)
         return gpt.cross_entropy(logits_BxTxV, y_BxT)
 
     def step(params, opt_state, x_BxT, y_BxT, it):
@@ -133,11 +141,15 @@ def train(persona="baseline", seed=0, data_dir=None, max_iters=protocol.MAX_ITER
         x_BxT, y_BxT = sampler()
         return x_BxT.astype(np.int32), y_BxT.astype(np.int32)  # int32 whether or not x64 is on
 
-    params = gpt.init_params(cfg, jax.random.PRNGKey(seed), token_counts=data.token_counts(dataset.train, cfg.vocab_size))
+    counts = data.token_counts(dataset.train, cfg.vocab_size)
+    params = gpt.init_params(cfg, jax.random.PRNGKey(seed), token_counts=counts)
     dropout_key = jax.random.fold_in(jax.random.PRNGKey(seed), 1)  # only used when cfg.dropout > 0
     optimizer = recipes.build_optimizer(spec.recipe, max_iters, cfg)
     opt_state = optimizer.init(params)
-    train_step = make_train_step(cfg, optimizer, dropout_key, fast)
+    train_step = make_train_step(cfg, optimizer, dropout_key, fast, counts)
+    # posterior_mean: every evaluation and the checkpoint use the averaged weights; the raw ones train
+    avg = jax.tree.map(jnp.copy, params) if cfg.has("posterior_mean") else None  # a copy: params are donated
+    update_avg = jax.jit(posterior_mean.update, donate_argnums=(0,))
     eval_loss = make_eval_loss(cfg)
     val_loss = make_val_loss(cfg)
 
@@ -162,14 +174,14 @@ def train(persona="baseline", seed=0, data_dir=None, max_iters=protocol.MAX_ITER
         nonlocal harness_s
         jax.block_until_ready(params)  # pending train steps belong to the loop's time, not the harness's
         t = time.time()
-        val_curve.append((steps_done, val_loss(params, val_x_NxT, val_y_NxT)))
+        val_curve.append((steps_done, val_loss(params if avg is None else avg, val_x_NxT, val_y_NxT)))
         harness_s += time.time() - t
 
     try:
         loop_start = time.time()
         for it in tqdm(range(max_iters), disable=not progress, mininterval=2.0, desc=spec.name):
             if it % eval_interval == 0:
-                vloss = float(eval_loss(params, *get_batch(val_sampler)))
+                vloss = float(eval_loss(params if avg is None else avg, *get_batch(val_sampler)))
                 if not math.isfinite(vloss):
                     raise NonFiniteLossError(f"validation loss is {vloss} at iteration {it}")
                 best_vloss = min(best_vloss, vloss)
@@ -179,6 +191,8 @@ def train(persona="baseline", seed=0, data_dir=None, max_iters=protocol.MAX_ITER
 
             t_step = time.time()
             params, opt_state, _ = train_step(params, opt_state, *get_batch(train_sampler), np.int32(it))
+            if avg is not None:
+                avg = update_avg(avg, params, np.float32(decay_at(it, cfg.posterior_mean_decay)))
             if compile_s is None:  # the first call traces and compiles
                 jax.block_until_ready(params)
                 compile_s = time.time() - t_step
@@ -196,7 +210,7 @@ def train(persona="baseline", seed=0, data_dir=None, max_iters=protocol.MAX_ITER
     from safetensors.numpy import save_file
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    save_file(flat_params(params), str(out_dir / f"{name}.safetensors"))
+    save_file(flat_params(params if avg is None else avg), str(out_dir / f"{name}.safetensors"))
     path = runs.record_success(out_dir / f"{name}.json", record, best_vloss=best_vloss, vloss_curve=vloss_curve,
                                val_curve=val_curve, elapsed_min=elapsed_min, loop_s=loop_s, harness_s=harness_s,
                                compile_s=compile_s, checkpoint=f"{name}.safetensors")

@@ -35,11 +35,11 @@ def main(argv=None) -> int:
     from parity.checks import run
 
     results = run(personas, args.dtype, batch_size=args.batch_size, steps=args.steps)
-    header = f"{'persona':<28} {'check':<24} {'dtype':<8} {'max error':>11} {'bound':>8} {'metric':>6}  pass"
+    header = f"{'persona':<28} {'check':<30} {'dtype':<8} {'max error':>11} {'bound':>8} {'metric':>6}  pass"
     print(header)
     print("-" * len(header))
     for r in results:
-        print(f"{r.persona:<28} {r.check:<24} {r.dtype:<8} {r.max_error:>11.3e} {r.bound:>8.0e} {r.metric:>6}  {'yes' if r.passed else 'NO'}")
+        print(f"{r.persona:<28} {r.check:<30} {r.dtype:<8} {r.max_error:>11.3e} {r.bound:>8.0e} {r.metric:>6}  {'yes' if r.passed else 'NO'}")
     failed = [r for r in results if not r.passed]
     print(f"\n{len(results) - len(failed)} passed, {len(failed)} failed")
     if args.json:

@@ -27,11 +27,16 @@ import torch  # noqa: E402
 
 from dreamteam import registry  # noqa: E402
 from dreamteam.config import Persona  # noqa: E402
+from dreamteam.posterior_mean import decay_at  # noqa: E402
 from jaxmodel import model as jm  # noqa: E402
+from jaxmodel import posterior_mean as jpm  # noqa: E402
 from jaxmodel import recipe as jr  # noqa: E402
+from jaxmodel.succession_objective import make_training_loss  # noqa: E402
 from parity.convert import flax_to_torch, torch_to_flax, _flatten  # noqa: E402
 from torchport import model as tm  # noqa: E402
 from torchport import recipe as tr  # noqa: E402
+from torchport.posterior_mean import PosteriorMean  # noqa: E402
+from torchport.succession_objective import training_loss  # noqa: E402
 
 BOUNDS = {"float64": 1e-9, "float32": 1e-5}
 DTYPES = {"float64": (jnp.float64, torch.float64), "float32": (jnp.float32, torch.float32)}
@@ -132,10 +137,12 @@ def run_checks(persona: Persona, dtype: str, batch_size: int = 4, steps: int = 2
     pair = Pair.make(persona, dtype, seed)
     model = pair.torch_model
 
-    # forward and loss
+    # forward and loss (each side's training loss: cross-entropy, or succession_objective's where it is on)
     logits_j = jm.GPT(cfg).apply(pair.params, jnp.asarray(x))
-    loss_j, grads_j = jax.value_and_grad(jm.loss_fn)(pair.params, cfg, jnp.asarray(x), jnp.asarray(y))
-    logits_t, loss_t = model(torch.from_numpy(x), torch.from_numpy(y))
+    train_loss_j = make_training_loss(cfg, synthetic_token_counts(cfg))
+    loss_j, grads_j = jax.value_and_grad(train_loss_j)(pair.params, jnp.asarray(x), jnp.asarray(y))
+    logits_t = model(torch.from_numpy(x), torch.from_numpy(y))[0]
+    loss_t = training_loss(model, torch.from_numpy(x), torch.from_numpy(y), fast=False)
     record("logits", array_error(logits_t.detach().numpy(), logits_j, dtype))
     record("loss", array_error(loss_t.item(), loss_j, dtype))
 
@@ -154,40 +161,51 @@ def run_checks(persona: Persona, dtype: str, batch_size: int = 4, steps: int = 2
 
     # a training trajectory on fixed batches, from the same start
     fresh = Pair.make(persona, dtype, seed)
-    losses_j, params_j = jax_trajectory(fresh.params, persona, batches)
-    losses_t = torch_trajectory(fresh.torch_model, persona, batches)
+    losses_j, params_j, avg_j = jax_trajectory(fresh.params, persona, batches)
+    losses_t, avg_t = torch_trajectory(fresh.torch_model, persona, batches)
     record(f"trajectory_{steps}_loss", array_error(losses_t, losses_j, dtype))
     record(f"trajectory_{steps}_params", tree_error(fresh.torch_params(), params_j, dtype))
+    if avg_j is not None:  # posterior_mean: the averaged weights along the same trajectory
+        record(f"trajectory_{steps}_posterior_mean", tree_error(torch_to_flax(avg_t.state_dict(), template=params_j), avg_j, dtype))
     return results
 
 
 def jax_trajectory(params, persona: Persona, batches):
+    """(losses, final params, posterior_mean average or None) of len(batches) training steps."""
     cfg = persona.model
     opt = jr.build_optimizer(persona.recipe, len(batches), cfg)
     state = opt.init(params)
+    loss_fn = make_training_loss(cfg, synthetic_token_counts(cfg))
+    avg = params if cfg.has("posterior_mean") else None
 
     @jax.jit
     def step(params, state, x, y):
-        loss, grads = jax.value_and_grad(jm.loss_fn)(params, cfg, x, y)
+        loss, grads = jax.value_and_grad(loss_fn)(params, x, y)
         updates, state = opt.update(grads, state, params)
         return jax.tree.map(lambda p, u: (p + u).astype(p.dtype), params, updates), state, loss
 
     losses = []
-    for x, y in batches:
+    for it, (x, y) in enumerate(batches):
         params, state, loss = step(params, state, jnp.asarray(x), jnp.asarray(y))
+        if avg is not None:
+            avg = jpm.update(avg, params, decay_at(it, cfg.posterior_mean_decay))
         losses.append(float(loss))
-    return np.array(losses), params
+    return np.array(losses), params, avg
 
 
 def torch_trajectory(model, persona: Persona, batches):
+    """(losses, the PosteriorMean's averaged module or None); the model's weights are trained in place."""
     opt = tr.build_optimizer(model, persona.recipe)
+    avg = PosteriorMean(model, persona.model.posterior_mean_decay) if persona.model.has("posterior_mean") else None
     losses = []
     for it, (x, y) in enumerate(batches):
-        _, loss = model(torch.from_numpy(x), torch.from_numpy(y))
+        loss = training_loss(model, torch.from_numpy(x), torch.from_numpy(y), fast=False)
         loss.backward()
         tr.optimizer_step(model, opt, persona.recipe, it)
+        if avg is not None:
+            avg.update()
         losses.append(loss.item())
-    return np.array(losses)
+    return np.array(losses), (avg.module if avg is not None else None)
 
 
 def run(personas: list, dtypes: list[str], **kwargs) -> list[CheckResult]:

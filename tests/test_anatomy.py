@@ -15,7 +15,7 @@ from parity.checks import Pair  # noqa: E402
 from torchport import anatomy as tanatomy  # noqa: E402
 
 
-@pytest.mark.parametrize("persona", ["baseline", "leonardo_da_vinci"])
+@pytest.mark.parametrize("persona", ["baseline", "leonardo_da_vinci", "pierre_simon_laplace"])
 def test_trace_parity_and_properties(persona):
     pair = Pair.make(registry.get(persona), "float64")
     idx = np.random.default_rng(0).integers(0, 50257, (1, 12))

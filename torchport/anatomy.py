@@ -17,10 +17,12 @@ import torch
 from torchport.memory_tape import tape_attention_weights
 
 
-def causal_attention_weights(q, k):
-    """softmax over keys j <= i of q_i . k_j / sqrt(E), (B, H, T, T)."""
+def causal_attention_weights(q, k, bias=None):
+    """softmax over keys j <= i of q_i . k_j / sqrt(E) (+ bias[h, i, j] where a component adds one), (B, H, T, T)."""
     T, E = q.shape[-2:]
     s = q @ k.transpose(-1, -2) / math.sqrt(E)
+    if bias is not None:
+        s = s + bias
     mask = torch.ones(T, T, dtype=torch.bool, device=q.device).tril()
     return s.masked_fill(~mask, float("-inf")).softmax(-1)
 
@@ -42,7 +44,8 @@ def trace(model, idx):
                 w = tape_attention_weights(q, k, block.attn.tape_keys())
                 attention.append(w[..., model.config.memory_tape_slots :])
             else:
-                attention.append(causal_attention_weights(q, k))
+                bias = block.attn.score_bias(idx.shape[1], idx.device) if hasattr(block.attn, "score_bias") else None
+                attention.append(causal_attention_weights(q, k, bias))
         x = block(x)
         residuals.append(x)
     lens = torch.stack([model.lm_head(model.transformer.ln_f(r)) for r in residuals])

@@ -75,10 +75,17 @@ def _prepare_targets(targets_N, V, device):
     return torch.where(keep_N, t_N, 0), keep_N
 
 
-def _chunked(h_NxD, W_VxD, t_N, keep_N, chunk: int, need_h: bool, need_W: bool, b_V=None, need_b: bool = False):
-    """(sum_n w_n (lse_n - z[n, t_n]), G_h or None, G_W or None, G_b or None), chunk by chunk (module
-    docstring); w_n = 1 for kept tokens, 0 for ignored ones (their rows of G_h are 0 and they add nothing to
-    G_W, G_b). b_V: the output bias or None."""
+def _chunked(h_NxD, W_VxD, t_N, keep_N, chunk: int, need_h: bool, need_W: bool, b_V=None, need_b: bool = False,
+             smoothing_eps: float = 0.0, prior_V=None, z_loss: float = 0.0):
+    """(sum_n w_n loss_n, G_h or None, G_W or None, G_b or None), chunk by chunk (module docstring);
+    w_n = 1 for kept tokens, 0 for ignored ones (their rows of G_h are 0 and they add nothing to G_W, G_b).
+    b_V: the output bias or None (z = h W^T + b).
+
+    With smoothing_eps = e (and prior_V = pi) and z_loss = a, the per-token loss is succession_objective's
+        (1 - e)(lse - z_t) + e sum_v pi_v (lse - z_v) + a lse^2 = (1 + a lse) lse - (1 - e) z_t - e pi . z
+    of gradient in z: (1 + 2 a lse) P - (1 - e) Y - e pi. The factor (1 + 2 a lse_n) scales row n of P in the
+    chunk (lse_n is at hand there); the pi terms are rank one: pi . z = h . (W^T pi) + pi . b, so - e (W^T pi)
+    per row of G_h, - e pi (sum_n h_n)^T in G_W, - e pi (sum_n w_n) in G_b. With e = a = 0 no extra operation runs."""
     N, V = h_NxD.shape[0], W_VxD.shape[0]
     w_N = keep_N.to(h_NxD.dtype)
     m_N = h_NxD.new_empty(N)
@@ -106,6 +113,8 @@ def _chunked(h_NxD, W_VxD, t_N, keep_N, chunk: int, need_h: bool, need_W: bool, 
         z.sub_(m).exp_()  # E = exp(z - m)
         s = torch.sum(z, 1, keepdim=True, out=s_N[a:b, None])
         w_over_s = w_N[a:b, None] / s
+        if z_loss:  # d(a lse^2)/dz = 2 a lse P: P's rows scaled by 1 + 2 a lse
+            w_over_s = w_over_s * (1.0 + 2.0 * z_loss * (m + torch.log(s)))
         if need_h:
             torch.mm(z, W_VxD, out=G_h[a:b]).mul_(w_over_s)  # rows of P @ W
         if need_W:
@@ -115,14 +124,38 @@ def _chunked(h_NxD, W_VxD, t_N, keep_N, chunk: int, need_h: bool, need_W: bool, 
                 G_W.addmm_(z.t(), h_c * w_over_s)
         if need_b:
             G_b.addmv_(z.t(), w_over_s[:, 0])  # column sums of P
-    if need_b:
-        G_b.index_add_(0, t_N, w_N, alpha=-1)  # - column sums of Y
-    if need_h:
-        G_h.sub_(W_VxD[t_N] * w_N[:, None])  # - Y @ W
-    if need_W:
-        G_W.index_add_(0, t_N, h_NxD * w_N[:, None], alpha=-1)  # - Y^T @ h
     lse_N = m_N + torch.log(s_N)
-    return ((lse_N - zt_N) * w_N).sum(), G_h, G_W, G_b
+    if not (smoothing_eps or z_loss):
+        if need_b:
+            G_b.index_add_(0, t_N, w_N, alpha=-1)  # - column sums of Y
+        if need_h:
+            G_h.sub_(W_VxD[t_N] * w_N[:, None])  # - Y @ W
+        if need_W:
+            G_W.index_add_(0, t_N, h_NxD * w_N[:, None], alpha=-1)  # - Y^T @ h
+        return ((lse_N - zt_N) * w_N).sum(), G_h, G_W, G_b
+    e = float(smoothing_eps)
+    loss_N = lse_N - (1.0 - e) * zt_N + z_loss * lse_N * lse_N
+    if need_b:
+        G_b.index_add_(0, t_N, w_N, alpha=-(1.0 - e))  # - (1 - e) column sums of Y
+    if need_h:
+        G_h.sub_(W_VxD[t_N] * (w_N * (1.0 - e))[:, None])  # - (1 - e) Y @ W
+    if need_W:
+        G_W.index_add_(0, t_N, h_NxD * w_N[:, None], alpha=-(1.0 - e))  # - (1 - e) Y^T @ h
+    if e:
+        if prior_V is None:
+            raise ValueError("smoothing_eps > 0 needs the prior (a (V,) tensor of probabilities)")
+        pi_V = prior_V.to(W_VxD.dtype)
+        Wpi_D = pi_V @ W_VxD  # W^T pi
+        loss_N = loss_N - e * (h_NxD @ Wpi_D)  # sum_v pi_v z_v = h . (W^T pi) (+ pi . b below)
+        if b_V is not None:
+            loss_N = loss_N - e * (pi_V @ b_V)
+        if need_h:
+            G_h.sub_(e * w_N[:, None] * Wpi_D)  # - e pi @ W per row
+        if need_W:
+            G_W.sub_(e * torch.outer(pi_V, (h_NxD * w_N[:, None]).sum(0)))  # - e pi^T (sum_n h_n)
+        if need_b:
+            G_b.sub_(e * w_N.sum() * pi_V)  # - e pi per kept token
+    return (loss_N * w_N).sum(), G_h, G_W, G_b
 
 
 class LinearCrossEntropy(torch.autograd.Function):
@@ -134,13 +167,14 @@ class LinearCrossEntropy(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, h_NxD, W_VxD, targets_N, chunk=DEFAULT_CHUNK, b_V=None):
+    def forward(ctx, h_NxD, W_VxD, targets_N, chunk=DEFAULT_CHUNK, b_V=None, smoothing_eps=0.0, prior_V=None,
+                z_loss=0.0):
         _check_inputs(h_NxD, W_VxD, targets_N, chunk, b_V)
         t_N, keep_N = _prepare_targets(targets_N, W_VxD.shape[0], h_NxD.device)
         need_h, need_W = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         need_b = b_V is not None and ctx.needs_input_grad[4]
         total, G_h, G_W, G_b = _chunked(h_NxD.contiguous(), W_VxD.contiguous(), t_N, keep_N, chunk, need_h, need_W,
-                                        None if b_V is None else b_V.contiguous(), need_b)
+                                        None if b_V is None else b_V.contiguous(), need_b, smoothing_eps, prior_V, z_loss)
         count = keep_N.sum().to(total.dtype)
         ctx.save_for_backward(G_h, G_W, G_b, count)
         return total / count  # no kept token: 0/0 = nan, as F.cross_entropy
@@ -153,28 +187,34 @@ class LinearCrossEntropy(torch.autograd.Function):
         grad_h = G_h * scale if ctx.needs_input_grad[0] else None
         grad_W = G_W * scale if ctx.needs_input_grad[1] else None
         grad_b = G_b * scale if G_b is not None else None
-        return grad_h, grad_W, None, None, grad_b
+        return grad_h, grad_W, None, None, grad_b, None, None, None
 
 
-def linear_cross_entropy(h_NxD, W_VxD, targets_N, chunk: int = DEFAULT_CHUNK, bias=None):
-    """F.cross_entropy(h_NxD @ W_VxD.T (+ bias), targets_N, ignore_index=-1), computed chunk by chunk of tokens."""
+def linear_cross_entropy(h_NxD, W_VxD, targets_N, chunk: int = DEFAULT_CHUNK, bias=None, smoothing_eps: float = 0.0,
+                         prior=None, z_loss: float = 0.0):
+    """F.cross_entropy(h_NxD @ W_VxD.T (+ bias), targets_N, ignore_index=-1), computed chunk by chunk of tokens.
+    smoothing_eps, prior, z_loss: succession_objective's loss instead (targets (1 - eps) onehot + eps prior,
+    plus z_loss (log Z)^2; torchport/succession_objective.py is its eager reference)."""
+    extra = (smoothing_eps, prior, z_loss)
     if torch.is_grad_enabled() and (h_NxD.requires_grad or W_VxD.requires_grad or (bias is not None and bias.requires_grad)):
-        return LinearCrossEntropy.apply(h_NxD, W_VxD, targets_N, chunk, bias)
+        return LinearCrossEntropy.apply(h_NxD, W_VxD, targets_N, chunk, bias, *extra)
     _check_inputs(h_NxD, W_VxD, targets_N, chunk, bias)
     with torch.no_grad():
         t_N, keep_N = _prepare_targets(targets_N, W_VxD.shape[0], h_NxD.device)
         total = _chunked(h_NxD.contiguous(), W_VxD.contiguous(), t_N, keep_N, chunk, False, False,
-                         None if bias is None else bias.contiguous())[0]
+                         None if bias is None else bias.contiguous(), False, *extra)[0]
     return total / keep_N.sum().to(total.dtype)
 
 
-def fused_loss(model, idx_BxT, targets_BxT, chunk: int = DEFAULT_CHUNK):
+def fused_loss(model, idx_BxT, targets_BxT, chunk: int = DEFAULT_CHUNK, smoothing_eps: float = 0.0, prior=None,
+               z_loss: float = 0.0):
     """The training loss of torchport.model.GPT, equal to model(idx, targets)[1], without the B x T x V logits:
     the final hidden states model.hidden(idx) through LinearCrossEntropy with the tied head model.lm_head.weight
-    and its bias model.lm_head.bias where there is one (good_turing_prior)."""
+    and its bias model.lm_head.bias where there is one (good_turing_prior).
+    smoothing_eps, prior, z_loss: see linear_cross_entropy."""
     h_BxTxD = model.hidden(idx_BxT)
     return linear_cross_entropy(h_BxTxD.reshape(-1, h_BxTxD.shape[-1]), model.lm_head.weight,
-                                targets_BxT.reshape(-1), chunk, bias=model.lm_head.bias)
+                                targets_BxT.reshape(-1), chunk, model.lm_head.bias, smoothing_eps, prior, z_loss)
 
 
 def reference_loss(h_NxD, W_VxD, targets_N, bias=None):

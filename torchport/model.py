@@ -24,6 +24,8 @@ from torchport.fixed_point_qat import apply_fixed_point_qat
 from torchport.golden_swiglu import GoldenSwiGLU
 from torchport.good_turing_prior import init_output_bias
 from torchport.memory_tape import tape_attention
+from torchport.laplace_bias import initial_rates, inverse_softplus, laplace_bias, rates
+from torchport.laplace_glu import LaplaceGLU
 from torchport.mla import MultiHeadLatentAttention
 from torchport.rms_qknorm import RMSNorm
 from torchport.rope import apply_rope
@@ -59,11 +61,14 @@ class CausalSelfAttention(nn.Module):
             shape = (config.n_head, config.memory_tape_slots, config.head_dim)
             self.tape_k = nn.Parameter(torch.randn(shape) * 0.02)
             self.tape_v = nn.Parameter(torch.randn(shape) * 0.02)
+        if config.has("laplace_bias"):  # pre-softplus decay rates, one per head (ALiBi's slopes at init)
+            init = inverse_softplus(initial_rates(config.n_head, config.laplace_bias_exponent))
+            self.laplace_rate = nn.Parameter(torch.tensor(init, dtype=torch.get_default_dtype()))
         self.config = config
         self.n_head = config.n_head
         self.dropout = config.dropout
 
-    def qkv(self, x):
+    def qkv(self, x, pos=None):
         """Per-head queries, keys (after QK-norm and rotation where on) and values, each (B, H, T, hd)."""
         B, T, C = x.size()
         q, k, v = self.c_attn(x).split(C, dim=2)
@@ -73,7 +78,7 @@ class CausalSelfAttention(nn.Module):
         if self.config.has("rms_qknorm"):
             q, k = self.q_norm(q), self.k_norm(k)
         if self.config.has("rope"):
-            pos = torch.arange(T, device=x.device)
+            pos = torch.arange(T, device=x.device) if pos is None else pos
             q = apply_rope(q, pos, self.config.rotary_dim, self.config.rope_base)
             k = apply_rope(k, pos, self.config.rotary_dim, self.config.rope_base)
         return q, k, v
@@ -82,14 +87,22 @@ class CausalSelfAttention(nn.Module):
         """The memory tape's keys (H, M, hd), through k_norm where rms_qknorm is on (never rotated)."""
         return self.k_norm(self.tape_k) if self.config.has("rms_qknorm") else self.tape_k
 
-    def forward(self, x):
+    def score_bias(self, T, device, pos=None):
+        """The additive bias of the attention logits, (H, T, T) with -inf above the diagonal, or None."""
+        if not self.config.has("laplace_bias"):
+            return None
+        pos = torch.arange(T, device=device) if pos is None else pos
+        return laplace_bias(rates(self.laplace_rate), pos)
+
+    def forward(self, x, pos=None):
         B, T, C = x.size()
-        q, k, v = self.qkv(x)
+        q, k, v = self.qkv(x, pos)
         dropout_p = self.dropout if self.training else 0.0
-        if self.config.has("memory_tape"):
+        if self.config.has("memory_tape"):  # one softmax over [tape | context] (config refuses laplace_bias here)
             y = tape_attention(q, k, v, self.tape_keys(), self.tape_v, dropout_p)
         else:
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=None, dropout_p=dropout_p, is_causal=True)
+            bias = self.score_bias(T, x.device, pos)  # the mask carries the causal -inf where a bias is on
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout_p, is_causal=bias is None)
         y = y.transpose(1, 2).contiguous().view(B, T, C)
         return self.resid_dropout(self.c_proj(y))
 
@@ -114,6 +127,8 @@ def make_norm(config: GPTConfig) -> nn.Module:
 
 
 def make_mlp(config: GPTConfig) -> nn.Module:
+    if config.has("laplace_glu"):
+        return LaplaceGLU(config)
     return GoldenSwiGLU(config) if config.has("golden_swiglu") else MLP(config)
 
 
@@ -170,6 +185,8 @@ class GPT(nn.Module):
         for pn, p in self.named_parameters():
             if pn.endswith("c_proj.weight"):
                 torch.nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+            elif pn.endswith("mlp.c_gate.weight") and config.has("laplace_glu"):  # the gate's inputs at unit scale
+                torch.nn.init.normal_(p, mean=0.0, std=config.laplace_glu_gate_std)
         if config.has("fixed_point_qat"):  # the blocks' Linear layers read their weights fake-quantized
             apply_fixed_point_qat(self.transformer.h, config.fixed_point_qat_bits)
         if config.has("good_turing_prior"):

@@ -1,0 +1,43 @@
+"""laplace_bias: positions through an exponential-decay (Laplace-transform) kernel on the attention logits.
+
+Head h adds to the logit of query i and key j <= i the bias
+
+    b_h[i, j] = -s_h (i - j),      s_h = softplus(laplace_rate_h) > 0,
+
+so that its attention weights carry the factor exp(-s_h (i - j)): the past is weighted by the kernel
+e^{-s t} of a Laplace transform at rate s_h, t = i - j the distance. Keys j > i are masked (-inf). The bias
+depends on positions only through i - j, so the layer is translation invariant, and there is no learned
+position embedding. ALiBi (Press et al. 2022, "Train short, test long") is the special case of fixed rates
+s_h = 2^(-8 (h + 1) / H); here the rates start there and are learned (through the softplus, kept positive).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+def initial_rates(n_head: int, exponent: float = 8.0) -> np.ndarray:
+    """ALiBi's geometric rates s_h = 2^(-exponent (h + 1) / n_head), h = 0 .. n_head - 1 (float64)."""
+    return 2.0 ** (-exponent * (np.arange(n_head) + 1) / n_head)
+
+
+def inverse_softplus(s):
+    """r with softplus(r) = s: log(expm1(s)), the pre-softplus parameter of rates s > 0."""
+    return np.log(np.expm1(np.asarray(s, dtype=np.float64)))
+
+
+def rates(laplace_rate_H: torch.Tensor) -> torch.Tensor:
+    """s_H = softplus(laplace_rate_H) = log(1 + e^r), without torch's threshold (as jax.nn.softplus)."""
+    return torch.logaddexp(laplace_rate_H, torch.zeros_like(laplace_rate_H))
+
+
+def laplace_bias(s_H: torch.Tensor, pos_T: torch.Tensor) -> torch.Tensor:
+    """The (H, T, T) bias: -s_h (pos_i - pos_j) where pos_j <= pos_i, -inf above (causal).
+
+    The distances are formed in the positions' own type (integers: exact) before the product with s."""
+    d_TxT = pos_T[:, None] - pos_T[None, :]
+    causal_TxT = d_TxT >= 0
+    d_TxT = torch.where(causal_TxT, d_TxT, torch.zeros_like(d_TxT)).to(s_H.dtype)  # no 0 * inf above the diagonal
+    bias_HxTxT = -s_H[:, None, None] * d_TxT
+    return bias_HxTxT.masked_fill(~causal_TxT, float("-inf"))
