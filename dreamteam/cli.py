@@ -6,6 +6,8 @@
     dreamteam personas
     dreamteam bench    [--personas NAME ...] [--seeds S ...] [--device auto|D] [--out DIR] [--max-iters N] [--ablate NAME]
     dreamteam report   [RUNS_DIR] [--out DIR]
+    dreamteam sample   --persona NAME --prompt TEXT [--checkpoint FILE.safetensors | --runs DIR]
+                       [--sampler min_p|typical|top_k|temperature] [--seed S] [--tokens N]
 """
 
 from __future__ import annotations
@@ -76,6 +78,67 @@ def _anatomy(args) -> int:
     b = drawings.draw_logit_lens(out["lens_logits"][:, 0].numpy(), tokens, data.decode, out_dir / f"{persona.name}_logit_lens.png",
                                  f"{persona.name}: logit lens, top next token after each layer ({source})")
     print(f"wrote {a} and {b}")
+    return 0
+
+
+class SampleError(ValueError):
+    """sample: no checkpoint to load, or options that do not fit."""
+
+
+def newest_checkpoint(persona: str, runs_dir) -> "Path":
+    """The checkpoint of the newest successful run record of `persona` under runs_dir (searched recursively)."""
+    import json
+    from pathlib import Path
+
+    found = []
+    for path in Path(runs_dir).rglob("*.json"):
+        try:
+            rec = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if not isinstance(rec, dict) or rec.get("persona") != persona or rec.get("status") != "ok" or not rec.get("checkpoint"):
+            continue
+        ckpt = path.parent / rec["checkpoint"]
+        if ckpt.exists():
+            found.append((path.stat().st_mtime, str(path), ckpt))
+    if not found:
+        raise SampleError(f"no checkpoint of persona {persona!r} under {runs_dir!s} (a run record with status ok and "
+                          f"its .safetensors beside it); train one or pass --checkpoint FILE.safetensors")
+    return max(found)[2]
+
+
+def _sample(args) -> int:
+    """Decoded text sampled from a trained model after a prompt, with the uniform numbers of a seeded generator."""
+    import numpy as np
+    import torch
+    from safetensors.torch import load_model
+
+    from dreamteam import data, registry
+    from torchport.model import GPT
+    from torchport.sampling import generate
+
+    persona = registry.get(args.persona)
+    if args.tokens < 1:
+        raise SampleError(f"--tokens {args.tokens}: expected at least 1")
+    ckpt = args.checkpoint or newest_checkpoint(persona.name, args.runs)
+    ids = data.encode(args.prompt)
+    if not ids:
+        raise SampleError("--prompt encodes to no tokens")
+    counts = None
+    if persona.model.has("adaptive_softmax"):  # its clusters are built from the train.bin counts
+        counts = data.token_counts(data.load(args.data_dir, os.environ).train, persona.model.vocab_size)
+    model = GPT(persona.model, token_counts=counts)
+    try:
+        load_model(model, str(ckpt))
+    except FileNotFoundError:
+        raise SampleError(f"checkpoint {ckpt} does not exist") from None
+    except RuntimeError as e:
+        raise SampleError(f"checkpoint {ckpt} does not fit persona {persona.name!r}: {str(e).splitlines()[0]}") from None
+    u = np.random.default_rng(args.seed).random((args.tokens, 1))
+    out = generate(model, torch.tensor([ids]), torch.from_numpy(u), args.sampler, temperature=args.temperature,
+                   p_min=args.p_min, tau=args.tau, top_k=args.top_k)
+    print(f"# {persona.name}, {ckpt}, sampler {args.sampler}, seed {args.seed}", file=sys.stderr)
+    print(data.decode(out[0].tolist()))
     return 0
 
 
@@ -153,13 +216,28 @@ def main(argv=None) -> int:
     r.add_argument("--out", default="docs")
     r.set_defaults(func=_report)
 
+    s = sub.add_parser("sample", help="print text sampled from a trained model after a prompt (GPT-2 BPE, offline)")
+    s.add_argument("--persona", required=True)
+    s.add_argument("--prompt", required=True)
+    s.add_argument("--checkpoint", default=None, help="a run's .safetensors (default: the newest under --runs)")
+    s.add_argument("--runs", default="runs", help="folder of run records searched without --checkpoint")
+    s.add_argument("--sampler", choices=["min_p", "typical", "top_k", "temperature"], default="min_p")
+    s.add_argument("--p-min", type=float, default=0.1, help="min_p: keep p >= p_min * max p")
+    s.add_argument("--tau", type=float, default=0.9, help="typical: mass to reach")
+    s.add_argument("--top-k", type=int, default=40)
+    s.add_argument("--temperature", type=float, default=1.0)
+    s.add_argument("--seed", type=int, default=0, help="seed of the uniform numbers of the draws")
+    s.add_argument("--tokens", type=int, default=100, help="new tokens to sample")
+    s.add_argument("--data-dir", default=None, help="train.bin for adaptive_softmax's clusters (default: $DREAMTEAM_DATA)")
+    s.set_defaults(func=_sample)
+
     args = ap.parse_args(argv)
     from dreamteam.data import DataError
     from dreamteam.registry import UnknownPersonaError
 
     try:
         return args.func(args)
-    except (DataError, UnknownPersonaError) as e:
+    except (DataError, UnknownPersonaError, SampleError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 
