@@ -32,6 +32,7 @@ from torchport import recipe as recipes
 from torchport.evaluate import val_loss
 from torchport.fast import fused_loss
 from torchport.model import GPT
+from torchport.moe_mlp import moe_layers, take_load_sums, update_router_bias
 
 
 class NonFiniteLossError(RuntimeError):
@@ -106,6 +107,9 @@ def train(persona="baseline", seed=0, data_dir=None, device_override=None, max_i
         # run shared the machine, and its timings (elapsed_min, ms_per_iter) are inflated
         "cpu_count": os.cpu_count(), "load_avg": [],
     }
+    if moe_layers(model):
+        # moe_mlp: tokens routed to each expert of each layer, summed over the steps since the last checkpoint
+        record["expert_load"] = []
 
     best_vloss = float("inf")
     vloss_curve, val_curve = [], []
@@ -117,6 +121,12 @@ def train(persona="baseline", seed=0, data_dir=None, device_override=None, max_i
         if hasattr(os, "getloadavg"):
             record["load_avg"].append(round(os.getloadavg()[0], 2))
         val_curve.append((steps_done, val_loss(model, val_x, val_y, device)))
+        if "expert_load" in record:
+            loads = take_load_sums(model)
+            record["expert_load"].append({"it": steps_done, "load": loads})
+            # max/mean load over experts, per layer: 1.0 is perfect balance
+            tqdm.write(f"step {steps_done}: expert load max/mean per layer "
+                       + " ".join(f"{max(v) / (sum(v) / len(v)):.2f}" for v in loads.values()))
         harness_s += time.time() - t
 
     try:
@@ -142,6 +152,7 @@ def train(persona="baseline", seed=0, data_dir=None, device_override=None, max_i
             loss = fused_loss(model, xb, yb) if fast else model(xb, yb)[1]
             loss.backward()
             recipes.optimizer_step(model, optimizer, spec.recipe, it)
+            update_router_bias(model)  # moe_mlp's balancing bias, outside the gradient (no-op without it)
 
             if (it + 1) % protocol.CHECKPOINT_INTERVAL == 0 and it + 1 < max_iters:
                 checkpoint_eval(it + 1)

@@ -19,6 +19,8 @@ KNOWN_COMPONENTS: tuple[str, ...] = (
     "rms_qknorm",  # RMSNorm everywhere and per-head QK-norm
     "golden_swiglu",  # SwiGLU MLP of golden-ratio width
     "mla",  # multi-head latent attention (DeepSeek-V2)
+    "moe_mlp",  # mixture of experts MLP: shared expert + top-k routed, bias-balanced (DeepSeek-V3)
+    "adaptive_softmax",  # frequency-clustered output distribution (Grave et al. 2017)
 )
 # components that give the model its positional information; with any of them on, no learned wpe
 POSITION_COMPONENTS = ("rope", "mla")
@@ -48,6 +50,20 @@ class GPTConfig:
     mla_kv_rank: int = 16
     mla_q_rank: int = 0
     mla_rope_dim: int = 4
+    # moe_mlp: E routed experts, top-k of them per token, shared always-on experts (0 or 1), expert hidden
+    # width (0: 4 D / (shared + top_k), the dense 4x MLP's active parameters), router scores sigmoid or
+    # softmax, rate u of the balancing bias update b_e <- b_e + u sign(mean load - load_e)
+    moe_mlp_experts: int = 8
+    moe_mlp_top_k: int = 2
+    moe_mlp_shared: int = 1
+    moe_mlp_hidden: int = 0
+    moe_mlp_score: str = "sigmoid"
+    moe_mlp_bias_rate: float = 1e-3
+    # adaptive_softmax: head = the cutoffs[0] most frequent ids, then a tail cluster per further cutoff and
+    # one for the rest of the ids seen in training, and a last one for every id never seen; tail cluster i
+    # (1-based) projects to width n_embd // div^i
+    adaptive_softmax_cutoffs: tuple[int, ...] = (2000, 6000)
+    adaptive_softmax_div: int = 2
 
     def __post_init__(self):
         if self.n_embd % self.n_head:
@@ -61,6 +77,21 @@ class GPTConfig:
             raise ConfigError(f"rope_fraction={self.rope_fraction} gives {self.rotary_dim} rotated dims of {self.head_dim}; expected an even number > 0")
         if self.has("mla") and (self.mla_rope_dim % 2 or self.mla_rope_dim <= 0 or self.mla_kv_rank <= 0):
             raise ConfigError(f"mla needs an even mla_rope_dim > 0 and mla_kv_rank > 0, got {self.mla_rope_dim}, {self.mla_kv_rank}")
+        if self.has("moe_mlp"):
+            if not 1 <= self.moe_mlp_top_k <= self.moe_mlp_experts:
+                raise ConfigError(f"moe_mlp needs 1 <= moe_mlp_top_k <= moe_mlp_experts, got top_k={self.moe_mlp_top_k}, experts={self.moe_mlp_experts}")
+            if self.moe_mlp_shared not in (0, 1) or self.moe_mlp_hidden < 0 or self.moe_mlp_bias_rate < 0:
+                raise ConfigError(f"moe_mlp needs moe_mlp_shared in (0, 1), moe_mlp_hidden >= 0, moe_mlp_bias_rate >= 0; got "
+                                  f"{self.moe_mlp_shared}, {self.moe_mlp_hidden}, {self.moe_mlp_bias_rate}")
+            if self.moe_mlp_score not in ("sigmoid", "softmax"):
+                raise ConfigError(f"moe_mlp_score={self.moe_mlp_score!r}; expected 'sigmoid' or 'softmax'")
+        if self.has("adaptive_softmax"):
+            c = tuple(self.adaptive_softmax_cutoffs)
+            if not c or any(b <= a for a, b in zip(c, c[1:])) or c[0] < 1 or c[-1] >= self.vocab_size:
+                raise ConfigError(f"adaptive_softmax_cutoffs={c}: expected increasing ids counts in [1, vocab_size={self.vocab_size})")
+            if self.adaptive_softmax_div < 1 or self.n_embd // self.adaptive_softmax_div ** (len(c) + 1) < 1:
+                raise ConfigError(f"adaptive_softmax_div={self.adaptive_softmax_div}: the last tail cluster's width "
+                                  f"n_embd // div^{len(c) + 1} must be at least 1")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"dropout={self.dropout} must lie in [0, 1)")
 
@@ -81,6 +112,13 @@ class GPTConfig:
     def swiglu_hidden(self) -> int:
         """golden_swiglu hidden width round(phi^2 * n_embd): 3 matrices of 2.618 n_embd^2 ~ the 8 n_embd^2 of 4x GELU."""
         return int(round(GOLDEN_RATIO**2 * self.n_embd))
+
+    @property
+    def moe_hidden(self) -> int:
+        """moe_mlp expert hidden width: (shared + top_k) experts of 2 D F parameters ~ the dense 8 D^2."""
+        if self.moe_mlp_hidden:
+            return self.moe_mlp_hidden
+        return max(1, int(round(4 * self.n_embd / (self.moe_mlp_shared + self.moe_mlp_top_k))))
 
     def has(self, component: str) -> bool:
         return component in self.components

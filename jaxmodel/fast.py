@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 
 from dreamteam.config import GPTConfig
-from jaxmodel.model import GPT
+from jaxmodel.model import apply_with_loads
 
 DEFAULT_CHUNK = 64
 
@@ -71,8 +71,11 @@ def _bwd(chunk, residuals, g):
 linear_cross_entropy.defvjp(_fwd, _bwd)
 
 
-def fused_loss(params, cfg: GPTConfig, idx_BxT, targets_BxT, chunk: int = DEFAULT_CHUNK):
-    """The fast equal of jaxmodel.model.loss_fn: final hidden states, then the chunked tied-head loss."""
-    h_BxTxD = GPT(cfg).apply(params, idx_BxT, head=False)
+def fused_loss(params, cfg: GPTConfig, idx_BxT, targets_BxT, chunk: int = DEFAULT_CHUNK, token_counts=None,
+               with_loads: bool = False):
+    """The fast equal of jaxmodel.model.loss_fn: final hidden states, then the chunked tied-head loss
+    ((loss, moe_load) with with_loads)."""
+    h_BxTxD, loads = apply_with_loads(params, cfg, idx_BxT, token_counts, head=False)
     w_VxD = params["params"]["transformer"]["wte"]["weight"]
-    return linear_cross_entropy(h_BxTxD.reshape(-1, h_BxTxD.shape[-1]), w_VxD, targets_BxT.reshape(-1), chunk)
+    loss = linear_cross_entropy(h_BxTxD.reshape(-1, h_BxTxD.shape[-1]), w_VxD, targets_BxT.reshape(-1), chunk)
+    return (loss, loads) if with_loads else loss

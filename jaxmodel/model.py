@@ -23,6 +23,7 @@ from dreamteam.config import GPTConfig
 from jaxmodel.golden_swiglu import GoldenSwiGLU
 from jaxmodel.layers import Embedding, LayerNorm, Linear, causal_attention_weights
 from jaxmodel.mla import MultiHeadLatentAttention
+from jaxmodel.moe_mlp import MoEMLP
 from jaxmodel.rms_qknorm import RMSNorm
 from jaxmodel.rope import apply_rope
 
@@ -71,6 +72,8 @@ def make_norm(cfg: GPTConfig, name: str) -> nn.Module:
 
 
 def make_mlp(cfg: GPTConfig) -> nn.Module:
+    if cfg.has("moe_mlp"):
+        return MoEMLP(cfg, name="mlp")
     return GoldenSwiGLU(cfg, name="mlp") if cfg.has("golden_swiglu") else MLP(cfg, name="mlp")
 
 
@@ -130,10 +133,22 @@ class GPT(nn.Module):
         return Transformer(self.cfg, name="transformer")(idx_BxT, deterministic, head)
 
 
+# the variable collections of a model: its parameters, and non-gradient state updated outside the
+# optimizer (moe_mlp's balancing bias); the optimizer sees both, the buffers' gradients are exactly 0
+COLLECTIONS = ("params", "buffers")
+
+
 def init_params(cfg: GPTConfig, key, dtype=jnp.float32, token_counts=None):
-    """Fresh parameters {'params': ...} for cfg, cast to dtype (token_counts: see GPT)."""
+    """Fresh variables {'params': ..., ['buffers': ...]} for cfg, floats cast to dtype (token_counts: see GPT)."""
     variables = GPT(cfg, token_counts).init(key, jnp.zeros((1, cfg.block_size), jnp.int32))
-    return jax.tree.map(lambda a: a.astype(dtype), variables)
+    variables = {c: variables[c] for c in COLLECTIONS if c in variables}
+    return jax.tree.map(lambda a: a.astype(dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a, variables)
+
+
+def apply_with_loads(params, cfg: GPTConfig, idx_BxT, token_counts=None, **kwargs):
+    """(GPT(cfg).apply(params, idx, **kwargs), moe_load): the expert loads moe_mlp sowed ({} without it)."""
+    out, state = GPT(cfg, token_counts).apply(params, idx_BxT, mutable=["moe_load"], **kwargs)
+    return out, state.get("moe_load", {})
 
 
 def cross_entropy(logits_BxTxV, targets_BxT):
@@ -141,6 +156,8 @@ def cross_entropy(logits_BxTxV, targets_BxT):
     return optax.softmax_cross_entropy_with_integer_labels(logits_BxTxV, targets_BxT).mean()
 
 
-def loss_fn(params, cfg: GPTConfig, idx_BxT, targets_BxT):
-    """The training loss: mean cross-entropy of the next token."""
-    return cross_entropy(GPT(cfg).apply(params, idx_BxT), targets_BxT)
+def loss_fn(params, cfg: GPTConfig, idx_BxT, targets_BxT, token_counts=None, with_loads: bool = False):
+    """The training loss: mean cross-entropy of the next token ((loss, moe_load) with with_loads)."""
+    logits_BxTxV, loads = apply_with_loads(params, cfg, idx_BxT, token_counts)
+    loss = cross_entropy(logits_BxTxV, targets_BxT)
+    return (loss, loads) if with_loads else loss

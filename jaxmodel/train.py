@@ -35,6 +35,7 @@ from dreamteam import data, protocol, registry, runs
 from jaxmodel import model as gpt
 from jaxmodel import recipe as recipes
 from jaxmodel.fast import fused_loss
+from jaxmodel.moe_mlp import update_router_bias
 
 VAL_WINDOWS_PER_BATCH = 8  # 8 x 64 x 50304 float32 logits = 100 MB per forward
 
@@ -44,35 +45,38 @@ class NonFiniteLossError(RuntimeError):
 
 
 def make_train_step(cfg: configs.GPTConfig, optimizer: optax.GradientTransformation, dropout_key=None,
-                    fast: bool = True):
+                    fast: bool = True, token_counts=None):
     """One jitted optimizer step (params, opt_state, x_BxT, y_BxT, it) -> (params, opt_state, loss).
 
     params and opt_state are donated: their buffers are reused for the new ones. With cfg.dropout > 0 the
     dropout masks come from fold_in(dropout_key, it), so a run is reproducible from its seed. fast: the
     chunked tied-head loss of jaxmodel/fast.py (same numbers, no B x T x V logits); else the reference.
+    moe_mlp's balancing bias moves after the optimizer update, from the loads of the step's forward.
     """
 
     def loss(params, x_BxT, y_BxT, it):
         if cfg.dropout == 0:
-            return (fused_loss if fast else gpt.loss_fn)(params, cfg, x_BxT, y_BxT)
+            return (fused_loss if fast else gpt.loss_fn)(params, cfg, x_BxT, y_BxT, token_counts=token_counts,
+                                                         with_loads=True)
         rngs = {"dropout": jax.random.fold_in(dropout_key, it)}
-        logits_BxTxV = gpt.GPT(cfg).apply(params, x_BxT, deterministic=False, rngs=rngs)
-        return gpt.cross_entropy(logits_BxTxV, y_BxT)
+        logits_BxTxV, loads = gpt.apply_with_loads(params, cfg, x_BxT, token_counts, deterministic=False, rngs=rngs)
+        return gpt.cross_entropy(logits_BxTxV, y_BxT), loads
 
     def step(params, opt_state, x_BxT, y_BxT, it):
-        loss_value, grads = jax.value_and_grad(loss)(params, x_BxT, y_BxT, it)
+        (loss_value, loads), grads = jax.value_and_grad(loss, has_aux=True)(params, x_BxT, y_BxT, it)
         updates, opt_state = optimizer.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, loss_value
+        params = update_router_bias(optax.apply_updates(params, updates), loads, cfg.moe_mlp_bias_rate)
+        return params, opt_state, loss_value
 
     return jax.jit(step, donate_argnums=(0, 1))
 
 
-def make_eval_loss(cfg: configs.GPTConfig):
+def make_eval_loss(cfg: configs.GPTConfig, token_counts=None):
     """Jitted mean cross-entropy of one batch, the protocol's single-batch validation loss."""
-    return jax.jit(lambda params, x_BxT, y_BxT: gpt.loss_fn(params, cfg, x_BxT, y_BxT))
+    return jax.jit(lambda params, x_BxT, y_BxT: gpt.loss_fn(params, cfg, x_BxT, y_BxT, token_counts))
 
 
-def make_val_loss(cfg: configs.GPTConfig, batch_size: int = VAL_WINDOWS_PER_BATCH):
+def make_val_loss(cfg: configs.GPTConfig, batch_size: int = VAL_WINDOWS_PER_BATCH, token_counts=None):
     """val_loss(params, x_NxT, y_NxT): mean over every token of the N windows of -log p(y | x).
 
     The windows go through a jitted forward `batch_size` at a time; the last batch is padded with weight-0
@@ -81,7 +85,7 @@ def make_val_loss(cfg: configs.GPTConfig, batch_size: int = VAL_WINDOWS_PER_BATC
 
     @jax.jit
     def loss_sum(params, x_BxT, y_BxT, w_B):
-        logits_BxTxV = gpt.GPT(cfg).apply(params, x_BxT)
+        logits_BxTxV = gpt.GPT(cfg, token_counts).apply(params, x_BxT)
         ce_BxT = optax.softmax_cross_entropy_with_integer_labels(logits_BxTxV, y_BxT)
         return jnp.sum(ce_BxT * w_B[:, None])
 
@@ -133,13 +137,14 @@ def train(persona="baseline", seed=0, data_dir=None, max_iters=protocol.MAX_ITER
         x_BxT, y_BxT = sampler()
         return x_BxT.astype(np.int32), y_BxT.astype(np.int32)  # int32 whether or not x64 is on
 
-    params = gpt.init_params(cfg, jax.random.PRNGKey(seed), token_counts=data.token_counts(dataset.train, cfg.vocab_size))
+    counts = data.token_counts(dataset.train, cfg.vocab_size)
+    params = gpt.init_params(cfg, jax.random.PRNGKey(seed), token_counts=counts)
     dropout_key = jax.random.fold_in(jax.random.PRNGKey(seed), 1)  # only used when cfg.dropout > 0
     optimizer = recipes.build_optimizer(spec.recipe, max_iters)
     opt_state = optimizer.init(params)
-    train_step = make_train_step(cfg, optimizer, dropout_key, fast)
-    eval_loss = make_eval_loss(cfg)
-    val_loss = make_val_loss(cfg)
+    train_step = make_train_step(cfg, optimizer, dropout_key, fast, counts)
+    eval_loss = make_eval_loss(cfg, counts)
+    val_loss = make_val_loss(cfg, token_counts=counts)
 
     platform = jax.devices()[0].platform
     name = runs.run_name(spec.name, seed, f"{platform}-jax", max_iters)

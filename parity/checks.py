@@ -30,8 +30,10 @@ from dreamteam.config import Persona  # noqa: E402
 from jaxmodel import model as jm  # noqa: E402
 from jaxmodel import recipe as jr  # noqa: E402
 from parity.convert import flax_to_torch, torch_to_flax, _flatten  # noqa: E402
+from jaxmodel.moe_mlp import update_router_bias as jax_update_router_bias  # noqa: E402
 from torchport import model as tm  # noqa: E402
 from torchport import recipe as tr  # noqa: E402
+from torchport.moe_mlp import update_router_bias as torch_update_router_bias  # noqa: E402
 
 BOUNDS = {"float64": 1e-9, "float32": 1e-5}
 DTYPES = {"float64": (jnp.float64, torch.float64), "float32": (jnp.float32, torch.float32)}
@@ -82,6 +84,7 @@ class Pair:
     dtype: str
     params: dict  # Flax variables
     torch_model: tm.GPT
+    token_counts: np.ndarray = None
 
     @classmethod
     def make(cls, persona: Persona, dtype: str, seed: int = 0) -> "Pair":
@@ -93,13 +96,15 @@ class Pair:
         torch.manual_seed(seed)
         model = tm.GPT(persona.model, token_counts=counts).to(tdtype)
         model.load_state_dict(flax_to_torch(params, template=model.state_dict()))
-        return cls(persona, dtype, params, model)
+        return cls(persona, dtype, params, model, counts)
 
     def torch_params(self) -> dict:
         return torch_to_flax(self.torch_model.state_dict(), template=self.params)
 
     def torch_grads(self) -> dict:
         grads = {n: p.grad for n, p in self.torch_model.named_parameters()}
+        # buffers (moe_mlp's balancing bias) take no gradient: 0, as jax.grad gives for them
+        grads.update({n: torch.zeros_like(b) for n, b in self.torch_model.named_buffers() if n in self.torch_model.state_dict()})
         return torch_to_flax(grads, template=self.params)
 
 
@@ -133,8 +138,9 @@ def run_checks(persona: Persona, dtype: str, batch_size: int = 4, steps: int = 2
     model = pair.torch_model
 
     # forward and loss
-    logits_j = jm.GPT(cfg).apply(pair.params, jnp.asarray(x))
-    loss_j, grads_j = jax.value_and_grad(jm.loss_fn)(pair.params, cfg, jnp.asarray(x), jnp.asarray(y))
+    counts = pair.token_counts
+    logits_j = jm.GPT(cfg, counts).apply(pair.params, jnp.asarray(x))
+    loss_j, grads_j = jax.value_and_grad(jm.loss_fn)(pair.params, cfg, jnp.asarray(x), jnp.asarray(y), counts)
     logits_t, loss_t = model(torch.from_numpy(x), torch.from_numpy(y))
     record("logits", array_error(logits_t.detach().numpy(), logits_j, dtype))
     record("loss", array_error(loss_t.item(), loss_j, dtype))
@@ -154,23 +160,24 @@ def run_checks(persona: Persona, dtype: str, batch_size: int = 4, steps: int = 2
 
     # a training trajectory on fixed batches, from the same start
     fresh = Pair.make(persona, dtype, seed)
-    losses_j, params_j = jax_trajectory(fresh.params, persona, batches)
+    losses_j, params_j = jax_trajectory(fresh.params, persona, batches, fresh.token_counts)
     losses_t = torch_trajectory(fresh.torch_model, persona, batches)
     record(f"trajectory_{steps}_loss", array_error(losses_t, losses_j, dtype))
     record(f"trajectory_{steps}_params", tree_error(fresh.torch_params(), params_j, dtype))
     return results
 
 
-def jax_trajectory(params, persona: Persona, batches):
+def jax_trajectory(params, persona: Persona, batches, token_counts=None):
     cfg = persona.model
     opt = jr.build_optimizer(persona.recipe, len(batches))
     state = opt.init(params)
 
     @jax.jit
     def step(params, state, x, y):
-        loss, grads = jax.value_and_grad(jm.loss_fn)(params, cfg, x, y)
+        (loss, loads), grads = jax.value_and_grad(jm.loss_fn, has_aux=True)(params, cfg, x, y, token_counts, True)
         updates, state = opt.update(grads, state, params)
-        return jax.tree.map(lambda p, u: (p + u).astype(p.dtype), params, updates), state, loss
+        params = jax.tree.map(lambda p, u: (p + u).astype(p.dtype), params, updates)
+        return jax_update_router_bias(params, loads, cfg.moe_mlp_bias_rate), state, loss
 
     losses = []
     for x, y in batches:
@@ -186,6 +193,7 @@ def torch_trajectory(model, persona: Persona, batches):
         _, loss = model(torch.from_numpy(x), torch.from_numpy(y))
         loss.backward()
         tr.optimizer_step(model, opt, persona.recipe, it)
+        torch_update_router_bias(model)
         losses.append(loss.item())
     return np.array(losses)
 

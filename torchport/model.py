@@ -21,6 +21,7 @@ from torch.nn import functional as F
 from dreamteam.config import GPTConfig
 from torchport.golden_swiglu import GoldenSwiGLU
 from torchport.mla import MultiHeadLatentAttention
+from torchport.moe_mlp import MoEMLP
 from torchport.rms_qknorm import RMSNorm
 from torchport.rope import apply_rope
 
@@ -100,6 +101,8 @@ def make_norm(config: GPTConfig) -> nn.Module:
 
 
 def make_mlp(config: GPTConfig) -> nn.Module:
+    if config.has("moe_mlp"):
+        return MoEMLP(config)
     return GoldenSwiGLU(config) if config.has("golden_swiglu") else MLP(config)
 
 
