@@ -87,8 +87,8 @@ class GPTConfig:
                 raise ConfigError(f"moe_mlp_score={self.moe_mlp_score!r}; expected 'sigmoid' or 'softmax'")
         if self.has("adaptive_softmax"):
             c = tuple(self.adaptive_softmax_cutoffs)
-            if not c or any(b <= a for a, b in zip(c, c[1:])) or c[0] < 1 or c[-1] >= self.vocab_size:
-                raise ConfigError(f"adaptive_softmax_cutoffs={c}: expected increasing ids counts in [1, vocab_size={self.vocab_size})")
+            if not c or any(b <= a for a, b in zip(c, c[1:])) or c[0] < 1 or c[-1] > self.vocab_size:
+                raise ConfigError(f"adaptive_softmax_cutoffs={c}: expected increasing counts of ids in [1, vocab_size={self.vocab_size}]")
             if self.adaptive_softmax_div < 1 or self.n_embd // self.adaptive_softmax_div ** (len(c) + 1) < 1:
                 raise ConfigError(f"adaptive_softmax_div={self.adaptive_softmax_div}: the last tail cluster's width "
                                   f"n_embd // div^{len(c) + 1} must be at least 1")

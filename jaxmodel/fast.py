@@ -74,7 +74,11 @@ linear_cross_entropy.defvjp(_fwd, _bwd)
 def fused_loss(params, cfg: GPTConfig, idx_BxT, targets_BxT, chunk: int = DEFAULT_CHUNK, token_counts=None,
                with_loads: bool = False):
     """The fast equal of jaxmodel.model.loss_fn: final hidden states, then the chunked tied-head loss
-    ((loss, moe_load) with with_loads)."""
+    ((loss, moe_load) with with_loads). adaptive_softmax: the mean of its per-token -log p(target), computed
+    through the clusters (jaxmodel/adaptive_softmax.py), never the V-wide output."""
+    if cfg.has("adaptive_softmax"):
+        nll_BxT, loads = apply_with_loads(params, cfg, idx_BxT, token_counts, targets_BxT=targets_BxT)
+        return (nll_BxT.mean(), loads) if with_loads else nll_BxT.mean()
     h_BxTxD, loads = apply_with_loads(params, cfg, idx_BxT, token_counts, head=False)
     w_VxD = params["params"]["transformer"]["wte"]["weight"]
     loss = linear_cross_entropy(h_BxTxD.reshape(-1, h_BxTxD.shape[-1]), w_VxD, targets_BxT.reshape(-1), chunk)

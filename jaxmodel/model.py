@@ -6,7 +6,7 @@ The parameter tree has the torch port's names and shapes: `Linear` and `Embeddin
 
     x_BxTxD = wte[idx_BxT] + wpe[0..T-1]          (wpe only without a position component such as rope)
     for each block:  x = x + attn(ln_1(x));  x = x + mlp(ln_2(x))
-    logits_BxTxV = ln_f(x) @ wte^T
+    logits_BxTxV = ln_f(x) @ wte^T             (adaptive_softmax: log p over the V ids from frequency clusters)
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import optax
 
 from dreamteam.config import GPTConfig
+from jaxmodel.adaptive_softmax import AdaptiveSoftmax
 from jaxmodel.golden_swiglu import GoldenSwiGLU
 from jaxmodel.layers import Embedding, LayerNorm, Linear, causal_attention_weights
 from jaxmodel.mla import MultiHeadLatentAttention
@@ -95,12 +96,14 @@ class Block(nn.Module):
 
 
 class Transformer(nn.Module):
-    """Embeddings, blocks and the final norm; returns the tied-head logits."""
+    """Embeddings, blocks and the final norm; returns the tied-head logits (adaptive_softmax: the
+    log-probabilities over all V ids, or with targets the per-token -log p(target))."""
 
     cfg: GPTConfig
+    token_counts: Any = None
 
     @nn.compact
-    def __call__(self, idx_BxT, deterministic: bool = True, head: bool = True):
+    def __call__(self, idx_BxT, deterministic: bool = True, head: bool = True, targets_BxT=None):
         cfg = self.cfg
         T = idx_BxT.shape[1]
         if T > cfg.block_size:
@@ -115,7 +118,15 @@ class Transformer(nn.Module):
             x_BxTxD = Block(cfg, name=f"h_{i}")(x_BxTxD, deterministic)
             self.sow("intermediates", "residual", x_BxTxD)
         h_BxTxD = make_norm(cfg, "ln_f")(x_BxTxD)
-        return wte.attend(h_BxTxD) if head else h_BxTxD
+        if not head:
+            return h_BxTxD
+        if cfg.has("adaptive_softmax"):
+            asm = AdaptiveSoftmax(cfg, self.token_counts, name="adaptive_softmax")
+            B, T, D = h_BxTxD.shape
+            t_N = None if targets_BxT is None else targets_BxT.reshape(-1)
+            out = asm(h_BxTxD.reshape(-1, D), wte.weight, t_N)
+            return out.reshape(B, T, -1) if t_N is None else out.reshape(B, T)
+        return wte.attend(h_BxTxD)
 
 
 class GPT(nn.Module):
@@ -129,8 +140,10 @@ class GPT(nn.Module):
     token_counts: Any = None
 
     @nn.compact
-    def __call__(self, idx_BxT, deterministic: bool = True, head: bool = True):
-        return Transformer(self.cfg, name="transformer")(idx_BxT, deterministic, head)
+    def __call__(self, idx_BxT, deterministic: bool = True, head: bool = True, targets_BxT=None):
+        """targets_BxT: only with adaptive_softmax, for its per-token -log p(target) (B, T) without the
+        B x T x V log-probabilities (jaxmodel/fast.py)."""
+        return Transformer(self.cfg, self.token_counts, name="transformer")(idx_BxT, deterministic, head, targets_BxT)
 
 
 # the variable collections of a model: its parameters, and non-gradient state updated outside the
@@ -159,5 +172,8 @@ def cross_entropy(logits_BxTxV, targets_BxT):
 def loss_fn(params, cfg: GPTConfig, idx_BxT, targets_BxT, token_counts=None, with_loads: bool = False):
     """The training loss: mean cross-entropy of the next token ((loss, moe_load) with with_loads)."""
     logits_BxTxV, loads = apply_with_loads(params, cfg, idx_BxT, token_counts)
-    loss = cross_entropy(logits_BxTxV, targets_BxT)
+    if cfg.has("adaptive_softmax"):  # logits are the normalized log-probabilities: -log p(target)
+        loss = -jnp.take_along_axis(logits_BxTxV, targets_BxT[..., None], axis=-1).mean()
+    else:
+        loss = cross_entropy(logits_BxTxV, targets_BxT)
     return (loss, loads) if with_loads else loss

@@ -19,7 +19,7 @@ import numpy as np
 COLLECTIONS = ("params", "buffers")
 TIED = {"lm_head.weight": "transformer.wte.weight"}
 # torch nn.ModuleList attributes; their Flax elements are named `<list>_<i>`
-LIST_MODULES = ("h",)
+LIST_MODULES = ("h", "tail")  # transformer blocks; adaptive_softmax's tail clusters
 _LIST_ITEM = re.compile(r"^(" + "|".join(LIST_MODULES) + r")_(\d+)$")
 
 

@@ -8,6 +8,7 @@ Forward pass, top to bottom:
     x = wte[idx] + wpe[pos]                     (wpe only without a position component such as rope)
     for each block:  x = x + attn(ln_1(x));  x = x + mlp(ln_2(x))
     logits = ln_f(x) @ wte^T                      (output head tied to the token embedding)
+                                                  (adaptive_softmax: log p over the V ids from frequency clusters)
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import torch.nn as nn
 from torch.nn import functional as F
 
 from dreamteam.config import GPTConfig
+from torchport.adaptive_softmax import AdaptiveSoftmax
 from torchport.golden_swiglu import GoldenSwiGLU
 from torchport.mla import MultiHeadLatentAttention
 from torchport.moe_mlp import MoEMLP
@@ -143,6 +145,8 @@ class GPT(nn.Module):
             h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
             ln_f=make_norm(config),
         )
+        if config.has("adaptive_softmax"):  # the output distribution from frequency clusters of the counts
+            modules["adaptive_softmax"] = AdaptiveSoftmax(config, token_counts)
         self.transformer = nn.ModuleDict(modules)
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         # weight tying (https://paperswithcode.com/method/weight-tying)
@@ -189,6 +193,13 @@ class GPT(nn.Module):
         """(logits, loss). With targets: logits at every position and the mean cross-entropy;
         without: logits at the last position only (generation), loss None."""
         x = self.hidden(idx)
+        if self.config.has("adaptive_softmax"):
+            # logits: the normalized log-probabilities over all V ids; loss: -log p(target)
+            h = x if targets is not None else x[:, [-1], :]
+            logits = self.transformer.adaptive_softmax.log_probs(h.reshape(-1, h.size(-1)), self.lm_head.weight)
+            logits = logits.view(*h.shape[:2], -1)
+            loss = None if targets is None else F.nll_loss(logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)
+            return logits, loss
         if targets is not None:
             logits = self.lm_head(x)
             loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)
