@@ -6,6 +6,7 @@
     dreamteam personas
     dreamteam bench    [--personas NAME ...] [--seeds S ...] [--device auto|D] [--out DIR] [--max-iters N] [--ablate NAME]
     dreamteam report   [RUNS_DIR] [--out DIR]
+    dreamteam expert-load RECORD.json [--out PNG]
     dreamteam sample   --persona NAME --prompt TEXT [--checkpoint FILE.safetensors | --runs DIR]
                        [--sampler min_p|typical|top_k|temperature] [--seed S] [--tokens N]
 """
@@ -142,6 +143,26 @@ def _sample(args) -> int:
     return 0
 
 
+def _expert_load(args) -> int:
+    """The moe_mlp expert-load plot of a run record."""
+    import json
+    from pathlib import Path
+
+    from dreamteam import drawings
+
+    rec = json.loads(Path(args.record).read_text())
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        drawings.draw_expert_load(rec.get("expert_load", []), out,
+                                  f"{rec.get('persona')}: expert load over training (seed {rec.get('seed')}, {rec.get('device')}, "
+                                  f"{rec.get('max_iters')} it)")
+    except ValueError as e:
+        raise SampleError(str(e)) from None
+    print(f"wrote {out}")
+    return 0
+
+
 def _personas(args) -> int:
     from dreamteam import registry
 
@@ -230,6 +251,11 @@ def main(argv=None) -> int:
     s.add_argument("--tokens", type=int, default=100, help="new tokens to sample")
     s.add_argument("--data-dir", default=None, help="train.bin for adaptive_softmax's clusters (default: $DREAMTEAM_DATA)")
     s.set_defaults(func=_sample)
+
+    e = sub.add_parser("expert-load", help="plot moe_mlp's expert load over training from a run record")
+    e.add_argument("record", help="a run record (.json) of a persona with moe_mlp")
+    e.add_argument("--out", default="docs/expert_load.png")
+    e.set_defaults(func=_expert_load)
 
     args = ap.parse_args(argv)
     from dreamteam.data import DataError

@@ -49,3 +49,19 @@ def test_sample_without_checkpoint_fails_with_one_clear_error(tmp_path, capsys):
 
     assert main(["sample", "--persona", "baseline", "--prompt", "ROMEO:", "--runs", str(tmp_path)]) == 2
     assert "no checkpoint of persona 'baseline'" in capsys.readouterr().err
+
+
+def test_expert_load_plot_from_a_run_record(tmp_path, capsys):
+    import json
+
+    from dreamteam.cli import main
+
+    rec = {"persona": "ada_lovelace", "seed": 0, "device": "cpu", "max_iters": 2000,
+           "expert_load": [{"it": 1000, "load": {"transformer.h.0.mlp": [10.0, 30.0], "transformer.h.1.mlp": [20.0, 20.0]}},
+                           {"it": 2000, "load": {"transformer.h.0.mlp": [18.0, 22.0], "transformer.h.1.mlp": [21.0, 19.0]}}]}
+    (tmp_path / "r.json").write_text(json.dumps(rec))
+    assert main(["expert-load", str(tmp_path / "r.json"), "--out", str(tmp_path / "el.png")]) == 0
+    assert (tmp_path / "el.png").stat().st_size > 1000
+    (tmp_path / "b.json").write_text(json.dumps({"persona": "baseline"}))
+    assert main(["expert-load", str(tmp_path / "b.json"), "--out", str(tmp_path / "x.png")]) == 2
+    assert "no expert loads" in capsys.readouterr().err
