@@ -108,7 +108,8 @@ def train(persona="baseline", seed=0, data_dir=None, device_override=None, max_i
         "cpu_count": os.cpu_count(), "load_avg": [],
     }
     if moe_layers(model):
-        # moe_mlp: tokens routed to each expert of each layer, summed over the steps since the last checkpoint
+        # moe_mlp: tokens routed to each expert of each layer, summed over each 100 steps (recorded at the
+        # protocol's evaluations, a 4 x 8 copy; the checkpoint evaluations print max/mean)
         record["expert_load"] = []
 
     best_vloss = float("inf")
@@ -122,9 +123,8 @@ def train(persona="baseline", seed=0, data_dir=None, device_override=None, max_i
             record["load_avg"].append(round(os.getloadavg()[0], 2))
         val_curve.append((steps_done, val_loss(model, val_x, val_y, device)))
         if "expert_load" in record:
-            loads = take_load_sums(model)
-            record["expert_load"].append({"it": steps_done, "load": loads})
-            # max/mean load over experts, per layer: 1.0 is perfect balance
+            loads = record["expert_load"][-1]["load"] if record["expert_load"] else {}
+            # max/mean load over experts, per layer, over the last 100 steps: 1.0 is perfect balance
             tqdm.write(f"step {steps_done}: expert load max/mean per layer "
                        + " ".join(f"{max(v) / (sum(v) / len(v)):.2f}" for v in loads.values()))
         harness_s += time.time() - t
@@ -144,6 +144,8 @@ def train(persona="baseline", seed=0, data_dir=None, device_override=None, max_i
                     raise NonFiniteLossError(f"validation loss is {vloss} at iteration {it}")
                 best_vloss = min(best_vloss, vloss)
                 vloss_curve.append((it, vloss))
+                if "expert_load" in record and it > 0:  # loads of the 100 steps since the last evaluation
+                    record["expert_load"].append({"it": it, "load": take_load_sums(model)})
                 if progress or it % protocol.CHECKPOINT_INTERVAL == 0:
                     tqdm.write(f"step {it}: val loss {vloss:.4f}, best {best_vloss:.4f}")
 
@@ -156,6 +158,8 @@ def train(persona="baseline", seed=0, data_dir=None, device_override=None, max_i
 
             if (it + 1) % protocol.CHECKPOINT_INTERVAL == 0 and it + 1 < max_iters:
                 checkpoint_eval(it + 1)
+        if "expert_load" in record and max_iters % eval_interval:
+            record["expert_load"].append({"it": max_iters, "load": take_load_sums(model)})
         loop_s = time.time() - loop_start - harness_s
         elapsed_min = (time.time() - t0 - harness_s) / 60
         checkpoint_eval(max_iters)
