@@ -158,8 +158,10 @@ def train(persona="baseline", seed=0, data_dir=None, device_override=None, max_i
 
             if (it + 1) % protocol.CHECKPOINT_INTERVAL == 0 and it + 1 < max_iters:
                 checkpoint_eval(it + 1)
-        if "expert_load" in record and max_iters % eval_interval:
-            record["expert_load"].append({"it": max_iters, "load": take_load_sums(model)})
+        if "expert_load" in record:  # the steps since the last evaluation
+            last = take_load_sums(model)
+            if last:
+                record["expert_load"].append({"it": max_iters, "load": last})
         loop_s = time.time() - loop_start - harness_s
         elapsed_min = (time.time() - t0 - harness_s) / 60
         checkpoint_eval(max_iters)
