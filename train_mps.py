@@ -31,6 +31,7 @@ from dreamteam.config import ConfigError
 from torchport import recipe as recipes
 from torchport.evaluate import val_loss
 from torchport.model import GPT
+from torchport.moe_mlp import moe_layers, take_load_sums, update_router_bias
 from torchport.posterior_mean import PosteriorMean
 from torchport.succession_objective import training_loss
 
@@ -110,6 +111,10 @@ def train(persona="baseline", seed=0, data_dir=None, device_override=None, max_i
         # run shared the machine, and its timings (elapsed_min, ms_per_iter) are inflated
         "cpu_count": os.cpu_count(), "threads": torch.get_num_threads(), "load_avg": [],
     }
+    if moe_layers(model):
+        # moe_mlp: tokens routed to each expert of each layer, summed over each 100 steps (recorded at the
+        # protocol's evaluations, a 4 x 8 copy; the checkpoint evaluations print max/mean)
+        record["expert_load"] = []
 
     best_vloss = float("inf")
     vloss_curve, val_curve = [], []
@@ -121,6 +126,11 @@ def train(persona="baseline", seed=0, data_dir=None, device_override=None, max_i
         if hasattr(os, "getloadavg"):
             record["load_avg"].append(round(os.getloadavg()[0], 2))
         val_curve.append((steps_done, val_loss(eval_model, val_x, val_y, device)))
+        if "expert_load" in record:
+            loads = record["expert_load"][-1]["load"] if record["expert_load"] else {}
+            # max/mean load over experts, per layer, over the last 100 steps: 1.0 is perfect balance
+            tqdm.write(f"step {steps_done}: expert load max/mean per layer "
+                       + " ".join(f"{max(v) / (sum(v) / len(v)):.2f}" for v in loads.values()))
         harness_s += time.time() - t
 
     try:
@@ -138,6 +148,8 @@ def train(persona="baseline", seed=0, data_dir=None, device_override=None, max_i
                     raise NonFiniteLossError(f"validation loss is {vloss} at iteration {it}")
                 best_vloss = min(best_vloss, vloss)
                 vloss_curve.append((it, vloss))
+                if "expert_load" in record and it > 0:  # loads of the 100 steps since the last evaluation
+                    record["expert_load"].append({"it": it, "load": take_load_sums(model)})
                 if progress or it % protocol.CHECKPOINT_INTERVAL == 0:
                     tqdm.write(f"step {it}: val loss {vloss:.4f}, best {best_vloss:.4f}")
 
@@ -147,11 +159,16 @@ def train(persona="baseline", seed=0, data_dir=None, device_override=None, max_i
             loss = training_loss(model, xb, yb, fast=fast)
             loss.backward()
             recipes.optimizer_step(model, optimizer, spec.recipe, it)
+            update_router_bias(model)  # moe_mlp's balancing bias, outside the gradient (no-op without it)
             if averaged is not None:
                 averaged.update()
 
             if (it + 1) % protocol.CHECKPOINT_INTERVAL == 0 and it + 1 < max_iters:
                 checkpoint_eval(it + 1)
+        if "expert_load" in record:  # the steps since the last evaluation
+            last = take_load_sums(model)
+            if last:
+                record["expert_load"].append({"it": max_iters, "load": last})
         loop_s = time.time() - loop_start - harness_s
         elapsed_min = (time.time() - t0 - harness_s) / 60
         checkpoint_eval(max_iters)

@@ -2,6 +2,7 @@
 
     python benchmarks/bench_step.py [--device cpu] [--warmup 3] [--steps 20] [--chunk 32]
                                     [--sweep 16,32,64,128] [--compile] [--threads N] [--json PATH]
+                                    [--personas NAME ...] [--data-dir DIR]
 
 Every variant trains its own copy of the same initial baseline model (protocol shapes: batch 8 x 64, 4 layers,
 4 heads, width 32, the 50304-way tied head) with the baseline recipe (AdamW, clipping), on the same random
@@ -12,6 +13,10 @@ load average before and after says how shared the machine was.
 Variants: `eager` is the reference, `loss = model(x, y)[1]`; `fast` is torchport.fast.fused_loss (the chunked
 linear cross-entropy); `--sweep` adds `fast_c<C>` for other chunk sizes; `--compile` adds the same two loss
 functions under torch.compile (CPU and CUDA only; compilation time is reported separately, not in ms/step).
+`--personas NAME ...` adds `NAME:eager` and `NAME:fast` for each other registered persona: its model (built with
+the train.bin token counts of --data-dir / $DREAMTEAM_DATA), its recipe and its after-step updates
+(moe_mlp's balancing bias), interleaved with the baseline's steps, so the per-iteration times compare on the
+same device in one run.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from dreamteam import protocol, registry  # noqa: E402
 from torchport import recipe as recipes  # noqa: E402
 from torchport.fast import DEFAULT_CHUNK, fused_loss  # noqa: E402
 from torchport.model import GPT  # noqa: E402
+from torchport.moe_mlp import update_router_bias  # noqa: E402
 
 
 def synchronize(device: str) -> None:
@@ -66,6 +72,12 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads for this process (default: torch's)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", default=None, help="write the numbers here")
+    ap.add_argument("--personas", nargs="*", default=[], metavar="NAME",
+                    help="also time these personas' train steps (eager and fast), interleaved with the baseline's")
+    ap.add_argument("--data-dir", default=None, help="train.bin for the token counts (default: $DREAMTEAM_DATA)")
+    ap.add_argument("--data-batches", action="store_true",
+                    help="batches from train.bin (seeded) instead of uniform random ids: needed where the cost depends "
+                         "on the targets (adaptive_softmax computes a tail cluster only for the targets in it)")
     args = ap.parse_args(argv)
     args.sweep = [int(c) for c in args.sweep.split(",") if c.strip()]
     if args.threads is not None:
@@ -82,6 +94,11 @@ def main(argv=None) -> int:
     gen = torch.Generator().manual_seed(args.seed)
     n_batches = args.warmup + args.steps
     batches = [torch.randint(0, protocol.GPT2_VOCAB_SIZE, (2, B, T), generator=gen).to(device) for _ in range(n_batches)]
+    if args.data_batches:
+        from dreamteam import data
+
+        sampler = data.BatchSampler(data.load(args.data_dir, os.environ).train, B, T, seed=(args.seed, 0))
+        batches = [torch.from_numpy(__import__("numpy").stack(sampler()).astype("int64")).to(device) for _ in range(n_batches)]
 
     variants = make_variants(args)
     torch.manual_seed(args.seed)
@@ -91,14 +108,33 @@ def main(argv=None) -> int:
         model = GPT(cfg).to(device)
         model.load_state_dict(init)
         model.train()
-        runs[name] = (model, recipes.build_optimizer(model, recipe, device_type=device.split(":")[0]))
+        runs[name] = (model, recipes.build_optimizer(model, recipe, device_type=device.split(":")[0]), recipe)
+    counts = None
+    for pname in args.personas:
+        if pname == "baseline":
+            continue
+        other = registry.get(pname)
+        if counts is None:
+            from dreamteam import data
+
+            counts = data.token_counts(data.load(args.data_dir, os.environ).train, other.model.vocab_size)
+        torch.manual_seed(args.seed)
+        p_init = GPT(other.model, token_counts=counts).state_dict()
+        for kind in ("eager", "fast"):
+            model = GPT(other.model, token_counts=counts).to(device)
+            model.load_state_dict(p_init)  # both variants start from the same weights
+            model.train()
+            variants[f"{pname}:{kind}"] = variants[kind]
+            runs[f"{pname}:{kind}"] = (model, recipes.build_optimizer(model, other.recipe, device_type=device.split(":")[0]),
+                                       other.recipe)
 
     def step(name, i):
-        model, opt = runs[name]
+        model, opt, rec = runs[name]
         x, y = batches[i]
         loss = variants[name](model, x, y)
         loss.backward()
-        recipes.optimizer_step(model, opt, recipe, i)
+        recipes.optimizer_step(model, opt, rec, i)
+        update_router_bias(model)
         return loss
 
     load_before = os.getloadavg()
@@ -137,6 +173,7 @@ def main(argv=None) -> int:
             "cpu_count": os.cpu_count(), "machine": platform.machine(), "processor": platform.processor(),
             "python": platform.python_version(),
             "env": {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "MKL_NUM_THREADS")}, "warmup": args.warmup, "steps": args.steps, "chunk": args.chunk,
+            "data_batches": args.data_batches, "personas": ["baseline", *[p for p in args.personas if p != "baseline"]],
             "load_average_before": load_before, "load_average_after": load_after,
             "ms_per_step": summary, "ratio_eager_over_fast": base / summary["fast"]["median_ms"],
             "times_ms": times, "first_loss": first_loss, "warmup_s": warmup_s,

@@ -12,6 +12,9 @@
     dreamteam evolve   --generations G --population P --out DIR [--llm-command CMD --persona-prompts DIR] [--executor local|ray]
     dreamteam export-int8 CHECKPOINT.safetensors --out FILE [--persona NAME] [--bits B] [--windows N]
     dreamteam laplace-rates CHECKPOINT [--out PNG]     (the learned decay rates of laplace_bias)
+    dreamteam expert-load RECORD.json [--out PNG]
+    dreamteam sample   --persona NAME --prompt TEXT [--checkpoint FILE.safetensors | --runs DIR]
+                       [--sampler min_p|typical|top_k|temperature] [--seed S] [--tokens N]
 """
 
 from __future__ import annotations
@@ -190,6 +193,87 @@ def _laplace_rates(args) -> int:
     return 0
 
 
+class SampleError(ValueError):
+    """sample: no checkpoint to load, or options that do not fit."""
+
+
+def newest_checkpoint(persona: str, runs_dir) -> "Path":
+    """The checkpoint of the newest successful run record of `persona` under runs_dir (searched recursively)."""
+    import json
+    from pathlib import Path
+
+    found = []
+    for path in Path(runs_dir).rglob("*.json"):
+        try:
+            rec = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if not isinstance(rec, dict) or rec.get("persona") != persona or rec.get("status") != "ok" or not rec.get("checkpoint"):
+            continue
+        ckpt = path.parent / rec["checkpoint"]
+        if ckpt.exists():
+            found.append((path.stat().st_mtime, str(path), ckpt))
+    if not found:
+        raise SampleError(f"no checkpoint of persona {persona!r} under {runs_dir!s} (a run record with status ok and "
+                          f"its .safetensors beside it); train one or pass --checkpoint FILE.safetensors")
+    return max(found)[2]
+
+
+def _sample(args) -> int:
+    """Decoded text sampled from a trained model after a prompt, with the uniform numbers of a seeded generator."""
+    import numpy as np
+    import torch
+    from safetensors.torch import load_model
+
+    from dreamteam import data, registry
+    from torchport.model import GPT
+    from torchport.sampling import generate
+
+    persona = registry.get(args.persona)
+    if args.tokens < 1:
+        raise SampleError(f"--tokens {args.tokens}: expected at least 1")
+    ckpt = args.checkpoint or newest_checkpoint(persona.name, args.runs)
+    ids = data.encode(args.prompt)
+    if not ids:
+        raise SampleError("--prompt encodes to no tokens")
+    counts = None
+    if persona.model.has("adaptive_softmax"):  # its clusters are built from the train.bin counts
+        counts = data.token_counts(data.load(args.data_dir, os.environ).train, persona.model.vocab_size)
+    model = GPT(persona.model, token_counts=counts)
+    try:
+        load_model(model, str(ckpt))
+    except FileNotFoundError:
+        raise SampleError(f"checkpoint {ckpt} does not exist") from None
+    except RuntimeError as e:
+        raise SampleError(f"checkpoint {ckpt} does not fit persona {persona.name!r}: {str(e).splitlines()[0]}") from None
+    u = np.random.default_rng(args.seed).random((args.tokens, 1))
+    out = generate(model, torch.tensor([ids]), torch.from_numpy(u), args.sampler, temperature=args.temperature,
+                   p_min=args.p_min, tau=args.tau, top_k=args.top_k)
+    print(f"# {persona.name}, {ckpt}, sampler {args.sampler}, seed {args.seed}", file=sys.stderr)
+    print(data.decode(out[0].tolist()))
+    return 0
+
+
+def _expert_load(args) -> int:
+    """The moe_mlp expert-load plot of a run record."""
+    import json
+    from pathlib import Path
+
+    from dreamteam import drawings
+
+    rec = json.loads(Path(args.record).read_text())
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        drawings.draw_expert_load(rec.get("expert_load", []), out,
+                                  f"{rec.get('persona')}: expert load over training (seed {rec.get('seed')}, {rec.get('device')}, "
+                                  f"{rec.get('max_iters')} it)")
+    except ValueError as e:
+        raise SampleError(str(e)) from None
+    print(f"wrote {out}")
+    return 0
+
+
 def _personas(args) -> int:
     from dreamteam import registry
 
@@ -311,13 +395,33 @@ def main(argv=None) -> int:
     e8.add_argument("--data-dir", default=None)
     e8.set_defaults(func=_export_int8)
 
+    s = sub.add_parser("sample", help="print text sampled from a trained model after a prompt (GPT-2 BPE, offline)")
+    s.add_argument("--persona", required=True)
+    s.add_argument("--prompt", required=True)
+    s.add_argument("--checkpoint", default=None, help="a run's .safetensors (default: the newest under --runs)")
+    s.add_argument("--runs", default="runs", help="folder of run records searched without --checkpoint")
+    s.add_argument("--sampler", choices=["min_p", "typical", "top_k", "temperature"], default="min_p")
+    s.add_argument("--p-min", type=float, default=0.1, help="min_p: keep p >= p_min * max p")
+    s.add_argument("--tau", type=float, default=0.9, help="typical: mass to reach")
+    s.add_argument("--top-k", type=int, default=40)
+    s.add_argument("--temperature", type=float, default=1.0)
+    s.add_argument("--seed", type=int, default=0, help="seed of the uniform numbers of the draws")
+    s.add_argument("--tokens", type=int, default=100, help="new tokens to sample")
+    s.add_argument("--data-dir", default=None, help="train.bin for adaptive_softmax's clusters (default: $DREAMTEAM_DATA)")
+    s.set_defaults(func=_sample)
+
+    e = sub.add_parser("expert-load", help="plot moe_mlp's expert load over training from a run record")
+    e.add_argument("record", help="a run record (.json) of a persona with moe_mlp")
+    e.add_argument("--out", default="docs/expert_load.png")
+    e.set_defaults(func=_expert_load)
+
     args = ap.parse_args(argv)
     from dreamteam.data import DataError
     from dreamteam.registry import UnknownPersonaError
 
     try:
         return args.func(args)
-    except (DataError, UnknownPersonaError) as e:
+    except (DataError, UnknownPersonaError, SampleError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 

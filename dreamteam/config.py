@@ -29,6 +29,8 @@ KNOWN_COMPONENTS: tuple[str, ...] = (
     "laplace_glu",  # MLP gated by MEGA's Laplace function 0.5 (1 + erf((x - mu) / (sigma sqrt 2)))
     "succession_objective",  # training targets smoothed toward the add-one (rule-of-succession) prior, + z-loss
     "posterior_mean",  # EMA (Polyak) average of the weights, used for evaluation and the checkpoint
+    "moe_mlp",  # mixture of experts MLP: shared expert + top-k routed, bias-balanced (DeepSeek-V3)
+    "adaptive_softmax",  # frequency-clustered output distribution (Grave et al. 2017)
 )
 # components that give the model its positional information; with any of them on, no learned wpe
 POSITION_COMPONENTS = ("rope", "mla", "laplace_bias")
@@ -76,6 +78,20 @@ class GPTConfig:
     succession_objective_zloss: float = 1e-4
     # posterior_mean: EMA decay of the averaged weights (warmup min(decay, (1 + t) / (10 + t)))
     posterior_mean_decay: float = 0.999
+    # moe_mlp: E routed experts, top-k of them per token, shared always-on experts (0 or 1), expert hidden
+    # width (0: 4 D / (shared + top_k), the dense 4x MLP's active parameters), router scores sigmoid or
+    # softmax, rate u of the balancing bias update b_e <- b_e + u sign(mean load - load_e)
+    moe_mlp_experts: int = 8
+    moe_mlp_top_k: int = 2
+    moe_mlp_shared: int = 1
+    moe_mlp_hidden: int = 0
+    moe_mlp_score: str = "sigmoid"
+    moe_mlp_bias_rate: float = 1e-3
+    # adaptive_softmax: head = the cutoffs[0] most frequent ids, then a tail cluster per further cutoff and
+    # one for the rest of the ids seen in training, and a last one for every id never seen; tail cluster i
+    # (1-based) projects to width n_embd // div^i
+    adaptive_softmax_cutoffs: tuple[int, ...] = (2000, 6000)
+    adaptive_softmax_div: int = 2
 
     def __post_init__(self):
         if self.n_embd % self.n_head:
@@ -120,6 +136,30 @@ class GPTConfig:
             raise ConfigError(f"succession_objective_zloss={self.succession_objective_zloss} must be >= 0")
         if not 0.0 <= self.posterior_mean_decay < 1.0:
             raise ConfigError(f"posterior_mean_decay={self.posterior_mean_decay} must lie in [0, 1)")
+        if self.has("adaptive_softmax") and (self.has("good_turing_prior") or self.has("succession_objective")):
+            raise ConfigError("adaptive_softmax replaces the tied output head; good_turing_prior (an output bias) and "
+                              "succession_objective (a loss of the tied head) are not supported with it")
+        if self.has("moe_mlp") and self.has("fixed_point_qat"):
+            raise ConfigError("moe_mlp with fixed_point_qat is not supported (the JAX blocks read through "
+                              "nn.map_variables cannot sow the expert loads)")
+        if self.has("moe_mlp") and self.has("succession_objective"):
+            raise ConfigError("moe_mlp with succession_objective is not supported (the JAX objective does not return "
+                              "the expert loads that balance the router)")
+        if self.has("moe_mlp"):
+            if not 1 <= self.moe_mlp_top_k <= self.moe_mlp_experts:
+                raise ConfigError(f"moe_mlp needs 1 <= moe_mlp_top_k <= moe_mlp_experts, got top_k={self.moe_mlp_top_k}, experts={self.moe_mlp_experts}")
+            if self.moe_mlp_shared not in (0, 1) or self.moe_mlp_hidden < 0 or self.moe_mlp_bias_rate < 0:
+                raise ConfigError(f"moe_mlp needs moe_mlp_shared in (0, 1), moe_mlp_hidden >= 0, moe_mlp_bias_rate >= 0; got "
+                                  f"{self.moe_mlp_shared}, {self.moe_mlp_hidden}, {self.moe_mlp_bias_rate}")
+            if self.moe_mlp_score not in ("sigmoid", "softmax"):
+                raise ConfigError(f"moe_mlp_score={self.moe_mlp_score!r}; expected 'sigmoid' or 'softmax'")
+        if self.has("adaptive_softmax"):
+            c = tuple(self.adaptive_softmax_cutoffs)
+            if not c or any(b <= a for a, b in zip(c, c[1:])) or c[0] < 1 or c[-1] > self.vocab_size:
+                raise ConfigError(f"adaptive_softmax_cutoffs={c}: expected increasing counts of ids in [1, vocab_size={self.vocab_size}]")
+            if self.adaptive_softmax_div < 1 or self.n_embd // self.adaptive_softmax_div ** (len(c) + 1) < 1:
+                raise ConfigError(f"adaptive_softmax_div={self.adaptive_softmax_div}: the last tail cluster's width "
+                                  f"n_embd // div^{len(c) + 1} must be at least 1")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"dropout={self.dropout} must lie in [0, 1)")
 
@@ -153,6 +193,12 @@ class GPTConfig:
     def laplace_glu_gate_std(self) -> float:
         """Init std of laplace_glu's c_gate: laplace_glu_gate_scale / sqrt(n_embd) (LeCun normal at scale 1)."""
         return self.laplace_glu_gate_scale / self.n_embd**0.5
+    @property
+    def moe_hidden(self) -> int:
+        """moe_mlp expert hidden width: (shared + top_k) experts of 2 D F parameters ~ the dense 8 D^2."""
+        if self.moe_mlp_hidden:
+            return self.moe_mlp_hidden
+        return max(1, int(round(4 * self.n_embd / (self.moe_mlp_shared + self.moe_mlp_top_k))))
 
     def has(self, component: str) -> bool:
         return component in self.components

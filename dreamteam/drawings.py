@@ -101,3 +101,30 @@ def draw_laplace_rates(rates_LxH: np.ndarray, path: Path, title: str, initial_H:
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def draw_expert_load(expert_load: list[dict], path: Path, title: str) -> Path:
+    """moe_mlp load over training, one panel per layer: each expert's share of the routed (token, slot)
+    selections in each interval between checkpoints (the run record's `expert_load`), 1/E dashed."""
+    if not expert_load:
+        raise ValueError("no expert loads to draw: the run record has no `expert_load` (was moe_mlp on?)")
+    plt = _pyplot()
+    its = [e["it"] for e in expert_load]
+    layers = list(expert_load[0]["load"])
+    fig, axes = plt.subplots(1, len(layers), figsize=(3.4 * len(layers) + 1, 3.4), squeeze=False, sharey=True)
+    for ax, layer in zip(axes[0], layers):
+        load_NxE = np.array([e["load"][layer] for e in expert_load], dtype=np.float64)
+        share_NxE = load_NxE / load_NxE.sum(1, keepdims=True)
+        E = share_NxE.shape[1]
+        for e in range(E):
+            ax.plot(its, share_NxE[:, e], marker="o", ms=3, lw=1, label=f"expert {e}")
+        ax.axhline(1.0 / E, color="k", ls="--", lw=0.8)
+        ax.set_title(layer.replace("transformer.", "").replace(".mlp", ""), fontsize=9)
+        ax.set_xlabel("iteration")
+    axes[0][0].set_ylabel("share of routed tokens")
+    axes[0][-1].legend(fontsize=6, loc="upper right")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

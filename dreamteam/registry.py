@@ -54,7 +54,14 @@ LAPLACE = Persona(
     "smoothed targets + z-loss, posterior-mean (EMA) weights.",
 )
 
-PERSONAS: dict[str, Persona] = {p.name: p for p in (BASELINE, LEONARDO, BABBAGE, LAPLACE, ALAN_TURING)}
+ADA = Persona(
+    name="ada_lovelace",
+    model=GPTConfig(components=("moe_mlp", "adaptive_softmax")),
+    recipe=COSINE_3E3,  # the starting recipe, not tuned by full runs for this persona
+    description="operation-card mixture of experts (shared + top-2 of 8, bias-balanced), frequency-clustered adaptive softmax; min-p sampling.",
+)
+
+PERSONAS: dict[str, Persona] = {p.name: p for p in (BASELINE, LEONARDO, ADA, BABBAGE, LAPLACE, ALAN_TURING)}
 
 
 class UnknownPersonaError(KeyError):

@@ -7,6 +7,7 @@ The parameter tree has the torch port's names and shapes: `Linear` and `Embeddin
     x_BxTxD = wte[idx_BxT] + wpe[0..T-1]          (wpe only without a position component such as rope)
     for each block:  x = x + attn(ln_1(x));  x = x + mlp(ln_2(x))
     logits_BxTxV = ln_f(x) @ wte^T  (+ lm_head/bias with good_turing_prior)
+                                               (adaptive_softmax: log p over the V ids from frequency clusters)
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import jax.numpy as jnp
 import optax
 
 from dreamteam.config import GPTConfig
+from jaxmodel.adaptive_softmax import AdaptiveSoftmax
 from jaxmodel.golden_swiglu import GoldenSwiGLU
 from jaxmodel.difference_ssm import DifferenceSSM
 from jaxmodel.fixed_point_qat import fake_quant_block_params
@@ -29,6 +31,7 @@ from jaxmodel.laplace_glu import LaplaceGLU
 from jaxmodel.layers import Embedding, LayerNorm, Linear, causal_attention_weights, normal  # noqa: F401 (used by tests)
 from jaxmodel.memory_tape import tape_attention, tape_attention_weights
 from jaxmodel.mla import MultiHeadLatentAttention
+from jaxmodel.moe_mlp import MoEMLP
 from jaxmodel.rms_qknorm import RMSNorm
 from jaxmodel.rope import apply_rope
 from jaxmodel.tiled_attention import attend
@@ -96,6 +99,8 @@ def make_norm(cfg: GPTConfig, name: str) -> nn.Module:
 def make_mlp(cfg: GPTConfig) -> nn.Module:
     if cfg.has("laplace_glu"):
         return LaplaceGLU(cfg, name="mlp")
+    if cfg.has("moe_mlp"):
+        return MoEMLP(cfg, name="mlp")
     return GoldenSwiGLU(cfg, name="mlp") if cfg.has("golden_swiglu") else MLP(cfg, name="mlp")
 
 
@@ -121,12 +126,14 @@ class Block(nn.Module):
 
 
 class Transformer(nn.Module):
-    """Embeddings, blocks and the final norm; returns the tied-head logits."""
+    """Embeddings, blocks and the final norm; returns the tied-head logits (adaptive_softmax: the
+    log-probabilities over all V ids, or with targets the per-token -log p(target))."""
 
     cfg: GPTConfig
+    token_counts: Any = None
 
     @nn.compact
-    def __call__(self, idx_BxT, deterministic: bool = True, head: bool = True):
+    def __call__(self, idx_BxT, deterministic: bool = True, head: bool = True, targets_BxT=None):
         cfg = self.cfg
         T = idx_BxT.shape[1]
         if T > cfg.block_size:
@@ -147,7 +154,15 @@ class Transformer(nn.Module):
             x_BxTxD = block(cfg, i, name=f"h_{i}")(x_BxTxD, deterministic)
             self.sow("intermediates", "residual", x_BxTxD)
         h_BxTxD = make_norm(cfg, "ln_f")(x_BxTxD)
-        return wte.attend(h_BxTxD) if head else h_BxTxD
+        if not head:
+            return h_BxTxD
+        if cfg.has("adaptive_softmax"):
+            asm = AdaptiveSoftmax(cfg, self.token_counts, name="adaptive_softmax")
+            B, T, D = h_BxTxD.shape
+            t_N = None if targets_BxT is None else targets_BxT.reshape(-1)
+            out = asm(h_BxTxD.reshape(-1, D), wte.weight, t_N)
+            return out.reshape(B, T, -1) if t_N is None else out.reshape(B, T)
+        return wte.attend(h_BxTxD)
 
 
 class GPT(nn.Module):
@@ -161,17 +176,25 @@ class GPT(nn.Module):
     token_counts: Any = None
 
     @nn.compact
-    def __call__(self, idx_BxT, deterministic: bool = True, head: bool = True):
-        out = Transformer(self.cfg, name="transformer")(idx_BxT, deterministic, head)
+    def __call__(self, idx_BxT, deterministic: bool = True, head: bool = True, targets_BxT=None):
+        """targets_BxT: only with adaptive_softmax, for its per-token -log p(target) (B, T) without the
+        B x T x V log-probabilities (jaxmodel/fast.py)."""
+        out = Transformer(self.cfg, self.token_counts, name="transformer")(idx_BxT, deterministic, head, targets_BxT)
         if head and self.cfg.has("good_turing_prior"):  # the trained output bias lm_head/bias
             out = OutputBias(self.token_counts, name="lm_head")(out)
         return out
 
 
+# the variable collections of a model: its parameters, and non-gradient state updated outside the
+# optimizer (moe_mlp's balancing bias); the optimizer sees both, the buffers' gradients are exactly 0
+COLLECTIONS = ("params", "buffers")
+
+
 def init_params(cfg: GPTConfig, key, dtype=jnp.float32, token_counts=None):
-    """Fresh parameters {'params': ...} for cfg, cast to dtype (token_counts: see GPT)."""
+    """Fresh variables {'params': ..., ['buffers': ...]} for cfg, floats cast to dtype (token_counts: see GPT)."""
     variables = GPT(cfg, token_counts).init(key, jnp.zeros((1, cfg.block_size), jnp.int32))
-    variables = jax.tree.map(lambda a: a.astype(dtype), variables)
+    variables = {c: variables[c] for c in COLLECTIONS if c in variables}
+    variables = jax.tree.map(lambda a: a.astype(dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a, variables)
     if cfg.has("good_turing_prior"):  # log p_GT rounded once, from float64, in dtype (not via float32)
         from dreamteam.good_turing import log_prior
 
@@ -179,11 +202,24 @@ def init_params(cfg: GPTConfig, key, dtype=jnp.float32, token_counts=None):
     return variables
 
 
+def apply_with_loads(params, cfg: GPTConfig, idx_BxT, token_counts=None, **kwargs):
+    """(GPT(cfg).apply(params, idx, **kwargs), moe_load): the expert loads moe_mlp sowed ({} without it)."""
+    if not cfg.has("moe_mlp"):  # nothing sows loads; a plain apply (map_variables scopes need no mutable state)
+        return GPT(cfg, token_counts).apply(params, idx_BxT, **kwargs), {}
+    out, state = GPT(cfg, token_counts).apply(params, idx_BxT, mutable=["moe_load"], **kwargs)
+    return out, state.get("moe_load", {})
+
+
 def cross_entropy(logits_BxTxV, targets_BxT):
     """Mean over tokens of -log softmax(logits)[target]."""
     return optax.softmax_cross_entropy_with_integer_labels(logits_BxTxV, targets_BxT).mean()
 
 
-def loss_fn(params, cfg: GPTConfig, idx_BxT, targets_BxT):
-    """The training loss: mean cross-entropy of the next token."""
-    return cross_entropy(GPT(cfg).apply(params, idx_BxT), targets_BxT)
+def loss_fn(params, cfg: GPTConfig, idx_BxT, targets_BxT, token_counts=None, with_loads: bool = False):
+    """The training loss: mean cross-entropy of the next token ((loss, moe_load) with with_loads)."""
+    logits_BxTxV, loads = apply_with_loads(params, cfg, idx_BxT, token_counts)
+    if cfg.has("adaptive_softmax"):  # logits are the normalized log-probabilities: -log p(target)
+        loss = -jnp.take_along_axis(logits_BxTxV, targets_BxT[..., None], axis=-1).mean()
+    else:
+        loss = cross_entropy(logits_BxTxV, targets_BxT)
+    return (loss, loads) if with_loads else loss

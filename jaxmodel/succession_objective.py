@@ -40,16 +40,22 @@ def loss_fn(params, cfg: GPTConfig, idx_BxT, targets_BxT, prior_V):
                                     prior_V, cfg.succession_objective_eps, cfg.succession_objective_zloss)
 
 
-def make_training_loss(cfg: GPTConfig, token_counts=None, fast: bool = False, chunk: int = DEFAULT_CHUNK):
+def make_training_loss(cfg: GPTConfig, token_counts=None, fast: bool = False, chunk: int = DEFAULT_CHUNK,
+                       with_loads: bool = False):
     """(params, idx_BxT, targets_BxT) -> the loss the training step minimizes: plain cross-entropy
-    (gpt.loss_fn, or the chunked fused_loss when fast) without succession_objective, its objective with it.
-    token_counts: those of train.bin, needed when succession_objective is on."""
+    (gpt.loss_fn, or the chunked fused_loss when fast) without succession_objective, its objective with it;
+    with_loads: (loss, moe_load), the expert loads of moe_mlp ({} where there are none).
+    token_counts: those of train.bin (succession_objective's prior, adaptive_softmax's clusters)."""
     if not cfg.has("succession_objective"):
         if fast:
-            return lambda params, x, y: fused_loss(params, cfg, x, y, chunk)
-        return lambda params, x, y: gpt.loss_fn(params, cfg, x, y)
+            return lambda params, x, y: fused_loss(params, cfg, x, y, chunk, token_counts=token_counts,
+                                                   with_loads=with_loads)
+        return lambda params, x, y: gpt.loss_fn(params, cfg, x, y, token_counts, with_loads)
     prior_V = jnp.asarray(succession.prior(token_counts))  # float64 under x64, else float32
     eps, alpha = cfg.succession_objective_eps, cfg.succession_objective_zloss
     if fast:
-        return lambda params, x, y: fused_loss(params, cfg, x, y, chunk, smoothing_eps=eps, prior=prior_V, z_loss=alpha)
-    return lambda params, x, y: loss_fn(params, cfg, x, y, prior_V)
+        loss = lambda params, x, y: fused_loss(params, cfg, x, y, chunk, smoothing_eps=eps, prior=prior_V, z_loss=alpha)
+    else:
+        loss = lambda params, x, y: loss_fn(params, cfg, x, y, prior_V)
+    # moe_mlp is refused with succession_objective (config), so there are no loads to return
+    return (lambda params, x, y: (loss(params, x, y), {})) if with_loads else loss

@@ -37,6 +37,7 @@ from dreamteam.posterior_mean import decay_at
 from jaxmodel import posterior_mean
 from jaxmodel import recipe as recipes
 from jaxmodel import succession_objective
+from jaxmodel.moe_mlp import update_router_bias
 
 VAL_WINDOWS_PER_BATCH = 8  # 8 x 64 x 50304 float32 logits = 100 MB per forward
 
@@ -53,34 +54,36 @@ def make_train_step(cfg: configs.GPTConfig, optimizer: optax.GradientTransformat
     dropout masks come from fold_in(dropout_key, it), so a run is reproducible from its seed. fast: the
     chunked tied-head loss of jaxmodel/fast.py (same numbers, no B x T x V logits); else the reference.
     The loss is the training objective (succession_objective's where it is on: token_counts of train.bin).
+    moe_mlp's balancing bias moves after the optimizer update, from the loads of the step's forward.
     """
-    train_loss = succession_objective.make_training_loss(cfg, token_counts, fast)
+    train_loss = succession_objective.make_training_loss(cfg, token_counts, fast, with_loads=True)
 
     def loss(params, x_BxT, y_BxT, it):
         if cfg.dropout == 0:
             return train_loss(params, x_BxT, y_BxT)
         rngs = {"dropout": jax.random.fold_in(dropout_key, it)}
-        logits_BxTxV = gpt.GPT(cfg).apply(params, x_BxT, deterministic=False, rngs=rngs)
+        logits_BxTxV, loads = gpt.apply_with_loads(params, cfg, x_BxT, token_counts, deterministic=False, rngs=rngs)
         if cfg.has("succession_objective"):
             return succession_objective.succession_cross_entropy(
                 logits_BxTxV.reshape(-1, logits_BxTxV.shape[-1]), y_BxT.reshape(-1), succession.prior(token_counts),
-                cfg.succession_objective_eps, cfg.succession_objective_zloss)
-        return gpt.cross_entropy(logits_BxTxV, y_BxT)
+                cfg.succession_objective_eps, cfg.succession_objective_zloss), loads
+        return gpt.cross_entropy(logits_BxTxV, y_BxT), loads
 
     def step(params, opt_state, x_BxT, y_BxT, it):
-        loss_value, grads = jax.value_and_grad(loss)(params, x_BxT, y_BxT, it)
+        (loss_value, loads), grads = jax.value_and_grad(loss, has_aux=True)(params, x_BxT, y_BxT, it)
         updates, opt_state = optimizer.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, loss_value
+        params = update_router_bias(optax.apply_updates(params, updates), loads, cfg.moe_mlp_bias_rate)
+        return params, opt_state, loss_value
 
     return jax.jit(step, donate_argnums=(0, 1))
 
 
-def make_eval_loss(cfg: configs.GPTConfig):
+def make_eval_loss(cfg: configs.GPTConfig, token_counts=None):
     """Jitted mean cross-entropy of one batch, the protocol's single-batch validation loss."""
-    return jax.jit(lambda params, x_BxT, y_BxT: gpt.loss_fn(params, cfg, x_BxT, y_BxT))
+    return jax.jit(lambda params, x_BxT, y_BxT: gpt.loss_fn(params, cfg, x_BxT, y_BxT, token_counts))
 
 
-def make_val_loss(cfg: configs.GPTConfig, batch_size: int = VAL_WINDOWS_PER_BATCH):
+def make_val_loss(cfg: configs.GPTConfig, batch_size: int = VAL_WINDOWS_PER_BATCH, token_counts=None):
     """val_loss(params, x_NxT, y_NxT): mean over every token of the N windows of -log p(y | x).
 
     The windows go through a jitted forward `batch_size` at a time; the last batch is padded with weight-0
@@ -89,7 +92,7 @@ def make_val_loss(cfg: configs.GPTConfig, batch_size: int = VAL_WINDOWS_PER_BATC
 
     @jax.jit
     def loss_sum(params, x_BxT, y_BxT, w_B):
-        logits_BxTxV = gpt.GPT(cfg).apply(params, x_BxT)
+        logits_BxTxV = gpt.GPT(cfg, token_counts).apply(params, x_BxT)
         ce_BxT = optax.softmax_cross_entropy_with_integer_labels(logits_BxTxV, y_BxT)
         return jnp.sum(ce_BxT * w_B[:, None])
 
@@ -150,8 +153,8 @@ def train(persona="baseline", seed=0, data_dir=None, max_iters=protocol.MAX_ITER
     # posterior_mean: every evaluation and the checkpoint use the averaged weights; the raw ones train
     avg = jax.tree.map(jnp.copy, params) if cfg.has("posterior_mean") else None  # a copy: params are donated
     update_avg = jax.jit(posterior_mean.update, donate_argnums=(0,))
-    eval_loss = make_eval_loss(cfg)
-    val_loss = make_val_loss(cfg)
+    eval_loss = make_eval_loss(cfg, counts)
+    val_loss = make_val_loss(cfg, token_counts=counts)
 
     platform = jax.devices()[0].platform
     name = runs.run_name(spec.name, seed, f"{platform}-jax", max_iters)

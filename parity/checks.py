@@ -33,10 +33,12 @@ from jaxmodel import posterior_mean as jpm  # noqa: E402
 from jaxmodel import recipe as jr  # noqa: E402
 from jaxmodel.succession_objective import make_training_loss  # noqa: E402
 from parity.convert import flax_to_torch, torch_to_flax, _flatten  # noqa: E402
+from jaxmodel.moe_mlp import update_router_bias as jax_update_router_bias  # noqa: E402
 from torchport import model as tm  # noqa: E402
 from torchport import recipe as tr  # noqa: E402
 from torchport.posterior_mean import PosteriorMean  # noqa: E402
 from torchport.succession_objective import training_loss  # noqa: E402
+from torchport.moe_mlp import update_router_bias as torch_update_router_bias  # noqa: E402
 
 BOUNDS = {"float64": 1e-9, "float32": 1e-5}
 DTYPES = {"float64": (jnp.float64, torch.float64), "float32": (jnp.float32, torch.float32)}
@@ -87,6 +89,7 @@ class Pair:
     dtype: str
     params: dict  # Flax variables
     torch_model: tm.GPT
+    token_counts: np.ndarray = None
 
     @classmethod
     def make(cls, persona: Persona, dtype: str, seed: int = 0) -> "Pair":
@@ -98,13 +101,15 @@ class Pair:
         torch.manual_seed(seed)
         model = tm.GPT(persona.model, token_counts=counts).to(tdtype)
         model.load_state_dict(flax_to_torch(params, template=model.state_dict()))
-        return cls(persona, dtype, params, model)
+        return cls(persona, dtype, params, model, counts)
 
     def torch_params(self) -> dict:
         return torch_to_flax(self.torch_model.state_dict(), template=self.params)
 
     def torch_grads(self) -> dict:
         grads = {n: p.grad for n, p in self.torch_model.named_parameters()}
+        # buffers (moe_mlp's balancing bias) take no gradient: 0, as jax.grad gives for them
+        grads.update({n: torch.zeros_like(b) for n, b in self.torch_model.named_buffers() if n in self.torch_model.state_dict()})
         return torch_to_flax(grads, template=self.params)
 
 
@@ -138,8 +143,9 @@ def run_checks(persona: Persona, dtype: str, batch_size: int = 4, steps: int = 2
     model = pair.torch_model
 
     # forward and loss (each side's training loss: cross-entropy, or succession_objective's where it is on)
-    logits_j = jm.GPT(cfg).apply(pair.params, jnp.asarray(x))
-    train_loss_j = make_training_loss(cfg, synthetic_token_counts(cfg))
+    counts = pair.token_counts
+    logits_j = jm.GPT(cfg, counts).apply(pair.params, jnp.asarray(x))
+    train_loss_j = make_training_loss(cfg, counts)
     loss_j, grads_j = jax.value_and_grad(train_loss_j)(pair.params, jnp.asarray(x), jnp.asarray(y))
     logits_t = model(torch.from_numpy(x), torch.from_numpy(y))[0]
     loss_t = training_loss(model, torch.from_numpy(x), torch.from_numpy(y), fast=False)
@@ -161,7 +167,7 @@ def run_checks(persona: Persona, dtype: str, batch_size: int = 4, steps: int = 2
 
     # a training trajectory on fixed batches, from the same start
     fresh = Pair.make(persona, dtype, seed)
-    losses_j, params_j, avg_j = jax_trajectory(fresh.params, persona, batches)
+    losses_j, params_j, avg_j = jax_trajectory(fresh.params, persona, batches, fresh.token_counts)
     losses_t, avg_t = torch_trajectory(fresh.torch_model, persona, batches)
     record(f"trajectory_{steps}_loss", array_error(losses_t, losses_j, dtype))
     record(f"trajectory_{steps}_params", tree_error(fresh.torch_params(), params_j, dtype))
@@ -170,19 +176,20 @@ def run_checks(persona: Persona, dtype: str, batch_size: int = 4, steps: int = 2
     return results
 
 
-def jax_trajectory(params, persona: Persona, batches):
+def jax_trajectory(params, persona: Persona, batches, token_counts=None):
     """(losses, final params, posterior_mean average or None) of len(batches) training steps."""
     cfg = persona.model
     opt = jr.build_optimizer(persona.recipe, len(batches), cfg)
     state = opt.init(params)
-    loss_fn = make_training_loss(cfg, synthetic_token_counts(cfg))
+    loss_fn = make_training_loss(cfg, token_counts, with_loads=True)
     avg = params if cfg.has("posterior_mean") else None
 
     @jax.jit
     def step(params, state, x, y):
-        loss, grads = jax.value_and_grad(loss_fn)(params, x, y)
+        (loss, loads), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, x, y)
         updates, state = opt.update(grads, state, params)
-        return jax.tree.map(lambda p, u: (p + u).astype(p.dtype), params, updates), state, loss
+        params = jax.tree.map(lambda p, u: (p + u).astype(p.dtype), params, updates)
+        return jax_update_router_bias(params, loads, cfg.moe_mlp_bias_rate), state, loss
 
     losses = []
     for it, (x, y) in enumerate(batches):
@@ -202,6 +209,7 @@ def torch_trajectory(model, persona: Persona, batches):
         loss = training_loss(model, torch.from_numpy(x), torch.from_numpy(y), fast=False)
         loss.backward()
         tr.optimizer_step(model, opt, persona.recipe, it)
+        torch_update_router_bias(model)  # moe_mlp's balancing bias, then the average of the updated weights
         if avg is not None:
             avg.update()
         losses.append(loss.item())

@@ -5,7 +5,9 @@ separator `/` becomes `.` and an element `name_<i>` of a module list (LIST_MODUL
 attributes) becomes `name.<i>`. Shapes are equal on both sides
 (jaxmodel stores Linear weights as (out, in), like torch). The tied output head `lm_head.weight` exists
 only in torch; it is written from `transformer.wte.weight` and checked equal to it on the way back.
-Every key must match on both sides; anything left over is an error, never silently dropped.
+Non-parameter state (moe_mlp's balancing bias) lives in the Flax collection `buffers` and in torch buffers of
+the same name: flax_to_torch writes every collection of COLLECTIONS, torch_to_flax fills every collection of
+its template. Every key must match on both sides; anything left over is an error, never silently dropped.
 """
 
 from __future__ import annotations
@@ -14,9 +16,10 @@ import re
 
 import numpy as np
 
+COLLECTIONS = ("params", "buffers")
 TIED = {"lm_head.weight": "transformer.wte.weight"}
 # torch nn.ModuleList attributes; their Flax elements are named `<list>_<i>`
-LIST_MODULES = ("h",)
+LIST_MODULES = ("h", "tail")  # transformer blocks; adaptive_softmax's tail clusters
 _LIST_ITEM = re.compile(r"^(" + "|".join(LIST_MODULES) + r")_(\d+)$")
 
 
@@ -45,10 +48,11 @@ def flax_to_torch(variables: dict, template: dict | None = None) -> dict:
     against it (missing or extra keys, shape mismatches) and tied weights are written."""
     import torch
 
-    tree = variables.get("params", variables)
+    trees = [variables[c] for c in COLLECTIONS if c in variables] if "params" in variables else [variables]
     out = {}
-    for path, leaf in _flatten(tree):
-        out[flax_key_to_torch(path)] = torch.from_numpy(np.array(leaf))
+    for tree in trees:
+        for path, leaf in _flatten(tree):
+            out[flax_key_to_torch(path)] = torch.from_numpy(np.array(leaf))
     if template is not None:
         for tied, source in TIED.items():
             if tied in template and source in out:
@@ -74,9 +78,20 @@ def torch_to_flax(state_dict: dict, template: dict | None = None) -> dict:
             del state[tied]
     if template is None:
         raise ConversionError("torch_to_flax needs the Flax template tree to know the module nesting")
-    tree_t = template.get("params", template)
-    out: dict = {}
+    collections = [c for c in COLLECTIONS if c in template] if "params" in template else [None]
+    result: dict = {}
     used = set()
+    for coll in collections:
+        out = _fill(state, template[coll] if coll else template, used)
+        result[coll or "params"] = out
+    extra = sorted(set(state) - used)
+    if extra:
+        raise ConversionError(f"torch state_dict has keys the Flax model lacks: {extra}")
+    return result
+
+
+def _fill(state: dict, tree_t: dict, used: set) -> dict:
+    out: dict = {}
     for path, leaf in _flatten(tree_t):
         key = flax_key_to_torch(path)
         if key not in state:
@@ -88,7 +103,4 @@ def torch_to_flax(state_dict: dict, template: dict | None = None) -> dict:
             node = node.setdefault(name, {})
         node[path[-1]] = state[key]
         used.add(key)
-    extra = sorted(set(state) - used)
-    if extra:
-        raise ConversionError(f"torch state_dict has keys the Flax model lacks: {extra}")
-    return {"params": out}
+    return out

@@ -86,6 +86,13 @@ def test_model_with_tiled_attention_and_laplace_bias_equals_the_untiled_model():
     assert float(jnp.max(jnp.abs(diff))) <= 1e-12
 
 
-def test_laplace_bias_with_memory_tape_is_refused():
-    with pytest.raises(ConfigError, match="memory_tape"):
-        GPTConfig(components=("laplace_bias", "memory_tape"))
+@pytest.mark.parametrize("components, match", [
+    (("laplace_bias", "memory_tape"), "memory_tape"),
+    (("adaptive_softmax", "good_turing_prior"), "adaptive_softmax"),
+    (("adaptive_softmax", "succession_objective"), "adaptive_softmax"),
+    (("moe_mlp", "succession_objective"), "moe_mlp"),
+    (("moe_mlp", "fixed_point_qat"), "moe_mlp"),
+])
+def test_combinations_without_a_shared_path_are_refused(components, match):
+    with pytest.raises(ConfigError, match=match):
+        GPTConfig(components=components)

@@ -31,13 +31,14 @@ def test_linear_cross_entropy_equals_full_softmax(chunk):
 
 @pytest.mark.parametrize("persona", sorted(registry.PERSONAS))
 def test_fused_loss_equals_model_loss(persona):
-    cfg = registry.get(persona).model
     from parity.checks import synthetic_token_counts
 
-    params = jm.init_params(cfg, jax.random.PRNGKey(0), jnp.float64, token_counts=synthetic_token_counts(cfg))
+    cfg = registry.get(persona).model
+    counts = synthetic_token_counts(cfg)  # for the frequency-built components (adaptive_softmax, good_turing_prior)
+    params = jm.init_params(cfg, jax.random.PRNGKey(0), jnp.float64, token_counts=counts)
     x, y = np.random.default_rng(1).integers(0, 50257, (2, 2, 64))
-    ref, g_ref = jax.value_and_grad(jm.loss_fn)(params, cfg, x, y)
-    fast, g_fast = jax.value_and_grad(fused_loss)(params, cfg, x, y)
+    ref, g_ref = jax.value_and_grad(jm.loss_fn)(params, cfg, x, y, counts)
+    fast, g_fast = jax.value_and_grad(fused_loss)(params, cfg, x, y, token_counts=counts)
     assert abs(float(fast - ref)) <= 1e-12
     err = max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(jax.tree.leaves(g_fast), jax.tree.leaves(g_ref)))
     assert err <= 1e-12

@@ -8,6 +8,7 @@ Forward pass, top to bottom:
     x = wte[idx] + wpe[pos]                     (wpe only without a position component such as rope)
     for each block:  x = x + attn(ln_1(x));  x = x + mlp(ln_2(x))
     logits = ln_f(x) @ wte^T                      (output head tied to the token embedding)
+                                                  (adaptive_softmax: log p over the V ids from frequency clusters)
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import torch.nn as nn
 from torch.nn import functional as F
 
 from dreamteam.config import GPTConfig
+from torchport.adaptive_softmax import AdaptiveSoftmax
 from torchport.difference_ssm import DifferenceSSM
 from torchport.fixed_point_qat import apply_fixed_point_qat
 from torchport.golden_swiglu import GoldenSwiGLU
@@ -27,6 +29,7 @@ from torchport.memory_tape import tape_attention
 from torchport.laplace_bias import initial_rates, inverse_softplus, laplace_bias, rates
 from torchport.laplace_glu import LaplaceGLU
 from torchport.mla import MultiHeadLatentAttention
+from torchport.moe_mlp import MoEMLP
 from torchport.rms_qknorm import RMSNorm
 from torchport.rope import apply_rope
 
@@ -129,6 +132,8 @@ def make_norm(config: GPTConfig) -> nn.Module:
 def make_mlp(config: GPTConfig) -> nn.Module:
     if config.has("laplace_glu"):
         return LaplaceGLU(config)
+    if config.has("moe_mlp"):
+        return MoEMLP(config)
     return GoldenSwiGLU(config) if config.has("golden_swiglu") else MLP(config)
 
 
@@ -174,6 +179,8 @@ class GPT(nn.Module):
             h=nn.ModuleList([Block(config, i) for i in range(config.n_layer)]),
             ln_f=make_norm(config),
         )
+        if config.has("adaptive_softmax"):  # the output distribution from frequency clusters of the counts
+            modules["adaptive_softmax"] = AdaptiveSoftmax(config, token_counts)
         self.transformer = nn.ModuleDict(modules)
         # good_turing_prior: a trained output bias, initialized below to the Good-Turing log-probabilities
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=config.has("good_turing_prior"))
@@ -227,6 +234,13 @@ class GPT(nn.Module):
         """(logits, loss). With targets: logits at every position and the mean cross-entropy;
         without: logits at the last position only (generation), loss None."""
         x = self.hidden(idx)
+        if self.config.has("adaptive_softmax"):
+            # logits: the normalized log-probabilities over all V ids; loss: -log p(target)
+            h = x if targets is not None else x[:, [-1], :]
+            logits = self.transformer.adaptive_softmax.log_probs(h.reshape(-1, h.size(-1)), self.lm_head.weight)
+            logits = logits.view(*h.shape[:2], -1)
+            loss = None if targets is None else F.nll_loss(logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)
+            return logits, loss
         if targets is not None:
             logits = self.lm_head(x)
             loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)

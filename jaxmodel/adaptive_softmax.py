@@ -1,0 +1,93 @@
+"""adaptive_softmax: the output distribution factorized over frequency clusters (Grave et al. 2017,
+"Efficient softmax approximation for GPUs").
+
+The ids are ordered by their train.bin count (dreamteam/clusters.py): a head of the most frequent ids, then
+tail clusters c = 1..C, the last holding every id never seen in training. For the final hidden state h:
+
+    p_head = softmax([ h W_head^T ; h W_cluster^T ])        over the head ids and one entry per tail cluster
+    p(w) = p_head(w)                                        w in the head
+    p(w) = p_head(c) * softmax( (P_c h) O_c^T )(w)          w in tail cluster c
+
+W_head are the head ids' rows of the token embedding (the head stays tied); P_c (d_c x D) projects to the
+cluster's reduced width d_c = D // div^c, O_c (n_c x d_c) scores its ids. The p(w) sum to one over all V
+ids, so -log p(target) is the true cross-entropy, comparable with a full softmax's.
+
+`log_probs` gives log p over all V ids (in id order); `nll` gives -log p(target) per token without them:
+the head softmax (head + C entries) and, per tail cluster, only its own softmax.
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from dreamteam.clusters import adaptive_clusters
+from dreamteam.config import GPTConfig
+from jaxmodel.layers import Linear
+
+
+def clusters_of(cfg: GPTConfig, token_counts):
+    if token_counts is None:
+        raise ValueError("adaptive_softmax needs token_counts (the train.bin counts): GPT(cfg, token_counts)")
+    counts = np.asarray(token_counts)
+    if counts.shape != (cfg.vocab_size,):
+        raise ValueError(f"token_counts has shape {counts.shape}; expected ({cfg.vocab_size},)")
+    return adaptive_clusters(counts, cfg.adaptive_softmax_cutoffs, cfg.n_embd, cfg.adaptive_softmax_div)
+
+
+class AdaptiveSoftmax(nn.Module):
+    cfg: GPTConfig
+    token_counts: object = None
+
+    def setup(self):
+        cl = clusters_of(self.cfg, self.token_counts)
+        self.cl = cl
+        C = len(cl.tail_sizes)
+        self.cluster = Linear(C, False, name="cluster") if C else None
+        self.tails = [TailCluster(n, d, name=f"tail_{i}") for i, (n, d) in enumerate(zip(cl.tail_sizes, cl.tail_widths))]
+
+    def head_log_probs(self, h_NxD, wte_VxD):
+        """log softmax over [head ids, tail clusters], (N, head_size + C)."""
+        head_ids = jnp.asarray(self.cl.order[: self.cl.head_size])
+        z_NxH = h_NxD @ wte_VxD[head_ids].T
+        if self.cluster is not None:
+            z_NxH = jnp.concatenate([z_NxH, self.cluster(h_NxD)], axis=-1)
+        return jax.nn.log_softmax(z_NxH, axis=-1)
+
+    def log_probs(self, h_NxD, wte_VxD):
+        """log p(w) for every id w, (N, V), in id order."""
+        lh = self.head_log_probs(h_NxD, wte_VxD)
+        H = self.cl.head_size
+        parts = [lh[:, :H]] + [lh[:, H + c, None] + jax.nn.log_softmax(t(h_NxD), axis=-1) for c, t in enumerate(self.tails)]
+        return jnp.concatenate(parts, axis=-1)[:, jnp.asarray(self.cl.rank)]  # frequency order -> id order
+
+    def nll(self, h_NxD, wte_VxD, t_N):
+        """-log p(t_n) per token, without the N x V log-probabilities."""
+        lh = self.head_log_probs(h_NxD, wte_VxD)
+        H, edges = self.cl.head_size, self.cl.edges
+        pos_N = jnp.asarray(self.cl.rank)[t_N]
+        c_N = jnp.searchsorted(jnp.asarray(edges[1:-1]), pos_N, side="right")  # 0 head, c >= 1 tail c
+        slot_N = jnp.where(c_N == 0, pos_N, H + c_N - 1)
+        lp_N = jnp.take_along_axis(lh, jnp.minimum(slot_N, lh.shape[1] - 1)[:, None], axis=1)[:, 0]
+        for c, t in enumerate(self.tails):  # static shapes: each tail's softmax for every token, kept where used
+            in_c = c_N == c + 1
+            j_N = jnp.clip(pos_N - edges[c + 1], 0, self.cl.tail_sizes[c] - 1)
+            lt_N = jnp.take_along_axis(jax.nn.log_softmax(t(h_NxD), axis=-1), j_N[:, None], axis=1)[:, 0]
+            lp_N = lp_N + jnp.where(in_c, lt_N, 0.0)
+        return -lp_N
+
+    def __call__(self, h_NxD, wte_VxD, targets_N=None):
+        return self.log_probs(h_NxD, wte_VxD) if targets_N is None else self.nll(h_NxD, wte_VxD, targets_N)
+
+
+class TailCluster(nn.Module):
+    """Scores of a tail cluster's n ids through width d: out(proj(h))."""
+
+    n: int
+    d: int
+
+    @nn.compact
+    def __call__(self, h_NxD):
+        return Linear(self.n, False, name="out")(Linear(self.d, False, name="proj")(h_NxD))

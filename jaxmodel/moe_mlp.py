@@ -1,0 +1,93 @@
+"""moe_mlp: the "operation cards" of the Analytical Engine as a mixture of experts in place of the MLP.
+
+One always-on shared expert plus E routed experts, of which each token uses its top k (DeepSeekMoE, Dai et
+al. 2024; DeepSeek-V3, 2024):
+
+    s = sigmoid(W_r x)  (or softmax(W_r x)),   S = top_k(s + b)   (ties: the lower expert index first)
+    y = shared(x) + sum_{e in S} g_e expert_e(x),   g_e = s_e / sum_{e' in S} s_e'
+    expert_e(x) = W_proj[e] gelu(W_fc[e] x)        (the dense MLP's form; hidden width F = 4 D / (1 + k))
+
+so each token's active parameters, (1 + k) * 2 D F, stay those of the dense 4x MLP. The bias b only
+selects; it gets no gradient. After each optimizer step it moves toward balance (auxiliary-loss-free load
+balancing, Wang et al. 2024, used in DeepSeek-V3):  b_e <- b_e + u * sign(mean_e' load_e' - load_e), with
+load_e the number of (token, slot) selections of expert e in the step's batch (`update_router_bias`).
+
+The experts are stored stacked, W_fc (E, F, D) and W_proj (E, D, F), the same names and shapes in torch; the
+forward computes every expert for every token and weights them by g (0 for unselected experts): at E = 8,
+D = 32 this costs less than a gather/scatter dispatch and keeps both frameworks' numbers equal. b lives in
+the non-parameter collection `buffers` (torch: a buffer); the loads of a forward are sown into `moe_load`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from flax import traverse_util
+
+from dreamteam.config import GPTConfig
+from jaxmodel.layers import Linear, normal
+
+
+def route(s_NxE, b_E, k: int):
+    """(indices N x k of the top-k of s + b, ties by lower index; combination weights g N x k)."""
+    _, idx_NxK = jax.lax.top_k(s_NxE + jax.lax.stop_gradient(b_E), k)  # lax.top_k: equal values, lower index first
+    s_NxK = jnp.take_along_axis(s_NxE, idx_NxK, axis=-1)
+    return idx_NxK, s_NxK / s_NxK.sum(-1, keepdims=True)
+
+
+class MoEMLP(nn.Module):
+    cfg: GPTConfig
+
+    @nn.compact
+    def __call__(self, x_BxTxD, deterministic: bool = True):
+        cfg = self.cfg
+        D, E, K, F = x_BxTxD.shape[-1], cfg.moe_mlp_experts, cfg.moe_mlp_top_k, cfg.moe_hidden
+        proj_std = 0.02 / math.sqrt(2 * cfg.n_layer)
+        x_NxD = x_BxTxD.reshape(-1, D)
+        r_NxE = Linear(E, False, name="router")(x_NxD)
+        s_NxE = jax.nn.sigmoid(r_NxE) if cfg.moe_mlp_score == "sigmoid" else jax.nn.softmax(r_NxE, axis=-1)
+        b_E = self.variable("buffers", "router_bias", lambda: jnp.zeros((E,), x_NxD.dtype)).value
+        idx_NxK, g_NxK = route(s_NxE, b_E, K)
+        sel_NxKxE = jax.nn.one_hot(idx_NxK, E, dtype=x_NxD.dtype)
+        G_NxE = (sel_NxKxE * g_NxK[..., None]).sum(1)  # g at the selected experts, 0 elsewhere
+        self.sow("moe_load", "load", jax.lax.stop_gradient(sel_NxKxE.sum((0, 1))))
+
+        W_fc = self.param("experts_fc", normal(0.02), (E, F, D))
+        W_proj = self.param("experts_proj", normal(proj_std), (E, D, F))
+        h_NxExF = jnp.einsum("nd,efd->nef", x_NxD, W_fc)
+        if cfg.bias:
+            h_NxExF = h_NxExF + self.param("experts_fc_bias", nn.initializers.zeros, (E, F))
+        y_NxExD = jnp.einsum("nef,edf->ned", jax.nn.gelu(h_NxExF, approximate=False), W_proj)
+        if cfg.bias:
+            y_NxExD = y_NxExD + self.param("experts_proj_bias", nn.initializers.zeros, (E, D))
+        y_NxD = jnp.einsum("ne,ned->nd", G_NxE, y_NxExD)
+        if cfg.moe_mlp_shared:
+            h_NxF = jax.nn.gelu(Linear(F, cfg.bias, name="c_fc")(x_NxD), approximate=False)
+            y_NxD = y_NxD + Linear(D, cfg.bias, std=proj_std, name="c_proj")(h_NxF)
+        y_BxTxD = y_NxD.reshape(x_BxTxD.shape)
+        return nn.Dropout(cfg.dropout)(y_BxTxD, deterministic=deterministic)
+
+
+def update_router_bias(variables: dict, moe_load, rate: float) -> dict:
+    """variables with every router_bias moved by rate * sign(mean load - load_e), from the loads a forward
+    sowed into `moe_load` ({} or None: unchanged). Outside the gradient: call it after the optimizer step."""
+    if not moe_load:
+        return variables
+    flat_b = traverse_util.flatten_dict(dict(variables["buffers"]))
+    for path, loads in traverse_util.flatten_dict(dict(moe_load)).items():
+        load_E = loads[0] if isinstance(loads, tuple) else loads
+        key = path[:-1] + ("router_bias",)
+        b_E = flat_b[key]
+        flat_b[key] = b_E + (rate * jnp.sign(load_E.mean() - load_E)).astype(b_E.dtype)
+    return {**variables, "buffers": traverse_util.unflatten_dict(flat_b)}
+
+
+def expert_loads(moe_load) -> dict:
+    """{'h_0': load_E, ...} from a `moe_load` collection."""
+    out = {}
+    for path, loads in traverse_util.flatten_dict(dict(moe_load)).items():
+        out[path[-3] if len(path) >= 3 else "/".join(path)] = loads[0] if isinstance(loads, tuple) else loads
+    return out

@@ -1,0 +1,111 @@
+"""Samplers for generation, driven by uniform numbers passed in (the twin of torchport/sampling.py).
+
+Every sampler maps the next-token logits z_BxV (any normalization: log-probabilities are fine) to a
+distribution q_BxV, and `draw(q, u)` picks the id by the inverse CDF: the smallest i with
+sum_{j <= i} q_j > u * sum_j q_j, for u uniform in [0, 1). Both frameworks take the same u, so the ids they
+sample are the same; the filters work in float64 (where enabled) so that the two agree to rounding.
+
+    temperature:  p = softmax(z / temperature)
+    top_k:        keep the k largest p (ties: lower id first), renormalize
+    min_p (Nguyen et al. 2024, "Turning up the heat: min-p sampling for creative and coherent LLM outputs"):
+                  keep {v : p_v >= p_min * max_w p_w}, renormalize
+    typical (Meister et al. 2023, "Locally typical sampling"): with surprisal -log p_v and entropy
+                  H = -sum_v p_v log p_v, sort the ids by |-log p_v - H| (ties: lower id first) and keep the
+                  shortest prefix whose mass reaches tau, renormalize
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+SAMPLERS = ("temperature", "top_k", "min_p", "typical")
+
+
+def _probs(logits_BxV, temperature: float):
+    if temperature <= 0:
+        raise ValueError(f"temperature={temperature}; expected > 0")
+    z = jnp.asarray(logits_BxV, jnp.float64 if jax.config.jax_enable_x64 else jnp.float32)
+    return jax.nn.softmax(z / temperature, axis=-1)
+
+
+def _renormalize(p_BxV, keep_BxV):
+    q_BxV = jnp.where(keep_BxV, p_BxV, 0.0)
+    return q_BxV / q_BxV.sum(-1, keepdims=True)
+
+
+def top_k_probs(logits_BxV, k: int, temperature: float = 1.0):
+    """softmax(z / T) restricted to the k largest entries (ties by lower id), renormalized."""
+    p_BxV = _probs(logits_BxV, temperature)
+    if not 1 <= k:
+        raise ValueError(f"top_k={k}; expected >= 1")
+    order_BxV = jnp.argsort(-p_BxV, axis=-1, stable=True)
+    rank_BxV = jnp.argsort(order_BxV, axis=-1, stable=True)  # rank of each id in the sorted order
+    return _renormalize(p_BxV, rank_BxV < k)
+
+
+def min_p_probs(logits_BxV, p_min: float, temperature: float = 1.0):
+    """Keep the ids with p >= p_min * max p, renormalize (min-p, Nguyen et al. 2024)."""
+    if not 0.0 <= p_min <= 1.0:
+        raise ValueError(f"p_min={p_min}; expected a number in [0, 1]")
+    p_BxV = _probs(logits_BxV, temperature)
+    return _renormalize(p_BxV, p_BxV >= p_min * p_BxV.max(-1, keepdims=True))
+
+
+def typical_probs(logits_BxV, tau: float, temperature: float = 1.0):
+    """Keep the shortest prefix of ids sorted by |surprisal - entropy| whose mass reaches tau (Meister et al. 2023)."""
+    if not 0.0 < tau <= 1.0:
+        raise ValueError(f"tau={tau}; expected a number in (0, 1]")
+    p_BxV = _probs(logits_BxV, temperature)
+    logp_BxV = jnp.log(p_BxV)
+    plogp_BxV = jnp.where(p_BxV > 0, p_BxV * logp_BxV, 0.0)
+    H_Bx1 = -plogp_BxV.sum(-1, keepdims=True)
+    dist_BxV = jnp.abs(-logp_BxV - H_Bx1)  # p = 0: +inf, sorted last
+    order_BxV = jnp.argsort(dist_BxV, axis=-1, stable=True)
+    p_sorted = jnp.take_along_axis(p_BxV, order_BxV, axis=-1)
+    before_BxV = jnp.cumsum(p_sorted, axis=-1) - p_sorted  # mass of the ids ahead in the order
+    keep_sorted = before_BxV < tau  # the prefix up to and including the id whose mass reaches tau
+    keep_BxV = jnp.zeros_like(keep_sorted).at[jnp.arange(p_BxV.shape[0])[:, None], order_BxV].set(keep_sorted)
+    return _renormalize(p_BxV, keep_BxV)
+
+
+def draw(q_BxV, u_B):
+    """Inverse-CDF draw: the smallest i with cumsum(q)_i > u * sum(q), one id per row."""
+    c_BxV = jnp.cumsum(q_BxV, axis=-1)
+    target_Bx1 = jnp.asarray(u_B, c_BxV.dtype)[:, None] * c_BxV[:, -1:]
+    idx_B = (c_BxV <= target_Bx1).sum(-1)
+    # u * total may round to total: never step past the last id with mass
+    last_B = q_BxV.shape[-1] - 1 - jnp.argmax((q_BxV > 0)[:, ::-1], axis=-1)
+    return jnp.minimum(idx_B, last_B)
+
+
+def sampler_probs(logits_BxV, sampler: str = "min_p", temperature: float = 1.0, p_min: float = 0.1,
+                  tau: float = 0.9, top_k: int = 40):
+    if sampler == "min_p":
+        return min_p_probs(logits_BxV, p_min, temperature)
+    if sampler == "typical":
+        return typical_probs(logits_BxV, tau, temperature)
+    if sampler == "top_k":
+        return top_k_probs(logits_BxV, top_k, temperature)
+    if sampler == "temperature":
+        return _probs(logits_BxV, temperature)
+    raise ValueError(f"unknown sampler {sampler!r}; expected one of {list(SAMPLERS)}")
+
+
+def sample(logits_BxV, u_B, sampler: str = "min_p", **options):
+    """One id per row of logits_BxV, drawn with the uniform numbers u_B (see the module docstring)."""
+    return draw(sampler_probs(logits_BxV, sampler, **options), u_B)
+
+
+def generate(params, cfg, idx_BxT, u_NxB, sampler: str = "min_p", token_counts=None, **options):
+    """Append len(u_NxB) sampled tokens to idx_BxT, the model conditioned on the last block_size tokens;
+    u_NxB[i] are the uniform numbers of the i-th new token of each row."""
+    from jaxmodel.model import GPT
+
+    model = GPT(cfg, token_counts)
+    idx_BxT = jnp.asarray(idx_BxT)
+    for u_B in jnp.asarray(u_NxB):
+        logits_BxTxV = model.apply(params, idx_BxT[:, -cfg.block_size:])
+        nxt_B = sample(logits_BxTxV[:, -1, :], u_B, sampler, **options)
+        idx_BxT = jnp.concatenate([idx_BxT, nxt_B[:, None].astype(idx_BxT.dtype)], axis=1)
+    return idx_BxT

@@ -1,0 +1,158 @@
+"""Samplers (min_p, typical, top_k, temperature) in both frameworks: their defining sets, the inverse-CDF
+draw, and exact parity of the sampled ids given the same uniform numbers."""
+
+import jax
+
+jax.config.update("jax_enable_x64", True)
+
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from dreamteam.config import GPTConfig, Persona  # noqa: E402
+from jaxmodel import sampling as js  # noqa: E402
+from torchport import sampling as ts  # noqa: E402
+
+
+def jax_probs(fn, z, *a):
+    return np.asarray(getattr(js, fn)(jnp.asarray(z), *a))
+
+
+def torch_probs(fn, z, *a):
+    return getattr(ts, fn)(torch.from_numpy(z), *a).numpy()
+
+
+SIDES = [pytest.param(jax_probs, id="jax"), pytest.param(torch_probs, id="torch")]
+
+
+def logits(seed=0, B=6, V=40, scale=2.0):
+    return np.random.default_rng(seed).normal(size=(B, V)) * scale
+
+
+def softmax(z):
+    e = np.exp(z - z.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+@pytest.mark.parametrize("probs", SIDES)
+@pytest.mark.parametrize("p_min", [0.0, 0.05, 0.3, 1.0])
+def test_min_p_keeps_exactly_the_tokens_above_p_min_times_max(probs, p_min):
+    z = logits(1)
+    p = softmax(z)
+    q = probs("min_p_probs", z, p_min)
+    keep = p >= p_min * p.max(-1, keepdims=True)
+    np.testing.assert_array_equal(q > 0, keep)
+    np.testing.assert_allclose(q.sum(-1), 1.0, atol=1e-14)
+    np.testing.assert_allclose(q, np.where(keep, p, 0) / np.where(keep, p, 0).sum(-1, keepdims=True), atol=1e-15)
+    if p_min == 1.0:
+        assert (keep.sum(-1) == 1).all()  # only the mode
+
+
+def typical_reference(p, tau):
+    """Brute force: ids by |-log p - H| (stable), the shortest prefix with mass >= tau."""
+    H = -(p * np.log(p)).sum()
+    order = np.argsort(np.abs(-np.log(p) - H), kind="stable")
+    mass = np.cumsum(p[order])
+    m = int(np.argmax(mass >= tau - 1e-15)) + 1 if tau < mass[-1] else len(p)
+    return set(order[:m].tolist()), order, m
+
+
+@pytest.mark.parametrize("probs", SIDES)
+@pytest.mark.parametrize("tau", [0.2, 0.5, 0.9, 0.999, 1.0])
+def test_typical_keeps_the_smallest_set_closest_to_the_entropy_reaching_tau(probs, tau):
+    z = logits(2)
+    q = probs("typical_probs", z, tau)
+    np.testing.assert_allclose(q.sum(-1), 1.0, atol=1e-14)
+    for row, (zr, qr) in enumerate(zip(z, q)):
+        p = softmax(zr)
+        kept, order, m = typical_reference(p, tau)
+        assert set(np.flatnonzero(qr > 0).tolist()) == kept, row
+        assert p[list(kept)].sum() >= tau - 1e-12  # reaches tau
+        assert m == 1 or p[order[: m - 1]].sum() < tau  # one fewer does not
+        np.testing.assert_allclose(qr[list(kept)], p[list(kept)] / p[list(kept)].sum(), rtol=1e-13)
+
+
+@pytest.mark.parametrize("probs", SIDES)
+def test_typical_ties_break_by_lower_id(probs):
+    # four equiprobable ids: all at the same distance from the entropy; tau 0.5 keeps the two lowest ids
+    q = probs("typical_probs", np.zeros((1, 4)), 0.5)
+    np.testing.assert_allclose(q[0], [0.5, 0.5, 0, 0], atol=1e-15)
+    q = probs("top_k_probs", np.zeros((1, 4)), 3)
+    np.testing.assert_allclose(q[0], [1 / 3, 1 / 3, 1 / 3, 0], atol=1e-15)
+
+
+@pytest.mark.parametrize("probs", SIDES)
+def test_top_k_and_temperature(probs):
+    z = logits(3)
+    q = probs("top_k_probs", z, 5)
+    assert ((q > 0).sum(-1) == 5).all()
+    assert np.all(np.take_along_axis(q, np.argmax(z, -1)[:, None], -1) > 0)
+    np.testing.assert_allclose(q.sum(-1), 1.0, atol=1e-14)
+    np.testing.assert_allclose(probs("top_k_probs", z, 40, 0.5), softmax(z / 0.5), atol=1e-15)
+
+
+@pytest.mark.parametrize("side", ["jax", "torch"])
+def test_draw_is_the_inverse_cdf(side):
+    q = np.array([[0.1, 0.0, 0.4, 0.5, 0.0]])
+    us = np.array([0.0, 0.0999, 0.1, 0.3, 0.4999, 0.5, 0.9, 0.999999])
+    want = [0, 0, 2, 2, 2, 3, 3, 3]
+    if side == "jax":
+        got = [int(js.draw(jnp.asarray(q), jnp.array([u]))[0]) for u in us]
+    else:
+        got = [int(ts.draw(torch.from_numpy(q), torch.tensor([u]))[0]) for u in us]
+    assert got == want
+    # unnormalized q: u scales with the total; u -> 1 never returns an id without mass
+    if side == "jax":
+        assert int(js.draw(jnp.asarray(q * 3), jnp.array([1.0 - 1e-17]))[0]) == 3
+    else:
+        assert int(ts.draw(torch.from_numpy(q * 3), torch.tensor([1.0 - 1e-17], dtype=torch.float64))[0]) == 3
+
+
+@pytest.mark.parametrize("sampler", ["min_p", "typical", "top_k", "temperature"])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_sampled_ids_parity(sampler, dtype):
+    rng = np.random.default_rng(7)
+    z = (rng.normal(size=(64, 200)) * 3).astype(dtype)
+    u = rng.random(64)
+    opts = dict(temperature=0.8, p_min=0.05, tau=0.9, top_k=10)
+    ids_j = np.asarray(js.sample(jnp.asarray(z), jnp.asarray(u), sampler, **opts))
+    ids_t = ts.sample(torch.from_numpy(z), torch.from_numpy(u), sampler, **opts).numpy()
+    np.testing.assert_array_equal(ids_j, ids_t)
+    # the draws are spread: more than a few distinct ids (the test would pass trivially on argmax)
+    assert len(set(ids_t.tolist())) > 10
+
+
+def test_sampling_follows_the_distribution():
+    z = np.log(np.array([[0.5, 0.3, 0.15, 0.05]]))
+    u = np.random.default_rng(0).random(20000)
+    ids = ts.sample(torch.from_numpy(np.repeat(z, len(u), 0)), torch.from_numpy(u), "min_p", p_min=0.2).numpy()
+    # min_p 0.2 of max 0.5: drops 0.05, keeps 0.5, 0.3, 0.15 (renormalized by 0.95)
+    freq = np.bincount(ids, minlength=4) / len(u)
+    np.testing.assert_allclose(freq, [0.5 / 0.95, 0.3 / 0.95, 0.15 / 0.95, 0.0], atol=0.01)
+
+
+def test_bad_options():
+    z = jnp.zeros((1, 3))
+    with pytest.raises(ValueError, match="p_min"):
+        js.min_p_probs(z, 1.5)
+    with pytest.raises(ValueError, match="tau"):
+        ts.typical_probs(torch.zeros(1, 3), 0.0)
+    with pytest.raises(ValueError, match="unknown sampler"):
+        ts.sample(torch.zeros(1, 3), torch.zeros(1), "nucleus")
+    with pytest.raises(ValueError, match="temperature"):
+        js.sample(z, jnp.zeros(1), "min_p", temperature=0.0)
+
+
+@pytest.mark.parametrize("sampler", ["min_p", "typical"])
+def test_generate_parity_through_the_model(sampler):
+    from parity.checks import Pair
+
+    cfg = GPTConfig(vocab_size=64, block_size=8, n_layer=1, n_head=2, n_embd=8)
+    pair = Pair.make(Persona("tiny", cfg), "float64")
+    u = np.random.default_rng(3).random((12, 2))  # 12 new tokens, 2 rows: past block_size
+    idx = np.array([[1, 2, 3], [4, 5, 6]])
+    out_j = np.asarray(js.generate(pair.params, cfg, idx, u, sampler, temperature=1.5))
+    out_t = ts.generate(pair.torch_model, torch.from_numpy(idx), torch.from_numpy(u), sampler, temperature=1.5).numpy()
+    np.testing.assert_array_equal(out_j, out_t)
+    assert out_t.shape == (2, 15) and len(set(out_t[:, 3:].ravel().tolist())) > 3

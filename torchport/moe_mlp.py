@@ -1,0 +1,109 @@
+"""moe_mlp: the "operation cards" of the Analytical Engine as a mixture of experts in place of the MLP.
+
+One always-on shared expert plus E routed experts, of which each token uses its top k (DeepSeekMoE, Dai et
+al. 2024; DeepSeek-V3, 2024):
+
+    s = sigmoid(W_r x)  (or softmax(W_r x)),   S = top_k(s + b)   (ties: the lower expert index first)
+    y = shared(x) + sum_{e in S} g_e expert_e(x),   g_e = s_e / sum_{e' in S} s_e'
+    expert_e(x) = W_proj[e] gelu(W_fc[e] x)        (the dense MLP's form; hidden width F = 4 D / (1 + k))
+
+so each token's active parameters, (1 + k) * 2 D F, stay those of the dense 4x MLP. The bias b only
+selects; it gets no gradient. After each optimizer step it moves toward balance (auxiliary-loss-free load
+balancing, Wang et al. 2024, used in DeepSeek-V3):  b_e <- b_e + u * sign(mean_e' load_e' - load_e), with
+load_e the number of (token, slot) selections of expert e in the step's batch (`update_router_bias`).
+
+The experts are stored stacked, experts_fc (E, F, D) and experts_proj (E, D, F), as in jaxmodel/moe_mlp.py;
+the forward computes every expert for every token and weights them by g (0 for unselected experts): at
+E = 8, D = 32 this is cheaper than a gather/scatter dispatch and needs no host sync. b is the buffer
+`router_bias`; each training forward keeps its loads (`last_load`) and adds them to `load_sum`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+from torch.nn import functional as F
+
+from dreamteam.config import GPTConfig
+
+
+def route(s_NxE, b_E, k: int):
+    """(indices N x k of the top-k of s + b, ties by lower index; combination weights g N x k)."""
+    idx_NxK = torch.sort(s_NxE.detach() + b_E, dim=-1, descending=True, stable=True).indices[:, :k]
+    s_NxK = torch.gather(s_NxE, -1, idx_NxK)
+    return idx_NxK, s_NxK / s_NxK.sum(-1, keepdim=True)
+
+
+class MoEMLP(nn.Module):
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        D, E, Fh = config.n_embd, config.moe_mlp_experts, config.moe_hidden
+        self.config = config
+        self.router = nn.Linear(D, E, bias=False)
+        proj_std = 0.02 / math.sqrt(2 * config.n_layer)
+        self.experts_fc = nn.Parameter(torch.randn(E, Fh, D) * 0.02)
+        self.experts_proj = nn.Parameter(torch.randn(E, D, Fh) * proj_std)
+        if config.bias:
+            self.experts_fc_bias = nn.Parameter(torch.zeros(E, Fh))
+            self.experts_proj_bias = nn.Parameter(torch.zeros(E, D))
+        if config.moe_mlp_shared:
+            self.c_fc = nn.Linear(D, Fh, bias=config.bias)
+            self.c_proj = nn.Linear(Fh, D, bias=config.bias)
+        self.register_buffer("router_bias", torch.zeros(E))
+        self.dropout = nn.Dropout(config.dropout)
+        self.last_load = None  # loads of the last training forward, for the bias update
+        self.load_sum = None  # loads summed since reset_load_sum(), for the run record
+
+    def forward(self, x_BxTxD):
+        cfg = self.config
+        D, E, K = x_BxTxD.shape[-1], cfg.moe_mlp_experts, cfg.moe_mlp_top_k
+        x_NxD = x_BxTxD.reshape(-1, D)
+        r_NxE = self.router(x_NxD)
+        s_NxE = torch.sigmoid(r_NxE) if cfg.moe_mlp_score == "sigmoid" else F.softmax(r_NxE, dim=-1)
+        idx_NxK, g_NxK = route(s_NxE, self.router_bias, K)
+        sel_NxKxE = F.one_hot(idx_NxK, E).to(x_NxD.dtype)
+        G_NxE = (sel_NxKxE * g_NxK[..., None]).sum(1)  # g at the selected experts, 0 elsewhere
+        if self.training:
+            load_E = sel_NxKxE.detach().sum((0, 1))
+            self.last_load = load_E
+            self.load_sum = load_E if self.load_sum is None else self.load_sum + load_E
+        h_NxExF = torch.einsum("nd,efd->nef", x_NxD, self.experts_fc)
+        if cfg.bias:
+            h_NxExF = h_NxExF + self.experts_fc_bias
+        y_NxExD = torch.einsum("nef,edf->ned", F.gelu(h_NxExF), self.experts_proj)
+        if cfg.bias:
+            y_NxExD = y_NxExD + self.experts_proj_bias
+        y_NxD = torch.einsum("ne,ned->nd", G_NxE, y_NxExD)
+        if cfg.moe_mlp_shared:
+            y_NxD = y_NxD + self.c_proj(F.gelu(self.c_fc(x_NxD)))
+        return self.dropout(y_NxD.reshape(x_BxTxD.shape))
+
+    @torch.no_grad()
+    def update_router_bias(self):
+        """b_e <- b_e + u * sign(mean load - load_e) from the last training forward's loads (once)."""
+        if self.last_load is not None:
+            load_E = self.last_load.to(self.router_bias.dtype)
+            self.router_bias.add_(self.config.moe_mlp_bias_rate * torch.sign(load_E.mean() - load_E))
+            self.last_load = None
+
+
+def moe_layers(model: nn.Module) -> list[tuple[str, MoEMLP]]:
+    return [(name, m) for name, m in model.named_modules() if isinstance(m, MoEMLP)]
+
+
+def update_router_bias(model: nn.Module) -> None:
+    """The balancing bias update of every moe_mlp layer; call it after each optimizer step."""
+    for _, m in moe_layers(model):
+        m.update_router_bias()
+
+
+def take_load_sums(model: nn.Module) -> dict:
+    """{layer name: [load of each expert summed since the last call]} (as lists), and reset the sums."""
+    out = {}
+    for name, m in moe_layers(model):
+        if m.load_sum is not None:
+            out[name] = [float(v) for v in m.load_sum.tolist()]
+        m.load_sum = None
+    return out
