@@ -163,6 +163,9 @@ def _export_int8(args) -> int:
     if config.has("fixed_point_qat"):
         qat_loss = val_loss(model, x, y, "cpu")
         print(f"  the model's own fake-quantized forward: {qat_loss:.6f} (int8 export - QAT forward = {int8_loss - qat_loss:+.2e})")
+    return 0
+
+
 def _laplace_rates(args) -> int:
     """Plot the learned decay rates s_h of laplace_bias, per layer and head, from a run's checkpoint."""
     from pathlib import Path
