@@ -170,10 +170,9 @@ def _laplace_rates(args) -> int:
     """Plot the learned decay rates s_h of laplace_bias, per layer and head, from a run's checkpoint."""
     from pathlib import Path
 
-    import numpy as np
-
     from dreamteam import drawings
     from dreamteam.config import GPTConfig
+    from dreamteam.laplace_rates import initial_rates
 
     path = Path(args.checkpoint)
     if not path.is_file():
@@ -185,8 +184,8 @@ def _laplace_rates(args) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     H = rates_LxH.shape[1]
-    exponent = GPTConfig.laplace_bias_exponent  # the default, which the registered personas use
-    initial_H = 2.0 ** (-exponent * (1 + np.arange(H)) / H)  # the rates at initialization
+    # the rates at initialization, with the default exponent, which the registered personas use
+    initial_H = initial_rates(H, GPTConfig.laplace_bias_exponent)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     drawings.draw_laplace_rates(rates_LxH, out, f"laplace_bias decay rates of {path.name}", initial_H)

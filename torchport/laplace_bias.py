@@ -14,17 +14,9 @@ s_h = 2^(-8 (h + 1) / H); here the rates start there and are learned (through th
 from __future__ import annotations
 
 import numpy as np
+
+from dreamteam.laplace_rates import initial_rates, inverse_softplus  # noqa: F401 (re-exported)
 import torch
-
-
-def initial_rates(n_head: int, exponent: float = 8.0) -> np.ndarray:
-    """ALiBi's geometric rates s_h = 2^(-exponent (h + 1) / n_head), h = 0 .. n_head - 1 (float64)."""
-    return 2.0 ** (-exponent * (np.arange(n_head) + 1) / n_head)
-
-
-def inverse_softplus(s):
-    """r with softplus(r) = s: log(expm1(s)), the pre-softplus parameter of rates s > 0."""
-    return np.log(np.expm1(np.asarray(s, dtype=np.float64)))
 
 
 def rates(laplace_rate_H: torch.Tensor) -> torch.Tensor:
