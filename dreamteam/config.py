@@ -33,7 +33,7 @@ KNOWN_COMPONENTS: tuple[str, ...] = (
     "adaptive_softmax",  # frequency-clustered output distribution (Grave et al. 2017)
 )
 # components that give the model its positional information; with any of them on, no learned wpe
-POSITION_COMPONENTS = ("rope", "mla", "laplace_bias")
+POSITION_COMPONENTS = ("rope", "laplace_bias")  # mla takes its rotary key from rope, else wpe
 GOLDEN_RATIO = (1 + 5**0.5) / 2
 
 
@@ -57,6 +57,7 @@ class GPTConfig:
     # rms_qknorm: the epsilon of every RMSNorm
     rms_eps: float = 1e-6
     # mla: latent width r of keys and values, of queries (0: no query latent), decoupled rotary width
+    # (the rotary part exists only with rope: rope is what rotates, mla where; mla alone uses learned positions)
     mla_kv_rank: int = 16
     mla_q_rank: int = 0
     mla_rope_dim: int = 4
@@ -103,8 +104,8 @@ class GPTConfig:
             )
         if self.rotary_dim % 2 or (self.has("rope") and self.rotary_dim == 0):
             raise ConfigError(f"rope_fraction={self.rope_fraction} gives {self.rotary_dim} rotated dims of {self.head_dim}; expected an even number > 0")
-        if self.has("mla") and (self.mla_rope_dim % 2 or self.mla_rope_dim <= 0 or self.mla_kv_rank <= 0):
-            raise ConfigError(f"mla needs an even mla_rope_dim > 0 and mla_kv_rank > 0, got {self.mla_rope_dim}, {self.mla_kv_rank}")
+        if self.has("mla") and (self.mla_kv_rank <= 0 or (self.has("rope") and (self.mla_rope_dim % 2 or self.mla_rope_dim <= 0))):
+            raise ConfigError(f"mla needs mla_kv_rank > 0, and with rope an even mla_rope_dim > 0; got {self.mla_kv_rank}, {self.mla_rope_dim}")
         if self.has("difference_ssm"):
             layers = self.difference_ssm_layers
             if not isinstance(layers, tuple) or not all(isinstance(i, int) and 0 <= i < self.n_layer for i in layers):
@@ -170,6 +171,11 @@ class GPTConfig:
     @property
     def rotary_dim(self) -> int:
         return int(round(self.head_dim * self.rope_fraction))
+
+    @property
+    def mla_rotary_dim(self) -> int:
+        """Width of mla's decoupled rotary key: mla_rope_dim with rope, 0 without (then wpe gives positions)."""
+        return self.mla_rope_dim if self.has("mla") and self.has("rope") else 0
 
     @property
     def learned_positions(self) -> bool:

@@ -7,6 +7,8 @@ Keys and values come from one shared low-rank latent per token; positions ride o
     q_h,t = [ RoPE_t(q_R,h,t) ; q_C,h,t ],  [q_R ; q_C] = W_Q x_t  (or W_UQ W_DQ x_t with a query latent)
     y_t   = c_proj( concat_h softmax_j<=t(q_h,t . k_h,j / sqrt(d_c + d_r)) v_h,j )
 A decoder caches only c_t and RoPE_t(W_KR x_t): r + d_r numbers per token instead of 2 * n_embd.
+The rotary part is the `rope` component's: without rope, d_r = 0 (no W_KR, no q_R) and the model's learned
+position embedding gives the positions; the cache then holds r numbers per token.
 Absorbed form: q_C . W_UK c = (W_UK^T q_C) . c and c_proj W_UV fold into one matrix per head, so attention
 runs on the latents directly (`absorbed_attention`), the way inference uses the cache.
 """
@@ -31,11 +33,12 @@ class MultiHeadLatentAttention(nn.Module):
 
     def setup(self):
         cfg = self.cfg
-        H, K, R, Dr = cfg.n_head, cfg.head_dim, cfg.mla_kv_rank, cfg.mla_rope_dim
+        H, K, R, Dr = cfg.n_head, cfg.head_dim, cfg.mla_kv_rank, cfg.mla_rotary_dim
         self.kv_down = Linear(R, cfg.bias)
         self.k_up = Linear(H * K, cfg.bias)
         self.v_up = Linear(H * K, cfg.bias)
-        self.k_rope = Linear(Dr, cfg.bias)
+        if Dr:
+            self.k_rope = Linear(Dr, cfg.bias)
         if cfg.mla_q_rank:
             self.q_down = Linear(cfg.mla_q_rank, cfg.bias)
             self.q_up = Linear(H * (Dr + K), cfg.bias)
@@ -53,29 +56,33 @@ class MultiHeadLatentAttention(nn.Module):
         B, T, _ = x_BxTxD.shape
         q = self.q_up(self.q_down(x_BxTxD)) if cfg.mla_q_rank else self.q_proj(x_BxTxD)
         q_BxHxTxE = q.reshape(B, T, cfg.n_head, -1).transpose(0, 2, 1, 3)
-        return q_BxHxTxE[..., : cfg.mla_rope_dim], q_BxHxTxE[..., cfg.mla_rope_dim :]
+        return q_BxHxTxE[..., : cfg.mla_rotary_dim], q_BxHxTxE[..., cfg.mla_rotary_dim :]
 
     def latents(self, x_BxTxD):
-        """What the cache holds per token: c (B, T, r) and the rotated shared key (B, T, d_r)."""
-        T = x_BxTxD.shape[1]
-        kr_Bx1xTxR = apply_rope(self.k_rope(x_BxTxD)[:, None], jnp.arange(T), self.cfg.mla_rope_dim, self.cfg.rope_base)
+        """What the cache holds per token: c (B, T, r) and the rotated shared key (B, T, d_r), d_r = 0 without rope."""
+        B, T, _ = x_BxTxD.shape
+        Dr = self.cfg.mla_rotary_dim
+        if not Dr:
+            return self.kv_down(x_BxTxD), jnp.zeros((B, T, 0), x_BxTxD.dtype)
+        kr_Bx1xTxR = apply_rope(self.k_rope(x_BxTxD)[:, None], jnp.arange(T), Dr, self.cfg.rope_base)
         return self.kv_down(x_BxTxD), kr_Bx1xTxR[:, 0]
 
     def __call__(self, x_BxTxD, deterministic: bool = True):
         cfg = self.cfg
         B, T, D = x_BxTxD.shape
-        H, Dr = cfg.n_head, cfg.mla_rope_dim
+        H, Dr = cfg.n_head, cfg.mla_rotary_dim
         c_BxTxR = self.kv_down(x_BxTxD)
         split = lambda a: a.reshape(B, T, H, -1).transpose(0, 2, 1, 3)
-        kc_BxHxTxK, v_BxHxTxK = split(self.k_up(c_BxTxR)), split(self.v_up(c_BxTxR))
-        kr_BxHxTxR = jnp.broadcast_to(self.k_rope(x_BxTxD)[:, None], (B, H, T, Dr))
-        qr, qc = self.queries(x_BxTxD)
-        q = jnp.concatenate([qr, qc], axis=-1)  # rotary part first: apply_rope turns the first Dr dims
-        k = jnp.concatenate([kr_BxHxTxR, kc_BxHxTxK], axis=-1)
+        k, v_BxHxTxK = split(self.k_up(c_BxTxR)), split(self.v_up(c_BxTxR))
+        qr, q = self.queries(x_BxTxD)
+        if Dr:  # rotary part first: apply_rope turns the first Dr dims
+            q = jnp.concatenate([qr, q], axis=-1)
+            k = jnp.concatenate([jnp.broadcast_to(self.k_rope(x_BxTxD)[:, None], (B, H, T, Dr)), k], axis=-1)
         if cfg.has("rms_qknorm"):
             q, k = self.q_norm(q), self.k_norm(k)
-        pos_T = jnp.arange(T)
-        q, k = apply_rope(q, pos_T, Dr, cfg.rope_base), apply_rope(k, pos_T, Dr, cfg.rope_base)
+        if Dr:
+            pos_T = jnp.arange(T)
+            q, k = apply_rope(q, pos_T, Dr, cfg.rope_base), apply_rope(k, pos_T, Dr, cfg.rope_base)
         y_BxHxTxK = attend(self, cfg, q, k, v_BxHxTxK)  # tiled or naive; sows the weights for anatomy
         y_BxTxD = self.c_proj(y_BxHxTxK.transpose(0, 2, 1, 3).reshape(B, T, -1))
         return self.dropout(y_BxTxD, deterministic=deterministic)
@@ -88,13 +95,14 @@ class MultiHeadLatentAttention(nn.Module):
         H, K, R = cfg.n_head, cfg.head_dim, cfg.mla_kv_rank
         c_BxTxR, kr_BxTxDr = self.latents(x_BxTxD)
         qr, qc = self.queries(x_BxTxD)
-        qr = apply_rope(qr, jnp.arange(T), cfg.mla_rope_dim, cfg.rope_base)
+        if cfg.mla_rotary_dim:
+            qr = apply_rope(qr, jnp.arange(T), cfg.mla_rotary_dim, cfg.rope_base)
         w_uk_HxKxR = self.k_up.variables["params"]["weight"].reshape(H, K, R)
         w_uv_HxKxR = self.v_up.variables["params"]["weight"].reshape(H, K, R)
         w_o_DxHxK = self.c_proj.variables["params"]["weight"].reshape(D, H, K)
         q_lat_BxHxTxR = jnp.einsum("bhtk,hkr->bhtr", qc, w_uk_HxKxR)  # W_UK^T q_C
         s = jnp.einsum("bhtr,bsr->bhts", q_lat_BxHxTxR, c_BxTxR) + jnp.einsum("bhte,bse->bhts", qr, kr_BxTxDr)
-        s = s / math.sqrt(K + cfg.mla_rope_dim)
+        s = s / math.sqrt(K + cfg.mla_rotary_dim)
         s = jnp.where(jnp.tril(jnp.ones((T, T), dtype=bool)), s, -jnp.inf)
         o_BxHxTxR = jnp.einsum("bhts,bsr->bhtr", jax.nn.softmax(s, axis=-1), c_BxTxR)
         w_ouv_DxHxR = jnp.einsum("dhk,hkr->dhr", w_o_DxHxK, w_uv_HxKxR)  # c_proj W_UV, per head
@@ -102,5 +110,5 @@ class MultiHeadLatentAttention(nn.Module):
 
 
 def cache_numbers_per_token(cfg: GPTConfig) -> int:
-    """Numbers a decoder caches per token and layer: r + d_r with mla, 2 * n_embd (k and v) without."""
-    return cfg.mla_kv_rank + cfg.mla_rope_dim if cfg.has("mla") else 2 * cfg.n_embd
+    """Numbers a decoder caches per token and layer: r + d_r with mla (d_r = 0 without rope), 2 * n_embd (k and v) without mla."""
+    return cfg.mla_kv_rank + cfg.mla_rotary_dim if cfg.has("mla") else 2 * cfg.n_embd

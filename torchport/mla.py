@@ -7,6 +7,8 @@ Keys and values come from one shared low-rank latent per token; positions ride o
     q_h,t = [ RoPE_t(q_R,h,t) ; q_C,h,t ],  [q_R ; q_C] = W_Q x_t  (or W_UQ W_DQ x_t with a query latent)
     y_t   = c_proj( concat_h softmax_j<=t(q_h,t . k_h,j / sqrt(d_c + d_r)) v_h,j )
 A decoder caches only c_t and RoPE_t(W_KR x_t): r + d_r numbers per token instead of 2 * n_embd.
+The rotary part is the `rope` component's: without rope, d_r = 0 (no W_KR, no q_R) and the model's learned
+position embedding gives the positions; the cache then holds r numbers per token.
 Absorbed form: q_C . W_UK c = (W_UK^T q_C) . c and c_proj W_UV fold into one matrix per head, so attention
 runs on the latents directly (`absorbed_attention`), the way inference uses the cache.
 """
@@ -27,17 +29,18 @@ from torchport.rope import apply_rope
 class MultiHeadLatentAttention(nn.Module):
     def __init__(self, config: GPTConfig):
         super().__init__()
-        H, K, R, Dr, D = config.n_head, config.head_dim, config.mla_kv_rank, config.mla_rope_dim, config.n_embd
+        H, K, R, Dr, D = config.n_head, config.head_dim, config.mla_kv_rank, config.mla_rotary_dim, config.n_embd
         self.kv_down = nn.Linear(D, R, bias=config.bias)
         self.k_up = nn.Linear(R, H * K, bias=config.bias)
         self.v_up = nn.Linear(R, H * K, bias=config.bias)
-        self.k_rope = nn.Linear(D, Dr, bias=config.bias)
+        if Dr:
+            self.k_rope = nn.Linear(D, Dr, bias=config.bias)
         if config.mla_q_rank:
             self.q_down = nn.Linear(D, config.mla_q_rank, bias=config.bias)
             self.q_up = nn.Linear(config.mla_q_rank, H * (Dr + K), bias=config.bias)
         else:
             self.q_proj = nn.Linear(D, H * (Dr + K), bias=config.bias)
-        if config.has("rms_qknorm"):
+        if config.has("rms_qknorm"):  # over the whole query/key, rotary part included
             self.q_norm = RMSNorm(Dr + K, config.rms_eps)
             self.k_norm = RMSNorm(Dr + K, config.rms_eps)
         self.c_proj = nn.Linear(H * K, D, bias=config.bias)
@@ -49,30 +52,34 @@ class MultiHeadLatentAttention(nn.Module):
         B, T, _ = x.shape
         q = self.q_up(self.q_down(x)) if self.config.mla_q_rank else self.q_proj(x)
         q = q.view(B, T, self.config.n_head, -1).transpose(1, 2)
-        return q[..., : self.config.mla_rope_dim], q[..., self.config.mla_rope_dim :]
+        return q[..., : self.config.mla_rotary_dim], q[..., self.config.mla_rotary_dim :]
 
     def latents(self, x):
-        """What the cache holds per token: c (B, T, r) and the rotated shared key (B, T, d_r)."""
+        """What the cache holds per token: c (B, T, r) and the rotated shared key (B, T, d_r), d_r = 0 without rope."""
+        Dr = self.config.mla_rotary_dim
+        if not Dr:
+            return self.kv_down(x), x.new_zeros(*x.shape[:2], 0)
         pos = torch.arange(x.shape[1], device=x.device)
-        k_r = apply_rope(self.k_rope(x)[:, None], pos, self.config.mla_rope_dim, self.config.rope_base)[:, 0]
+        k_r = apply_rope(self.k_rope(x)[:, None], pos, Dr, self.config.rope_base)[:, 0]
         return self.kv_down(x), k_r
 
     def qkv(self, x):
         """Per-head queries and keys [rotary ; content] (B, H, T, d_r + K) and values (B, H, T, K)."""
         cfg = self.config
         B, T, _ = x.shape
-        H, Dr = cfg.n_head, cfg.mla_rope_dim
+        H, Dr = cfg.n_head, cfg.mla_rotary_dim
         c = self.kv_down(x)
-        k_c = self.k_up(c).view(B, T, H, -1).transpose(1, 2)
+        k = self.k_up(c).view(B, T, H, -1).transpose(1, 2)
         v = self.v_up(c).view(B, T, H, -1).transpose(1, 2)
-        k_r = self.k_rope(x)[:, None].expand(B, H, T, Dr)
-        q_r, q_c = self.queries(x)
-        q = torch.cat([q_r, q_c], dim=-1)  # rotary part first: apply_rope turns the first Dr dims
-        k = torch.cat([k_r, k_c], dim=-1)
+        q_r, q = self.queries(x)
+        if Dr:  # rotary part first: apply_rope turns the first Dr dims
+            q = torch.cat([q_r, q], dim=-1)
+            k = torch.cat([self.k_rope(x)[:, None].expand(B, H, T, Dr), k], dim=-1)
         if cfg.has("rms_qknorm"):
             q, k = self.q_norm(q), self.k_norm(k)
-        pos = torch.arange(T, device=x.device)
-        q, k = apply_rope(q, pos, Dr, cfg.rope_base), apply_rope(k, pos, Dr, cfg.rope_base)
+        if Dr:
+            pos = torch.arange(T, device=x.device)
+            q, k = apply_rope(q, pos, Dr, cfg.rope_base), apply_rope(k, pos, Dr, cfg.rope_base)
         return q, k, v
 
     def forward(self, x):
@@ -90,13 +97,14 @@ class MultiHeadLatentAttention(nn.Module):
         H, K, R = cfg.n_head, cfg.head_dim, cfg.mla_kv_rank
         c, k_r = self.latents(x)
         q_r, q_c = self.queries(x)
-        q_r = apply_rope(q_r, torch.arange(T, device=x.device), cfg.mla_rope_dim, cfg.rope_base)
+        if cfg.mla_rotary_dim:
+            q_r = apply_rope(q_r, torch.arange(T, device=x.device), cfg.mla_rotary_dim, cfg.rope_base)
         w_uk = self.k_up.weight.view(H, K, R)
         w_uv = self.v_up.weight.view(H, K, R)
         w_o = self.c_proj.weight.view(D, H, K)
         q_lat = torch.einsum("bhtk,hkr->bhtr", q_c, w_uk)  # W_UK^T q_C
         s = torch.einsum("bhtr,bsr->bhts", q_lat, c) + torch.einsum("bhte,bse->bhts", q_r, k_r)
-        s = s / math.sqrt(K + cfg.mla_rope_dim)
+        s = s / math.sqrt(K + cfg.mla_rotary_dim)
         s = s.masked_fill(~torch.ones(T, T, dtype=torch.bool, device=x.device).tril(), float("-inf"))
         o = torch.einsum("bhts,bsr->bhtr", s.softmax(-1), c)
         w_ouv = torch.einsum("dhk,hkr->dhr", w_o, w_uv)  # c_proj W_UV, per head
@@ -104,5 +112,5 @@ class MultiHeadLatentAttention(nn.Module):
 
 
 def cache_numbers_per_token(config: GPTConfig) -> int:
-    """Numbers a decoder caches per token and layer: r + d_r with mla, 2 * n_embd (k and v) without."""
-    return config.mla_kv_rank + config.mla_rope_dim if config.has("mla") else 2 * config.n_embd
+    """Numbers a decoder caches per token and layer: r + d_r with mla (d_r = 0 without rope), 2 * n_embd (k and v) without mla."""
+    return config.mla_kv_rank + config.mla_rotary_dim if config.has("mla") else 2 * config.n_embd
