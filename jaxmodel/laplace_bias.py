@@ -13,12 +13,9 @@ s_h = 2^(-8 (h + 1) / H); here the rates start there and are learned (through th
 
 from __future__ import annotations
 
-import flax.linen as nn
-import jax
 import jax.numpy as jnp
-import numpy as np
 
-from dreamteam.laplace_rates import initial_rates, inverse_softplus  # noqa: F401 (re-exported)
+from dreamteam.laplace_rates import initial_rates, inverse_softplus
 
 
 def laplace_bias(s_H, pos_T):

@@ -13,9 +13,6 @@ s_h = 2^(-8 (h + 1) / H); here the rates start there and are learned (through th
 
 from __future__ import annotations
 
-import numpy as np
-
-from dreamteam.laplace_rates import initial_rates, inverse_softplus  # noqa: F401 (re-exported)
 import torch
 
 

@@ -20,13 +20,14 @@ import torch.nn as nn
 from torch.nn import functional as F
 
 from dreamteam.config import GPTConfig
+from dreamteam.laplace_rates import initial_rates, inverse_softplus
 from torchport.adaptive_softmax import AdaptiveSoftmax
 from torchport.difference_ssm import DifferenceSSM
 from torchport.fixed_point_qat import apply_fixed_point_qat
 from torchport.golden_swiglu import GoldenSwiGLU
 from torchport.good_turing_prior import init_output_bias
 from torchport.memory_tape import tape_attention
-from torchport.laplace_bias import initial_rates, inverse_softplus, laplace_bias, rates
+from torchport.laplace_bias import laplace_bias, rates
 from torchport.laplace_glu import LaplaceGLU
 from torchport.mla import MultiHeadLatentAttention
 from torchport.moe_mlp import MoEMLP
