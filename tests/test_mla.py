@@ -18,6 +18,8 @@ from dreamteam.config import GPTConfig  # noqa: E402
 from jaxmodel import mla as jmla  # noqa: E402
 from parity import checks  # noqa: E402
 from torchport import mla as tmla  # noqa: E402
+from torchport.model import GPT  # noqa: E402
+from torchport.rope import apply_rope  # noqa: E402
 
 CONFIGS = [GPTConfig(components=("rope", "mla")),
            GPTConfig(components=("rope", "mla"), mla_q_rank=12, mla_kv_rank=8, mla_rope_dim=2),
@@ -62,8 +64,6 @@ def test_cache_size_per_token(components, expected):
 def test_rotary_key_and_positions_follow_rope():
     """With rope: a rotary key, no wpe, and shifting every position leaves attention unchanged (relative).
     Without rope: no rotary key, and wpe is what carries positions."""
-    from torchport.model import GPT
-
     with_rope, without = GPT(GPTConfig(components=("rope", "mla"))), GPT(GPTConfig(components=("mla",)))
     names_with, names_without = dict(with_rope.named_parameters()), dict(without.named_parameters())
     assert "transformer.wpe.weight" not in names_with and "transformer.wpe.weight" in names_without
@@ -77,8 +77,6 @@ def test_rotary_key_and_positions_follow_rope():
         q, k, _ = attn.qkv(x)
         q_r, _ = attn.queries(x)
         k_r = attn.k_rope(x)
-        from torchport.rope import apply_rope
-
         dr = attn.config.mla_rotary_dim
         shifted = lambda a, off: apply_rope(a, torch.arange(a.shape[-2]) + off, dr, attn.config.rope_base)
         s0 = shifted(q_r, 0) @ shifted(k_r[:, None], 0).transpose(-1, -2)
