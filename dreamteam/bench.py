@@ -1,13 +1,18 @@
 """The benchmark sweep: personas x seeds, each one a protocol run through `train_mps.train()`.
 
     dreamteam bench --personas baseline [NAME ...] --seeds 0 1 2 --device auto --out runs/
-                    [--max-iters N] [--ablate NAME] [--data-dir DIR] [--no-progress]
+                    [--max-iters N] [--ablate NAME] [--set KEY=VALUE ...] [--data-dir DIR] [--no-progress]
 
 Every run is exactly what DreamTeam calls, `train_mps.train(persona, seed, ...)`, which writes one JSON
 record per run into the out folder (`dreamteam report` reads them).
 
+Recipe tuning: `--set KEY=VALUE` (repeatable) changes a field of the Recipe or of the model's GPTConfig
+for every planned persona, labelled `persona@KEY=VALUE`, so that tuning runs sit beside the persona's own
+(`dreamteam report` tables them as "Recipe tuning"). A tuned recipe is then written into the registry.
+
 Resuming: a run is skipped when the out folder already holds a record with status "ok" and the same key
-(persona, seed, device type, max_iters, dreamteam version). The code version is the package version
+(persona, seed, device type, max_iters, dreamteam version) whose recorded config and recipe are the ones
+the persona has now: after a registry change (a tuned recipe) the persona's runs are done again. The code version is the package version
 `dreamteam.__version__`, not the git commit: the commit turns "-dirty" on any edit (a README change
 included) and changes with every commit, so keying on it would rerun everything during development.
 Bump `dreamteam.__version__` when a change should invalidate earlier results. Failed runs are rerun.
@@ -26,6 +31,7 @@ from pathlib import Path
 
 import dreamteam
 from dreamteam import protocol, registry
+from dreamteam.runs import as_json
 
 # The keys that make a JSON file a run record (train_mps.train writes them before any training).
 RECORD_KEYS = ("persona", "seed", "device", "max_iters", "status")
@@ -77,11 +83,80 @@ def read_records(folder: str | Path, warn=None) -> list[tuple[Path, dict]]:
     return found
 
 
-def completed_keys(folder: str | Path) -> dict[tuple, Path]:
-    """key -> path of the ok records already in `folder` (an absent folder holds none)."""
+def completed_keys(folder: str | Path) -> dict[tuple, list[tuple[Path, dict]]]:
+    """key -> the ok records (path, record) already in `folder` (an absent folder holds none)."""
     if not Path(folder).is_dir():
         return {}
-    return {record_key(r): p for p, r in read_records(folder) if r["status"] == "ok"}
+    done: dict[tuple, list[tuple[Path, dict]]] = {}
+    for p, r in read_records(folder):
+        if r["status"] == "ok":
+            done.setdefault(record_key(r), []).append((p, r))
+    return done
+
+
+def parse_settings(items) -> dict:
+    """['weight_decay=0.1', 'succession_objective_eps=0.2'] -> {field: value} for fields of Recipe or GPTConfig,
+    each value converted to the field's type (from its default); one clear BenchError otherwise."""
+    from dataclasses import fields
+
+    from dreamteam.config import GPTConfig, Recipe
+
+    known = {f.name: (cls, f) for cls in (Recipe, GPTConfig) for f in fields(cls)}
+    settings = {}
+    for item in items or ():
+        key, sep, text = str(item).partition("=")
+        if not sep or not key or not text:
+            raise BenchError(f"--set {item!r}: expected KEY=VALUE")
+        if key not in known or key in ("components", "n_layer", "n_head", "n_embd", "block_size", "vocab_size"):
+            raise BenchError(f"--set {key}: not a tunable field of Recipe or GPTConfig (the protocol and the "
+                             "components are fixed; use --ablate to remove a component)")
+        cls, f = known[key]
+        default = getattr(cls(), key)
+        try:
+            if isinstance(default, bool):
+                if text.lower() not in ("true", "false"):
+                    raise ValueError("expected true or false")
+                value = text.lower() == "true"
+            else:
+                value = type(default)(text)
+        except ValueError as e:
+            raise BenchError(f"--set {item!r}: {e}") from None
+        settings[key] = value
+    return settings
+
+
+def with_settings(persona, settings: dict):
+    """`persona` (a registry name or Persona) with `settings` applied, labelled 'name@k=v,k=v'; unchanged
+    without settings. A setting that breaks the config's own checks is one clear BenchError."""
+    from dataclasses import fields
+
+    from dreamteam.config import ConfigError, Persona, Recipe
+
+    spec = registry.get(persona) if isinstance(persona, str) else persona
+    if not settings:
+        return persona
+    recipe_fields = {f.name for f in fields(Recipe)}
+    try:
+        recipe = spec.recipe.replace(**{k: v for k, v in settings.items() if k in recipe_fields})
+        model = spec.model.replace(**{k: v for k, v in settings.items() if k not in recipe_fields})
+    except ConfigError as e:
+        raise BenchError(f"--set: {e}") from None
+    label = spec.name + "@" + ",".join(f"{k}={v}" for k, v in settings.items())
+    return Persona(label, model, recipe, spec.description)
+
+
+def spec_matches(record: dict, persona) -> bool:
+    """Whether a record was trained with the config and recipe `persona` has now. Fields the record does not
+    hold (records written before a field existed) are not compared: a new field's default keeps old behaviour."""
+    spec = registry.get(persona) if isinstance(persona, str) else persona
+    for key, now in (("config", spec.model), ("recipe", spec.recipe)):
+        held = record.get(key)
+        if not isinstance(held, dict):
+            continue
+        now = as_json(now)
+        if any(now.get(k) != v for k, v in held.items() if k in now):
+            return False
+    return True
 
 
 def plan_personas(names, ablate: str | None = None, log=print) -> list:
@@ -124,7 +199,8 @@ def resolve_device(device: str) -> str:
 
 
 def sweep(personas, seeds, device: str = "auto", out_dir: str | Path = "runs", max_iters: int | None = None,
-          ablate: str | None = None, data_dir=None, progress: bool = True, log=print) -> SweepResult:
+          ablate: str | None = None, data_dir=None, progress: bool = True, log=print,
+          settings: dict | None = None) -> SweepResult:
     """Train every (persona, seed) not already done in `out_dir` through train_mps.train(); see the module doc.
 
     A run that raises an Exception is recorded as failed by train() itself; the sweep says so in one line
@@ -139,7 +215,7 @@ def sweep(personas, seeds, device: str = "auto", out_dir: str | Path = "runs", m
     seeds = list(dict.fromkeys(int(s) for s in seeds))  # a seed given twice runs once
     if not seeds:
         raise BenchError("no seeds given: expected --seeds S [S ...]")
-    plan = plan_personas(personas, ablate, log)
+    plan = [with_settings(p, settings or {}) for p in plan_personas(personas, ablate, log)]
     resolved = resolve_device(device)
     iters = protocol.MAX_ITERS if max_iters is None else int(max_iters)
     version = dreamteam.__version__
@@ -151,12 +227,14 @@ def sweep(personas, seeds, device: str = "auto", out_dir: str | Path = "runs", m
     for i, (persona, seed) in enumerate(jobs, 1):
         name = persona_name(persona)
         head = f"[{i}/{len(jobs)}] {name} seed {seed}"
-        existing = done.get((name, seed, device_type(resolved), iters, version))
-        if existing is not None:
-            log(f"{head}: done already ({existing.name}), skipped")
+        existing = done.get((name, seed, device_type(resolved), iters, version), [])
+        same_spec = [p for p, r in existing if spec_matches(r, persona)]
+        if same_spec:
+            log(f"{head}: done already ({same_spec[-1].name}), skipped")
             result.skipped.append((name, seed))
             continue
-        log(f"{head}: training on {resolved}, {iters} iterations")
+        changed = " (its config or recipe changed since " + existing[-1][0].name + ")" if existing else ""
+        log(f"{head}: training on {resolved}, {iters} iterations{changed}")
         try:
             # 'auto' leaves the device to train(): the protocol's own default and fallback
             train_mps.train(persona, seed, data_dir, None if device == "auto" else device, max_iters, out_dir, progress)
@@ -185,7 +263,7 @@ def main(args) -> int:
     previous = signal.signal(signal.SIGTERM, _terminated)
     try:
         result = sweep(args.personas, args.seeds, args.device, args.out, args.max_iters, args.ablate,
-                       args.data_dir, progress=not args.no_progress)
+                       args.data_dir, progress=not args.no_progress, settings=parse_settings(args.set))
     except (registry.UnknownPersonaError, BenchError, DataError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

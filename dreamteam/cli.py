@@ -4,7 +4,7 @@
     dreamteam train    [--engine torch|jax] [--persona NAME] [--seed S] [--max-iters N] [--device D] [--out-dir DIR]
     dreamteam parity   [--persona NAME ...] [--dtype ...] [--json PATH]     (same as python -m parity)
     dreamteam personas
-    dreamteam bench    [--personas NAME ...] [--seeds S ...] [--device auto|D] [--out DIR] [--max-iters N] [--ablate NAME]
+    dreamteam bench    [--personas NAME ...] [--seeds S ...] [--device auto|D] [--out DIR] [--max-iters N] [--ablate NAME] [--set KEY=VALUE ...]
     dreamteam report   [RUNS_DIR] [--out DIR]
     dreamteam evaluate DIR [--seed S] [--timeout MIN] [--device D] [--data-dir DIR]
     dreamteam check    DIR [--run ...]
@@ -378,6 +378,8 @@ def main(argv=None) -> int:
     b.add_argument("--out", default="runs", help="folder of run records; done runs found there are skipped")
     b.add_argument("--max-iters", type=int, default=None, help="smoke sweeps only; reported apart from full runs")
     b.add_argument("--ablate", default=None, metavar="NAME", help="add NAME with each of its components removed in turn")
+    b.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
+                   help="recipe tuning: change Recipe/GPTConfig fields of every planned persona (labelled NAME@KEY=VALUE)")
     b.add_argument("--data-dir", default=None)
     b.add_argument("--no-progress", action="store_true")
     b.set_defaults(func=_bench)

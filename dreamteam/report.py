@@ -56,17 +56,37 @@ def versus(row: dict, reference: dict) -> dict:
     return {"delta_val_loss": delta, "threshold": threshold, "below": -delta > threshold}
 
 
+def _same_spec(a: dict, b: dict) -> bool:
+    """Whether two records were trained with one config and recipe (fields only one of them holds, written
+    before the field existed, are not compared)."""
+    for key in ("config", "recipe"):
+        x, y = a.get(key) or {}, b.get(key) or {}
+        if any(x[k] != y[k] for k in x.keys() & y.keys()):
+            return False
+    return True
+
+
 def _latest_per_seed(records: list[tuple[str, dict]]) -> tuple[list[tuple[str, dict]], list[str]]:
-    """One record per seed: the latest by record name; also the relative paths of the superseded ones."""
+    """One record per seed: the latest by record name, among the records trained with the config and recipe
+    of the persona's latest record (a retuned persona is not averaged with its old recipe); also the
+    relative paths of the superseded ones."""
+    def order(x):  # by start time, the end of a record's name (persona_seedS_device_Nit_YYYYMMDD-HHMMSS)
+        name = str(x[1].get("name", ""))
+        stamp = re.search(r"(\d{8}-\d{6})$", name)
+        return (stamp.group(1) if stamp else "", name, x[0])
+
+    newest = max(records, key=order)[1]
+    current = [(rel, rec) for rel, rec in records if _same_spec(rec, newest)]
+    superseded = [rel for rel, rec in records if not _same_spec(rec, newest)]
     by_seed: dict[int, list[tuple[str, dict]]] = {}
-    for rel, rec in records:
+    for rel, rec in current:
         by_seed.setdefault(int(rec["seed"]), []).append((rel, rec))
-    kept, superseded = [], []
+    kept = []
     for seed in sorted(by_seed):
-        runs = sorted(by_seed[seed], key=lambda x: (str(x[1].get("name", "")), x[0]))
+        runs = sorted(by_seed[seed], key=order)
         kept.append(runs[-1])
         superseded += [rel for rel, _ in runs[:-1]]
-    return kept, superseded
+    return kept, sorted(superseded)
 
 
 def _ordered(personas: dict) -> list[str]:
@@ -84,6 +104,17 @@ def _ablations(personas: dict) -> dict[str, list[str]]:
     found = {}
     for name in sorted(personas):
         variants = [f"{name}-{c}" for c in personas[name]["components"] if f"{name}-{c}" in personas]
+        if variants:
+            found[name] = variants
+    return found
+
+
+def _tunings(personas: dict) -> dict[str, list[str]]:
+    """persona -> its recipe-tuning variants present in the group: rows named 'persona@key=value,...' (as
+    `dreamteam bench --set` labels them)."""
+    found = {}
+    for name in sorted(personas):
+        variants = sorted(v for v in personas if v.startswith(name + "@"))
         if variants:
             found[name] = variants
     return found
@@ -132,6 +163,7 @@ def summarize_runs(folder: str | Path, warn=None) -> dict:
             for name in order:
                 personas[name]["vs_baseline"] = None if name == BASELINE else versus(personas[name], personas[BASELINE])
         ablations = {p: {v: versus(personas[v], personas[p]) for v in vs} for p, vs in _ablations(personas).items()}
+        tunings = {p: {v: versus(personas[v], personas[p]) for v in vs} for p, vs in _tunings(personas).items()}
         versions = [(r.get("versions") or {}) for r in kept_all]
         groups.append({
             "id": f"{_safe(dev)}_{iters}it",
@@ -147,6 +179,7 @@ def summarize_runs(folder: str | Path, warn=None) -> dict:
             "order": order,
             "personas": personas,
             "ablations": ablations,
+            "tunings": tunings,
             "superseded": sorted(superseded),
         })
     return {"metrics": list(METRICS), "groups": groups, "failures": failures}
@@ -205,6 +238,20 @@ def _vs_cell(v: dict | None) -> str:
     return f"{v['delta_val_loss']:+.4f} ({verdict})"
 
 
+def _comparison_table(title: str, explanation: str, personas: dict, persona: str, variants: dict) -> list[str]:
+    """A persona's row and its variants' rows (ablations or tunings), with each variant against the persona."""
+    metrics = ("val_loss", "val_loss_best", "best_vloss")
+    lines = [f"### {title}", "", explanation, "",
+             "| variant | seeds | " + " | ".join(f"`{m}`" for m in metrics) + " | vs the whole persona |",
+             "|" + " --- |" * (len(metrics) + 3)]
+    for name in [persona, *variants]:
+        row = personas[name]
+        vs = "—" if name == persona else _vs_cell(variants[name])
+        cells = [_cell(row["metrics"][m], 4) for m in metrics]
+        lines.append(f"| `{name}` | {row['n_seeds']} | " + " | ".join(cells) + f" | {vs} |")
+    return lines + [""]
+
+
 def render_markdown(summary: dict, plots: dict[str, tuple[str, str]]) -> str:
     """RESULTS.md: per (device, max_iters) group a table, ablations, plots, versions and commands; failures."""
     lines = [
@@ -243,19 +290,13 @@ def render_markdown(summary: dict, plots: dict[str, tuple[str, str]]) -> str:
                       + ", ".join(f"`{run['file']}` (load up to {run['max_load']:.1f} on {run['cpu_count']} cores"
                                   + (f", {run['threads']} torch thread(s))" if run.get("threads") else ")")
                                   for run in shared) + ".", ""]
-        ablation_metrics = ("val_loss", "val_loss_best", "best_vloss")
-        for persona, variants in sorted(g["ablations"].items()):
-            lines += [f"### Ablations of `{persona}`", "",
-                      "Each variant is the persona with one component removed; a positive difference means the "
-                      "component helps.", "",
-                      "| variant | seeds | " + " | ".join(f"`{m}`" for m in ablation_metrics) + " | vs the whole persona |",
-                      "|" + " --- |" * (len(ablation_metrics) + 3)]
-            for name in [persona, *variants]:
-                row = g["personas"][name]
-                vs = "—" if name == persona else _vs_cell(variants[name])
-                cells = [_cell(row["metrics"][m], 4) for m in ablation_metrics]
-                lines.append(f"| `{name}` | {row['n_seeds']} | " + " | ".join(cells) + f" | {vs} |")
-            lines.append("")
+        tables = [("Ablations of", "ablations", "Each variant is the persona with one component removed; a positive "
+                   "difference means the component helps."),
+                  ("Recipe tuning of", "tunings", "Each variant is the persona with the recipe or component settings "
+                   "its name gives (`dreamteam bench --set`); a negative difference means the setting is better.")]
+        for title, key, explanation in tables:
+            for persona, variants in sorted(g.get(key, {}).items()):
+                lines += _comparison_table(f"{title} `{persona}`", explanation, g["personas"], persona, variants)
         curves, bars = plots.get(g["id"], (None, None))
         if curves:
             lines += [f"![val_loss curves, {g['id']}]({curves})", "", f"![val_loss per persona, {g['id']}]({bars})", ""]

@@ -33,6 +33,11 @@ def write_json_atomic(path: str | os.PathLike, obj) -> Path:
     return path
 
 
+def as_json(obj):
+    """`obj` (dataclasses, numpy scalars, paths, tuples) as the plain JSON values a record holds."""
+    return json.loads(json.dumps(obj, default=_jsonable))
+
+
 def _jsonable(o):
     if dataclasses.is_dataclass(o) and not isinstance(o, type):
         return dataclasses.asdict(o)

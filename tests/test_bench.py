@@ -291,3 +291,75 @@ def test_report_flags_runs_that_shared_the_machine(tmp_path):
     assert [r["file"] for r in report.shared_machine_runs(summary["groups"][0])] == ["busy.json"]
     text = (tmp_path / "docs" / "RESULTS.md").read_text()
     assert "`busy.json` (load up to 3.6 on 2 cores)" in text and "`quiet.json` (" not in text
+
+
+# ---------------------------------------------------------------- recipe tuning (--set)
+
+
+def test_set_labels_the_variant_and_trains_it_with_the_settings(tmp_path, monkeypatch):
+    seen = []
+
+    def fake(persona, seed, data_dir, device_override, max_iters_override, out_dir, progress):
+        seen.append(persona)
+        record = make_record(persona=persona.name, seed=seed, components=persona.model.components)
+        record["recipe"], record["config"] = runs.as_json(persona.recipe), runs.as_json(persona.model)
+        runs.write_json_atomic(Path(out_dir) / f"{record['name']}.json", record)
+
+    monkeypatch.setattr(train_mps, "train", fake)
+    argv = ["bench", "--personas", "pierre_simon_laplace", "--seeds", "0", "--device", "cpu", "--max-iters", "101",
+            "--out", str(tmp_path), "--set", "weight_decay=0.1", "succession_objective_eps=0.2", "grad_clip=0"]
+    assert main(argv) == 0
+    (persona,) = seen
+    assert persona.name == "pierre_simon_laplace@weight_decay=0.1,succession_objective_eps=0.2,grad_clip=0.0"
+    assert persona.recipe == registry.get("pierre_simon_laplace").recipe.replace(weight_decay=0.1, grad_clip=0.0)
+    assert persona.model.succession_objective_eps == 0.2
+    assert persona.model.components == registry.get("pierre_simon_laplace").model.components
+    assert main(argv) == 0 and len(seen) == 1  # the same variant again: done already
+
+
+@pytest.mark.parametrize("item, message", [
+    ("weight_decay", "expected KEY=VALUE"),
+    ("n_embd=64", "not a tunable field"),  # the protocol is frozen
+    ("components=rope", "not a tunable field"),
+    ("nonsense=1", "not a tunable field"),
+    ("weight_decay=abc", "could not convert"),
+    ("muon_bf16=maybe", "expected true or false"),
+    ("learning_rate=-1", "learning_rate=-1.0"),  # the Recipe's own check
+])
+def test_bad_settings_are_one_clear_error(tmp_path, monkeypatch, capsys, item, message):
+    monkeypatch.setattr(train_mps, "train", FakeTrain())
+    argv = ["bench", "--device", "cpu", "--max-iters", "101", "--out", str(tmp_path), "--set", item]
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_a_persona_whose_recipe_changed_is_trained_again(tmp_path, monkeypatch, capsys):
+    now = registry.get("baseline")
+    for seed, recipe in ((0, now.recipe), (1, now.recipe.replace(weight_decay=0.5))):
+        record = make_record(seed=seed)
+        record["recipe"] = runs.as_json(recipe)
+        runs.write_json_atomic(tmp_path / f"{record['name']}.json", record)
+    fake = FakeTrain()
+    monkeypatch.setattr(train_mps, "train", fake)
+    bench.sweep(["baseline"], [0, 1], device="cpu", out_dir=tmp_path, max_iters=101, progress=False)
+    assert fake.calls == [("baseline", 1, "cpu", 101)]  # seed 0 has today's recipe, seed 1 an old one
+    assert "config or recipe changed" in capsys.readouterr().out
+
+
+def test_report_tables_tunings_and_never_averages_two_recipes(tmp_path):
+    runs_dir = tmp_path / "runs"
+    old, new = runs.as_json(config.Recipe()), runs.as_json(config.Recipe(weight_decay=0.01))
+    for seed, val_loss, recipe, stamp in ((0, 5.0, old, "20260101-000000"), (1, 5.2, old, "20260101-010000"),
+                                          (0, 4.8, new, "20260102-000000")):
+        record = make_record(persona="toy", seed=seed, val_loss=val_loss, name=f"toy_seed{seed}_cpu_101it_{stamp}")
+        record["recipe"] = recipe
+        runs.write_json_atomic(runs_dir / f"{record['name']}.json", record)
+    write_record(runs_dir, persona="toy@weight_decay=0.01", seed=0, val_loss=4.9)
+    summary = report.write_report(runs_dir, tmp_path / "docs")
+    (group,) = summary["groups"]
+    toy = group["personas"]["toy"]
+    assert toy["seeds"] == [0] and toy["metrics"]["val_loss"]["mean"] == 4.8  # the retuned run only
+    assert group["superseded"] == ["toy_seed0_cpu_101it_20260101-000000.json", "toy_seed1_cpu_101it_20260101-010000.json"]
+    assert group["tunings"]["toy"]["toy@weight_decay=0.01"]["delta_val_loss"] == pytest.approx(0.1)
+    text = (tmp_path / "docs" / "RESULTS.md").read_text()
+    assert "### Recipe tuning of `toy`" in text and "| `toy@weight_decay=0.01` | 1 |" in text
