@@ -165,9 +165,11 @@ def plan_personas(names, ablate: str | None = None, log=print) -> list:
     Entries are registry names (str) or Persona objects (the ablation variants, labelled like 'x-rope')."""
     plan = []
     for name in names:
-        registry.get(name)  # raises UnknownPersonaError naming the known personas
-        if name not in plan:
-            plan.append(name)
+        # a registered name, or an ablation label ('x-component'); UnknownPersonaError names the known ones
+        spec = registry.from_label(name)
+        entry = name if name in registry.PERSONAS else spec
+        if name not in map(persona_name, plan):
+            plan.append(entry)
     if ablate is not None:
         persona = registry.get(ablate)
         if not persona.model.components:
@@ -175,7 +177,9 @@ def plan_personas(names, ablate: str | None = None, log=print) -> list:
         else:
             if ablate not in plan:  # an ablation is read against the whole persona
                 plan.append(ablate)
-            plan += [registry.build(ablate, remove=(c,)) for c in persona.model.components]
+            planned = set(map(persona_name, plan))
+            plan += [v for v in (registry.build(ablate, remove=(c,)) for c in persona.model.components)
+                     if v.name not in planned]
     return plan
 
 

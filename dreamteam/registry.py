@@ -89,3 +89,23 @@ def build(name: str, add: tuple[str, ...] = (), remove: tuple[str, ...] = ()) ->
         return persona
     label = name + "".join(f"+{c}" for c in add) + "".join(f"-{c}" for c in remove)
     return Persona(label, persona.model.replace(components=components), persona.recipe, persona.description)
+
+
+def from_label(label: str) -> Persona:
+    """The persona a label names: a registered name, or one with components switched on and off as `build`
+    labels it ('pierre_simon_laplace-laplace_glu', 'baseline+rope'), so that one ablation variant can be run
+    alone. One clear error for an unknown persona or component, or a label `build` would spell otherwise."""
+    import re
+
+    base, *changes = re.split(r"(?=[+-])", label)
+    persona = get(base)
+    add = tuple(c[1:] for c in changes if c.startswith("+"))
+    remove = tuple(c[1:] for c in changes if c.startswith("-"))
+    try:
+        built = build(base, add=add, remove=remove)
+    except ValueError as e:  # ConfigError included
+        raise UnknownPersonaError(f"persona label {label!r}: {e}") from None
+    if built.name != label:
+        raise UnknownPersonaError(f"persona label {label!r}: write it as {built.name!r} (adds first, then removals), "
+                                  "the name its runs are recorded under")
+    return persona if not changes else built

@@ -363,3 +363,30 @@ def test_report_tables_tunings_and_never_averages_two_recipes(tmp_path):
     assert group["tunings"]["toy"]["toy@weight_decay=0.01"]["delta_val_loss"] == pytest.approx(0.1)
     text = (tmp_path / "docs" / "RESULTS.md").read_text()
     assert "### Recipe tuning of `toy`" in text and "| `toy@weight_decay=0.01` | 1 |" in text
+
+
+def test_one_ablation_variant_runs_alone_by_its_label(tmp_path, monkeypatch):
+    fake = FakeTrain()
+    monkeypatch.setattr(train_mps, "train", fake)
+    bench.sweep(["pierre_simon_laplace-laplace_glu", "baseline+rope"], [1], device="cpu", out_dir=tmp_path,
+                max_iters=101, ablate="pierre_simon_laplace", progress=False)
+    names = [c[0] for c in fake.calls]
+    # the listed variant is not planned twice by --ablate, and each label trains what it names
+    assert names == ["pierre_simon_laplace-laplace_glu", "baseline+rope", "pierre_simon_laplace",
+                     "pierre_simon_laplace-laplace_bias", "pierre_simon_laplace-succession_objective",
+                     "pierre_simon_laplace-posterior_mean"]
+    variant = registry.from_label("pierre_simon_laplace-laplace_glu")
+    assert variant.model.components == ("laplace_bias", "succession_objective", "posterior_mean")
+    assert variant.recipe == registry.get("pierre_simon_laplace").recipe
+
+
+@pytest.mark.parametrize("label, message", [
+    ("nobody-rope", "unknown persona 'nobody'"),
+    ("baseline-rope", "has no component(s) ['rope']"),
+    ("baseline+nothing", "unknown component(s) ['nothing']"),
+    ("leonardo_da_vinci-rope+posterior_mean", "write it as 'leonardo_da_vinci+posterior_mean-rope'"),
+])
+def test_bad_persona_labels_are_one_clear_error(tmp_path, monkeypatch, capsys, label, message):
+    monkeypatch.setattr(train_mps, "train", FakeTrain())
+    assert main(["bench", "--personas", label, "--device", "cpu", "--max-iters", "101", "--out", str(tmp_path)]) == 2
+    assert message in capsys.readouterr().err
