@@ -12,8 +12,8 @@ for every planned persona, labelled `persona@KEY=VALUE`, so that tuning runs sit
 
 Resuming: a run is skipped when the out folder already holds a record with status "ok" and the same key
 (persona, seed, device type, max_iters, dreamteam version) whose recorded config and recipe are the ones
-the persona has now: after a registry change (a tuned recipe) the persona's runs are done again. The code version is the package version
-`dreamteam.__version__`, not the git commit: the commit turns "-dirty" on any edit (a README change
+the persona has now: after a registry change (a tuned recipe) the persona's runs are done again. The code
+version is the package version `dreamteam.__version__`, not the git commit: the commit turns "-dirty" on any edit (a README change
 included) and changes with every commit, so keying on it would rerun everything during development.
 Bump `dreamteam.__version__` when a change should invalidate earlier results. Failed runs are rerun.
 
@@ -101,7 +101,7 @@ def parse_settings(items) -> dict:
 
     from dreamteam.config import GPTConfig, Recipe
 
-    known = {f.name: (cls, f) for cls in (Recipe, GPTConfig) for f in fields(cls)}
+    known = {f.name: cls for cls in (Recipe, GPTConfig) for f in fields(cls)}
     settings = {}
     for item in items or ():
         key, sep, text = str(item).partition("=")
@@ -110,8 +110,7 @@ def parse_settings(items) -> dict:
         if key not in known or key in ("components", "n_layer", "n_head", "n_embd", "block_size", "vocab_size"):
             raise BenchError(f"--set {key}: not a tunable field of Recipe or GPTConfig (the protocol and the "
                              "components are fixed; use --ablate to remove a component)")
-        cls, f = known[key]
-        default = getattr(cls(), key)
+        default = getattr(known[key](), key)
         try:
             if isinstance(default, bool):
                 if text.lower() not in ("true", "false"):
@@ -132,9 +131,9 @@ def with_settings(persona, settings: dict):
 
     from dreamteam.config import ConfigError, Persona, Recipe
 
-    spec = registry.get(persona) if isinstance(persona, str) else persona
     if not settings:
         return persona
+    spec = registry.get(persona) if isinstance(persona, str) else persona
     recipe_fields = {f.name for f in fields(Recipe)}
     try:
         recipe = spec.recipe.replace(**{k: v for k, v in settings.items() if k in recipe_fields})
@@ -145,18 +144,21 @@ def with_settings(persona, settings: dict):
     return Persona(label, model, recipe, spec.description)
 
 
-def spec_matches(record: dict, persona) -> bool:
-    """Whether a record was trained with the config and recipe `persona` has now. Fields the record does not
-    hold (records written before a field existed) are not compared: a new field's default keeps old behaviour."""
-    spec = registry.get(persona) if isinstance(persona, str) else persona
-    for key, now in (("config", spec.model), ("recipe", spec.recipe)):
-        held = record.get(key)
-        if not isinstance(held, dict):
-            continue
-        now = as_json(now)
-        if any(now.get(k) != v for k, v in held.items() if k in now):
+def same_spec(a: dict, b: dict) -> bool:
+    """Whether two records (or a record and `spec_fields` of a persona) hold one config and recipe. Fields
+    only one of them holds (records written before a field existed) are not compared: a new field's
+    default keeps the old behaviour."""
+    for key in ("config", "recipe"):
+        x, y = a.get(key) or {}, b.get(key) or {}
+        if any(x[k] != y[k] for k in x.keys() & y.keys()):
             return False
     return True
+
+
+def spec_fields(persona) -> dict:
+    """The config and recipe of `persona` (a registry name or Persona) as a record holds them."""
+    spec = registry.get(persona) if isinstance(persona, str) else persona
+    return {"config": as_json(spec.model), "recipe": as_json(spec.recipe)}
 
 
 def plan_personas(names, ablate: str | None = None, log=print) -> list:
@@ -232,9 +234,10 @@ def sweep(personas, seeds, device: str = "auto", out_dir: str | Path = "runs", m
         name = persona_name(persona)
         head = f"[{i}/{len(jobs)}] {name} seed {seed}"
         existing = done.get((name, seed, device_type(resolved), iters, version), [])
-        same_spec = [p for p, r in existing if spec_matches(r, persona)]
-        if same_spec:
-            log(f"{head}: done already ({same_spec[-1].name}), skipped")
+        now = spec_fields(persona)
+        matching = [p for p, r in existing if same_spec(r, now)]
+        if matching:
+            log(f"{head}: done already ({matching[-1].name}), skipped")
             result.skipped.append((name, seed))
             continue
         changed = " (its config or recipe changed since " + existing[-1][0].name + ")" if existing else ""

@@ -99,7 +99,6 @@ def from_label(label: str) -> Persona:
     import re
 
     base, *changes = re.split(r"(?=[+-])", label)
-    persona = get(base)
     add = tuple(c[1:] for c in changes if c.startswith("+"))
     remove = tuple(c[1:] for c in changes if c.startswith("-"))
     try:
@@ -109,4 +108,4 @@ def from_label(label: str) -> Persona:
     if built.name != label:
         raise UnknownPersonaError(f"persona label {label!r}: write it as {built.name!r} (adds first, then removals), "
                                   "the name its runs are recorded under")
-    return persona if not changes else built
+    return built  # the registered persona itself when the label names no change

@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 
 from dreamteam import protocol
-from dreamteam.bench import BenchError, device_type, read_records
+from dreamteam.bench import BenchError, device_type, read_records, same_spec
 
 METRICS = ("val_loss", "val_loss_best", "best_vloss", "fitness", "elapsed_min", "ms_per_iter")
 DECIMALS = {"val_loss": 4, "val_loss_best": 4, "best_vloss": 4, "fitness": 4, "elapsed_min": 3, "ms_per_iter": 2}
@@ -56,16 +56,6 @@ def versus(row: dict, reference: dict) -> dict:
     return {"delta_val_loss": delta, "threshold": threshold, "below": -delta > threshold}
 
 
-def _same_spec(a: dict, b: dict) -> bool:
-    """Whether two records were trained with one config and recipe (fields only one of them holds, written
-    before the field existed, are not compared)."""
-    for key in ("config", "recipe"):
-        x, y = a.get(key) or {}, b.get(key) or {}
-        if any(x[k] != y[k] for k in x.keys() & y.keys()):
-            return False
-    return True
-
-
 def _latest_per_seed(records: list[tuple[str, dict]]) -> tuple[list[tuple[str, dict]], list[str]]:
     """One record per seed: the latest by record name, among the records trained with the config and recipe
     of the persona's latest record (a retuned persona is not averaged with its old recipe); also the
@@ -76,8 +66,8 @@ def _latest_per_seed(records: list[tuple[str, dict]]) -> tuple[list[tuple[str, d
         return (stamp.group(1) if stamp else "", name, x[0])
 
     newest = max(records, key=order)[1]
-    current = [(rel, rec) for rel, rec in records if _same_spec(rec, newest)]
-    superseded = [rel for rel, rec in records if not _same_spec(rec, newest)]
+    current = [(rel, rec) for rel, rec in records if same_spec(rec, newest)]
+    superseded = [rel for rel, rec in records if not same_spec(rec, newest)]
     by_seed: dict[int, list[tuple[str, dict]]] = {}
     for rel, rec in current:
         by_seed.setdefault(int(rec["seed"]), []).append((rel, rec))
