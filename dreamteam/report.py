@@ -189,10 +189,15 @@ def _run_entry(rel: str, r: dict) -> dict:
 
 
 def shared_machine_runs(group: dict) -> list[dict]:
-    """The runs of a group whose recorded 1-minute load average exceeded the core count by more than 0.5:
-    something else ran beside them, so their timings are inflated (their losses are not affected)."""
+    """The runs of a group whose recorded 1-minute load average exceeded their own share of the machine (their
+    torch threads, at most the core count; the core count where threads were not recorded) by more than 0.5:
+    something else ran beside them, so their timings are inflated (their losses are not affected). A 1-thread
+    run beside another 1-thread run on 2 cores is flagged although the load stays at the core count."""
+    def own_load(run: dict) -> int:
+        threads = run.get("threads")
+        return min(threads, run["cpu_count"]) if isinstance(threads, int) and threads > 0 else run["cpu_count"]
     return [run for name in group["order"] for run in group["personas"][name]["runs"]
-            if run.get("max_load") is not None and run.get("cpu_count") and run["max_load"] > run["cpu_count"] + 0.5]
+            if run.get("max_load") is not None and run.get("cpu_count") and run["max_load"] > own_load(run) + 0.5]
 
 
 def _distinct_versions(versions: list[dict]) -> list[dict]:
@@ -275,8 +280,8 @@ def render_markdown(summary: dict, plots: dict[str, tuple[str, str]]) -> str:
         lines += [f"Seeds: {seeds}.", ""]
         shared = shared_machine_runs(g)
         if shared:
-            lines += ["Timings of runs that shared the machine (1-minute load average above the core count at some "
-                      "checkpoint; their losses are unaffected, their `elapsed_min` and `ms_per_iter` are inflated): "
+            lines += ["Timings of runs that shared the machine (1-minute load average above the run's own torch threads "
+                      "at some checkpoint; their losses are unaffected, their `elapsed_min` and `ms_per_iter` are inflated): "
                       + ", ".join(f"`{run['file']}` (load up to {run['max_load']:.1f} on {run['cpu_count']} cores"
                                   + (f", {run['threads']} torch thread(s))" if run.get("threads") else ")")
                                   for run in shared) + ".", ""]

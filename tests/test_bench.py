@@ -285,12 +285,17 @@ def test_report_flags_runs_that_shared_the_machine(tmp_path):
     busy = make_record(seed=1, name="busy")
     busy.update(cpu_count=2, load_avg=[2.0, 3.6, 2.2])
     old = make_record(seed=2, name="old")  # recorded before load averages were kept: not flagged
-    for record in (quiet, busy, old):
+    alone = make_record(seed=3, name="alone")
+    alone.update(cpu_count=2, threads=1, load_avg=[1.0, 1.3])  # one thread, nothing beside it
+    pair = make_record(seed=4, name="pair")
+    pair.update(cpu_count=2, threads=1, load_avg=[1.9, 2.2])  # one thread beside another run: flagged
+    for record in (quiet, busy, old, alone, pair):
         runs.write_json_atomic(folder / f"{record['name']}.json", record)
     summary = report.write_report(folder, tmp_path / "docs")
-    assert [r["file"] for r in report.shared_machine_runs(summary["groups"][0])] == ["busy.json"]
+    assert sorted(r["file"] for r in report.shared_machine_runs(summary["groups"][0])) == ["busy.json", "pair.json"]
     text = (tmp_path / "docs" / "RESULTS.md").read_text()
     assert "`busy.json` (load up to 3.6 on 2 cores)" in text and "`quiet.json` (" not in text
+    assert "`pair.json` (load up to 2.2 on 2 cores, 1 torch thread(s))" in text and "`alone.json` (" not in text
 
 
 # ---------------------------------------------------------------- recipe tuning (--set)
