@@ -116,6 +116,9 @@ def parse_settings(items) -> dict:
                 if text.lower() not in ("true", "false"):
                     raise ValueError("expected true or false")
                 value = text.lower() == "true"
+            elif isinstance(default, tuple):  # 'adaptive_softmax_cutoffs=4000,8000'; elements typed as the default's
+                kind = type(default[0]) if default else str
+                value = tuple(kind(part) for part in text.split(","))
             else:
                 value = type(default)(text)
         except ValueError as e:
@@ -129,18 +132,26 @@ def with_settings(persona, settings: dict):
     without settings. A setting that breaks the config's own checks is one clear BenchError."""
     from dataclasses import fields
 
-    from dreamteam.config import ConfigError, Persona, Recipe
+    from dreamteam.config import KNOWN_COMPONENTS, ConfigError, Persona, Recipe
 
     if not settings:
         return persona
     spec = registry.get(persona) if isinstance(persona, str) else persona
+    for key in settings:  # a component's setting (named after it) on a persona without it would change nothing
+        owner = [c for c in KNOWN_COMPONENTS if key.startswith(c + "_")]
+        if owner and not spec.model.has(owner[0]):
+            raise BenchError(f"--set {key}: {spec.name} has no {owner[0]} component, so the setting would change "
+                             "nothing")
     recipe_fields = {f.name for f in fields(Recipe)}
     try:
         recipe = spec.recipe.replace(**{k: v for k, v in settings.items() if k in recipe_fields})
         model = spec.model.replace(**{k: v for k, v in settings.items() if k not in recipe_fields})
     except ConfigError as e:
         raise BenchError(f"--set: {e}") from None
-    label = spec.name + "@" + ",".join(f"{k}={v}" for k, v in settings.items())
+    def text(v):  # a tuple as 4000:8000, so that the label stays one word (it names the run files)
+        return ":".join(map(str, v)) if isinstance(v, tuple) else str(v)
+
+    label = spec.name + "@" + ",".join(f"{k}={text(v)}" for k, v in settings.items())
     return Persona(label, model, recipe, spec.description)
 
 

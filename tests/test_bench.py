@@ -321,6 +321,14 @@ def test_set_labels_the_variant_and_trains_it_with_the_settings(tmp_path, monkey
     assert persona.model.components == registry.get("pierre_simon_laplace").model.components
     assert main(argv) == 0 and len(seen) == 1  # the same variant again: done already
 
+    argv = ["bench", "--personas", "ada_lovelace", "--seeds", "0", "--device", "cpu", "--max-iters", "101",
+            "--out", str(tmp_path), "--set", "adaptive_softmax_cutoffs=4000,8000"]
+    assert main(argv) == 0
+    assert seen[-1].name == "ada_lovelace@adaptive_softmax_cutoffs=4000:8000"
+    assert seen[-1].model.adaptive_softmax_cutoffs == (4000, 8000)  # ints, not the characters of the text
+    with pytest.raises(bench.BenchError, match="expected increasing counts"):  # the config's own check
+        bench.with_settings("ada_lovelace", bench.parse_settings(["adaptive_softmax_cutoffs=8000,4000"]))
+
 
 @pytest.mark.parametrize("item, message", [
     ("weight_decay", "expected KEY=VALUE"),
@@ -329,6 +337,9 @@ def test_set_labels_the_variant_and_trains_it_with_the_settings(tmp_path, monkey
     ("nonsense=1", "not a tunable field"),
     ("weight_decay=abc", "could not convert"),
     ("muon_bf16=maybe", "expected true or false"),
+    ("adaptive_softmax_cutoffs=4000,x", "invalid literal"),
+    ("adaptive_softmax_cutoffs=4000,8000", "baseline has no adaptive_softmax component"),
+    ("muon_lr=0.01", "baseline has no muon component"),
     ("learning_rate=-1", "learning_rate=-1.0"),  # the Recipe's own check
 ])
 def test_bad_settings_are_one_clear_error(tmp_path, monkeypatch, capsys, item, message):
