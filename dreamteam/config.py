@@ -93,6 +93,9 @@ class GPTConfig:
     # (1-based) projects to width n_embd // div^i
     adaptive_softmax_cutoffs: tuple[int, ...] = (2000, 6000)
     adaptive_softmax_div: int = 2
+    # tied tails: a tail cluster scores its ids with their token-embedding rows through a map of its width,
+    # E_c U_c P_c h, instead of its own output matrix O_c P_c h (the head is tied in either case)
+    adaptive_softmax_tied_tails: bool = False
 
     def __post_init__(self):
         if self.n_embd % self.n_head:

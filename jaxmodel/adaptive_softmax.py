@@ -9,7 +9,9 @@ tail clusters c = 1..C, the last holding every id never seen in training. For th
     p(w) = p_head(c) * softmax( (P_c h) O_c^T )(w)          w in tail cluster c
 
 W_head are the head ids' rows of the token embedding (the head stays tied); P_c (d_c x D) projects to the
-cluster's reduced width d_c = D // div^c, O_c (n_c x d_c) scores its ids. The p(w) sum to one over all V
+cluster's reduced width d_c = D // div^c, O_c (n_c x d_c) scores its ids. With tied tails
+(adaptive_softmax_tied_tails) O_c = E_c U_c: the cluster's ids' embedding rows E_c (n_c x D) through its own
+U_c (D x d_c), so a rare id's output vector is its input vector, trained by both (as the tied head's are). The p(w) sum to one over all V
 ids, so -log p(target) is the true cross-entropy, comparable with a full softmax's.
 
 `log_probs` gives log p over all V ids (in id order); `nll` gives -log p(target) per token without them:
@@ -46,7 +48,12 @@ class AdaptiveSoftmax(nn.Module):
         self.cl = cl
         C = len(cl.tail_sizes)
         self.cluster = Linear(C, False, name="cluster") if C else None
-        self.tails = [TailCluster(n, d, name=f"tail_{i}") for i, (n, d) in enumerate(zip(cl.tail_sizes, cl.tail_widths))]
+        tied = self.cfg.adaptive_softmax_tied_tails
+        self.tails = [TailCluster(n, d, tied, name=f"tail_{i}") for i, (n, d) in enumerate(zip(cl.tail_sizes, cl.tail_widths))]
+
+    def tail_rows(self, c, wte_VxD):
+        """The embedding rows of tail cluster c's ids (used when the tails are tied)."""
+        return wte_VxD[jnp.asarray(self.cl.order[self.cl.edges[c + 1]: self.cl.edges[c + 2]])]
 
     def head_log_probs(self, h_NxD, wte_VxD):
         """log softmax over [head ids, tail clusters], (N, head_size + C)."""
@@ -60,7 +67,8 @@ class AdaptiveSoftmax(nn.Module):
         """log p(w) for every id w, (N, V), in id order."""
         lh = self.head_log_probs(h_NxD, wte_VxD)
         H = self.cl.head_size
-        parts = [lh[:, :H]] + [lh[:, H + c, None] + jax.nn.log_softmax(t(h_NxD), axis=-1) for c, t in enumerate(self.tails)]
+        parts = [lh[:, :H]] + [lh[:, H + c, None] + jax.nn.log_softmax(t(h_NxD, self.tail_rows(c, wte_VxD)), axis=-1)
+                               for c, t in enumerate(self.tails)]
         return jnp.concatenate(parts, axis=-1)[:, jnp.asarray(self.cl.rank)]  # frequency order -> id order
 
     def nll(self, h_NxD, wte_VxD, t_N):
@@ -74,7 +82,8 @@ class AdaptiveSoftmax(nn.Module):
         for c, t in enumerate(self.tails):  # static shapes: each tail's softmax for every token, kept where used
             in_c = c_N == c + 1
             j_N = jnp.clip(pos_N - edges[c + 1], 0, self.cl.tail_sizes[c] - 1)
-            lt_N = jnp.take_along_axis(jax.nn.log_softmax(t(h_NxD), axis=-1), j_N[:, None], axis=1)[:, 0]
+            lt_N = jnp.take_along_axis(jax.nn.log_softmax(t(h_NxD, self.tail_rows(c, wte_VxD)), axis=-1),
+                                       j_N[:, None], axis=1)[:, 0]
             lp_N = lp_N + jnp.where(in_c, lt_N, 0.0)
         return -lp_N
 
@@ -83,11 +92,16 @@ class AdaptiveSoftmax(nn.Module):
 
 
 class TailCluster(nn.Module):
-    """Scores of a tail cluster's n ids through width d: out(proj(h))."""
+    """Scores of a tail cluster's n ids through width d: out(proj(h)); tied: up(proj(h)) against the ids'
+    embedding rows wte_nxD."""
 
     n: int
     d: int
+    tied: bool = False
 
     @nn.compact
-    def __call__(self, h_NxD):
-        return Linear(self.n, False, name="out")(Linear(self.d, False, name="proj")(h_NxD))
+    def __call__(self, h_NxD, wte_nxD):
+        z_Nxd = Linear(self.d, False, name="proj")(h_NxD)
+        if self.tied:
+            return Linear(wte_nxD.shape[1], False, name="up")(z_Nxd) @ wte_nxD.T
+        return Linear(self.n, False, name="out")(z_Nxd)

@@ -69,10 +69,10 @@ def test_clusters_follow_the_counts():
     assert adaptive_clusters(np.arange(1, 11), (4, 50), 16, 2).edges == (0, 4, 10)
 
 
-@pytest.mark.parametrize("counts_seed", [0, 1])
-def test_probabilities_sum_to_one_and_factorize(counts_seed):
+@pytest.mark.parametrize("counts_seed, tied", [(0, False), (1, False), (0, True)])
+def test_probabilities_sum_to_one_and_factorize(counts_seed, tied):
     counts = counts_with_unseen(seed=counts_seed)
-    cfg = cfg_of()
+    cfg = cfg_of(adaptive_softmax_tied_tails=tied)
     pair = pair_of(cfg, counts)
     lp_j, lp_t = both_log_probs(pair, X)
     for lp in (lp_j, lp_t):
@@ -92,7 +92,11 @@ def test_probabilities_sum_to_one_and_factorize(counts_seed):
     want[:, cl.order[: cl.head_size]] = p_head[:, : cl.head_size]
     for c, (a, b) in enumerate(zip(cl.edges[1:-1], cl.edges[2:])):
         t = asm[f"tail_{c}"]
-        s = (h @ np.asarray(t["proj"]["weight"]).T) @ np.asarray(t["out"]["weight"]).T
+        if tied:  # the ids' own embedding rows score the cluster's up-projected state: O_c = E_c U_c
+            assert "out" not in t
+            s = (h @ np.asarray(t["proj"]["weight"]).T @ np.asarray(t["up"]["weight"]).T) @ W[cl.order[a:b]].T
+        else:
+            s = (h @ np.asarray(t["proj"]["weight"]).T) @ np.asarray(t["out"]["weight"]).T
         pc = np.exp(s - s.max(1, keepdims=True))
         pc /= pc.sum(1, keepdims=True)
         want[:, cl.order[a:b]] = p_head[:, cl.head_size + c, None] * pc
@@ -113,9 +117,10 @@ def test_single_cluster_is_the_full_softmax():
     np.testing.assert_allclose(lp_t, full, atol=1e-13)
 
 
-def test_fused_loss_equals_the_eager_cross_entropy_and_its_gradients():
+@pytest.mark.parametrize("tied", [False, True])
+def test_fused_loss_equals_the_eager_cross_entropy_and_its_gradients(tied):
     counts = counts_with_unseen()
-    pair = pair_of(cfg_of(), counts)
+    pair = pair_of(cfg_of(adaptive_softmax_tied_tails=tied), counts)
     cfg = pair.persona.model
     rng = np.random.default_rng(3)
     x = rng.integers(0, V, size=(4, 8))
@@ -149,3 +154,14 @@ def test_bad_input():
 
     with pytest.raises(ValueError, match="token_counts"):
         GPT(cfg_of())
+
+
+def test_tied_tails_parity_float64():
+    """Tied tails share the embedding rows between the tails and the input: the embedding's gradient takes
+    both paths, on both sides (logits, loss, gradients, optimizer steps of the whole persona)."""
+    from dreamteam import registry
+
+    ada = registry.get("ada_lovelace")
+    persona = Persona("ada_lovelace_tied_tails", ada.model.replace(adaptive_softmax_tied_tails=True), ada.recipe)
+    failed = [(r.check, r.max_error) for r in checks.run_checks(persona, "float64", batch_size=2, steps=5) if not r.passed]
+    assert not failed, failed

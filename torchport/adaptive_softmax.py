@@ -9,7 +9,9 @@ tail clusters c = 1..C, the last holding every id never seen in training. For th
     p(w) = p_head(c) * softmax( (P_c h) O_c^T )(w)          w in tail cluster c
 
 W_head are the head ids' rows of the token embedding (the head stays tied); P_c (d_c x D) projects to the
-cluster's reduced width d_c = D // div^c, O_c (n_c x d_c) scores its ids. The p(w) sum to one over all V
+cluster's reduced width d_c = D // div^c, O_c (n_c x d_c) scores its ids. With tied tails
+(adaptive_softmax_tied_tails) O_c = E_c U_c: the cluster's ids' embedding rows E_c (n_c x D) through its own
+U_c (D x d_c), so a rare id's output vector is its input vector, trained by both (as the tied head's are). The p(w) sum to one over all V
 ids, so -log p(target) is the true cross-entropy, comparable with a full softmax's.
 
 `log_probs` gives log p over all V ids (in id order: GPT.forward's logits); `nll` gives -log p(target) per
@@ -40,14 +42,21 @@ def clusters_of(config: GPTConfig, token_counts):
 
 
 class TailCluster(nn.Module):
-    """Scores of a tail cluster's n ids through width d: out(proj(h))."""
+    """Scores of a tail cluster's n ids through width d: out(proj(h)); tied: up(proj(h)) against the ids'
+    embedding rows wte_nxD."""
 
-    def __init__(self, n_embd: int, n: int, d: int):
+    def __init__(self, n_embd: int, n: int, d: int, tied: bool = False):
         super().__init__()
+        self.tied = tied
         self.proj = nn.Linear(n_embd, d, bias=False)
-        self.out = nn.Linear(d, n, bias=False)
+        if tied:
+            self.up = nn.Linear(d, n_embd, bias=False)
+        else:
+            self.out = nn.Linear(d, n, bias=False)
 
-    def forward(self, h):
+    def forward(self, h, wte_nxD):
+        if self.tied:
+            return self.up(self.proj(h)) @ wte_nxD.t()
         return self.out(self.proj(h))
 
 
@@ -58,8 +67,10 @@ class AdaptiveSoftmax(nn.Module):
         self.head_size, self.tail_sizes, self.edges = cl.head_size, cl.tail_sizes, cl.edges
         C = len(cl.tail_sizes)
         self.cluster = nn.Linear(config.n_embd, C, bias=False) if C else None
-        self.tail = nn.ModuleList([TailCluster(config.n_embd, n, d) for n, d in zip(cl.tail_sizes, cl.tail_widths)])
+        tied = config.adaptive_softmax_tied_tails
+        self.tail = nn.ModuleList([TailCluster(config.n_embd, n, d, tied) for n, d in zip(cl.tail_sizes, cl.tail_widths)])
         # derived from the counts, rebuilt by the constructor: not part of the state_dict
+        self.register_buffer("order", torch.from_numpy(cl.order.copy()), persistent=False)
         self.register_buffer("head_ids", torch.from_numpy(cl.order[: cl.head_size].copy()), persistent=False)
         self.register_buffer("rank", torch.from_numpy(cl.rank.copy()), persistent=False)
         self.register_buffer("tail_edges", torch.tensor(cl.edges[1:-1], dtype=torch.long), persistent=False)
@@ -71,11 +82,16 @@ class AdaptiveSoftmax(nn.Module):
             z_NxH = torch.cat([z_NxH, self.cluster(h_NxD)], dim=-1)
         return F.log_softmax(z_NxH, dim=-1)
 
+    def tail_rows(self, c, wte_VxD):
+        """The embedding rows of tail cluster c's ids (used when the tails are tied)."""
+        return wte_VxD[self.order[self.edges[c + 1]: self.edges[c + 2]]]
+
     def log_probs(self, h_NxD, wte_VxD):
         """log p(w) for every id w, (N, V), in id order."""
         lh = self.head_log_probs(h_NxD, wte_VxD)
         H = self.head_size
-        parts = [lh[:, :H]] + [lh[:, H + c, None] + F.log_softmax(t(h_NxD), dim=-1) for c, t in enumerate(self.tail)]
+        parts = [lh[:, :H]] + [lh[:, H + c, None] + F.log_softmax(t(h_NxD, self.tail_rows(c, wte_VxD)), dim=-1)
+                               for c, t in enumerate(self.tail)]
         return torch.cat(parts, dim=-1)[:, self.rank]  # frequency order -> id order
 
     def nll(self, h_NxD, wte_VxD, t_N):
@@ -90,6 +106,6 @@ class AdaptiveSoftmax(nn.Module):
         for c, t in enumerate(self.tail):
             rows = (c_N == c + 1).nonzero()[:, 0]
             if rows.numel():
-                lt = F.log_softmax(t(h_NxD[rows]), dim=-1)
+                lt = F.log_softmax(t(h_NxD[rows], self.tail_rows(c, wte_VxD)), dim=-1)
                 lp_N = lp_N.index_add(0, rows, torch.gather(lt, 1, (pos_N[rows] - self.edges[c + 1])[:, None])[:, 0])
         return -lp_N
