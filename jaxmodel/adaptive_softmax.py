@@ -51,9 +51,10 @@ class AdaptiveSoftmax(nn.Module):
         tied = self.cfg.adaptive_softmax_tied_tails
         self.tails = [TailCluster(n, d, tied, name=f"tail_{i}") for i, (n, d) in enumerate(zip(cl.tail_sizes, cl.tail_widths))]
 
-    def tail_rows(self, c, wte_VxD):
-        """The embedding rows of tail cluster c's ids (used when the tails are tied)."""
-        return wte_VxD[jnp.asarray(self.cl.order[self.cl.edges[c + 1]: self.cl.edges[c + 2]])]
+    def tail_scores(self, c, h_NxD, wte_VxD):
+        """Tail cluster c's scores of its ids; the ids' embedding rows are gathered only when tied."""
+        t, (a, b) = self.tails[c], self.cl.edges[c + 1: c + 3]
+        return t(h_NxD, wte_VxD[jnp.asarray(self.cl.order[a:b])] if t.tied else None)
 
     def head_log_probs(self, h_NxD, wte_VxD):
         """log softmax over [head ids, tail clusters], (N, head_size + C)."""
@@ -67,8 +68,8 @@ class AdaptiveSoftmax(nn.Module):
         """log p(w) for every id w, (N, V), in id order."""
         lh = self.head_log_probs(h_NxD, wte_VxD)
         H = self.cl.head_size
-        parts = [lh[:, :H]] + [lh[:, H + c, None] + jax.nn.log_softmax(t(h_NxD, self.tail_rows(c, wte_VxD)), axis=-1)
-                               for c, t in enumerate(self.tails)]
+        parts = [lh[:, :H]] + [lh[:, H + c, None] + jax.nn.log_softmax(self.tail_scores(c, h_NxD, wte_VxD), axis=-1)
+                               for c in range(len(self.tails))]
         return jnp.concatenate(parts, axis=-1)[:, jnp.asarray(self.cl.rank)]  # frequency order -> id order
 
     def nll(self, h_NxD, wte_VxD, t_N):
@@ -79,10 +80,10 @@ class AdaptiveSoftmax(nn.Module):
         c_N = jnp.searchsorted(jnp.asarray(edges[1:-1]), pos_N, side="right")  # 0 head, c >= 1 tail c
         slot_N = jnp.where(c_N == 0, pos_N, H + c_N - 1)
         lp_N = jnp.take_along_axis(lh, jnp.minimum(slot_N, lh.shape[1] - 1)[:, None], axis=1)[:, 0]
-        for c, t in enumerate(self.tails):  # static shapes: each tail's softmax for every token, kept where used
+        for c in range(len(self.tails)):  # static shapes: each tail's softmax for every token, kept where used
             in_c = c_N == c + 1
             j_N = jnp.clip(pos_N - edges[c + 1], 0, self.cl.tail_sizes[c] - 1)
-            lt_N = jnp.take_along_axis(jax.nn.log_softmax(t(h_NxD, self.tail_rows(c, wte_VxD)), axis=-1),
+            lt_N = jnp.take_along_axis(jax.nn.log_softmax(self.tail_scores(c, h_NxD, wte_VxD), axis=-1),
                                        j_N[:, None], axis=1)[:, 0]
             lp_N = lp_N + jnp.where(in_c, lt_N, 0.0)
         return -lp_N
@@ -93,7 +94,7 @@ class AdaptiveSoftmax(nn.Module):
 
 class TailCluster(nn.Module):
     """Scores of a tail cluster's n ids through width d: out(proj(h)); tied: up(proj(h)) against the ids'
-    embedding rows wte_nxD."""
+    embedding rows wte_nxD (None when untied)."""
 
     n: int
     d: int

@@ -43,7 +43,7 @@ def clusters_of(config: GPTConfig, token_counts):
 
 class TailCluster(nn.Module):
     """Scores of a tail cluster's n ids through width d: out(proj(h)); tied: up(proj(h)) against the ids'
-    embedding rows wte_nxD."""
+    embedding rows wte_nxD (None when untied)."""
 
     def __init__(self, n_embd: int, n: int, d: int, tied: bool = False):
         super().__init__()
@@ -71,27 +71,27 @@ class AdaptiveSoftmax(nn.Module):
         self.tail = nn.ModuleList([TailCluster(config.n_embd, n, d, tied) for n, d in zip(cl.tail_sizes, cl.tail_widths)])
         # derived from the counts, rebuilt by the constructor: not part of the state_dict
         self.register_buffer("order", torch.from_numpy(cl.order.copy()), persistent=False)
-        self.register_buffer("head_ids", torch.from_numpy(cl.order[: cl.head_size].copy()), persistent=False)
         self.register_buffer("rank", torch.from_numpy(cl.rank.copy()), persistent=False)
         self.register_buffer("tail_edges", torch.tensor(cl.edges[1:-1], dtype=torch.long), persistent=False)
 
     def head_log_probs(self, h_NxD, wte_VxD):
         """log softmax over [head ids, tail clusters], (N, head_size + C)."""
-        z_NxH = h_NxD @ wte_VxD[self.head_ids].t()
+        z_NxH = h_NxD @ wte_VxD[self.order[: self.head_size]].t()
         if self.cluster is not None:
             z_NxH = torch.cat([z_NxH, self.cluster(h_NxD)], dim=-1)
         return F.log_softmax(z_NxH, dim=-1)
 
-    def tail_rows(self, c, wte_VxD):
-        """The embedding rows of tail cluster c's ids (used when the tails are tied)."""
-        return wte_VxD[self.order[self.edges[c + 1]: self.edges[c + 2]]]
+    def tail_scores(self, c, h_NxD, wte_VxD):
+        """Tail cluster c's scores of its ids; the ids' embedding rows are gathered only when tied."""
+        t = self.tail[c]
+        return t(h_NxD, wte_VxD[self.order[self.edges[c + 1]: self.edges[c + 2]]] if t.tied else None)
 
     def log_probs(self, h_NxD, wte_VxD):
         """log p(w) for every id w, (N, V), in id order."""
         lh = self.head_log_probs(h_NxD, wte_VxD)
         H = self.head_size
-        parts = [lh[:, :H]] + [lh[:, H + c, None] + F.log_softmax(t(h_NxD, self.tail_rows(c, wte_VxD)), dim=-1)
-                               for c, t in enumerate(self.tail)]
+        parts = [lh[:, :H]] + [lh[:, H + c, None] + F.log_softmax(self.tail_scores(c, h_NxD, wte_VxD), dim=-1)
+                               for c in range(len(self.tail))]
         return torch.cat(parts, dim=-1)[:, self.rank]  # frequency order -> id order
 
     def nll(self, h_NxD, wte_VxD, t_N):
@@ -103,9 +103,9 @@ class AdaptiveSoftmax(nn.Module):
         c_N = torch.searchsorted(self.tail_edges, pos_N, right=True)  # 0 head, c >= 1 tail c
         slot_N = torch.where(c_N == 0, pos_N, H + c_N - 1)
         lp_N = torch.gather(lh, 1, slot_N[:, None])[:, 0]
-        for c, t in enumerate(self.tail):
+        for c in range(len(self.tail)):
             rows = (c_N == c + 1).nonzero()[:, 0]
             if rows.numel():
-                lt = F.log_softmax(t(h_NxD[rows], self.tail_rows(c, wte_VxD)), dim=-1)
+                lt = F.log_softmax(self.tail_scores(c, h_NxD[rows], wte_VxD), dim=-1)
                 lp_N = lp_N.index_add(0, rows, torch.gather(lt, 1, (pos_N[rows] - self.edges[c + 1])[:, None])[:, 0])
         return -lp_N
