@@ -55,11 +55,15 @@ LAPLACE = Persona(
     "smoothed targets + z-loss, posterior-mean (EMA) weights.",
 )
 
+# Tied tails: each tail cluster scores its ids with their own embedding rows through a d_c-wide map, so rare ids
+# share the parameters the input side trains. Tuned with `dreamteam bench --set adaptive_softmax_tied_tails=true`
+# (CPU, seeds 0 and 1: 5.036 and 5.050 against 5.112 and 5.159 with untied tails; README "Recipe tuning").
 ADA = Persona(
     name="ada_lovelace",
-    model=GPTConfig(components=("moe_mlp", "adaptive_softmax")),
-    recipe=COSINE_3E3,  # the starting recipe, not tuned by full runs for this persona
-    description="operation-card mixture of experts (shared + top-2 of 8, bias-balanced), frequency-clustered adaptive softmax; min-p sampling.",
+    model=GPTConfig(components=("moe_mlp", "adaptive_softmax"), adaptive_softmax_tied_tails=True),
+    recipe=COSINE_3E3,
+    description="operation-card mixture of experts (shared + top-2 of 8, bias-balanced), frequency-clustered adaptive "
+                "softmax with tails tied to the embedding; min-p sampling.",
 )
 
 PERSONAS: dict[str, Persona] = {p.name: p for p in (BASELINE, LEONARDO, ADA, BABBAGE, LAPLACE, ALAN_TURING)}
