@@ -31,6 +31,7 @@ from pathlib import Path
 
 import dreamteam
 from dreamteam import protocol, registry
+from dreamteam.config import GPTConfig, Persona, Recipe
 from dreamteam.runs import as_json
 
 # The keys that make a JSON file a run record (train_mps.train writes them before any training).
@@ -156,12 +157,13 @@ def with_settings(persona, settings: dict):
 
 
 def same_spec(a: dict, b: dict) -> bool:
-    """Whether two records (or a record and `spec_fields` of a persona) hold one config and recipe. Fields
-    only one of them holds (records written before a field existed) are not compared: a new field's
-    default keeps the old behaviour."""
+    """Whether two records (or a record and `spec_fields` of a persona) hold one config and recipe. A field
+    only one of them holds (a record written before the field existed) counts as the field's default, which
+    is how the older code behaved: a persona that sets a new field away from its default is a new spec."""
+    defaults = spec_fields(Persona("defaults", GPTConfig(), Recipe()))
     for key in ("config", "recipe"):
-        x, y = a.get(key) or {}, b.get(key) or {}
-        if any(x[k] != y[k] for k in x.keys() & y.keys()):
+        x, y, d = a.get(key) or {}, b.get(key) or {}, defaults[key]
+        if any(x.get(k, d.get(k)) != y.get(k, d.get(k)) for k in x.keys() | y.keys()):
             return False
     return True
 

@@ -362,6 +362,27 @@ def test_a_persona_whose_recipe_changed_is_trained_again(tmp_path, monkeypatch, 
     assert "config or recipe changed" in capsys.readouterr().out
 
 
+def test_a_record_older_than_a_field_holds_its_default(tmp_path, monkeypatch, capsys):
+    """A record written before a config field existed was trained as the field's default: it matches a
+    persona at the default and not one that sets the field (ada_lovelace's tied tails were skipped so)."""
+    persona = registry.get("ada_lovelace")
+    for tied in (False, True):
+        model = persona.model.replace(adaptive_softmax_tied_tails=tied)
+        spec = bench.spec_fields(config.Persona(persona.name, model, persona.recipe))
+        old = {"config": {k: v for k, v in spec["config"].items() if k != "adaptive_softmax_tied_tails"},
+               "recipe": spec["recipe"]}
+        assert bench.same_spec(old, spec) is (not tied)
+        assert bench.same_spec(spec, old) is (not tied)
+    record = make_record(persona="ada_lovelace", seed=0, components=persona.model.components)
+    record.update(old)  # untied, from before the field
+    runs.write_json_atomic(tmp_path / f"{record['name']}.json", record)
+    fake = FakeTrain()
+    monkeypatch.setattr(train_mps, "train", fake)
+    bench.sweep(["ada_lovelace"], [0], device="cpu", out_dir=tmp_path, max_iters=101, progress=False)
+    assert fake.calls == [("ada_lovelace", 0, "cpu", 101)]  # registered with tied tails: trained again
+    assert "config or recipe changed" in capsys.readouterr().out
+
+
 def test_report_tables_tunings_and_never_averages_two_recipes(tmp_path):
     runs_dir = tmp_path / "runs"
     old, new = runs.as_json(config.Recipe()), runs.as_json(config.Recipe(weight_decay=0.01))
