@@ -192,7 +192,8 @@ COLLECTIONS = ("params", "buffers")
 
 def init_params(cfg: GPTConfig, key, dtype=jnp.float32, token_counts=None):
     """Fresh variables {'params': ..., ['buffers': ...]} for cfg, floats cast to dtype (token_counts: see GPT)."""
-    variables = GPT(cfg, token_counts).init(key, jnp.zeros((1, cfg.block_size), jnp.int32))
+    # jitted: one compilation instead of one per primitive, the bulk of an eager init's time at small shapes
+    variables = jax.jit(GPT(cfg, token_counts).init)(key, jnp.zeros((1, cfg.block_size), jnp.int32))
     variables = {c: variables[c] for c in COLLECTIONS if c in variables}
     variables = jax.tree.map(lambda a: a.astype(dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a, variables)
     if cfg.has("good_turing_prior"):  # log p_GT rounded once, from float64, in dtype (not via float32)

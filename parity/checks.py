@@ -95,13 +95,22 @@ class Pair:
     def make(cls, persona: Persona, dtype: str, seed: int = 0) -> "Pair":
         if persona.model.dropout:
             raise ValueError("parity runs with dropout 0: the masks are random draws the two sides do not share")
-        jdtype, tdtype = DTYPES[dtype]
+        jdtype = DTYPES[dtype][0]
         counts = synthetic_token_counts(persona.model)
         params = jm.init_params(persona.model, jax.random.PRNGKey(seed), jdtype, token_counts=counts)
         torch.manual_seed(seed)
-        model = tm.GPT(persona.model, token_counts=counts).to(tdtype)
+        return cls(persona, dtype, params, cls.torch_model_of(persona, dtype, params, counts), counts)
+
+    @staticmethod
+    def torch_model_of(persona: Persona, dtype: str, params, counts) -> tm.GPT:
+        model = tm.GPT(persona.model, token_counts=counts).to(DTYPES[dtype][1])
         model.load_state_dict(flax_to_torch(params, template=model.state_dict()))
-        return cls(persona, dtype, params, model, counts)
+        return model
+
+    def fresh(self) -> "Pair":
+        """The pair as made: Flax's initial variables (immutable, so still this pair's) in a new torch model."""
+        return Pair(self.persona, self.dtype, self.params,
+                    self.torch_model_of(self.persona, self.dtype, self.params, self.token_counts), self.token_counts)
 
     def torch_params(self) -> dict:
         return torch_to_flax(self.torch_model.state_dict(), template=self.params)
@@ -144,9 +153,11 @@ def run_checks(persona: Persona, dtype: str, batch_size: int = 4, steps: int = 2
 
     # forward and loss (each side's training loss: cross-entropy, or succession_objective's where it is on)
     counts = pair.token_counts
-    logits_j = jm.GPT(cfg, counts).apply(pair.params, jnp.asarray(x))
+    # the Flax side jitted: one compilation per function instead of one per primitive (most of the time of an
+    # eager check at these shapes); jit changes no result beyond rounding, far inside both bounds
+    logits_j = jax.jit(jm.GPT(cfg, counts).apply)(pair.params, jnp.asarray(x))
     train_loss_j = make_training_loss(cfg, counts)
-    loss_j, grads_j = jax.value_and_grad(train_loss_j)(pair.params, jnp.asarray(x), jnp.asarray(y))
+    loss_j, grads_j = jax.jit(jax.value_and_grad(train_loss_j))(pair.params, jnp.asarray(x), jnp.asarray(y))
     logits_t = model(torch.from_numpy(x), torch.from_numpy(y))[0]
     loss_t = training_loss(model, torch.from_numpy(x), torch.from_numpy(y), fast=False)
     record("logits", array_error(logits_t.detach().numpy(), logits_j, dtype))
@@ -158,15 +169,15 @@ def run_checks(persona: Persona, dtype: str, batch_size: int = 4, steps: int = 2
 
     # one optimizer step from the same gradients
     opt_j = jr.build_optimizer(recipe, steps, cfg)
-    state_j = opt_j.init(pair.params)
-    updates, state_j = opt_j.update(grads_j, state_j, pair.params)
+    state_j = jax.jit(opt_j.init)(pair.params)
+    updates, state_j = jax.jit(opt_j.update)(grads_j, state_j, pair.params)
     params_j = jax.tree.map(lambda p, u: (p + u).astype(p.dtype), pair.params, updates)
     opt_t = tr.build_optimizer(model, recipe)
     tr.optimizer_step(model, opt_t, recipe, 0)
     record("optimizer_step", tree_error(pair.torch_params(), params_j, dtype))
 
     # a training trajectory on fixed batches, from the same start
-    fresh = Pair.make(persona, dtype, seed)
+    fresh = pair.fresh()  # the same start (the torch model above took a step in place)
     losses_j, params_j, avg_j = jax_trajectory(fresh.params, persona, batches, fresh.token_counts)
     losses_t, avg_t = torch_trajectory(fresh.torch_model, persona, batches)
     record(f"trajectory_{steps}_loss", array_error(losses_t, losses_j, dtype))

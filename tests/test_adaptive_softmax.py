@@ -156,12 +156,12 @@ def test_bad_input():
         GPT(cfg_of())
 
 
-def test_tied_tails_parity_float64():
-    """Tied tails share the embedding rows between the tails and the input: the embedding's gradient takes
-    both paths, on both sides (logits, loss, gradients, optimizer steps of the whole persona)."""
+def test_untied_tails_parity_float64():
+    """The registered ada_lovelace ties its tails (test_parity covers it); the default untied tails, their own
+    projections, keep parity too (logits, loss, gradients, optimizer steps, 20-step trajectory), tiny shapes."""
     from dreamteam import registry
 
-    cfg = cfg_of(components=("moe_mlp", "adaptive_softmax"), adaptive_softmax_tied_tails=True)  # ada's, tiny
-    persona = Persona("ada_lovelace_tied_tails", cfg, registry.get("ada_lovelace").recipe)
+    persona = Persona("adaptive_softmax_untied", cfg_of(), registry.get("ada_lovelace").recipe)
+    assert not persona.model.adaptive_softmax_tied_tails
     failed = [(r.check, r.max_error) for r in checks.run_checks(persona, "float64", batch_size=2, steps=20) if not r.passed]
     assert not failed, failed
