@@ -88,15 +88,26 @@ def _ordered(personas: dict) -> list[str]:
     return sorted(personas, key=key)
 
 
-def _ablations(personas: dict) -> dict[str, list[str]]:
-    """persona -> its ablation variants present in the group: rows named 'persona-component' (as
-    registry.build labels them) for the components the persona's records switch on."""
-    found = {}
+def _ablations(personas: dict, specs: dict) -> tuple[dict[str, list[str]], list[str]]:
+    """(persona -> its ablation variants present in the group, the stale variants). A variant is a row named
+    'persona-component' (as registry.build labels it) for a component the persona's records switch on, and
+    counts only when it was trained as the persona's current config and recipe less that component; one
+    trained against an earlier config of the persona (a retuned persona) is stale, not compared."""
+    found, stale = {}, []
     for name in sorted(personas):
-        variants = [f"{name}-{c}" for c in personas[name]["components"] if f"{name}-{c}" in personas]
+        variants = []
+        for c in personas[name]["components"]:
+            variant = f"{name}-{c}"
+            if variant not in personas:
+                continue
+            config = dict(specs[name]["config"], components=[k for k in personas[name]["components"] if k != c])
+            if same_spec(specs[variant], {"config": config, "recipe": specs[name]["recipe"]}):
+                variants.append(variant)
+            else:
+                stale.append(variant)
         if variants:
             found[name] = variants
-    return found
+    return found, stale
 
 
 def _tunings(personas: dict) -> dict[str, list[str]]:
@@ -136,11 +147,12 @@ def summarize_runs(folder: str | Path, warn=None) -> dict:
     groups = []
     # full protocol runs first, then smoke runs; within each, by device and length
     for (dev, iters) in sorted(grouped, key=lambda k: (k[1] != protocol.MAX_ITERS, k[0], k[1])):
-        personas, superseded, kept_all = {}, [], []
+        personas, superseded, kept_all, specs = {}, [], [], {}
         for name in sorted(grouped[(dev, iters)]):
             kept, old = _latest_per_seed(grouped[(dev, iters)][name])
             superseded += old
             kept_all += [r for _, r in kept]
+            specs[name] = {k: kept[-1][1].get(k) or {} for k in ("config", "recipe")}
             personas[name] = {
                 "n_seeds": len(kept),
                 "seeds": [int(r["seed"]) for _, r in kept],
@@ -152,7 +164,8 @@ def summarize_runs(folder: str | Path, warn=None) -> dict:
         if BASELINE in personas:
             for name in order:
                 personas[name]["vs_baseline"] = None if name == BASELINE else versus(personas[name], personas[BASELINE])
-        ablations = {p: {v: versus(personas[v], personas[p]) for v in vs} for p, vs in _ablations(personas).items()}
+        found, stale = _ablations(personas, specs)
+        ablations = {p: {v: versus(personas[v], personas[p]) for v in vs} for p, vs in found.items()}
         tunings = {p: {v: versus(personas[v], personas[p]) for v in vs} for p, vs in _tunings(personas).items()}
         versions = [(r.get("versions") or {}) for r in kept_all]
         groups.append({
@@ -171,6 +184,7 @@ def summarize_runs(folder: str | Path, warn=None) -> dict:
             "ablations": ablations,
             "tunings": tunings,
             "superseded": sorted(superseded),
+            "stale_ablations": stale,
         })
     return {"metrics": list(METRICS), "groups": groups, "failures": failures}
 
@@ -292,6 +306,9 @@ def render_markdown(summary: dict, plots: dict[str, tuple[str, str]]) -> str:
         for title, key, explanation in tables:
             for persona, variants in sorted(g.get(key, {}).items()):
                 lines += _comparison_table(f"{title} `{persona}`", explanation, g["personas"], persona, variants)
+        if g.get("stale_ablations"):
+            lines += ["Ablation variants trained against an earlier config or recipe of their persona (not compared; "
+                      "rerun them): " + ", ".join(f"`{v}`" for v in g["stale_ablations"]) + ".", ""]
         curves, bars = plots.get(g["id"], (None, None))
         if curves:
             lines += [f"![val_loss curves, {g['id']}]({curves})", "", f"![val_loss per persona, {g['id']}]({bars})", ""]

@@ -171,6 +171,14 @@ def test_ablation_runs_one_variant_per_component_and_the_report_tables_it(tmp_pa
     text = (tmp_path / "docs" / "RESULTS.md").read_text()
     assert "### Ablations of `toy`" in text and "| `toy-comp_b` | 1 |" in text
 
+    # the persona retuned (a newer record with another setting): its old variants are stale, not compared
+    record = make_record(persona="toy", seed=0, components=("comp_a", "comp_b"), name="toy_seed0_cpu_101it_20990101-000000")
+    record["config"]["dropout"] = 0.1
+    runs.write_json_atomic(tmp_path / "runs" / f"{record['name']}.json", record)
+    (group,) = report.write_report(tmp_path / "runs", tmp_path / "docs")["groups"]
+    assert group["ablations"] == {} and group["stale_ablations"] == ["toy-comp_a", "toy-comp_b"]
+    assert "earlier config or recipe of their persona" in (tmp_path / "docs" / "RESULTS.md").read_text()
+
 
 def test_bad_input_is_one_clear_error(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(train_mps, "train", FakeTrain())
