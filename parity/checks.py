@@ -140,7 +140,7 @@ def fixed_batches(cfg, n: int, batch_size: int, seed: int = 1234):
 def run_checks(persona: Persona, dtype: str, batch_size: int = 4, steps: int = 20, seed: int = 0) -> list[CheckResult]:
     bound = BOUNDS[dtype]
     metric = "abs" if dtype == "float64" else "rel"
-    cfg, recipe = persona.model, persona.recipe
+    cfg = persona.model
     results: list[CheckResult] = []
 
     def record(check, err):
@@ -149,49 +149,44 @@ def run_checks(persona: Persona, dtype: str, batch_size: int = 4, steps: int = 2
     batches = fixed_batches(cfg, steps, batch_size)
     x, y = batches[0]
     pair = Pair.make(persona, dtype, seed)
-    model = pair.torch_model
-
-    # forward and loss (each side's training loss: cross-entropy, or succession_objective's where it is on)
     counts = pair.token_counts
-    # the Flax side jitted: one compilation per function instead of one per primitive (most of the time of an
-    # eager check at these shapes); jit changes no result beyond rounding, far inside both bounds
+
+    # forward logits (the Flax side jitted: one compilation instead of one per primitive, most of the time of
+    # an eager check at these shapes; jit changes no result beyond rounding, far inside both bounds)
     logits_j = jax.jit(jm.GPT(cfg, counts).apply)(pair.params, jnp.asarray(x))
-    train_loss_j = make_training_loss(cfg, counts)
-    loss_j, grads_j = jax.jit(jax.value_and_grad(train_loss_j))(pair.params, jnp.asarray(x), jnp.asarray(y))
-    logits_t = model(torch.from_numpy(x), torch.from_numpy(y))[0]
-    loss_t = training_loss(model, torch.from_numpy(x), torch.from_numpy(y), fast=False)
-    record("logits", array_error(logits_t.detach().numpy(), logits_j, dtype))
-    record("loss", array_error(loss_t.item(), loss_j, dtype))
+    with torch.no_grad():
+        logits_t = pair.torch_model(torch.from_numpy(x), torch.from_numpy(y))[0]
+    record("logits", array_error(logits_t.numpy(), logits_j, dtype))
 
-    # gradients of every parameter
-    loss_t.backward()
-    record("gradients", tree_error(pair.torch_grads(), grads_j, dtype))
+    # a training trajectory on fixed batches from the same start; its first step is also checked piece by
+    # piece: the training loss (cross-entropy, or succession_objective's), every gradient, one optimizer step
+    # (before moe_mlp's balancing-bias update, which the trajectory then covers)
+    losses_j, params_j, avg_j, first_j = jax_trajectory(pair.params, persona, batches, counts)
+    first_t = {}
 
-    # one optimizer step from the same gradients
-    opt_j = jr.build_optimizer(recipe, steps, cfg)
-    state_j = jax.jit(opt_j.init)(pair.params)
-    updates, state_j = jax.jit(opt_j.update)(grads_j, state_j, pair.params)
-    params_j = jax.tree.map(lambda p, u: (p + u).astype(p.dtype), pair.params, updates)
-    opt_t = tr.build_optimizer(model, recipe)
-    tr.optimizer_step(model, opt_t, recipe, 0)
-    record("optimizer_step", tree_error(pair.torch_params(), params_j, dtype))
+    def after_backward(it, model, loss):
+        if it == 0:
+            record("loss", array_error(loss.item(), first_j["loss"], dtype))
+            record("gradients", tree_error(pair.torch_grads(), first_j["grads"], dtype))
 
-    # a training trajectory on fixed batches, from the same start
-    fresh = pair.fresh()  # the same start (the torch model above took a step in place)
-    losses_j, params_j, avg_j = jax_trajectory(fresh.params, persona, batches, fresh.token_counts)
-    losses_t, avg_t = torch_trajectory(fresh.torch_model, persona, batches)
+    def after_update(it, model):
+        if it == 0:
+            record("optimizer_step", tree_error(pair.torch_params(), first_j["stepped"], dtype))
+
+    losses_t, avg_t = torch_trajectory(pair.torch_model, persona, batches, after_backward, after_update)
     record(f"trajectory_{steps}_loss", array_error(losses_t, losses_j, dtype))
-    record(f"trajectory_{steps}_params", tree_error(fresh.torch_params(), params_j, dtype))
+    record(f"trajectory_{steps}_params", tree_error(pair.torch_params(), params_j, dtype))
     if avg_j is not None:  # posterior_mean: the averaged weights along the same trajectory
         record(f"trajectory_{steps}_posterior_mean", tree_error(torch_to_flax(avg_t.state_dict(), template=params_j), avg_j, dtype))
     return results
 
 
 def jax_trajectory(params, persona: Persona, batches, token_counts=None):
-    """(losses, final params, posterior_mean average or None) of len(batches) training steps."""
+    """(losses, final params, posterior_mean average or None, first step's {'loss', 'grads', 'stepped'}) of
+    len(batches) training steps; 'stepped' is the parameters after the optimizer, before the router bias."""
     cfg = persona.model
     opt = jr.build_optimizer(persona.recipe, len(batches), cfg)
-    state = opt.init(params)
+    state = jax.jit(opt.init)(params)
     loss_fn = make_training_loss(cfg, token_counts, with_loads=True)
     avg = params if cfg.has("posterior_mean") else None
 
@@ -199,27 +194,34 @@ def jax_trajectory(params, persona: Persona, batches, token_counts=None):
     def step(params, state, x, y):
         (loss, loads), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, x, y)
         updates, state = opt.update(grads, state, params)
-        params = jax.tree.map(lambda p, u: (p + u).astype(p.dtype), params, updates)
-        return jax_update_router_bias(params, loads, cfg.moe_mlp_bias_rate), state, loss
+        stepped = jax.tree.map(lambda p, u: (p + u).astype(p.dtype), params, updates)
+        return jax_update_router_bias(stepped, loads, cfg.moe_mlp_bias_rate), state, loss, grads, stepped
 
-    losses = []
+    losses, first = [], None
     for it, (x, y) in enumerate(batches):
-        params, state, loss = step(params, state, jnp.asarray(x), jnp.asarray(y))
+        params, state, loss, grads, stepped = step(params, state, jnp.asarray(x), jnp.asarray(y))
+        if it == 0:
+            first = {"loss": loss, "grads": grads, "stepped": stepped}
         if avg is not None:
             avg = jpm.update(avg, params, decay_at(it, cfg.posterior_mean_decay))
         losses.append(float(loss))
-    return np.array(losses), params, avg
+    return np.array(losses), params, avg, first
 
 
-def torch_trajectory(model, persona: Persona, batches):
-    """(losses, the PosteriorMean's averaged module or None); the model's weights are trained in place."""
+def torch_trajectory(model, persona: Persona, batches, after_backward=None, after_update=None):
+    """(losses, the PosteriorMean's averaged module or None); the model's weights are trained in place.
+    after_backward(it, model, loss) sees the gradients, after_update(it, model) the weights the optimizer wrote."""
     opt = tr.build_optimizer(model, persona.recipe)
     avg = PosteriorMean(model, persona.model.posterior_mean_decay) if persona.model.has("posterior_mean") else None
     losses = []
     for it, (x, y) in enumerate(batches):
         loss = training_loss(model, torch.from_numpy(x), torch.from_numpy(y), fast=False)
         loss.backward()
+        if after_backward is not None:
+            after_backward(it, model, loss)
         tr.optimizer_step(model, opt, persona.recipe, it)
+        if after_update is not None:
+            after_update(it, model)
         torch_update_router_bias(model)  # moe_mlp's balancing bias, then the average of the updated weights
         if avg is not None:
             avg.update()

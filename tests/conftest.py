@@ -1,5 +1,13 @@
+import os
 from pathlib import Path
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # one torch (OpenMP) thread per worker process: two workers with two threads each on two cores make
+    # OpenMP's barriers wait on descheduled threads, which slows small ops many times over; set before any
+    # test module imports torch
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import numpy as np
 import pytest
 
 # The benchmark files live in ../shared/data/shakespeare beside the checkout (never committed here).
@@ -11,3 +19,37 @@ def shared_data() -> Path:
     if not (SHARED_DATA / "train.bin").exists():
         pytest.skip(f"benchmark data not found at {SHARED_DATA} (../shared/data/shakespeare beside the checkout)")
     return SHARED_DATA
+
+
+SHORT_VAL_TOKENS = 2049  # 32 windows of 64 tokens (+1 for the last target)
+
+
+@pytest.fixture(scope="session")
+def short_val_data(tmp_path_factory) -> Path:
+    """The benchmark's train.bin beside the first 2049 tokens of its val.bin: a protocol run's whole pipeline,
+    whose final evaluation over the validation set (DESIGN.md `val_loss`) takes 4 batches instead of 71, for
+    smoke runs whose assertions do not depend on the size of the validation set."""
+    found = [d for d in (SHARED_DATA, Path(os.environ.get("DREAMTEAM_DATA", SHARED_DATA))) if (d / "train.bin").exists()]
+    if not found:
+        pytest.skip(f"benchmark data not found at {SHARED_DATA} nor $DREAMTEAM_DATA")
+    folder = tmp_path_factory.mktemp("short_val")
+    (folder / "train.bin").symlink_to(found[0] / "train.bin")
+    np.fromfile(found[0] / "val.bin", dtype=np.uint16)[:SHORT_VAL_TOKENS].tofile(folder / "val.bin")
+    return folder
+
+
+def pytest_configure(config):
+    """One XLA compilation cache for the session: tests that build the same computation again (a persona's
+    Flax init in float64 and float32, the same model in several tests) load the compiled executable instead of
+    compiling it anew; the executable, and so every number, is the same. A temporary folder, removed at exit."""
+    import atexit
+    import shutil
+    import tempfile
+
+    import jax
+
+    cache = tempfile.mkdtemp(prefix="dreamteam-xla-cache-")
+    atexit.register(shutil.rmtree, cache, ignore_errors=True)
+    jax.config.update("jax_compilation_cache_dir", cache)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)

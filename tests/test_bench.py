@@ -64,10 +64,10 @@ class FakeTrain:
 # ---------------------------------------------------------------- the real sweep
 
 
-def test_real_sweep_resumes_and_reports(shared_data, tmp_path, monkeypatch, capsys):
+def test_real_sweep_resumes_and_reports(short_val_data, tmp_path, monkeypatch, capsys):
     out = tmp_path / "runs"
     argv = ["bench", "--personas", "baseline", "--seeds", "0", "1", "--device", "cpu", "--out", str(out),
-            "--max-iters", "101", "--data-dir", str(shared_data), "--no-progress"]
+            "--max-iters", "101", "--data-dir", str(short_val_data), "--no-progress"]
     assert main(argv) == 0
     records = [json.loads(p.read_text()) for p in sorted(out.glob("*.json"))]
     assert sorted(r["seed"] for r in records) == [0, 1]

@@ -28,10 +28,10 @@ CFG = registry.get("baseline").model
 
 
 @pytest.fixture(scope="module")
-def short_run(tmp_path_factory):
+def short_run(tmp_path_factory, short_val_data):
     """One 101-iteration run (evaluations at it 0 and 100), shared by the tests that read its record."""
     out_dir = tmp_path_factory.mktemp("jaxruns")
-    return jtrain.train("baseline", seed=0, data_dir=DATA_DIR, max_iters=101, out_dir=out_dir, progress=False), out_dir
+    return jtrain.train("baseline", seed=0, data_dir=short_val_data, max_iters=101, out_dir=out_dir, progress=False), out_dir
 
 
 @needs_data

@@ -2,29 +2,16 @@
 evaluations read plain cross-entropy of the posterior-mean weights, and the checkpoint holds those weights."""
 
 import json
-import os
-from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
 from safetensors.torch import load_file
 
 import train_mps
 from torchport.posterior_mean import PosteriorMean
-from tests.conftest import SHARED_DATA
 
 
-@pytest.fixture
-def data_dir() -> Path:
-    """The benchmark data beside the checkout, else $DREAMTEAM_DATA (a worktree elsewhere)."""
-    for d in (SHARED_DATA, Path(os.environ.get("DREAMTEAM_DATA", SHARED_DATA))):
-        if (d / "train.bin").exists():
-            return d
-    pytest.skip(f"benchmark data not found at {SHARED_DATA} nor $DREAMTEAM_DATA")
-
-
-def test_smoke_run_evaluates_and_saves_the_averaged_weights(data_dir, tmp_path, monkeypatch):
+def test_smoke_run_evaluates_and_saves_the_averaged_weights(short_val_data, tmp_path, monkeypatch):
     made = []
 
     class Recorded(PosteriorMean):
@@ -33,7 +20,7 @@ def test_smoke_run_evaluates_and_saves_the_averaged_weights(data_dir, tmp_path, 
             made.append(self)
 
     monkeypatch.setattr(train_mps, "PosteriorMean", Recorded)
-    best_vloss, _ = train_mps.train("pierre_simon_laplace", data_dir=data_dir, device_override="cpu",
+    best_vloss, _ = train_mps.train("pierre_simon_laplace", data_dir=short_val_data, device_override="cpu",
                                     max_iters_override=5, out_dir=tmp_path, progress=False)
     (avg,) = made
     assert avg.steps == 5  # one update per optimizer step

@@ -189,7 +189,7 @@ def test_whole_model_trajectory_moves_the_bias_equally():
                             persona.recipe)
     pair = checks.Pair.make(persona, "float64")
     batches = checks.fixed_batches(persona.model, 3, 2)
-    _, params_j, _ = checks.jax_trajectory(pair.params, persona, batches, pair.token_counts)
+    _, params_j, _, _ = checks.jax_trajectory(pair.params, persona, batches, pair.token_counts)
     checks.torch_trajectory(pair.torch_model, persona, batches)
     b_j = np.asarray(params_j["buffers"]["transformer"]["h_1"]["mlp"]["router_bias"])
     b_t = pair.torch_model.transformer.h[1].mlp.router_bias.numpy()

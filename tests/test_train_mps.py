@@ -45,8 +45,8 @@ def test_frozen_block_keeps_its_literals_and_comments():
     assert "return float(best_vloss), float(elapsed_min)" in source
 
 
-def test_smoke_run_writes_record_and_checkpoint(shared_data, tmp_path):
-    best_vloss, elapsed_min = train_mps.train(data_dir=shared_data, device_override="cpu", max_iters_override=101,
+def test_smoke_run_writes_record_and_checkpoint(short_val_data, tmp_path):
+    best_vloss, elapsed_min = train_mps.train(data_dir=short_val_data, device_override="cpu", max_iters_override=101,
                                               out_dir=tmp_path, progress=False)
     assert isinstance(best_vloss, float) and isinstance(elapsed_min, float)
     (record_path,) = tmp_path.glob("*.json")
@@ -62,7 +62,7 @@ def test_smoke_run_writes_record_and_checkpoint(shared_data, tmp_path):
     assert (tmp_path / rec["checkpoint"]).stat().st_size > 50304 * 32 * 4
 
 
-def test_non_finite_loss_is_a_recorded_failure(shared_data, tmp_path, monkeypatch):
+def test_non_finite_loss_is_a_recorded_failure(short_val_data, tmp_path, monkeypatch):
     real_step = train_mps.recipes.optimizer_step
 
     def diverging_step(model, optimizer, recipe, it):  # a divergence at iteration 50
@@ -73,7 +73,7 @@ def test_non_finite_loss_is_a_recorded_failure(shared_data, tmp_path, monkeypatc
 
     monkeypatch.setattr(train_mps.recipes, "optimizer_step", diverging_step)
     with pytest.raises(train_mps.NonFiniteLossError, match="iteration 100"):
-        train_mps.train(data_dir=shared_data, device_override="cpu", max_iters_override=101, out_dir=tmp_path, progress=False)
+        train_mps.train(data_dir=short_val_data, device_override="cpu", max_iters_override=101, out_dir=tmp_path, progress=False)
     (record_path,) = tmp_path.glob("*.json")
     rec = json.loads(record_path.read_text())
     assert rec["status"] == "failed" and "NonFiniteLossError" in rec["error"]
