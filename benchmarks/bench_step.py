@@ -13,7 +13,7 @@ load average before and after says how shared the machine was.
 Variants: `eager` is the reference, `loss = model(x, y)[1]`; `fast` is torchport.fast.fused_loss (the chunked
 linear cross-entropy); `--sweep` adds `fast_c<C>` for other chunk sizes; `--compile` adds the same two loss
 functions under torch.compile (CPU and CUDA only; compilation time is reported separately, not in ms/step).
-`--personas NAME ...` adds `NAME:eager` and `NAME:fast` for each other registered persona: its model (built with
+`--personas NAME ...` adds `NAME:eager` and `NAME:fast` for each other persona or ablation label: its model (built with
 the train.bin token counts of --data-dir / $DREAMTEAM_DATA), its recipe and its after-step updates
 (moe_mlp's balancing bias), interleaved with the baseline's steps, so the per-iteration times compare on the
 same device in one run.
@@ -113,7 +113,7 @@ def main(argv=None) -> int:
     for pname in args.personas:
         if pname == "baseline":
             continue
-        other = registry.get(pname)
+        other = registry.from_label(pname)  # a registered name or an ablation label (ada_lovelace-moe_mlp)
         if counts is None:
             from dreamteam import data
 
