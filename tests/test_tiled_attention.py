@@ -106,3 +106,24 @@ def test_mla_with_tiled_attention_matches_naive():
     b = jm.GPT(cfg.replace(components=tuple(c for c in cfg.components if c != "tiled_attention"))).apply(params, idx)
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=0, atol=1e-12)
     assert checks.array_error(a, b, "float64") <= 1e-12
+
+
+def test_torch_training_without_tiled_attention_is_the_same_computation(short_val_data, tmp_path):
+    """In torch, tiled_attention trains through scaled_dot_product_attention, the kernel that plain attention
+    already calls (the tiled loop is the reference parity checks against), so charles_babbage without it is
+    the same computation: the same losses bit for bit. Its ablation row is therefore the persona's own run."""
+    import json
+
+    import train_mps
+
+    records = []
+    for label in ("charles_babbage", "charles_babbage-tiled_attention"):
+        out = tmp_path / label
+        train_mps.train(registry.from_label(label), seed=3, data_dir=short_val_data, device_override="cpu",
+                        max_iters_override=30, out_dir=out, progress=False)
+        (path,) = out.glob("*.json")
+        records.append(json.loads(path.read_text()))
+    with_tiled, without = records
+    assert "tiled_attention" not in without["config"]["components"]
+    assert with_tiled["vloss_curve"] == without["vloss_curve"]
+    assert with_tiled["val_loss"] == without["val_loss"]
