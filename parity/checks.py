@@ -162,7 +162,6 @@ def run_checks(persona: Persona, dtype: str, batch_size: int = 4, steps: int = 2
     # piece: the training loss (cross-entropy, or succession_objective's), every gradient, one optimizer step
     # (before moe_mlp's balancing-bias update, which the trajectory then covers)
     losses_j, params_j, avg_j, first_j = jax_trajectory(pair.params, persona, batches, counts)
-    first_t = {}
 
     def after_backward(it, model, loss):
         if it == 0:

@@ -5,6 +5,8 @@ import jax
 
 jax.config.update("jax_enable_x64", True)
 
+import json  # noqa: E402
+
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
@@ -17,6 +19,7 @@ from jaxmodel import model as jm  # noqa: E402
 from jaxmodel import tiled_attention as jt  # noqa: E402
 from parity import checks  # noqa: E402
 from torchport import tiled_attention as tt  # noqa: E402
+import train_mps  # noqa: E402
 
 
 def qkv(T, E=8, F_=6, B=2, H=3, seed=0):
@@ -112,10 +115,6 @@ def test_torch_training_without_tiled_attention_is_the_same_computation(short_va
     """In torch, tiled_attention trains through scaled_dot_product_attention, the kernel that plain attention
     already calls (the tiled loop is the reference parity checks against), so charles_babbage without it is
     the same computation: the same losses bit for bit. Its ablation row is therefore the persona's own run."""
-    import json
-
-    import train_mps
-
     records = []
     for label in ("charles_babbage", "charles_babbage-tiled_attention"):
         out = tmp_path / label
