@@ -5,7 +5,9 @@
 
 Variants, each on its own copy of the same initial model (the persona's model at the protocol shapes: batch
 8 x 64, 4 layers, 4 heads, width 32) with the persona's recipe:
-  adamw       the persona with the component `muon` removed: AdamW for every parameter
+  adamw       the persona with the component `muon` removed: AdamW for every parameter (torch's fused kernel
+              where the device has one, as training runs it)
+  adamw_loop  the same with torch's multi-tensor AdamW loop (the eager reference's; Muon's AdamW part is a loop too)
   muon        the persona as registered: Muon for the matrices inside the blocks, AdamW for the rest
   muon_bf16   (--bf16) Muon with the Newton-Schulz iteration in bfloat16
 Two timings per variant: `opt` is torchport.recipe.optimizer_step alone (schedule, global clipping, step, zero)
@@ -46,11 +48,13 @@ def synchronize(device: str) -> None:
 
 
 def variants(persona_name: str, bf16: bool) -> dict[str, Persona]:
-    """{'adamw': the persona without muon, 'muon': with it (added where it lacks it), 'muon_bf16' (bf16)}."""
+    """{'adamw', 'adamw_loop': the persona without muon, 'muon': with it (added where it lacks it),
+    'muon_bf16' (bf16)}."""
     persona = registry.get(persona_name)
     with_muon = persona.model.replace(components=tuple(c for c in persona.model.components if c != "muon") + ("muon",))
     without = persona.model.replace(components=tuple(c for c in persona.model.components if c != "muon"))
     out = {"adamw": Persona(persona.name + "-muon", without, persona.recipe),
+           "adamw_loop": Persona(persona.name + "-muon", without, persona.recipe),
            "muon": Persona(persona.name, with_muon, persona.recipe)}
     if bf16:
         out["muon_bf16"] = Persona(persona.name + "-bf16", with_muon, persona.recipe.replace(muon_bf16=True))
@@ -92,7 +96,8 @@ def main(argv=None) -> int:
         torch.manual_seed(args.seed)
         model = GPT(spec.model.replace(block_size=T), token_counts=counts).to(device)
         model.train()
-        opt = recipes.build_optimizer(model, spec.recipe, device_type=device.split(":")[0])
+        opt = recipes.build_optimizer(model, spec.recipe, device_type=device.split(":")[0],
+                                      fused=False if name == "adamw_loop" else None)
         x, y = batches[0]
         fused_loss(model, x, y).backward()
         grads = [p.grad.detach().clone() for p in model.parameters()]
@@ -149,6 +154,7 @@ def main(argv=None) -> int:
             "cpu_count": os.cpu_count(), "machine": platform.machine(), "processor": platform.processor(),
             "warmup": args.warmup, "steps": args.steps, "load_average_before": load_before,
             "load_average_after": load_after, "ms": summary, "muon_parameters": n_muon,
+            "fused_optimizer": {name: bool(runs[name][1].defaults.get("fused")) for name in specs},
             "times_ms": {f"{k}/{n}": v for (k, n), v in times.items()},
         }
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)

@@ -2,7 +2,7 @@
 
     python benchmarks/bench_step.py [--device cpu] [--warmup 3] [--steps 20] [--chunk 32]
                                     [--sweep 16,32,64,128] [--compile] [--threads N] [--json PATH]
-                                    [--personas NAME ...] [--data-dir DIR]
+                                    [--personas NAME ...] [--data-dir DIR] [--profile N]
 
 Every variant trains its own copy of the same initial baseline model (protocol shapes: batch 8 x 64, 4 layers,
 4 heads, width 32, the 50304-way tied head) with the baseline recipe (AdamW, clipping), on the same random
@@ -10,13 +10,17 @@ batches. The timed steps are interleaved (step i of every variant, then step i +
 shared with other work slows every variant alike; the median and the minimum ms/step are reported, and the
 load average before and after says how shared the machine was.
 
-Variants: `eager` is the reference, `loss = model(x, y)[1]`; `fast` is torchport.fast.fused_loss (the chunked
-linear cross-entropy); `--sweep` adds `fast_c<C>` for other chunk sizes; `--compile` adds the same two loss
-functions under torch.compile (CPU and CUDA only; compilation time is reported separately, not in ms/step).
+Variants: `eager` is the reference, `loss = model(x, y)[1]` with nanoGPT's AdamW loop (torch's multi-tensor
+form, as the original code runs off CUDA); `fast` is torchport.fast.fused_loss (the chunked linear
+cross-entropy) with torch's fused AdamW where the device has it (GPT.configure_optimizers); `fast_adamw_loop`,
+the same loss with the reference's AdamW loop, splits the gain between the two. `--sweep` adds `fast_c<C>`
+for other chunk sizes; `--compile` adds the same two loss functions under torch.compile (CPU and CUDA only; compilation time is reported separately, not in ms/step).
 `--personas NAME ...` adds `NAME:eager` and `NAME:fast` for each other persona or ablation label: its model (built with
 the train.bin token counts of --data-dir / $DREAMTEAM_DATA), its recipe and its after-step updates
 (moe_mlp's balancing bias), interleaved with the baseline's steps, so the per-iteration times compare on the
 same device in one run.
+`--profile N` then runs N more `fast` steps under torch.profiler and prints (and records) where their time
+goes, operator by operator.
 """
 
 from __future__ import annotations
@@ -48,8 +52,14 @@ def synchronize(device: str) -> None:
         torch.mps.synchronize()
 
 
+def fused_optimizer(variant: str) -> bool | None:
+    """The eager variants and fast_adamw_loop run the reference's AdamW loop, the others the fused AdamW."""
+    return False if "eager" in variant or variant.endswith("adamw_loop") else None
+
+
 def make_variants(args):
-    variants = {"eager": lambda m, x, y: m(x, y)[1], "fast": lambda m, x, y: fused_loss(m, x, y, args.chunk)}
+    fast = lambda m, x, y: fused_loss(m, x, y, args.chunk)  # noqa: E731
+    variants = {"eager": lambda m, x, y: m(x, y)[1], "fast": fast, "fast_adamw_loop": fast}
     for c in args.sweep:
         if c != args.chunk:
             variants[f"fast_c{c}"] = (lambda c: lambda m, x, y: fused_loss(m, x, y, c))(c)
@@ -78,6 +88,8 @@ def main(argv=None) -> int:
     ap.add_argument("--data-batches", action="store_true",
                     help="batches from train.bin (seeded) instead of uniform random ids: needed where the cost depends "
                          "on the targets (adaptive_softmax computes a tail cluster only for the targets in it)")
+    ap.add_argument("--profile", type=int, default=0, metavar="N",
+                    help="after the timing, profile N more fast steps (torch.profiler) and print the top operators")
     args = ap.parse_args(argv)
     args.sweep = [int(c) for c in args.sweep.split(",") if c.strip()]
     if args.threads is not None:
@@ -108,7 +120,8 @@ def main(argv=None) -> int:
         model = GPT(cfg).to(device)
         model.load_state_dict(init)
         model.train()
-        runs[name] = (model, recipes.build_optimizer(model, recipe, device_type=device.split(":")[0]), recipe)
+        runs[name] = (model, recipes.build_optimizer(model, recipe, device_type=device.split(":")[0],
+                                                     fused=fused_optimizer(name)), recipe)
     counts = None
     for pname in args.personas:
         if pname == "baseline":
@@ -125,8 +138,8 @@ def main(argv=None) -> int:
             model.load_state_dict(p_init)  # both variants start from the same weights
             model.train()
             variants[f"{pname}:{kind}"] = variants[kind]
-            runs[f"{pname}:{kind}"] = (model, recipes.build_optimizer(model, other.recipe, device_type=device.split(":")[0]),
-                                       other.recipe)
+            runs[f"{pname}:{kind}"] = (model, recipes.build_optimizer(model, other.recipe, device_type=device.split(":")[0],
+                                                                      fused=fused_optimizer(kind)), other.recipe)
 
     def step(name, i):
         model, opt, rec = runs[name]
@@ -167,6 +180,16 @@ def main(argv=None) -> int:
         print(f"{name:>16}: {s['median_ms']:8.1f} ms/step median  {s['min_ms']:8.1f} min  "
               f"eager/{name} = {base / s['median_ms']:.2f}x  (first loss {first_loss.get(name, float('nan')):.6f}, "
               f"warmup {warmup_s[name]:.1f} s)")
+    profile = None
+    if args.profile > 0:
+        with torch.profiler.profile() as prof:
+            for i in range(args.profile):
+                step("fast", i % n_batches)
+        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15))
+        events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+        total_us = sum(e.self_cpu_time_total for e in events)
+        profile = {"steps": args.profile, "self_cpu_ms_per_step": total_us / 1000 / args.profile,
+                   "top_self_cpu_share": {e.key: e.self_cpu_time_total / total_us for e in events[:15]}}
     if args.json:
         record = {
             "device": device, "torch": torch.__version__, "threads": torch.get_num_threads(),
@@ -176,7 +199,8 @@ def main(argv=None) -> int:
             "data_batches": args.data_batches, "personas": ["baseline", *[p for p in args.personas if p != "baseline"]],
             "load_average_before": load_before, "load_average_after": load_after,
             "ms_per_step": summary, "ratio_eager_over_fast": base / summary["fast"]["median_ms"],
-            "times_ms": times, "first_loss": first_loss, "warmup_s": warmup_s,
+            "fused_optimizer": {name: bool(runs[name][1].defaults.get("fused")) for name in variants},
+            "times_ms": times, "first_loss": first_loss, "warmup_s": warmup_s, "profile": profile,
         }
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(record, indent=2))

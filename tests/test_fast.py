@@ -181,8 +181,8 @@ def batches():
     return [(torch.from_numpy(x), torch.from_numpy(y)) for x, y in checks.fixed_batches(GPTConfig(), STEPS, BATCH)]
 
 
-def trajectory(model, loss_fn, batches, recipe):
-    opt = recipes.build_optimizer(model, recipe)
+def trajectory(model, loss_fn, batches, recipe, fused=None):
+    opt = recipes.build_optimizer(model, recipe, fused=fused)
     losses = []
     for it, (x, y) in enumerate(batches):
         loss = loss_fn(model, x, y)
@@ -207,7 +207,8 @@ def test_trajectory_parity_with_eager(batches, dtype):
     fast.load_state_dict(eager.state_dict())
     init = torch.cat([p.detach().flatten() for p in eager.parameters()]).clone()
     assert fast.lm_head.weight is fast.transformer.wte.weight
-    losses_e = trajectory(eager, lambda m, x, y: m(x, y)[1], batches, persona.recipe)
+    # the reference: eager loss and AdamW loop (train_mps --eager); the fast path: chunked loss and fused AdamW
+    losses_e = trajectory(eager, lambda m, x, y: m(x, y)[1], batches, persona.recipe, fused=False)
     losses_f = trajectory(fast, fused_loss, batches, persona.recipe)
     params_f = dict(fast.named_parameters())
     if dtype == "float64":

@@ -57,6 +57,7 @@ def test_smoke_run_writes_record_and_checkpoint(short_val_data, tmp_path):
     assert rec["val_loss_curve"][-1][0] == 101 and rec["val_loss"] == rec["val_loss_curve"][-1][1]
     assert rec["val_loss"] < math.log(50304) - 1.0  # it learned something in 101 steps
     assert rec["fitness"] == pytest.approx(best_vloss + 0.01 * elapsed_min)
+    assert rec["fast"] is True and rec["fused_optimizer"] is True  # the fast path on the CPU: fused AdamW
     for key in ("val_loss_best", "elapsed_min", "ms_per_iter", "seed", "versions", "config", "recipe"):
         assert key in rec
     assert (tmp_path / rec["checkpoint"]).stat().st_size > 50304 * 32 * 4

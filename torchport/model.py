@@ -250,8 +250,14 @@ class GPT(nn.Module):
             loss = None
         return logits, loss
 
-    def configure_optimizers(self, weight_decay, learning_rate, betas, device_type, eps: float = 1e-8):
-        """nanoGPT's AdamW: weight decay on tensors of 2 or more dimensions only."""
+    def configure_optimizers(self, weight_decay, learning_rate, betas, device_type, eps: float = 1e-8,
+                             fused: bool | None = None):
+        """nanoGPT's AdamW: weight decay on tensors of 2 or more dimensions only.
+
+        fused: torch's single-kernel AdamW (the same update, other rounding: float32 ~1e-8 apart after 25 steps).
+        None picks it on the CPU and CUDA, where torch has it (on the 2-core CPU the step of the baseline's 1.7M
+        parameters takes 1.7 ms against the multi-tensor loop's 9.3); MPS keeps the multi-tensor loop.
+        False is nanoGPT's own choice off CUDA, the eager reference's."""
         params = [p for p in self.parameters() if p.requires_grad]
         decay = [p for p in params if p.dim() >= 2]
         no_decay = [p for p in params if p.dim() < 2]
@@ -259,8 +265,9 @@ class GPT(nn.Module):
             {"params": decay, "weight_decay": weight_decay},
             {"params": no_decay, "weight_decay": 0.0},
         ]
-        extra = {"fused": True} if device_type == "cuda" else {}
-        return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, eps=eps, **extra)
+        if fused is None:
+            fused = device_type in ("cpu", "cuda")
+        return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, eps=eps, fused=fused)
 
     @torch.no_grad()
     def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None):

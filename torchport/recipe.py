@@ -11,15 +11,18 @@ from dreamteam.config import Recipe, learning_rate
 from torchport import muon
 
 
-def build_optimizer(model: torch.nn.Module, recipe: Recipe, device_type: str = "cpu") -> torch.optim.Optimizer:
+def build_optimizer(model: torch.nn.Module, recipe: Recipe, device_type: str = "cpu",
+                    fused: bool | None = None) -> torch.optim.Optimizer:
     """The recipe's optimizer for the model; with the component `muon` on (model.config), torchport.muon's
-    Muon for the matrices inside the blocks and AdamW for the rest, in one optimizer."""
+    Muon for the matrices inside the blocks and AdamW for the rest, in one optimizer.
+    fused: AdamW's single-kernel form (GPT.configure_optimizers; None: where torch has it, False: the reference)."""
     config = getattr(model, "config", None)
     if recipe.optimizer == "adamw" and config is not None and config.has("muon"):
         return muon.build(model, recipe)
     if recipe.optimizer == "adamw":
         return model.configure_optimizers(
-            recipe.weight_decay, recipe.learning_rate, (recipe.beta1, recipe.beta2), device_type, eps=recipe.eps
+            recipe.weight_decay, recipe.learning_rate, (recipe.beta1, recipe.beta2), device_type, eps=recipe.eps,
+            fused=fused,
         )
     raise ValueError(f"unknown optimizer {recipe.optimizer!r}")
 
