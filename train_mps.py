@@ -94,8 +94,10 @@ def train(persona="baseline", seed=0, data_dir=None, device_override=None, max_i
 
     torch.manual_seed(seed)
     model = GPT(config, token_counts=data.token_counts(dataset.train, config.vocab_size)).to(device)
-    # fast: also AdamW's fused kernel where torch has one; eager (fast=False): the original code's AdamW loop
-    optimizer = recipes.build_optimizer(model, spec.recipe, device_type=device.split(":")[0], fused=None if fast else False)
+    # fast: also AdamW's fused kernel where torch has one; eager (fast=False): the original code's AdamW form
+    device_type = device.split(":")[0]
+    optimizer = recipes.build_optimizer(model, spec.recipe, device_type=device_type,
+                                        fused=None if fast else recipes.reference_fused(device_type))
     # posterior_mean: every evaluation and the checkpoint use the averaged weights; the raw ones train
     averaged = PosteriorMean(model, config.posterior_mean_decay) if config.has("posterior_mean") else None
     eval_model = averaged.module if averaged is not None else model
@@ -107,7 +109,7 @@ def train(persona="baseline", seed=0, data_dir=None, device_override=None, max_i
         "batch_size": batch_size, "block_size": block_size, "n_params": sum(p.numel() for p in model.parameters()),
         "config": spec.model, "recipe": spec.recipe, "data_dir": str(dataset.data_dir),
         "versions": runs.versions(torch=torch.__version__), "command": " ".join(sys.argv), "status": "running",
-        "fast": fast, "fused_optimizer": bool(optimizer.defaults.get("fused")),
+        "fast": fast, "fused_optimizer": recipes.is_fused(optimizer),
         # the 1-minute load average at every checkpoint evaluation: a load above the core count means the
         # run shared the machine, and its timings (elapsed_min, ms_per_iter) are inflated
         "cpu_count": os.cpu_count(), "threads": torch.get_num_threads(), "load_avg": [],
@@ -199,8 +201,8 @@ def main(argv=None) -> int:
     ap.add_argument("--out-dir", default="runs")
     ap.add_argument("--no-progress", action="store_true")
     ap.add_argument("--eager", action="store_true",
-                    help="train with the plain eager loss model(x, y) and nanoGPT's AdamW loop (the reference) instead of "
-                         "the fused chunked loss and fused AdamW")
+                    help="train with the plain eager loss model(x, y) and nanoGPT's AdamW (the reference; fused on CUDA "
+                         "only) instead of the fused chunked loss and fused AdamW")
     args = ap.parse_args(argv)
     runs.raise_on_sigterm()
     try:

@@ -154,7 +154,7 @@ def main(argv=None) -> int:
             "cpu_count": os.cpu_count(), "machine": platform.machine(), "processor": platform.processor(),
             "warmup": args.warmup, "steps": args.steps, "load_average_before": load_before,
             "load_average_after": load_after, "ms": summary, "muon_parameters": n_muon,
-            "fused_optimizer": {name: bool(runs[name][1].defaults.get("fused")) for name in specs},
+            "fused_optimizer": {name: recipes.is_fused(runs[name][1]) for name in specs},
             "times_ms": {f"{k}/{n}": v for (k, n), v in times.items()},
         }
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)

@@ -10,11 +10,12 @@ batches. The timed steps are interleaved (step i of every variant, then step i +
 shared with other work slows every variant alike; the median and the minimum ms/step are reported, and the
 load average before and after says how shared the machine was.
 
-Variants: `eager` is the reference, `loss = model(x, y)[1]` with nanoGPT's AdamW loop (torch's multi-tensor
-form, as the original code runs off CUDA); `fast` is torchport.fast.fused_loss (the chunked linear
-cross-entropy) with torch's fused AdamW where the device has it (GPT.configure_optimizers); `fast_adamw_loop`,
-the same loss with the reference's AdamW loop, splits the gain between the two. `--sweep` adds `fast_c<C>`
-for other chunk sizes; `--compile` adds the same two loss functions under torch.compile (CPU and CUDA only; compilation time is reported separately, not in ms/step).
+Variants: `eager` is the reference, `loss = model(x, y)[1]` with nanoGPT's AdamW (torch's multi-tensor loop;
+its fused kernel on CUDA only: torchport.recipe.reference_fused); `fast` is torchport.fast.fused_loss (the
+chunked linear cross-entropy) with torch's fused AdamW where the device has it (GPT.configure_optimizers);
+`fast_adamw_loop`, the same loss with the reference's AdamW (the loop but on CUDA), splits the gain between
+the two. `--sweep` adds `fast_c<C>` for other chunk sizes; `--compile` adds the same two loss functions under
+torch.compile (CPU and CUDA only; compilation time is reported separately, not in ms/step).
 `--personas NAME ...` adds `NAME:eager` and `NAME:fast` for each other persona or ablation label: its model (built with
 the train.bin token counts of --data-dir / $DREAMTEAM_DATA), its recipe and its after-step updates
 (moe_mlp's balancing bias), interleaved with the baseline's steps, so the per-iteration times compare on the
@@ -52,9 +53,9 @@ def synchronize(device: str) -> None:
         torch.mps.synchronize()
 
 
-def fused_optimizer(variant: str) -> bool | None:
-    """The eager variants and fast_adamw_loop run the reference's AdamW loop, the others the fused AdamW."""
-    return False if "eager" in variant or variant.endswith("adamw_loop") else None
+def fused_optimizer(variant: str, device_type: str) -> bool | None:
+    """The eager variants and fast_adamw_loop run the reference's AdamW, the others the fused AdamW."""
+    return recipes.reference_fused(device_type) if "eager" in variant or variant.endswith("adamw_loop") else None
 
 
 def make_variants(args):
@@ -121,7 +122,7 @@ def main(argv=None) -> int:
         model.load_state_dict(init)
         model.train()
         runs[name] = (model, recipes.build_optimizer(model, recipe, device_type=device.split(":")[0],
-                                                     fused=fused_optimizer(name)), recipe)
+                                                     fused=fused_optimizer(name, device.split(":")[0])), recipe)
     counts = None
     for pname in args.personas:
         if pname == "baseline":
@@ -138,8 +139,10 @@ def main(argv=None) -> int:
             model.load_state_dict(p_init)  # both variants start from the same weights
             model.train()
             variants[f"{pname}:{kind}"] = variants[kind]
-            runs[f"{pname}:{kind}"] = (model, recipes.build_optimizer(model, other.recipe, device_type=device.split(":")[0],
-                                                                      fused=fused_optimizer(kind)), other.recipe)
+            device_type = device.split(":")[0]
+            opt = recipes.build_optimizer(model, other.recipe, device_type=device_type,
+                                          fused=fused_optimizer(kind, device_type))
+            runs[f"{pname}:{kind}"] = (model, opt, other.recipe)
 
     def step(name, i):
         model, opt, rec = runs[name]
@@ -199,7 +202,7 @@ def main(argv=None) -> int:
             "data_batches": args.data_batches, "personas": ["baseline", *[p for p in args.personas if p != "baseline"]],
             "load_average_before": load_before, "load_average_after": load_after,
             "ms_per_step": summary, "ratio_eager_over_fast": base / summary["fast"]["median_ms"],
-            "fused_optimizer": {name: bool(runs[name][1].defaults.get("fused")) for name in variants},
+            "fused_optimizer": {name: recipes.is_fused(runs[name][1]) for name in variants},
             "times_ms": times, "first_loss": first_loss, "warmup_s": warmup_s, "profile": profile,
         }
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)

@@ -5,6 +5,7 @@ import torch
 
 from dreamteam.config import GPTConfig
 from model import GPT as EntryGPT, GPTConfig as EntryConfig
+from torchport import recipe as recipes
 from torchport.model import GPT
 
 NANOGPT_BLOCK_KEYS = ["ln_1.weight", "attn.c_attn.weight", "attn.c_proj.weight", "ln_2.weight", "mlp.c_fc.weight", "mlp.c_proj.weight"]
@@ -78,6 +79,9 @@ def test_fused_adamw_is_the_cpu_default_and_the_same_update_as_the_loop():
     loop = models[1].configure_optimizers(0.1, 3e-3, (0.9, 0.95), "cpu", fused=False)
     assert fused.defaults["fused"] is True and not loop.defaults["fused"]
     assert not models[0].configure_optimizers(0.1, 3e-3, (0.9, 0.95), "mps").defaults["fused"]
+    assert recipes.is_fused(fused) and not recipes.is_fused(loop)
+    # the eager reference keeps nanoGPT's choice: fused on CUDA only
+    assert [recipes.reference_fused(d) for d in ("cpu", "cuda", "mps")] == [False, True, False]
     init = [p.detach().clone() for p in models[0].parameters()]
     gen = torch.Generator().manual_seed(1)
     for _ in range(20):

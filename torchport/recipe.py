@@ -11,11 +11,23 @@ from dreamteam.config import Recipe, learning_rate
 from torchport import muon
 
 
+def reference_fused(device_type: str) -> bool:
+    """The eager reference's AdamW form, nanoGPT's: torch's fused kernel on CUDA only, the multi-tensor loop
+    elsewhere (GPT.configure_optimizers' None picks the fused kernel on the CPU too)."""
+    return device_type == "cuda"
+
+
+def is_fused(optimizer: torch.optim.Optimizer) -> bool:
+    """Whether the optimizer runs torch's fused AdamW kernel (Muon's AdamW part never does)."""
+    return bool(optimizer.defaults.get("fused"))
+
+
 def build_optimizer(model: torch.nn.Module, recipe: Recipe, device_type: str = "cpu",
                     fused: bool | None = None) -> torch.optim.Optimizer:
     """The recipe's optimizer for the model; with the component `muon` on (model.config), torchport.muon's
     Muon for the matrices inside the blocks and AdamW for the rest, in one optimizer.
-    fused: AdamW's single-kernel form (GPT.configure_optimizers; None: where torch has it, False: the reference)."""
+    fused: AdamW's single-kernel form (GPT.configure_optimizers; None: where torch has it;
+    reference_fused(device_type): the eager reference's choice)."""
     config = getattr(model, "config", None)
     if recipe.optimizer == "adamw" and config is not None and config.has("muon"):
         return muon.build(model, recipe)
