@@ -33,10 +33,16 @@ def row_scale(w_OxI, bits: int):
     return jnp.where(amax_Ox1 > 0, amax_Ox1 * (1.0 / qmax(bits)), jnp.ones_like(amax_Ox1))
 
 
+def scaled(w_OxI, scale_Ox1):
+    """W / scale computed as W * (1 / scale), the form XLA compiles the division into under jit (a true
+    division, eager or in torch, differs by 1 ulp: enough to round a weight at a code boundary the other way)."""
+    return w_OxI * (1.0 / scale_Ox1)
+
+
 def quantize(w_OxI, bits: int, scale_Ox1=None):
     """(integer codes clamp(round(W / scale), -Q, Q) as floats, scale (O, 1))."""
     scale_Ox1 = row_scale(w_OxI, bits) if scale_Ox1 is None else scale_Ox1
-    return jnp.clip(jnp.round(w_OxI / scale_Ox1), -qmax(bits), qmax(bits)), scale_Ox1
+    return jnp.clip(jnp.round(scaled(w_OxI, scale_Ox1)), -qmax(bits), qmax(bits)), scale_Ox1
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(2,))
@@ -46,7 +52,7 @@ def _fake_quant(w_OxI, scale_Ox1, bits: int):
 
 
 def _fake_quant_fwd(w_OxI, scale_Ox1, bits):
-    inside = jnp.abs(jnp.round(w_OxI / scale_Ox1)) <= qmax(bits)  # the clamp leaves these codes alone
+    inside = jnp.abs(jnp.round(scaled(w_OxI, scale_Ox1))) <= qmax(bits)  # the clamp leaves these codes alone
     return _fake_quant(w_OxI, scale_Ox1, bits), (inside, scale_Ox1)
 
 

@@ -39,7 +39,8 @@ def main(argv=None) -> int:
     print(header)
     print("-" * len(header))
     for r in results:
-        print(f"{r.persona:<28} {r.check:<30} {r.dtype:<8} {r.max_error:>11.3e} {r.bound:>8.0e} {r.metric:>6}  {'yes' if r.passed else 'NO'}")
+        print(f"{r.persona:<28} {r.check:<30} {r.dtype:<8} {r.max_error:>11.3e} {r.bound:>8.0e} {r.metric:>6}  {'yes' if r.passed else 'NO'}"
+              + (f"  ({r.note})" if r.note else ""))
     failed = [r for r in results if not r.passed]
     print(f"\n{len(results) - len(failed)} passed, {len(failed)} failed")
     if args.json:

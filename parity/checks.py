@@ -10,6 +10,15 @@ of a token absent from the batches, whose gradient (~1e-8) comes only through th
 moves by an amount set by float32 rounding of that tiny gradient; element by element such rows differ by a
 few 1e-5 of the array's largest entry after 20 steps while the array as a whole agrees to ~1e-7. Exactness is
 what the float64 check (absolute, 1e-9) proves; float32 catches a path that lost precision (bf16, TF32).
+
+fixed_point_qat rounds weights in the forward pass, a discontinuous function: where a float32 weight sits
+within rounding of a code boundary, the two frameworks' weights (1e-7 apart) can take different int8 codes,
+and Adam's per-element normalization then carries that one-step difference on. For a persona with the
+component the trajectory is therefore code-aligned (`CodeAlignment`): before each step, every block matrix's
+codes are computed on both sides; each code that differs must be a straddle of a rounding-level difference,
+|W_t / s_t - W_j / s_j| / Q within the dtype's bound (check `trajectory_N_code_flips`; the count is in its
+note), and the rows holding one take the reference's values, so that the trajectory bound then measures
+everything but the discontinuity. Where no code differs (always, so far, in float64) the alignment does nothing.
 """
 
 from __future__ import annotations
@@ -28,12 +37,14 @@ import torch  # noqa: E402
 from dreamteam import registry  # noqa: E402
 from dreamteam.config import Persona  # noqa: E402
 from dreamteam.posterior_mean import decay_at  # noqa: E402
+from jaxmodel import fixed_point_qat as jqat  # noqa: E402
 from jaxmodel import model as jm  # noqa: E402
 from jaxmodel import posterior_mean as jpm  # noqa: E402
 from jaxmodel import recipe as jr  # noqa: E402
 from jaxmodel.succession_objective import make_training_loss  # noqa: E402
-from parity.convert import flax_to_torch, torch_to_flax, _flatten  # noqa: E402
+from parity.convert import flax_key_to_torch, flax_to_torch, torch_to_flax, _flatten  # noqa: E402
 from jaxmodel.moe_mlp import update_router_bias as jax_update_router_bias  # noqa: E402
+from torchport import fixed_point_qat as tqat  # noqa: E402
 from torchport import model as tm  # noqa: E402
 from torchport import recipe as tr  # noqa: E402
 from torchport.posterior_mean import PosteriorMean  # noqa: E402
@@ -51,7 +62,8 @@ class CheckResult:
     dtype: str
     max_error: float
     bound: float
-    metric: str  # "abs" or "rel"
+    metric: str  # "abs", "rel", or "of Q" (code_flips: a fraction of the fixed-point range)
+    note: str = ""
 
     @property
     def passed(self) -> bool:
@@ -137,14 +149,58 @@ def fixed_batches(cfg, n: int, batch_size: int, seed: int = 1234):
     return [(np.ascontiguousarray(b[:, :-1]), np.ascontiguousarray(b[:, 1:])) for b in ids]
 
 
+class CodeAlignment:
+    """fixed_point_qat's codes kept equal along the two trajectories (see the module docstring).
+
+    record(it, params): the Flax weights entering step `it`, and their codes by the Flax quantizer.
+    align(it, model): before torch's step `it`, its codes by the torch quantizer; at each code that differs,
+    the straddle |W_t / s_t - W_j / s_j| / Q (the two weights' distance on the fixed-point scale, as a
+    fraction of its full range Q) is recorded, and the row holding it is set to the Flax row (equal rows give
+    equal scales, hence equal codes). `worst` is the largest straddle, `flips` the count, `rows` the rows set.
+    """
+
+    def __init__(self, model: tm.GPT, bits: int):
+        self.keys = tqat.quantized_keys(model)
+        self.bits = bits
+        self.reference: dict[int, dict] = {}
+        self.worst, self.flips, self.rows = 0.0, 0, 0
+
+    def record(self, it: int, params) -> None:
+        flat = {flax_key_to_torch(path): leaf for path, leaf in _flatten(params["params"])}
+        self.reference[it] = {}
+        for key in self.keys:
+            codes, scale = jqat.quantize(flat[key], self.bits)
+            self.reference[it][key] = (np.asarray(flat[key]), np.asarray(codes), np.asarray(scale))
+
+    def align(self, it: int, model: tm.GPT) -> None:
+        params = dict(model.named_parameters())
+        q = tqat.qmax(self.bits)
+        for key in self.keys:
+            w_j, codes_j, scale_j = self.reference[it][key]
+            w = params[key]
+            codes_t, scale_t = tqat.quantize(w.detach(), self.bits)
+            differ = codes_t.numpy() != codes_j
+            if not differ.any():
+                continue
+            position_t = tqat.scaled(w.detach(), scale_t).numpy()
+            straddle = np.abs(position_t - np.asarray(jqat.scaled(w_j, scale_j)))[differ] / q
+            self.worst = max(self.worst, float(straddle.max()))
+            self.flips += int(differ.sum())
+            rows = np.flatnonzero(differ.any(-1))
+            self.rows += len(rows)
+            with torch.no_grad():
+                w[torch.from_numpy(rows)] = torch.from_numpy(w_j[rows]).to(w.dtype)
+        del self.reference[it]
+
+
 def run_checks(persona: Persona, dtype: str, batch_size: int = 4, steps: int = 20, seed: int = 0) -> list[CheckResult]:
     bound = BOUNDS[dtype]
     metric = "abs" if dtype == "float64" else "rel"
     cfg = persona.model
     results: list[CheckResult] = []
 
-    def record(check, err):
-        results.append(CheckResult(persona.name, check, dtype, float(err), bound, metric))
+    def record(check, err, note="", metric=metric):
+        results.append(CheckResult(persona.name, check, dtype, float(err), bound, metric, note))
 
     batches = fixed_batches(cfg, steps, batch_size)
     x, y = batches[0]
@@ -161,7 +217,9 @@ def run_checks(persona: Persona, dtype: str, batch_size: int = 4, steps: int = 2
     # a training trajectory on fixed batches from the same start; its first step is also checked piece by
     # piece: the training loss (cross-entropy, or succession_objective's), every gradient, one optimizer step
     # (before moe_mlp's balancing-bias update, which the trajectory then covers)
-    losses_j, params_j, avg_j, first_j = jax_trajectory(pair.params, persona, batches, counts)
+    alignment = CodeAlignment(pair.torch_model, cfg.fixed_point_qat_bits) if cfg.has("fixed_point_qat") else None
+    losses_j, params_j, avg_j, first_j = jax_trajectory(pair.params, persona, batches, counts,
+                                                        on_input=alignment.record if alignment else None)
 
     def after_backward(it, model, loss):
         if it == 0:
@@ -172,7 +230,12 @@ def run_checks(persona: Persona, dtype: str, batch_size: int = 4, steps: int = 2
         if it == 0:
             record("optimizer_step", tree_error(pair.torch_params(), first_j["stepped"], dtype))
 
-    losses_t, avg_t = torch_trajectory(pair.torch_model, persona, batches, after_backward, after_update)
+    losses_t, avg_t = torch_trajectory(pair.torch_model, persona, batches, after_backward, after_update,
+                                       before_forward=alignment.align if alignment else None)
+    if alignment is not None:
+        record(f"trajectory_{steps}_code_flips", alignment.worst,
+               f"{alignment.flips} of {steps} x {sum(pair.torch_model.state_dict()[k].numel() for k in alignment.keys)}"
+               f" codes differed; {alignment.rows} rows aligned", metric="of Q")
     record(f"trajectory_{steps}_loss", array_error(losses_t, losses_j, dtype))
     record(f"trajectory_{steps}_params", tree_error(pair.torch_params(), params_j, dtype))
     if avg_j is not None:  # posterior_mean: the averaged weights along the same trajectory
@@ -180,9 +243,10 @@ def run_checks(persona: Persona, dtype: str, batch_size: int = 4, steps: int = 2
     return results
 
 
-def jax_trajectory(params, persona: Persona, batches, token_counts=None):
+def jax_trajectory(params, persona: Persona, batches, token_counts=None, on_input=None):
     """(losses, final params, posterior_mean average or None, first step's {'loss', 'grads', 'stepped'}) of
-    len(batches) training steps; 'stepped' is the parameters after the optimizer, before the router bias."""
+    len(batches) training steps; 'stepped' is the parameters after the optimizer, before the router bias.
+    on_input(it, params) sees the parameters entering step `it`."""
     cfg = persona.model
     opt = jr.build_optimizer(persona.recipe, len(batches), cfg)
     state = jax.jit(opt.init)(params)
@@ -198,6 +262,8 @@ def jax_trajectory(params, persona: Persona, batches, token_counts=None):
 
     losses, first = [], None
     for it, (x, y) in enumerate(batches):
+        if on_input is not None:
+            on_input(it, params)
         params, state, loss, grads, stepped = step(params, state, jnp.asarray(x), jnp.asarray(y))
         if it == 0:
             first = {"loss": loss, "grads": grads, "stepped": stepped}
@@ -207,13 +273,16 @@ def jax_trajectory(params, persona: Persona, batches, token_counts=None):
     return np.array(losses), params, avg, first
 
 
-def torch_trajectory(model, persona: Persona, batches, after_backward=None, after_update=None):
+def torch_trajectory(model, persona: Persona, batches, after_backward=None, after_update=None, before_forward=None):
     """(losses, the PosteriorMean's averaged module or None); the model's weights are trained in place.
-    after_backward(it, model, loss) sees the gradients, after_update(it, model) the weights the optimizer wrote."""
+    before_forward(it, model) may set weights before step `it` (CodeAlignment); after_backward(it, model, loss)
+    sees the gradients, after_update(it, model) the weights the optimizer wrote."""
     opt = tr.build_optimizer(model, persona.recipe)
     avg = PosteriorMean(model, persona.model.posterior_mean_decay) if persona.model.has("posterior_mean") else None
     losses = []
     for it, (x, y) in enumerate(batches):
+        if before_forward is not None:
+            before_forward(it, model)
         loss = training_loss(model, torch.from_numpy(x), torch.from_numpy(y), fast=False)
         loss.backward()
         if after_backward is not None:

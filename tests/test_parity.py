@@ -16,6 +16,8 @@ def test_persona_parity(persona, dtype):
     expected = {"logits", "loss", "gradients", "optimizer_step", "trajectory_20_loss", "trajectory_20_params"}
     if registry.get(persona).model.has("posterior_mean"):
         expected.add("trajectory_20_posterior_mean")
+    if registry.get(persona).model.has("fixed_point_qat"):
+        expected.add("trajectory_20_code_flips")
     assert {r.check for r in results} == expected
     failed = [(r.check, r.max_error) for r in results if not r.passed]
     assert not failed, failed
@@ -32,6 +34,53 @@ def test_parity_detects_a_perturbed_weight():
     logits_j = jm.GPT(pair.persona.model).apply(pair.params, x)
     err = checks.array_error(logits_t.detach().numpy(), logits_j, "float64")
     assert err > checks.BOUNDS["float64"]
+
+
+def test_code_alignment_passes_a_rounding_straddle_and_catches_a_real_difference():
+    """CodeAlignment sets a row whose codes differ to the reference row, and records how far apart the two
+    weights were on the fixed-point scale: 1 ulp across a boundary is within the float32 bound, 0.3 of a code
+    step is a real difference and is not."""
+    from dreamteam.config import GPTConfig, Persona
+
+    cfg = GPTConfig(vocab_size=96, block_size=16, n_layer=1, n_head=2, n_embd=16, components=("fixed_point_qat",))
+    pair = checks.Pair.make(Persona("qat", cfg), "float32")
+    key = "transformer.h.0.mlp.c_fc.weight"
+    weight = dict(pair.torch_model.named_parameters())[key]
+    reference = weight.detach().numpy().copy()
+    scale = np.abs(reference).max(-1, keepdims=True) * np.float32(1 / 127)
+    # row 3, column 5 just below a code boundary in the reference, just above it on the torch side; row 7,
+    # column 2 0.3 of a code step apart across a boundary
+    reference[3, 5] = np.float32(10.5) * scale[3, 0]
+    while np.round(reference[3, 5] * (np.float32(1) / scale[3, 0])) != 10:
+        reference[3, 5] = np.nextafter(reference[3, 5], np.float32(0))  # just below the boundary: code 10
+    torch_side = reference.copy()
+    while np.round(torch_side[3, 5] * (np.float32(1) / scale[3, 0])) == 10:
+        torch_side[3, 5] = np.nextafter(torch_side[3, 5], np.float32(1))  # just above: code 11
+    reference[7, 2] = np.float32(20.4) * scale[7, 0]  # code 20
+    torch_side[7, 2] = np.float32(20.7) * scale[7, 0]  # code 21
+    params = pair.params
+    flat_path = ("transformer", "h_0", "mlp", "c_fc", "weight")
+    node = params["params"]
+    for name in flat_path[:-1]:
+        node = node[name]
+    node[flat_path[-1]] = reference
+    with torch.no_grad():
+        weight.copy_(torch.from_numpy(torch_side))
+
+    alignment = checks.CodeAlignment(pair.torch_model, 8)
+    alignment.record(0, params)
+    alignment.align(0, pair.torch_model)
+    assert alignment.rows == 2 and alignment.flips == 2
+    assert alignment.worst == pytest.approx(0.3 / 127, rel=0.2) and alignment.worst > checks.BOUNDS["float32"]
+    np.testing.assert_array_equal(weight.detach().numpy()[[3, 7]], reference[[3, 7]])  # the rows set to the reference
+    np.testing.assert_array_equal(weight.detach().numpy()[0], torch_side[0])  # the others untouched
+
+    alignment = checks.CodeAlignment(pair.torch_model, 8)  # the boundary straddle alone passes
+    with torch.no_grad():
+        weight[3, 5] = float(torch_side[3, 5])
+    alignment.record(0, params)
+    alignment.align(0, pair.torch_model)
+    assert alignment.flips == 1 and 0 < alignment.worst < 1e-6
 
 
 def test_error_metrics():

@@ -36,17 +36,23 @@ def row_scale(w, bits: int):
     return torch.where(amax > 0, amax * (1.0 / qmax(bits)), torch.ones_like(amax))
 
 
+def scaled(w, scale):
+    """W / scale computed as W * (1 / scale): XLA compiles a division by a broadcast row into that product,
+    and a true division differs from it by 1 ulp, enough to round a weight at a code boundary the other way."""
+    return w * (1.0 / scale)
+
+
 def quantize(w, bits: int, scale=None):
     """(integer codes clamp(round(W / scale), -Q, Q) as floats, scale (O, 1))."""
     scale = row_scale(w, bits) if scale is None else scale
-    return torch.clamp(torch.round(w / scale), -qmax(bits), qmax(bits)), scale
+    return torch.clamp(torch.round(scaled(w, scale)), -qmax(bits), qmax(bits)), scale
 
 
 class _FakeQuant(torch.autograd.Function):
     @staticmethod
     def forward(ctx, w, scale, bits):
         codes, _ = quantize(w, bits, scale)
-        ctx.save_for_backward(torch.round(w / scale).abs() <= qmax(bits))  # the clamp leaves these codes alone
+        ctx.save_for_backward(torch.round(scaled(w, scale)).abs() <= qmax(bits))  # the clamp leaves these codes alone
         return codes * scale
 
     @staticmethod
