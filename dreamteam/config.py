@@ -243,6 +243,10 @@ class Recipe:
     muon_weight_decay: float = 0.0  # decoupled: p <- p (1 - lr_t wd) - lr_t O
     muon_ns_steps: int = 5
     muon_bf16: bool = False  # run the Newton-Schulz iteration in bfloat16 (the fast path of the paper's code)
+    # good_turing_prior's output bias (lm_head.bias) learns at this fraction of the scheduled AdamW rate (0 keeps
+    # the prior fixed): Adam moves every bias by about the rate per step whatever its gradient's size, so the
+    # ids absent from a batch, whose gradients are tiny but always positive, drift down together
+    good_turing_prior_lr_ratio: float = 1.0
 
     def __post_init__(self):
         if self.optimizer not in ("adamw",):
@@ -256,6 +260,8 @@ class Recipe:
             raise ConfigError(f"muon_ns_steps={self.muon_ns_steps!r}; expected an int >= 1")
         if self.learning_rate <= 0:
             raise ConfigError(f"learning_rate={self.learning_rate}; expected > 0")
+        if not self.good_turing_prior_lr_ratio >= 0:
+            raise ConfigError(f"good_turing_prior_lr_ratio={self.good_turing_prior_lr_ratio}; expected >= 0")
 
     def replace(self, **changes) -> "Recipe":
         return dataclasses.replace(self, **changes)

@@ -10,6 +10,8 @@ torch loop sets, looked up from a table so that the whole step stays jittable.
 With the component `muon` on (build_optimizer's cfg), the 2-D matrices inside the blocks (paths under
 transformer/h_*) take Muon (jaxmodel/muon.py) at learning rate muon_lr * learning_rate(t) / learning_rate,
 with decoupled weight decay muon_weight_decay; everything else takes the AdamW above. Clipping stays global.
+With good_turing_prior, its output bias lm_head/bias takes AdamW at good_turing_prior_lr_ratio times the
+scheduled rate (torchport.recipe.lr_ratios: a parameter group of its own with that lr_ratio).
 """
 
 from __future__ import annotations
@@ -73,12 +75,26 @@ def muon_labels(params):
     return jax.tree_util.tree_map_with_path(label, params)
 
 
-def adamw(recipe: Recipe, num_steps: int) -> optax.GradientTransformation:
+def adamw(recipe: Recipe, num_steps: int, ratio: float = 1.0) -> optax.GradientTransformation:
     return optax.chain(
         optax.scale_by_adam(b1=recipe.beta1, b2=recipe.beta2, eps=recipe.eps),
         optax.add_decayed_weights(recipe.weight_decay, mask=decay_mask),
-        optax.scale_by_learning_rate(schedule(recipe, num_steps)),
+        optax.scale_by_learning_rate(schedule(recipe, num_steps, ratio)),
     )
+
+
+def output_bias_labels(inner_labels):
+    """Labels with good_turing_prior's output bias (lm_head/bias) relabelled 'output_bias'."""
+
+    def labels(params):
+        def relabel(path, label):
+            names = tuple(getattr(k, "key", getattr(k, "name", str(k))) for k in path)
+            names = names[1:] if names and names[0] == "params" else names
+            return "output_bias" if names == ("lm_head", "bias") else label
+
+        return jax.tree_util.tree_map_with_path(relabel, inner_labels(params))
+
+    return labels
 
 
 def muon(recipe: Recipe, num_steps: int, split: int = 1) -> optax.GradientTransformation:
@@ -94,10 +110,12 @@ def build_optimizer(recipe: Recipe, num_steps: int, cfg: GPTConfig | None = None
     if recipe.optimizer != "adamw":
         raise ValueError(f"unknown optimizer {recipe.optimizer!r}")
     parts = [clip_grad_norm(recipe.grad_clip)] if recipe.grad_clip > 0 else []
+    transforms, labels = {"adamw": adamw(recipe, num_steps)}, None
     if cfg is not None and cfg.has("muon"):
-        parts.append(optax.multi_transform({"adamw": adamw(recipe, num_steps), "muon": muon(recipe, num_steps),
-                                            "muon_qkv": muon(recipe, num_steps, split=3)},
-                                           muon_labels))
-    else:
-        parts.append(adamw(recipe, num_steps))
+        transforms.update(muon=muon(recipe, num_steps), muon_qkv=muon(recipe, num_steps, split=3))
+        labels = muon_labels
+    if cfg is not None and cfg.has("good_turing_prior") and recipe.good_turing_prior_lr_ratio != 1.0:
+        transforms["output_bias"] = adamw(recipe, num_steps, recipe.good_turing_prior_lr_ratio)
+        labels = output_bias_labels(labels or (lambda params: jax.tree.map(lambda p: "adamw", params)))
+    parts.append(optax.multi_transform(transforms, labels) if labels else transforms["adamw"])
     return optax.chain(*parts)

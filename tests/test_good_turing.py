@@ -114,3 +114,64 @@ def test_bias_is_trained(framework):
         params = jm.init_params(CFG, jax.random.PRNGKey(0), jnp.float64, token_counts=counts)
         g = np.asarray(jax.grad(jax_fused_loss)(params, CFG, x, y)["params"]["lm_head"]["bias"])
     assert np.abs(g).max() > 1e-3 and abs(g.sum()) < 1e-12  # softmax gradients sum to zero over the vocabulary
+
+
+@pytest.mark.parametrize("components", [("good_turing_prior",), ("good_turing_prior", "muon")])
+def test_output_bias_lr_ratio_scales_only_the_bias_step_in_both_frameworks(components):
+    """good_turing_prior_lr_ratio r: the bias's AdamW step is r times the step at r = 1 (Adam's first step is
+    lr * g / (|g| + eps), linear in lr), every other parameter's step is unchanged, and r = 0 keeps the prior."""
+    from dreamteam.config import Persona, Recipe
+    from jaxmodel import recipe as jr
+    from parity.convert import _flatten, flax_key_to_torch
+    from torchport import recipe as tr
+
+    cfg = CFG.replace(components=components)
+    base = Recipe(learning_rate=3e-3, schedule="cosine", warmup_iters=2, min_lr=3e-4, weight_decay=0.01)
+    x, y = checks.fixed_batches(cfg, 1, 2)[0]
+
+    def torch_steps(ratio, steps=1):
+        pair = checks.Pair.make(Persona("t", cfg, base.replace(good_turing_prior_lr_ratio=ratio)), "float64")
+        start = {k: v.clone() for k, v in pair.torch_model.state_dict().items()}
+        opt = tr.build_optimizer(pair.torch_model, pair.persona.recipe)
+        for it in range(steps):
+            pair.torch_model(torch.from_numpy(x), torch.from_numpy(y))[1].backward()
+            tr.optimizer_step(pair.torch_model, opt, pair.persona.recipe, it)
+        return {k: (v - start[k]).numpy() for k, v in pair.torch_model.state_dict().items()}
+
+    def jax_step(ratio):
+        persona = Persona("t", cfg, base.replace(good_turing_prior_lr_ratio=ratio))
+        pair = checks.Pair.make(persona, "float64")
+        opt = jr.build_optimizer(persona.recipe, 4, cfg)
+        grads = jax.grad(jm.loss_fn)(pair.params, cfg, x, y, pair.token_counts)
+        updates, _ = opt.update(grads, opt.init(pair.params), pair.params)
+        return {flax_key_to_torch(k): np.asarray(v) for k, v in _flatten(updates["params"])}
+
+    for step in (torch_steps, jax_step):
+        full, quarter = step(1.0), step(0.25)
+        # steps of ~1e-3 taken from biases of ~10 (log-probabilities): the differences are exact to ~1e-15
+        np.testing.assert_allclose(quarter["lm_head.bias"], 0.25 * full["lm_head.bias"], rtol=1e-9, atol=1e-14)
+        assert np.abs(full["lm_head.bias"]).max() > 1e-4  # the bias does move at r = 1
+        for k in full:
+            if k not in ("lm_head.bias", "lm_head.weight"):
+                np.testing.assert_array_equal(quarter[k], full[k])
+    frozen = torch_steps(0.0, steps=3)
+    np.testing.assert_array_equal(frozen["lm_head.bias"], 0.0)
+    assert np.abs(frozen["transformer.wte.weight"]).max() > 0
+
+
+@pytest.mark.parametrize("components", [("good_turing_prior",), ("good_turing_prior", "muon")])
+def test_parity_with_a_slower_output_bias(components):
+    from dreamteam.config import Persona, Recipe
+
+    recipe = Recipe(learning_rate=3e-3, schedule="cosine", warmup_iters=2, min_lr=3e-4, weight_decay=0.01,
+                    good_turing_prior_lr_ratio=0.1)
+    results = checks.run_checks(Persona("t", CFG.replace(components=components), recipe), "float64", batch_size=2, steps=5)
+    failed = [(r.check, r.max_error) for r in results if not r.passed]
+    assert not failed, failed
+
+
+def test_negative_output_bias_lr_ratio_is_a_config_error():
+    from dreamteam.config import Recipe
+
+    with pytest.raises(ConfigError, match="good_turing_prior_lr_ratio"):
+        Recipe(good_turing_prior_lr_ratio=-0.1)

@@ -251,21 +251,28 @@ class GPT(nn.Module):
         return logits, loss
 
     def configure_optimizers(self, weight_decay, learning_rate, betas, device_type, eps: float = 1e-8,
-                             fused: bool | None = None):
+                             fused: bool | None = None, lr_ratios: dict[str, float] | None = None):
         """nanoGPT's AdamW: weight decay on tensors of 2 or more dimensions only.
 
         fused: torch's single-kernel AdamW (the same update, other rounding: 20 float64 steps agree to 1e-12,
         tests/test_torch_model.py). None picks it on the CPU and CUDA, where torch has it (on the 2-core CPU
         the step of 1.7M parameters takes 2.4 ms against the multi-tensor loop's 10.0:
         benchmarks/bench_optimizer.py, README "Measured"); MPS keeps the loop. nanoGPT, the eager reference,
-        fuses on CUDA only (torchport.recipe.reference_fused)."""
-        params = [p for p in self.parameters() if p.requires_grad]
-        decay = [p for p in params if p.dim() >= 2]
-        no_decay = [p for p in params if p.dim() < 2]
+        fuses on CUDA only (torchport.recipe.reference_fused).
+        lr_ratios: {parameter name: r}, each in a group of its own whose lr_ratio r scales the scheduled rate
+        (torchport.recipe.optimizer_step)."""
+        lr_ratios = lr_ratios or {}
+        named = [(n, p) for n, p in self.named_parameters() if p.requires_grad and n not in lr_ratios]
+        decay = [p for n, p in named if p.dim() >= 2]
+        no_decay = [p for n, p in named if p.dim() < 2]
         groups = [
             {"params": decay, "weight_decay": weight_decay},
             {"params": no_decay, "weight_decay": 0.0},
         ]
+        params = dict(self.named_parameters())
+        for name, ratio in lr_ratios.items():
+            p = params[name]
+            groups.append({"params": [p], "weight_decay": weight_decay if p.dim() >= 2 else 0.0, "lr_ratio": ratio})
         if fused is None:
             fused = device_type in ("cpu", "cuda")
         return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, eps=eps, fused=fused)

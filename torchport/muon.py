@@ -143,12 +143,14 @@ def is_fused_qkv(name: str) -> bool:
     return name.endswith("attn.c_attn.weight")
 
 
-def build(model: torch.nn.Module, recipe) -> Muon:
+def build(model: torch.nn.Module, recipe, lr_ratios: dict[str, float] | None = None) -> Muon:
     """The Muon optimizer of a Recipe for the model: block matrices on Muon, the rest on AdamW
-    (weight decay on tensors of 2 or more dimensions, as the baseline's AdamW)."""
+    (weight decay on tensors of 2 or more dimensions, as the baseline's AdamW). lr_ratios: {name: r}, AdamW
+    parameters in groups of their own at r times the scheduled rate (torchport.recipe.lr_ratios)."""
+    lr_ratios = lr_ratios or {}
     muon, qkv, decay, no_decay = [], [], [], []
     for name, p in model.named_parameters():
-        if not p.requires_grad:
+        if not p.requires_grad or name in lr_ratios:
             continue
         if is_muon_param(name, p):
             (qkv if is_fused_qkv(name) else muon).append(p)
@@ -163,4 +165,5 @@ def build(model: torch.nn.Module, recipe) -> Muon:
         dict(params=qkv, split=3, **settings),
         dict(params=decay, weight_decay=recipe.weight_decay, **adam),
         dict(params=no_decay, weight_decay=0.0, **adam),
-    ])
+    ] + [dict(params=[p], weight_decay=recipe.weight_decay if p.dim() >= 2 else 0.0, lr_ratio=lr_ratios[name], **adam)
+         for name, p in model.named_parameters() if name in lr_ratios])

@@ -22,6 +22,14 @@ def is_fused(optimizer: torch.optim.Optimizer) -> bool:
     return bool(optimizer.defaults.get("fused"))
 
 
+def lr_ratios(config, recipe: Recipe) -> dict[str, float]:
+    """Parameters (state_dict names) that learn at a fraction of the scheduled rate: good_turing_prior's output
+    bias at recipe.good_turing_prior_lr_ratio. Empty where every parameter takes its group's rate."""
+    if config is not None and config.has("good_turing_prior") and recipe.good_turing_prior_lr_ratio != 1.0:
+        return {"lm_head.bias": recipe.good_turing_prior_lr_ratio}
+    return {}
+
+
 def build_optimizer(model: torch.nn.Module, recipe: Recipe, device_type: str = "cpu",
                     fused: bool | None = None) -> torch.optim.Optimizer:
     """The recipe's optimizer for the model; with the component `muon` on (model.config), torchport.muon's
@@ -30,11 +38,11 @@ def build_optimizer(model: torch.nn.Module, recipe: Recipe, device_type: str = "
     reference_fused(device_type): the eager reference's choice)."""
     config = getattr(model, "config", None)
     if recipe.optimizer == "adamw" and config is not None and config.has("muon"):
-        return muon.build(model, recipe)
+        return muon.build(model, recipe, lr_ratios(config, recipe))
     if recipe.optimizer == "adamw":
         return model.configure_optimizers(
             recipe.weight_decay, recipe.learning_rate, (recipe.beta1, recipe.beta2), device_type, eps=recipe.eps,
-            fused=fused,
+            fused=fused, lr_ratios=lr_ratios(config, recipe),
         )
     raise ValueError(f"unknown optimizer {recipe.optimizer!r}")
 
