@@ -175,3 +175,28 @@ def test_negative_output_bias_lr_ratio_is_a_config_error():
 
     with pytest.raises(ConfigError, match="good_turing_prior_lr_ratio"):
         Recipe(good_turing_prior_lr_ratio=-0.1)
+
+
+def test_output_bias_drift_table_reads_back_known_shifts(tmp_path, capsys):
+    """benchmarks/output_bias_drift.py: a bias equal to the prior plus a known shift per frequency group gives
+    those shifts back, and a checkpoint without the bias is one clear error."""
+    import importlib.util
+    from pathlib import Path
+
+    from safetensors.numpy import save_file
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "output_bias_drift.py"
+    spec = importlib.util.spec_from_file_location("output_bias_drift", path)
+    drift = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(drift)
+    counts = zipf_counts(V=500, n=3000)
+    assert (counts == 0).any() and (counts == 1).any() and (counts >= 100).any()
+    shift = np.select([counts == 0, counts == 1, counts < 10, counts < 100], [-3.0, -2.0, -1.0, 0.5], 0.25)
+    rows = drift.drift_table(good_turing.log_prior(counts) + shift, counts, counts)
+    assert [r["group"] for r in rows] == [g[0] for g in drift.GROUPS]
+    for r, expected in zip(rows, [-3.0, -2.0, -1.0, 0.5, 0.25]):
+        assert r["mean"] == pytest.approx(expected, abs=1e-12) and r["min"] == pytest.approx(expected, abs=1e-12)
+    assert sum(r["ids"] for r in rows) == 500 and sum(r["val_tokens"] for r in rows) == counts.sum()
+    save_file({"transformer.wte.weight": np.zeros((4, 2), np.float32)}, str(tmp_path / "m.safetensors"))
+    assert drift.main([str(tmp_path / "m.safetensors")]) == 2
+    assert "no lm_head.bias" in capsys.readouterr().err
