@@ -53,9 +53,13 @@ def synchronize(device: str) -> None:
         torch.mps.synchronize()
 
 
-def fused_optimizer(variant: str, device_type: str) -> bool | None:
-    """The eager variants and fast_adamw_loop run the reference's AdamW, the others the fused AdamW."""
-    return recipes.reference_fused(device_type) if "eager" in variant or variant.endswith("adamw_loop") else None
+def variant_optimizer(model, recipe, variant: str, device: str):
+    """The variant's optimizer: the eager variants and fast_adamw_loop run the reference's AdamW form, the
+    others the fused AdamW where the device has it."""
+    device_type = device.split(":")[0]
+    reference = "eager" in variant or variant.endswith("adamw_loop")
+    return recipes.build_optimizer(model, recipe, device_type=device_type,
+                                   fused=recipes.reference_fused(device_type) if reference else None)
 
 
 def make_variants(args):
@@ -121,8 +125,7 @@ def main(argv=None) -> int:
         model = GPT(cfg).to(device)
         model.load_state_dict(init)
         model.train()
-        runs[name] = (model, recipes.build_optimizer(model, recipe, device_type=device.split(":")[0],
-                                                     fused=fused_optimizer(name, device.split(":")[0])), recipe)
+        runs[name] = (model, variant_optimizer(model, recipe, name, device), recipe)
     counts = None
     for pname in args.personas:
         if pname == "baseline":
@@ -139,10 +142,7 @@ def main(argv=None) -> int:
             model.load_state_dict(p_init)  # both variants start from the same weights
             model.train()
             variants[f"{pname}:{kind}"] = variants[kind]
-            device_type = device.split(":")[0]
-            opt = recipes.build_optimizer(model, other.recipe, device_type=device_type,
-                                          fused=fused_optimizer(kind, device_type))
-            runs[f"{pname}:{kind}"] = (model, opt, other.recipe)
+            runs[f"{pname}:{kind}"] = (model, variant_optimizer(model, other.recipe, kind, device), other.recipe)
 
     def step(name, i):
         model, opt, rec = runs[name]

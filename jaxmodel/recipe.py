@@ -61,13 +61,18 @@ def is_muon_path(path) -> bool:
     return len(path) > 1 and path[0] == "transformer" and path[1].startswith("h_")
 
 
+def path_names(path) -> tuple[str, ...]:
+    """A tree_map_with_path key path as names, without the leading 'params' collection."""
+    names = tuple(getattr(k, "key", getattr(k, "name", str(k))) for k in path)
+    return names[1:] if names and names[0] == "params" else names
+
+
 def muon_labels(params):
     """'muon' for the 2-D matrices inside the blocks ('muon_qkv' for the fused c_attn, orthogonalized as three
     blocks W_q, W_k, W_v), 'adamw' for everything else."""
 
     def label(path, p):
-        names = tuple(getattr(k, "key", getattr(k, "name", str(k))) for k in path)
-        names = names[1:] if names and names[0] == "params" else names
+        names = path_names(path)
         if p.ndim != 2 or not is_muon_path(names):
             return "adamw"
         return "muon_qkv" if names[-3:] == ("attn", "c_attn", "weight") else "muon"
@@ -88,9 +93,7 @@ def output_bias_labels(inner_labels):
 
     def labels(params):
         def relabel(path, label):
-            names = tuple(getattr(k, "key", getattr(k, "name", str(k))) for k in path)
-            names = names[1:] if names and names[0] == "params" else names
-            return "output_bias" if names == ("lm_head", "bias") else label
+            return "output_bias" if path_names(path) == ("lm_head", "bias") else label
 
         return jax.tree_util.tree_map_with_path(relabel, inner_labels(params))
 

@@ -156,11 +156,13 @@ class CodeAlignment:
     align(it, model): before torch's step `it`, its codes by the torch quantizer; at each code that differs,
     the straddle |W_t / s_t - W_j / s_j| / Q (the two weights' distance on the fixed-point scale, as a
     fraction of its full range Q) is recorded, and the row holding it is set to the Flax row (equal rows give
-    equal scales, hence equal codes). `worst` is the largest straddle, `flips` the count, `rows` the rows set.
+    equal scales, hence equal codes). `worst` is the largest straddle, `flips` the count, `rows` the rows set,
+    `size` the number of codes compared at each step.
     """
 
     def __init__(self, model: tm.GPT, bits: int):
         self.keys = tqat.quantized_keys(model)
+        self.size = sum(p.numel() for n, p in model.named_parameters() if n in self.keys)  # codes per step
         self.bits = bits
         self.reference: dict[int, dict] = {}
         self.worst, self.flips, self.rows = 0.0, 0, 0
@@ -234,8 +236,8 @@ def run_checks(persona: Persona, dtype: str, batch_size: int = 4, steps: int = 2
                                        before_forward=alignment.align if alignment else None)
     if alignment is not None:
         record(f"trajectory_{steps}_code_flips", alignment.worst,
-               f"{alignment.flips} of {steps} x {sum(pair.torch_model.state_dict()[k].numel() for k in alignment.keys)}"
-               f" codes differed; {alignment.rows} rows aligned", metric="of Q")
+               f"{alignment.flips} of {steps} x {alignment.size} codes differed; {alignment.rows} rows aligned",
+               metric="of Q")
     record(f"trajectory_{steps}_loss", array_error(losses_t, losses_j, dtype))
     record(f"trajectory_{steps}_params", tree_error(pair.torch_params(), params_j, dtype))
     if avg_j is not None:  # posterior_mean: the averaged weights along the same trajectory

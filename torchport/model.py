@@ -262,17 +262,13 @@ class GPT(nn.Module):
         lr_ratios: {parameter name: r}, each in a group of its own whose lr_ratio r scales the scheduled rate
         (torchport.recipe.optimizer_step)."""
         lr_ratios = lr_ratios or {}
-        named = [(n, p) for n, p in self.named_parameters() if p.requires_grad and n not in lr_ratios]
-        decay = [p for n, p in named if p.dim() >= 2]
-        no_decay = [p for n, p in named if p.dim() < 2]
+        params = {n: p for n, p in self.named_parameters() if p.requires_grad}
+        rest = [p for n, p in params.items() if n not in lr_ratios]
         groups = [
-            {"params": decay, "weight_decay": weight_decay},
-            {"params": no_decay, "weight_decay": 0.0},
-        ]
-        params = dict(self.named_parameters())
-        for name, ratio in lr_ratios.items():
-            p = params[name]
-            groups.append({"params": [p], "weight_decay": weight_decay if p.dim() >= 2 else 0.0, "lr_ratio": ratio})
+            {"params": [p for p in rest if p.dim() >= 2], "weight_decay": weight_decay},
+            {"params": [p for p in rest if p.dim() < 2], "weight_decay": 0.0},
+        ] + [{"params": [params[n]], "weight_decay": weight_decay if params[n].dim() >= 2 else 0.0, "lr_ratio": r}
+             for n, r in lr_ratios.items()]
         if fused is None:
             fused = device_type in ("cpu", "cuda")
         return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, eps=eps, fused=fused)
