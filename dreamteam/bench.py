@@ -12,7 +12,9 @@ for every planned persona, labelled `persona@KEY=VALUE`, so that tuning runs sit
 
 Resuming: a run is skipped when the out folder already holds a record with status "ok" and the same key
 (persona, seed, device type, max_iters, dreamteam version) whose recorded config and recipe are the ones
-the persona has now: after a registry change (a tuned recipe) the persona's runs are done again. The code
+the persona has now: after a registry change (a tuned recipe) the persona's runs are done again, except
+those already trained with the tuned recipe as `persona@KEY=VALUE` (the same config and recipe: the same
+run; `dreamteam report` counts them in the persona's row too). The code
 version is the package version `dreamteam.__version__`, not the git commit: the commit turns "-dirty" on any edit (a README change
 included) and changes with every commit, so keying on it would rerun everything during development.
 Bump `dreamteam.__version__` when a change should invalidate earlier results. Failed runs are rerun.
@@ -54,6 +56,13 @@ class SweepResult:
 def device_type(device: str) -> str:
     """'cuda:1' -> 'cuda': runs on any device of one type are comparable."""
     return str(device).split(":")[0]
+
+
+def base_label(label: str) -> str:
+    """'alan_turing@good_turing_prior_lr_ratio=0.1' -> 'alan_turing': the persona a `--set` run varies (a label
+    without '@' is its own base). A `--set` run whose settings are what the persona has since registered is a
+    run of the persona: same config, same recipe, same code version."""
+    return str(label).split("@", 1)[0]
 
 
 def record_key(record: dict) -> tuple:
@@ -246,9 +255,13 @@ def sweep(personas, seeds, device: str = "auto", out_dir: str | Path = "runs", m
     for i, (persona, seed) in enumerate(jobs, 1):
         name = persona_name(persona)
         head = f"[{i}/{len(jobs)}] {name} seed {seed}"
-        existing = done.get((name, seed, device_type(resolved), iters, version), [])
+        rest = (seed, device_type(resolved), iters, version)
+        existing = done.get((name, *rest), [])
+        # a run of the same spec under another label of the persona (a `--set` run of the registered recipe)
+        relabelled = [run for key, found in done.items() if key[1:] == rest and key[0] != name
+                      and base_label(key[0]) == base_label(name) for run in found]
         now = spec_fields(persona)
-        matching = [p for p, r in existing if same_spec(r, now)]
+        matching = [p for p, r in existing if same_spec(r, now)] or [p for p, r in relabelled if same_spec(r, now)]
         if matching:
             log(f"{head}: done already ({matching[-1].name}), skipped")
             result.skipped.append((name, seed))

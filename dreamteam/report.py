@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 
 from dreamteam import protocol
-from dreamteam.bench import BenchError, device_type, read_records, same_spec
+from dreamteam.bench import BenchError, base_label, device_type, read_records, same_spec
 
 METRICS = ("val_loss", "val_loss_best", "best_vloss", "fitness", "elapsed_min", "ms_per_iter")
 DECIMALS = {"val_loss": 4, "val_loss_best": 4, "best_vloss": 4, "fitness": 4, "elapsed_min": 3, "ms_per_iter": 2}
@@ -56,16 +56,32 @@ def versus(row: dict, reference: dict) -> dict:
     return {"delta_val_loss": delta, "threshold": threshold, "below": -delta > threshold}
 
 
+def _order(x: tuple[str, dict]):
+    """(path, record) by start time: the end of a record's name (persona_seedS_device_Nit_YYYYMMDD-HHMMSS)."""
+    name = str(x[1].get("name", ""))
+    stamp = re.search(r"(\d{8}-\d{6})$", name)
+    return (stamp.group(1) if stamp else "", name, x[0])
+
+
+def _with_relabelled_runs(by_persona: dict[str, list]) -> dict[str, list]:
+    """by_persona with each persona's list extended by its `persona@KEY=VALUE` records (`dreamteam bench --set`)
+    whose config and recipe are the persona's newest own record's: a setting since registered was run as the
+    persona itself (bench skips the persona's run for it). They stay in their tuning rows as well."""
+    out = {name: list(found) for name, found in by_persona.items()}
+    for name, found in by_persona.items():
+        base = base_label(name)
+        if base == name or base not in by_persona:
+            continue
+        newest = max(by_persona[base], key=_order)[1]
+        out[base] += [(rel, r) for rel, r in found if same_spec(r, newest)]
+    return out
+
+
 def _latest_per_seed(records: list[tuple[str, dict]]) -> tuple[list[tuple[str, dict]], list[str]]:
     """One record per seed: the latest by record name, among the records trained with the config and recipe
     of the persona's latest record (a retuned persona is not averaged with its old recipe); also the
     relative paths of the superseded ones."""
-    def order(x):  # by start time, the end of a record's name (persona_seedS_device_Nit_YYYYMMDD-HHMMSS)
-        name = str(x[1].get("name", ""))
-        stamp = re.search(r"(\d{8}-\d{6})$", name)
-        return (stamp.group(1) if stamp else "", name, x[0])
-
-    newest = max(records, key=order)[1]
+    newest = max(records, key=_order)[1]
     current = [(rel, rec) for rel, rec in records if same_spec(rec, newest)]
     superseded = [rel for rel, rec in records if not same_spec(rec, newest)]
     by_seed: dict[int, list[tuple[str, dict]]] = {}
@@ -73,7 +89,7 @@ def _latest_per_seed(records: list[tuple[str, dict]]) -> tuple[list[tuple[str, d
         by_seed.setdefault(int(rec["seed"]), []).append((rel, rec))
     kept = []
     for seed in sorted(by_seed):
-        runs = sorted(by_seed[seed], key=order)
+        runs = sorted(by_seed[seed], key=_order)
         kept.append(runs[-1])
         superseded += [rel for rel, _ in runs[:-1]]
     return kept, sorted(superseded)
@@ -147,11 +163,13 @@ def summarize_runs(folder: str | Path, warn=None) -> dict:
     groups = []
     # full protocol runs first, then smoke runs; within each, by device and length
     for (dev, iters) in sorted(grouped, key=lambda k: (k[1] != protocol.MAX_ITERS, k[0], k[1])):
-        personas, superseded, kept_all, specs = {}, [], [], {}
-        for name in sorted(grouped[(dev, iters)]):
-            kept, old = _latest_per_seed(grouped[(dev, iters)][name])
+        personas, superseded, kept_all, specs, kept_files = {}, [], [], {}, set()
+        by_persona = _with_relabelled_runs(grouped[(dev, iters)])
+        for name in sorted(by_persona):
+            kept, old = _latest_per_seed(by_persona[name])
             superseded += old
             kept_all += [r for _, r in kept]
+            kept_files.update(rel for rel, _ in kept)
             specs[name] = {k: kept[-1][1].get(k) or {} for k in ("config", "recipe")}
             personas[name] = {
                 "n_seeds": len(kept),
@@ -183,7 +201,7 @@ def summarize_runs(folder: str | Path, warn=None) -> dict:
             "personas": personas,
             "ablations": ablations,
             "tunings": tunings,
-            "superseded": sorted(superseded),
+            "superseded": sorted(set(superseded) - kept_files),  # a relabelled run may be kept in its own row
             "stale_ablations": stale,
         })
     return {"metrics": list(METRICS), "groups": groups, "failures": failures}

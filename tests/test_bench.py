@@ -435,3 +435,37 @@ def test_bad_persona_labels_are_one_clear_error(tmp_path, monkeypatch, capsys, l
     monkeypatch.setattr(train_mps, "train", FakeTrain())
     assert main(["bench", "--personas", label, "--device", "cpu", "--max-iters", "101", "--out", str(tmp_path)]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_a_set_run_of_the_registered_recipe_counts_as_the_persona(tmp_path, monkeypatch, capsys):
+    """A `--set` run whose settings were then registered is the persona's run: bench skips retraining it, and
+    a `--set` run of another recipe is no such run."""
+    now = registry.get("baseline")
+    for seed, recipe in ((0, now.recipe), (1, now.recipe.replace(weight_decay=0.5))):
+        record = make_record(persona="baseline@weight_decay=0.1", seed=seed)
+        record["recipe"] = runs.as_json(recipe)
+        runs.write_json_atomic(tmp_path / f"{record['name']}.json", record)
+    fake = FakeTrain()
+    monkeypatch.setattr(train_mps, "train", fake)
+    bench.sweep(["baseline"], [0, 1], device="cpu", out_dir=tmp_path, max_iters=101, progress=False)
+    assert fake.calls == [("baseline", 1, "cpu", 101)]
+    assert "done already (baseline@weight_decay=0.1_seed0" in capsys.readouterr().out
+
+
+def test_report_counts_a_set_run_of_the_current_recipe_in_the_persona_row(tmp_path):
+    runs_dir = tmp_path / "runs"
+    tuned, other = runs.as_json(config.Recipe(weight_decay=0.01)), runs.as_json(config.Recipe(weight_decay=0.5))
+    for persona, seed, val_loss, recipe, stamp in (("toy", 1, 5.2, tuned, "20260102-000000"),
+                                                   ("toy", 2, 5.4, tuned, "20260102-010000"),
+                                                   ("toy@weight_decay=0.01", 0, 5.0, tuned, "20260101-000000"),
+                                                   ("toy@weight_decay=0.5", 3, 4.0, other, "20260101-000000")):
+        record = make_record(persona=persona, seed=seed, val_loss=val_loss,
+                             name=f"{persona}_seed{seed}_cpu_101it_{stamp}")
+        record["recipe"] = recipe
+        runs.write_json_atomic(runs_dir / f"{record['name']}.json", record)
+    (group,) = report.summarize_runs(runs_dir)["groups"]
+    toy = group["personas"]["toy"]
+    assert toy["seeds"] == [0, 1, 2] and toy["metrics"]["val_loss"]["mean"] == pytest.approx(5.2)
+    assert [r["file"] for r in toy["runs"]][0] == "toy@weight_decay=0.01_seed0_cpu_101it_20260101-000000.json"
+    assert set(group["tunings"]["toy"]) == {"toy@weight_decay=0.01", "toy@weight_decay=0.5"}  # both still tabled
+    assert group["superseded"] == []
