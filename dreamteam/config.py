@@ -54,8 +54,10 @@ class GPTConfig:
     # rope: rotation angle p * rope_base^(-2i / d_rot) on the first d_rot = rope_fraction * head_dim dims
     rope_base: float = 10000.0
     rope_fraction: float = 1.0
-    # rms_qknorm: the epsilon of every RMSNorm
+    # rms_qknorm: the epsilon of every RMSNorm; the initial value of the query and key norms' gains (with gains
+    # g_q = g_k = g the attention logits are bounded by g^2 sqrt(head_dim) at initialization)
     rms_eps: float = 1e-6
+    rms_qknorm_qk_gain: float = 1.0
     # mla: latent width r of keys and values, of queries (0: no query latent), decoupled rotary width
     # (the rotary part exists only with rope: rope is what rotates, mla where; mla alone uses learned positions)
     mla_kv_rank: int = 16
@@ -105,6 +107,8 @@ class GPTConfig:
             raise ConfigError(
                 f"unknown component(s) {unknown}; known components: {list(KNOWN_COMPONENTS) or 'none yet'}"
             )
+        if not self.rms_qknorm_qk_gain > 0:
+            raise ConfigError(f"rms_qknorm_qk_gain={self.rms_qknorm_qk_gain}; expected a positive initial gain")
         if self.rotary_dim % 2 or (self.has("rope") and self.rotary_dim == 0):
             raise ConfigError(f"rope_fraction={self.rope_fraction} gives {self.rotary_dim} rotated dims of {self.head_dim}; expected an even number > 0")
         if self.has("mla") and (self.mla_kv_rank <= 0 or (self.has("rope") and (self.mla_rope_dim % 2 or self.mla_rope_dim <= 0))):

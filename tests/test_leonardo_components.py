@@ -104,6 +104,35 @@ def test_qknorm_bounds_attention_logits():
     assert all(isinstance(m, TorchRMSNorm) for m in (model.transformer.ln_f, model.transformer.h[2].ln_1))
 
 
+@pytest.mark.parametrize("components", [("rms_qknorm",), ("rope", "mla", "rms_qknorm")])
+def test_qk_gain_starts_both_frameworks_at_the_setting_and_scales_logits_by_its_square(components):
+    # rms_qknorm_qk_gain = g: q_norm and k_norm (and no other RMSNorm) start at g in Flax and torch alike, and the
+    # initial attention logits are g^2 times those with unit gains (same seed, same other weights)
+    base = registry.build("baseline", add=components).model
+    tuned = base.replace(rms_qknorm_qk_gain=1.5)
+    flax_params = jm.init_params(tuned, jax.random.PRNGKey(0))["params"]["transformer"]
+    models = {}
+    for cfg in (base, tuned):
+        torch.manual_seed(0)
+        models[cfg.rms_qknorm_qk_gain] = GPT(cfg).double()
+    for name, p in models[1.5].named_parameters():
+        if name.endswith(("q_norm.weight", "k_norm.weight")):
+            assert torch.all(p == 1.5), name
+            layer, mod = name.split(".")[2], name.split(".")[4]
+            np.testing.assert_array_equal(np.asarray(flax_params[f"h_{layer}"]["attn"][mod]["weight"]), 1.5)
+        elif name.endswith("weight") and p.dim() == 1:
+            assert torch.all(p == 1.0), name  # ln_1, ln_2, ln_f keep unit gains
+    x = torch.randn(2, 16, 32, dtype=torch.float64)
+    scores = {}
+    for g, model in models.items():
+        attn = model.transformer.h[0].attn
+        q, k, _ = attn.qkv(x)  # after QK-norm (and rotation), (B, H, T, d)
+        scores[g] = torch.einsum("...td,...sd->...ts", q, k)
+    torch.testing.assert_close(scores[1.5], 1.5**2 * scores[1.0], rtol=1e-12, atol=0)
+    with pytest.raises(ValueError, match="rms_qknorm_qk_gain"):
+        base.replace(rms_qknorm_qk_gain=0.0)
+
+
 def test_golden_swiglu_width_and_formula():
     cfg = registry.build("baseline", add=("golden_swiglu",)).model
     assert cfg.swiglu_hidden == round(GOLDEN_RATIO**2 * 32) == 84

@@ -59,8 +59,8 @@ class CausalSelfAttention(nn.Module):
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.resid_dropout = nn.Dropout(config.dropout)
         if config.has("rms_qknorm"):
-            self.q_norm = RMSNorm(config.head_dim, config.rms_eps)
-            self.k_norm = RMSNorm(config.head_dim, config.rms_eps)
+            self.q_norm = RMSNorm(config.head_dim, config.rms_eps, config.rms_qknorm_qk_gain)
+            self.k_norm = RMSNorm(config.head_dim, config.rms_eps, config.rms_qknorm_qk_gain)
         if config.has("memory_tape"):  # M key and value slots per head, no position (torchport/memory_tape.py)
             shape = (config.n_head, config.memory_tape_slots, config.head_dim)
             self.tape_k = nn.Parameter(torch.randn(shape) * 0.02)
