@@ -9,8 +9,11 @@ difference of mean val_loss, and whether the persona is below the baseline by mo
 deviations combined (std + std_baseline), the criterion of PERSONAS.md.
 
 Where a group holds several ok records of one persona and seed (reruns under another version), the latest
-(by record name, which ends in its start time) counts and the others are listed as superseded.
-The output depends only on the records: everything is sorted and no time is written but the records' own.
+(by record name, which ends in its start time) counts and the others are listed as superseded. A row
+averages only runs of one config and recipe: the registry's for that label where a run of it exists (a
+`persona@KEY=VALUE` run of a setting since registered counts as the persona's), else the newest run's.
+The output depends only on the records and the registry: everything is sorted and no time is written but
+the records' own.
 """
 
 from __future__ import annotations
@@ -21,8 +24,8 @@ import re
 import sys
 from pathlib import Path
 
-from dreamteam import protocol
-from dreamteam.bench import BenchError, base_label, device_type, read_records, same_spec
+from dreamteam import protocol, registry
+from dreamteam.bench import BenchError, base_label, device_type, read_records, same_spec, spec_fields
 
 METRICS = ("val_loss", "val_loss_best", "best_vloss", "fitness", "elapsed_min", "ms_per_iter")
 DECIMALS = {"val_loss": 4, "val_loss_best": 4, "best_vloss": 4, "fitness": 4, "elapsed_min": 3, "ms_per_iter": 2}
@@ -63,29 +66,56 @@ def _order(x: tuple[str, dict]):
     return (stamp.group(1) if stamp else "", name, x[0])
 
 
+def _registered_spec(label: str):
+    """The config and recipe the registry gives `label` now (a persona, or an ablation variant
+    'persona-component'), or None for a label it does not know (a `--set` variant, a test's toy persona)."""
+    if "@" in label:
+        return None
+    try:
+        return spec_fields(registry.from_label(label))
+    except registry.UnknownPersonaError:
+        return None
+
+
+def _current_spec(name: str, by_persona: dict[str, list]):
+    """The config and recipe that `name`'s row averages: the registry's, where some run of `name` or of a
+    `name@KEY=VALUE` label was trained with it; otherwise that of `name`'s newest own run (None without one).
+    So a persona retuned in the registry is shown with its new recipe as soon as one run of that recipe
+    exists, under either label (bench does not train the persona again for a `--set` run of it), and with
+    its old recipe until then."""
+    registered = _registered_spec(name)
+    if registered is not None:
+        runs = [r for label, found in by_persona.items() if base_label(label) == name for _, r in found]
+        if any(same_spec(r, registered) for r in runs):
+            return registered
+    own = by_persona.get(name)
+    return max(own, key=_order)[1] if own else None
+
+
 def _with_relabelled_runs(by_persona: dict[str, list]) -> dict[str, list]:
     """by_persona with each persona's list extended by its `persona@KEY=VALUE` records (`dreamteam bench --set`)
-    whose config and recipe are the persona's newest own record's: a setting since registered was run as the
-    persona itself (bench skips the persona's run for it). They stay in their tuning rows as well."""
+    trained with the persona's current config and recipe (`_current_spec`): a setting since registered was
+    run as the persona itself (bench skips the persona's run for it). They stay in their tuning rows as well."""
     out = {name: list(found) for name, found in by_persona.items()}
     for name, found in by_persona.items():
         base = base_label(name)
-        if base == name or base not in by_persona:
+        current = None if base == name else _current_spec(base, by_persona)
+        if current is None:
             continue
-        newest = max(by_persona[base], key=_order)[1]
-        out[base] += [(rel, r) for rel, r in found if same_spec(r, newest)]
+        matching = [(rel, r) for rel, r in found if same_spec(r, current)]
+        if matching:
+            out.setdefault(base, []).extend(matching)
     return out
 
 
-def _latest_per_seed(records: list[tuple[str, dict]]) -> tuple[list[tuple[str, dict]], list[str]]:
+def _latest_per_seed(records: list[tuple[str, dict]], current: dict) -> tuple[list[tuple[str, dict]], list[str]]:
     """One record per seed: the latest by record name, among the records trained with the config and recipe
-    of the persona's latest record (a retuned persona is not averaged with its old recipe); also the
-    relative paths of the superseded ones."""
-    newest = max(records, key=_order)[1]
-    current = [(rel, rec) for rel, rec in records if same_spec(rec, newest)]
-    superseded = [rel for rel, rec in records if not same_spec(rec, newest)]
+    `current` (`_current_spec`: a retuned persona is not averaged with its old recipe); also the relative
+    paths of the superseded ones."""
+    kept_spec = [(rel, rec) for rel, rec in records if same_spec(rec, current)]
+    superseded = [rel for rel, rec in records if not same_spec(rec, current)]
     by_seed: dict[int, list[tuple[str, dict]]] = {}
-    for rel, rec in current:
+    for rel, rec in kept_spec:
         by_seed.setdefault(int(rec["seed"]), []).append((rel, rec))
     kept = []
     for seed in sorted(by_seed):
@@ -166,7 +196,8 @@ def summarize_runs(folder: str | Path, warn=None) -> dict:
         personas, superseded, kept_all, specs, kept_files = {}, [], [], {}, set()
         by_persona = _with_relabelled_runs(grouped[(dev, iters)])
         for name in sorted(by_persona):
-            kept, old = _latest_per_seed(by_persona[name])
+            current = _current_spec(name, grouped[(dev, iters)]) or max(by_persona[name], key=_order)[1]
+            kept, old = _latest_per_seed(by_persona[name], current)
             superseded += old
             kept_all += [r for _, r in kept]
             kept_files.update(rel for rel, _ in kept)

@@ -171,7 +171,9 @@ def test_ablation_runs_one_variant_per_component_and_the_report_tables_it(tmp_pa
     text = (tmp_path / "docs" / "RESULTS.md").read_text()
     assert "### Ablations of `toy`" in text and "| `toy-comp_b` | 1 |" in text
 
-    # the persona retuned (a newer record with another setting): its old variants are stale, not compared
+    # the persona retuned in the registry, and a run of it: its old variants are stale, not compared
+    monkeypatch.setitem(registry.PERSONAS, "toy", config.Persona("toy", config.GPTConfig(components=("comp_a", "comp_b"),
+                                                                                        dropout=0.1)))
     record = make_record(persona="toy", seed=0, components=("comp_a", "comp_b"), name="toy_seed0_cpu_101it_20990101-000000")
     record["config"]["dropout"] = 0.1
     runs.write_json_atomic(tmp_path / "runs" / f"{record['name']}.json", record)
@@ -468,4 +470,32 @@ def test_report_counts_a_set_run_of_the_current_recipe_in_the_persona_row(tmp_pa
     assert toy["seeds"] == [0, 1, 2] and toy["metrics"]["val_loss"]["mean"] == pytest.approx(5.2)
     assert [r["file"] for r in toy["runs"]][0] == "toy@weight_decay=0.01_seed0_cpu_101it_20260101-000000.json"
     assert set(group["tunings"]["toy"]) == {"toy@weight_decay=0.01", "toy@weight_decay=0.5"}  # both still tabled
+    assert group["superseded"] == []
+
+
+def test_report_shows_a_retuned_persona_with_its_set_runs_before_any_run_under_its_own_name(tmp_path):
+    """The registry's recipe decides the row: after `--set weight_decay=0.1` was registered, bench trains no
+    `baseline` run of it, so the `baseline@weight_decay=0.1` runs are the persona's row and the persona's own
+    runs of the old recipe, newer though they are, are superseded. Without any run of the registered recipe
+    the row keeps the newest run's recipe."""
+    runs_dir = tmp_path / "runs"
+    registered, old = registry.get("baseline"), registry.get("baseline").recipe.replace(weight_decay=0.5)
+    for persona, seed, val_loss, recipe, stamp in (("baseline@weight_decay=0.1", 0, 5.0, registered.recipe, "20260101-000000"),
+                                                   ("baseline@weight_decay=0.1", 1, 5.2, registered.recipe, "20260101-010000"),
+                                                   ("baseline", 0, 6.0, old, "20260102-000000"),
+                                                   ("baseline", 1, 6.2, old, "20260102-010000")):
+        record = make_record(persona=persona, seed=seed, val_loss=val_loss, name=f"{persona}_seed{seed}_cpu_101it_{stamp}")
+        record["config"], record["recipe"] = runs.as_json(registered.model), runs.as_json(recipe)
+        runs.write_json_atomic(runs_dir / f"{record['name']}.json", record)
+    (group,) = report.summarize_runs(runs_dir)["groups"]
+    row = group["personas"]["baseline"]
+    assert row["seeds"] == [0, 1] and row["metrics"]["val_loss"]["mean"] == pytest.approx(5.1)
+    assert group["superseded"] == ["baseline_seed0_cpu_101it_20260102-000000.json",
+                                   "baseline_seed1_cpu_101it_20260102-010000.json"]
+
+    for path in runs_dir.glob("baseline@*"):
+        path.unlink()
+    (group,) = report.summarize_runs(runs_dir)["groups"]
+    row = group["personas"]["baseline"]
+    assert row["seeds"] == [0, 1] and row["metrics"]["val_loss"]["mean"] == pytest.approx(6.1)
     assert group["superseded"] == []
