@@ -92,17 +92,17 @@ def _current_spec(name: str, by_persona: dict[str, list]):
     return max(own, key=_order)[1] if own else None
 
 
-def _with_relabelled_runs(by_persona: dict[str, list]) -> dict[str, list]:
+def _with_relabelled_runs(by_persona: dict[str, list], current: dict[str, dict]) -> dict[str, list]:
     """by_persona with each persona's list extended by its `persona@KEY=VALUE` records (`dreamteam bench --set`)
-    trained with the persona's current config and recipe (`_current_spec`): a setting since registered was
-    run as the persona itself (bench skips the persona's run for it). They stay in their tuning rows as well."""
+    trained with the persona's current config and recipe (`current`, from `_current_spec`): a setting since
+    registered was run as the persona itself (bench skips the persona's run for it). They stay in their
+    tuning rows as well."""
     out = {name: list(found) for name, found in by_persona.items()}
     for name, found in by_persona.items():
         base = base_label(name)
-        current = None if base == name else _current_spec(base, by_persona)
-        if current is None:
+        if base == name or current.get(base) is None:
             continue
-        matching = [(rel, r) for rel, r in found if same_spec(r, current)]
+        matching = [(rel, r) for rel, r in found if same_spec(r, current[base])]
         if matching:
             out.setdefault(base, []).extend(matching)
     return out
@@ -194,10 +194,12 @@ def summarize_runs(folder: str | Path, warn=None) -> dict:
     # full protocol runs first, then smoke runs; within each, by device and length
     for (dev, iters) in sorted(grouped, key=lambda k: (k[1] != protocol.MAX_ITERS, k[0], k[1])):
         personas, superseded, kept_all, specs, kept_files = {}, [], [], {}, set()
-        by_persona = _with_relabelled_runs(grouped[(dev, iters)])
+        labels = grouped[(dev, iters)]
+        # once per persona: a row's spec, also the one its `--set` runs must match to count in it
+        current = {name: _current_spec(name, labels) for name in set(labels) | {base_label(n) for n in labels}}
+        by_persona = _with_relabelled_runs(labels, current)
         for name in sorted(by_persona):
-            current = _current_spec(name, grouped[(dev, iters)]) or max(by_persona[name], key=_order)[1]
-            kept, old = _latest_per_seed(by_persona[name], current)
+            kept, old = _latest_per_seed(by_persona[name], current[name])
             superseded += old
             kept_all += [r for _, r in kept]
             kept_files.update(rel for rel, _ in kept)
