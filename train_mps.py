@@ -110,6 +110,7 @@ def train(persona="baseline", seed=0, data_dir=None, device_override=None, max_i
         "config": spec.model, "recipe": spec.recipe, "data_dir": str(dataset.data_dir),
         "versions": runs.versions(torch=torch.__version__), "command": " ".join(sys.argv), "status": "running",
         "fast": fast, "fused_optimizer": recipes.is_fused(optimizer),
+        "accelerator": torch.cuda.get_device_name(device) if device_type == "cuda" else None,
         # the 1-minute load average at every checkpoint evaluation: a load above the core count means the
         # run shared the machine, and its timings (elapsed_min, ms_per_iter) are inflated
         "cpu_count": os.cpu_count(), "threads": torch.get_num_threads(), "load_avg": [],

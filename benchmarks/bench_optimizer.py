@@ -34,6 +34,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from dreamteam import protocol, registry  # noqa: E402
+from dreamteam.runs import processor_name  # noqa: E402
 from dreamteam.config import Persona  # noqa: E402
 from torchport import recipe as recipes  # noqa: E402
 from torchport.fast import fused_loss  # noqa: E402
@@ -151,7 +152,7 @@ def main(argv=None) -> int:
     if args.json:
         record = {
             "persona": args.persona, "device": device, "torch": torch.__version__, "threads": torch.get_num_threads(),
-            "cpu_count": os.cpu_count(), "machine": platform.machine(), "processor": platform.processor(),
+            "cpu_count": os.cpu_count(), "machine": platform.machine(), "processor": processor_name(),
             "warmup": args.warmup, "steps": args.steps, "load_average_before": load_before,
             "load_average_after": load_after, "ms": summary, "muon_parameters": n_muon,
             "fused_optimizer": {name: recipes.is_fused(runs[name][1]) for name in specs},

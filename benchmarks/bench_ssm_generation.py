@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -32,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 import torch  # noqa: E402
 
 from dreamteam import registry  # noqa: E402
+from dreamteam.runs import processor_name  # noqa: E402
 from torchport.model import GPT  # noqa: E402
 
 
@@ -104,7 +104,7 @@ def main(argv=None) -> int:
         print(f"L={L:5d}  " + "  ".join(f"{n} {row[f'{n}_ms_per_token']:.3f} ms/token" for n in METHODS)
               + f"  (conv_full / recurrent = {row['conv_full_ms_per_token'] / row['recurrent_ms_per_token']:.1f}x)")
     load_after = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
-    info = {"device": args.device, "cpu": platform.processor() or platform.machine(), "threads": args.threads,
+    info = {"device": args.device, "cpu": processor_name(), "threads": args.threads,
             "batch": args.batch, "torch": torch.__version__, "load_avg_before": load_before, "load_avg_after": load_after,
             "seed": args.seed, "rows": rows}
     print(f"device {args.device}, {args.threads} thread(s), batch {args.batch}, torch {torch.__version__}, "

@@ -63,6 +63,23 @@ def git_commit() -> str | None:
         return None
 
 
+def processor_name() -> str:
+    """The CPU's model name where the system gives it (Linux: /proc/cpuinfo; macOS: sysctl), else Python's
+    word for it (often only the architecture, "x86_64"). Timings compare only between runs on one processor."""
+    try:
+        if sys.platform.startswith("linux"):
+            for line in Path("/proc/cpuinfo").read_text().splitlines():
+                if line.startswith("model name") and ":" in line and line.split(":", 1)[1].strip():
+                    return line.split(":", 1)[1].strip()
+        elif sys.platform == "darwin":
+            out = subprocess.run(["sysctl", "-n", "machdep.cpu.brand_string"], capture_output=True, text=True, timeout=10)
+            if out.returncode == 0 and out.stdout.strip():
+                return out.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return platform.processor() or platform.machine()
+
+
 def versions(**engines: str) -> dict:
     return {
         "dreamteam": dreamteam.__version__,
@@ -70,7 +87,7 @@ def versions(**engines: str) -> dict:
         "python": sys.version.split()[0],
         "numpy": np.__version__,
         "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
+        "processor": processor_name(),
         **engines,
     }
 
