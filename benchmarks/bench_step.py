@@ -1,6 +1,6 @@
 """Time the baseline training step, forward + backward + optimizer step, eager against the fused loss.
 
-    python benchmarks/bench_step.py [--device cpu] [--warmup 3] [--steps 20] [--chunk 32]
+    python benchmarks/bench_step.py [--device cpu] [--warmup 3] [--steps 20] [--chunk 48]
                                     [--sweep 16,32,64,128] [--compile] [--threads N] [--json PATH]
                                     [--personas NAME ...] [--data-dir DIR] [--profile N]
 
@@ -30,6 +30,7 @@ import argparse
 import json
 import os
 import platform
+import shlex
 import statistics
 import sys
 import time
@@ -40,6 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 import torch  # noqa: E402
 
 from dreamteam import protocol, registry  # noqa: E402
+from dreamteam.runs import processor_name  # noqa: E402
 from torchport import recipe as recipes  # noqa: E402
 from torchport.fast import DEFAULT_CHUNK, fused_loss  # noqa: E402
 from torchport.model import GPT  # noqa: E402
@@ -195,8 +197,9 @@ def main(argv=None) -> int:
                    "top_self_cpu_share": {e.key: e.self_cpu_time_total / total_us for e in events[:15]}}
     if args.json:
         record = {
+            "command": shlex.join(["python", "benchmarks/bench_step.py", *(sys.argv[1:] if argv is None else argv)]),
             "device": device, "torch": torch.__version__, "threads": torch.get_num_threads(),
-            "cpu_count": os.cpu_count(), "machine": platform.machine(), "processor": platform.processor(),
+            "cpu_count": os.cpu_count(), "machine": platform.machine(), "processor": processor_name(),
             "python": platform.python_version(),
             "env": {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "MKL_NUM_THREADS")}, "warmup": args.warmup, "steps": args.steps, "chunk": args.chunk,
             "data_batches": args.data_batches, "personas": ["baseline", *[p for p in args.personas if p != "baseline"]],

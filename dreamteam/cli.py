@@ -5,7 +5,7 @@
     dreamteam parity   [--persona NAME ...] [--dtype ...] [--json PATH]     (same as python -m parity)
     dreamteam personas
     dreamteam bench    [--personas NAME ...] [--seeds S ...] [--device auto|D] [--out DIR] [--max-iters N] [--ablate NAME] [--set KEY=VALUE ...]
-    dreamteam report   [RUNS_DIR] [--out DIR]
+    dreamteam report   [RUNS_DIR] [--out DIR] [--speed FILE ...]
     dreamteam evaluate DIR [--seed S] [--timeout MIN] [--device D] [--data-dir DIR]
     dreamteam check    DIR [--run ...]
     dreamteam propose  --persona-prompt FILE --from DIR --out DIR2 [--llm-command CMD]
@@ -387,6 +387,8 @@ def main(argv=None) -> int:
     r = sub.add_parser("report", help="RESULTS.md, results.json and plots from the run records")
     r.add_argument("runs", nargs="?", default="runs", help="folder of run records (read recursively)")
     r.add_argument("--out", default="docs")
+    r.add_argument("--speed", nargs="+", default=[], metavar="FILE",
+                   help="add a speed section from benchmarks/bench_step.py --json files and run records (fast and --eager)")
     r.set_defaults(func=_report)
 
     _add_loop_commands(sub)

@@ -24,7 +24,7 @@ import re
 import sys
 from pathlib import Path
 
-from dreamteam import protocol, registry
+from dreamteam import protocol, registry, speed
 from dreamteam.bench import BenchError, base_label, device_type, read_records, same_spec, spec_fields
 
 METRICS = ("val_loss", "val_loss_best", "best_vloss", "fitness", "elapsed_min", "ms_per_iter")
@@ -226,6 +226,7 @@ def summarize_runs(folder: str | Path, warn=None) -> dict:
             "full_protocol": iters == protocol.MAX_ITERS,
             "devices": sorted({str(r["device"]) for r in kept_all}),
             "processors": sorted({str(v["processor"]) for v in versions if v.get("processor")}),
+            "accelerators": sorted({str(r["accelerator"]) for r in kept_all if r.get("accelerator")}),
             "platforms": sorted({str(v["platform"]) for v in versions if v.get("platform")}),
             "versions": _distinct_versions(versions),
             "commands": sorted({str(r["command"]) for r in kept_all if r.get("command")}),
@@ -333,7 +334,10 @@ def render_markdown(summary: dict, plots: dict[str, tuple[str, str]]) -> str:
         lines += [f"## {g['device_type']}, {g['max_iters']} iterations ({kind})", ""]
         device = ", ".join(f"`{d}`" for d in g["devices"])
         processor = ", ".join(f"`{p}`" for p in g["processors"]) or "not recorded"
-        lines += [f"Device: {device}; host processor: {processor}.", ""]
+        accelerators = ", ".join(f"`{a}`" for a in g["accelerators"])
+        lines += [f"Device: {device}" + (f"; accelerator: {accelerators}" if accelerators else "") + f"; host processor: {processor}."
+                  + (" Timings (`elapsed_min`, `ms_per_iter`) compare only between runs on one processor."
+                     if len(g["processors"]) > 1 else ""), ""]
         lines += [header, "|" + " --- |" * (len(METRICS) + 3)]
         for name in g["order"]:
             row = g["personas"][name]
@@ -372,6 +376,7 @@ def render_markdown(summary: dict, plots: dict[str, tuple[str, str]]) -> str:
         if g["superseded"]:
             lines += ["Superseded by a later run of the same persona and seed (not counted): "
                       + ", ".join(f"`{s}`" for s in g["superseded"]) + ".", ""]
+    lines += speed.render_speed(summary.get("speed"))
     if summary["failures"]:
         lines += ["## Failed runs", "", "Not counted above; `dreamteam bench` reruns them.", "",
                   "| record | persona | seed | device | iterations | error | rerun ok |", "| --- | --- | --- | --- | --- | --- | --- |"]
@@ -452,9 +457,12 @@ def _curve_stats(runs: list[dict]):
 # ---------------------------------------------------------------- entry points
 
 
-def write_report(runs_dir: str | Path, out: str | Path = "docs", warn=None) -> dict:
-    """Write RESULTS.md, results.json and the plots into `out`; returns the summary (results.json's content)."""
+def write_report(runs_dir: str | Path, out: str | Path = "docs", warn=None, speed_files=()) -> dict:
+    """Write RESULTS.md, results.json and the plots into `out`; returns the summary (results.json's content).
+    speed_files: bench_step JSON files and run records for the speed section (dreamteam/speed.py)."""
+    speed_entries = speed.read_speed(speed_files)  # bad files fail before anything is written
     summary = summarize_runs(runs_dir, warn)
+    summary["speed"] = speed_entries
     if not summary["groups"] and not summary["failures"]:
         raise BenchError(f"no run records (*.json written by train_mps.train) under {str(runs_dir)!r}")
     out = Path(out)
@@ -469,7 +477,7 @@ def main(args) -> int:
     """`dreamteam report`: 0 when written, 2 on bad input (a missing folder, no records)."""
     warn = lambda line: print(line, file=sys.stderr)  # noqa: E731
     try:
-        summary = write_report(args.runs, args.out, warn)
+        summary = write_report(args.runs, args.out, warn, getattr(args, "speed", None) or ())
     except BenchError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

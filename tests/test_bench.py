@@ -19,15 +19,16 @@ VERSION = dreamteam.__version__
 
 
 def make_record(persona="baseline", seed=0, device="cpu", max_iters=101, val_loss=5.0, status="ok",
-                version=VERSION, name=None, components=(), command="dreamteam bench --personas baseline"):
+                version=VERSION, name=None, components=(), command="dreamteam bench --personas baseline",
+                processor="x86_64", accelerator=None):
     """A run record as train_mps.train writes it, with every metric derived from val_loss."""
     name = name or f"{persona}_seed{seed}_{device.split(':')[0]}_{max_iters}it_20260101-000000"
     record = {
         "name": name, "persona": persona, "seed": seed, "device": device, "max_iters": max_iters,
         "config": {"components": list(components)}, "command": command, "status": status,
-        "versions": {"dreamteam": version, "git_commit": "abc123", "python": "3.11.7", "processor": "x86_64",
+        "versions": {"dreamteam": version, "git_commit": "abc123", "python": "3.11.7", "processor": processor,
                      "platform": "Linux-test", "torch": "2.13.0+cpu"},
-        "data_dir": "/data/shakespeare",
+        "data_dir": "/data/shakespeare", "accelerator": accelerator,
     }
     if status == "ok":
         record.update(best_vloss=val_loss - 0.5, val_loss=val_loss, val_loss_best=val_loss - 0.01, elapsed_min=1.5,
@@ -232,6 +233,32 @@ def _section(text, heading):
     """The lines of the markdown section that starts with `heading`, up to the next '## '."""
     lines = text.split(heading, 1)[1].splitlines()[1:]
     return [line for line in lines[: next((i for i, l in enumerate(lines) if l.startswith("## ")), len(lines))]]
+
+
+def test_report_names_the_processors_and_accelerators_a_table_was_timed_on(tmp_path):
+    folder = tmp_path / "runs"
+    for seed, cpu in enumerate(["AMD EPYC 7B13", "Intel(R) Xeon(R) Processor"]):
+        write_record(folder, persona="baseline", seed=seed, device="cpu", max_iters=10001, processor=cpu)
+    write_record(folder, persona="baseline", seed=0, device="cuda:0", max_iters=10001, processor="AMD EPYC 7B13",
+                 accelerator="NVIDIA H100 80GB HBM3")
+    report.write_report(folder, tmp_path / "docs")
+    text = (tmp_path / "docs" / "RESULTS.md").read_text()
+    cpu = "\n".join(_section(text, "## cpu, 10001 iterations (full protocol runs)"))
+    assert ("Device: `cpu`; host processor: `AMD EPYC 7B13`, `Intel(R) Xeon(R) Processor`. Timings (`elapsed_min`, "
+            "`ms_per_iter`) compare only between runs on one processor.") in cpu
+    assert "accelerator" not in cpu
+    cuda = "\n".join(_section(text, "## cuda, 10001 iterations (full protocol runs)"))
+    assert "Device: `cuda:0`; accelerator: `NVIDIA H100 80GB HBM3`; host processor: `AMD EPYC 7B13`.\n" in cuda
+
+
+def test_processor_name_is_the_cpu_model_where_the_system_gives_one():
+    name = runs.processor_name()
+    assert isinstance(name, str) and name.strip() == name and name
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        models = [l.split(":", 1)[1].strip() for l in cpuinfo.read_text().splitlines() if l.startswith("model name")]
+        if models and models[0]:
+            assert name == models[0]
 
 
 def test_report_tables_never_mix_devices_or_run_lengths(synthetic_runs, tmp_path):
@@ -499,3 +526,61 @@ def test_report_shows_a_retuned_persona_with_its_set_runs_before_any_run_under_i
     row = group["personas"]["baseline"]
     assert row["seeds"] == [0, 1] and row["metrics"]["val_loss"]["mean"] == pytest.approx(6.1)
     assert group["superseded"] == []
+
+
+# ---------------------------------------------------------------- the speed section (report --speed)
+
+
+def _bench_step_file(path, eager_ms=150.0, fast_ms=50.0):
+    d = {"command": "python benchmarks/bench_step.py --json x.json", "device": "cpu", "torch": "2.13.0+cpu",
+         "threads": 2, "cpu_count": 2, "processor": "Intel(R) Xeon(R) Processor", "chunk": 48, "steps": 30,
+         "load_average_before": [0.1, 0.2, 0.3], "load_average_after": [0.4, 0.5, 0.6],
+         "ms_per_step": {"fast": {"median_ms": fast_ms, "min_ms": fast_ms - 1},
+                         "eager": {"median_ms": eager_ms, "min_ms": eager_ms - 2}},
+         "warmup_s": {"eager": 0.5, "fast": 0.1}}
+    Path(path).write_text(json.dumps(d))
+    return str(path)
+
+
+def _timed_run_file(folder, fast, ms, processor="Intel(R) Xeon(R) Processor"):
+    r = make_record(persona="baseline", seed=0, max_iters=10001, processor=processor,
+                    name=f"baseline_{'fast' if fast else 'eager'}_{processor[:5]}")
+    r.update(fast=fast, ms_per_iter=ms, elapsed_min=ms * 10001 / 60000, threads=2, cpu_count=2, load_avg=[0.5, 1.1])
+    path = Path(folder) / f"{r['name']}.json"
+    path.write_text(json.dumps(r))
+    return str(path)
+
+
+def test_report_speed_section_gives_each_variant_and_run_its_ratio_to_the_eager_reference(synthetic_runs, tmp_path):
+    timed = tmp_path / "timed"
+    timed.mkdir()
+    files = [_bench_step_file(tmp_path / "step.json"), _timed_run_file(timed, True, 40.0),
+             _timed_run_file(timed, False, 150.0), _timed_run_file(timed, True, 80.0, processor="AMD EPYC 7B13")]
+    assert main(["report", str(synthetic_runs), "--out", str(tmp_path / "docs"), "--speed", *files]) == 0
+    text = (tmp_path / "docs" / "RESULTS.md").read_text()
+    section = "\n".join(_section(text, "## Speed against the eager reference"))
+    assert "| `eager` | 150.0 | 148.0 | 1.00x | 0.5 |\n| `fast` | 50.0 | 49.0 | 3.00x | 0.1 |" in section
+    assert "Command: `python benchmarks/bench_step.py --json x.json`." in section
+    rows = [line for line in section.splitlines() if line.startswith("| `") and "timed" in line]
+    assert len(rows) == 3
+    xeon_fast = next(r for r in rows if "Xeon" in r and "| fast |" in r)
+    assert "| 40.0 | 3.75x |" in xeon_fast  # 150 / 40, paired with the eager run on the same processor
+    amd_fast = next(r for r in rows if "AMD" in r)
+    assert "| 80.0 | n/a |" in amd_fast  # no eager run on that machine: never a ratio across machines
+    summary = json.loads((tmp_path / "docs" / "results.json").read_text())
+    assert [v["ratio"] for v in summary["speed"]["steps"][0]["variants"]] == [1.0, 3.0]
+
+
+@pytest.mark.parametrize("content", [None, "not json", '{"a": 1}', "failed run"])
+def test_report_refuses_a_bad_speed_file_and_keeps_what_was_written(synthetic_runs, tmp_path, content, capsys):
+    docs = tmp_path / "docs"
+    assert main(["report", str(synthetic_runs), "--out", str(docs)]) == 0
+    before = (docs / "RESULTS.md").read_text()
+    bad = tmp_path / "bad.json"
+    if content == "failed run":
+        bad.write_text(json.dumps(make_record(status="failed")))
+    elif content is not None:
+        bad.write_text(content)
+    assert main(["report", str(synthetic_runs), "--out", str(docs), "--speed", str(bad)]) == 2
+    assert str(bad) in capsys.readouterr().err
+    assert (docs / "RESULTS.md").read_text() == before
