@@ -34,11 +34,12 @@ import torch
 from torch.nn import functional as F
 
 IGNORE_INDEX = -1
-# Tokens per chunk. Measured with benchmarks/bench_step.py on the 2-core AMD EPYC VM (L2 1 MiB per core, L3
-# 32 MiB, torch 2.13, 2 threads), whole baseline train step, N = 512, D = 32, V = 50304: chunks of 24 to 48
-# tokens were fastest and equal within noise (~80 ms/step against eager's ~245), 16 and 64 to 128 a few
-# per cent slower, 256 ~30% slower. 32 tokens is a 6.4 MB float32 chunk, in L3. Not tuned for CUDA or MPS.
-DEFAULT_CHUNK = 32
+# Tokens per chunk, measured with benchmarks/bench_step.py (whole baseline train step, N = 512, D = 32,
+# V = 50304, torch 2.13, 2 threads). On a 2-core AMD EPYC VM (L2 1 MiB per core): chunks of 24 to 48 tokens
+# fastest and equal within noise, 16 and 64 to 128 a few per cent slower, 256 ~30% slower. On a 2-core Intel
+# Xeon with AVX-512 (L2 4 MiB per core): 40 to 128 equal within noise, 32 3% and 16 20% slower, 256 50% slower.
+# 48 tokens (a 9.7 MB float32 chunk) is among the fastest on both. Not tuned for CUDA or MPS.
+DEFAULT_CHUNK = 48
 
 
 def _check_inputs(h_NxD, W_VxD, targets_N, chunk, b_V=None):
