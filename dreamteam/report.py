@@ -26,6 +26,7 @@ from pathlib import Path
 
 from dreamteam import protocol, registry, speed
 from dreamteam.bench import BenchError, base_label, device_type, read_records, same_spec, spec_fields
+from dreamteam.runs import finite, max_load
 
 METRICS = ("val_loss", "val_loss_best", "best_vloss", "fitness", "elapsed_min", "ms_per_iter")
 DECIMALS = {"val_loss": 4, "val_loss_best": 4, "best_vloss": 4, "fitness": 4, "elapsed_min": 3, "ms_per_iter": 2}
@@ -241,17 +242,11 @@ def summarize_runs(folder: str | Path, warn=None) -> dict:
     return {"metrics": list(METRICS), "groups": groups, "failures": failures}
 
 
-def _finite(x):
-    """x as a float, or None where it is missing or not finite (JSON has no NaN)."""
-    return float(x) if isinstance(x, (int, float)) and math.isfinite(x) else None
-
-
 def _run_entry(rel: str, r: dict) -> dict:
-    curve = [[int(s), _finite(v)] for s, v in (r.get("val_loss_curve") or [])]
-    loads = [x for x in (r.get("load_avg") or []) if _finite(x) is not None]
+    curve = [[int(s), finite(v)] for s, v in (r.get("val_loss_curve") or [])]
     return {"seed": int(r["seed"]), "file": rel, "name": r.get("name"), "device": r["device"],
-            **{m: _finite(r.get(m)) for m in METRICS}, "val_loss_curve": [c for c in curve if c[1] is not None],
-            "max_load": max(loads) if loads else None, "cpu_count": r.get("cpu_count"), "threads": r.get("threads")}
+            **{m: finite(r.get(m)) for m in METRICS}, "val_loss_curve": [c for c in curve if c[1] is not None],
+            "max_load": max_load(r), "cpu_count": r.get("cpu_count"), "threads": r.get("threads")}
 
 
 def shared_machine_runs(group: dict) -> list[dict]:

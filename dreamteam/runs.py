@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import platform
 import signal
@@ -61,6 +62,17 @@ def git_commit() -> str | None:
         return out.stdout.strip() + ("-dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return None
+
+
+def finite(x):
+    """x as a float, or None where it is missing or not finite (JSON has no NaN)."""
+    return float(x) if isinstance(x, (int, float)) and math.isfinite(x) else None
+
+
+def max_load(record: dict):
+    """The highest 1-minute load average a run record saw at its checkpoint evaluations, or None."""
+    loads = [x for x in (record.get("load_avg") or []) if finite(x) is not None]
+    return max(loads) if loads else None
 
 
 def processor_name() -> str:

@@ -14,31 +14,27 @@ The figures are only ever compared within one file or one (device, processor) pa
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 from dreamteam.bench import BenchError
+from dreamteam.runs import finite, max_load
 
 REFERENCE = "eager"
-
-
-def _number(x):
-    return float(x) if isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) else None
 
 
 def _step_entry(path: str, d: dict) -> dict:
     ms = d["ms_per_step"]
     if not isinstance(ms, dict) or REFERENCE not in ms:
         raise BenchError(f"{path}: a bench_step file needs ms_per_step[{REFERENCE!r}], the reference; found {sorted(ms)}")
-    ref = _number(ms[REFERENCE].get("median_ms"))
+    ref = finite(ms[REFERENCE].get("median_ms"))
     variants = []
     for name in sorted(ms, key=lambda n: n != REFERENCE):  # the reference first, then in the file's order
-        median = _number(ms[name].get("median_ms"))
+        median = finite(ms[name].get("median_ms"))
         if median is None or median <= 0:
             raise BenchError(f"{path}: ms_per_step[{name!r}] has no positive median_ms")
-        variants.append({"name": name, "median_ms": median, "min_ms": _number(ms[name].get("min_ms")),
+        variants.append({"name": name, "median_ms": median, "min_ms": finite(ms[name].get("min_ms")),
                          "ratio": ref / median if ref else None,
-                         "warmup_s": _number((d.get("warmup_s") or {}).get(name))})
+                         "warmup_s": finite((d.get("warmup_s") or {}).get(name))})
     loads = [(d.get(k) or [None])[0] for k in ("load_average_before", "load_average_after")]
     return {"file": path, "kind": "step", "device": d.get("device"), "processor": d.get("processor") or None,
             "threads": d.get("threads"), "cpu_count": d.get("cpu_count"), "torch": d.get("torch"),
@@ -49,14 +45,13 @@ def _step_entry(path: str, d: dict) -> dict:
 def _run_entry(path: str, r: dict) -> dict:
     if r.get("status") != "ok":
         raise BenchError(f"{path}: run record with status {r.get('status')!r}; only finished runs have timings")
-    loads = [x for x in (r.get("load_avg") or []) if _number(x) is not None]
     return {"file": path, "kind": "run", "persona": r.get("persona"), "seed": r.get("seed"), "device": r.get("device"),
             "processor": (r.get("versions") or {}).get("processor"), "accelerator": r.get("accelerator"),
             "torch": (r.get("versions") or {}).get("torch"), "max_iters": r.get("max_iters"),
             "fast": bool(r.get("fast", True)), "threads": r.get("threads"), "cpu_count": r.get("cpu_count"),
-            "max_load": max(loads) if loads else None, "elapsed_min": _number(r.get("elapsed_min")),
-            "ms_per_iter": _number(r.get("ms_per_iter")), "best_vloss": _number(r.get("best_vloss")),
-            "val_loss": _number(r.get("val_loss")), "command": r.get("command")}
+            "max_load": max_load(r), "elapsed_min": finite(r.get("elapsed_min")),
+            "ms_per_iter": finite(r.get("ms_per_iter")), "best_vloss": finite(r.get("best_vloss")),
+            "val_loss": finite(r.get("val_loss")), "command": r.get("command")}
 
 
 def read_speed(paths) -> dict:
@@ -79,9 +74,11 @@ def read_speed(paths) -> dict:
     key = lambda e: (str(e["device"]), str(e["processor"]), str(e["persona"]), int(e["seed"] or 0),  # noqa: E731
                      int(e["max_iters"] or 0), e["fast"], e["file"])
     run_entries.sort(key=key)
-    for e in run_entries:  # the eager reference of the same run on the same machine, where there is one
-        same = [o for o in run_entries if not o["fast"] and key(o)[:5] == key(e)[:5]]
-        e["ratio"] = (same[-1]["ms_per_iter"] / e["ms_per_iter"]) if same and e["ms_per_iter"] and same[-1]["ms_per_iter"] else None
+    # the eager reference of the same run on the same machine, where there is one (the last file of several)
+    eager_ms = {key(o)[:5]: o["ms_per_iter"] for o in run_entries if not o["fast"]}
+    for e in run_entries:
+        ref = eager_ms.get(key(e)[:5])
+        e["ratio"] = ref / e["ms_per_iter"] if ref and e["ms_per_iter"] else None
     return {"steps": steps, "runs": run_entries}
 
 
