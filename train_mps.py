@@ -40,19 +40,49 @@ class NonFiniteLossError(RuntimeError):
     pass
 
 
+class DeviceError(ValueError):
+    """A device name that is no device, or a CUDA device this machine does not have."""
+
+
+DEVICE_TYPES = ("cpu", "cuda", "mps")
+
+
 def resolve_device(device: str) -> str:
-    """'mps' where it exists; otherwise say so in one line and fall back to CUDA, then the CPU."""
-    if device == "mps" and not torch.backends.mps.is_available():
-        fallback = "cuda" if torch.cuda.is_available() else "cpu"
-        print(f"MPS is not available on this machine; running on {fallback} instead")
-        return fallback
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"device {device!r} requested but CUDA is not available")
+    """'mps' (or 'mps:0') where it exists; otherwise say so in one line and fall back to CUDA, then the CPU.
+    A CUDA device this machine lacks, or a name other than cpu, cuda[:N], mps[:0], is a DeviceError."""
+    kind, sep, index = str(device).partition(":")
+    if kind not in DEVICE_TYPES or (sep and not index.isdigit()):
+        raise DeviceError(f"unknown device {device!r}; expected one of cpu, cuda, cuda:N, mps")
+    if kind == "mps":
+        if not torch.backends.mps.is_available():
+            fallback = "cuda" if torch.cuda.is_available() else "cpu"
+            print(f"MPS is not available on this machine; running on {fallback} instead")
+            return fallback
+        if index not in ("", "0"):
+            raise DeviceError(f"device {device!r}: MPS has one device, 'mps' or 'mps:0'")
+    if kind == "cuda":
+        if not torch.cuda.is_available():
+            raise DeviceError(f"device {device!r} requested but CUDA is not available on this machine")
+        n = torch.cuda.device_count()
+        if index and int(index) >= n:
+            raise DeviceError(f"device {device!r} requested but this machine has {n} CUDA device(s), cuda:0 to cuda:{n - 1}")
     return device
 
 
+def _sync(device: str) -> None:
+    """Wait for the work queued on the device (CUDA, MPS) before a clock read that enters elapsed_min or
+    ms_per_iter: their kernels run asynchronously, and a read without it charges queued training work to
+    whatever is timed next (the harness's evaluations, which elapsed_min leaves out). A no-op on the CPU."""
+    kind = str(device).split(":")[0]
+    if kind == "cuda" and torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize(device)
+    elif kind == "mps" and torch.backends.mps.is_available():
+        torch.mps.synchronize()
+
+
 def train(persona="baseline", seed=0, data_dir=None, device_override=None, max_iters_override=None,
-          out_dir="runs", progress=True, fast=True):
+          out_dir="runs", progress=True, fast=True, graph=False):
+    _sync(device_override or "mps")  # work queued before train() is not this run's
     t0 = time.time()
 
     # ---------------- frozen protocol: not to be changed ----------------
@@ -68,7 +98,8 @@ def train(persona="baseline", seed=0, data_dir=None, device_override=None, max_i
 
     if max_iters_override is not None:  # tests and smoke runs only; a protocol run never sets it
         max_iters = int(max_iters_override)
-    device = resolve_device(device_override or device)
+    requested_device = device_override or device
+    device = resolve_device(requested_device)
     spec = registry.get(persona) if isinstance(persona, str) else persona
     config = spec.model.replace(n_layer=n_layer, n_head=n_head, n_embd=n_embd, block_size=block_size)
 
@@ -109,7 +140,9 @@ def train(persona="baseline", seed=0, data_dir=None, device_override=None, max_i
         "batch_size": batch_size, "block_size": block_size, "n_params": sum(p.numel() for p in model.parameters()),
         "config": spec.model, "recipe": spec.recipe, "data_dir": str(dataset.data_dir),
         "versions": runs.versions(torch=torch.__version__), "command": " ".join(sys.argv), "status": "running",
-        "fast": fast, "fused_optimizer": recipes.is_fused(optimizer),
+        "fast": fast, "fused_optimizer": recipes.is_fused(optimizer), "requested_device": requested_device,
+        # MPS runs an op it lacks on the CPU, silently, where this is 1: such a run's timings are not MPS's
+        "env": {"PYTORCH_ENABLE_MPS_FALLBACK": os.environ.get("PYTORCH_ENABLE_MPS_FALLBACK")},
         "accelerator": torch.cuda.get_device_name(device) if device_type == "cuda" else None,
         # the 1-minute load average at every checkpoint evaluation: a load above the core count means the
         # run shared the machine, and its timings (elapsed_min, ms_per_iter) are inflated
@@ -126,6 +159,7 @@ def train(persona="baseline", seed=0, data_dir=None, device_override=None, max_i
 
     def checkpoint_eval(steps_done):
         nonlocal harness_s
+        _sync(device)  # the training steps queued so far are the candidate's time, not the harness's
         t = time.time()
         if hasattr(os, "getloadavg"):
             record["load_avg"].append(round(os.getloadavg()[0], 2))
@@ -135,9 +169,11 @@ def train(persona="baseline", seed=0, data_dir=None, device_override=None, max_i
             # max/mean load over experts, per layer, over the last 100 steps: 1.0 is perfect balance
             tqdm.write(f"step {steps_done}: expert load max/mean per layer "
                        + " ".join(f"{max(v) / (sum(v) / len(v)):.2f}" for v in loads.values()))
+        _sync(device)
         harness_s += time.time() - t
 
     try:
+        _sync(device)
         loop_start = time.time()
         model.train()
         for it in tqdm(range(max_iters), disable=not progress, mininterval=2.0, desc=spec.name):
@@ -173,8 +209,10 @@ def train(persona="baseline", seed=0, data_dir=None, device_override=None, max_i
             last = take_load_sums(model)
             if last:
                 record["expert_load"].append({"it": max_iters, "load": last})
-        loop_s = time.time() - loop_start - harness_s
-        elapsed_min = (time.time() - t0 - harness_s) / 60
+        _sync(device)
+        t_end = time.time()
+        loop_s = t_end - loop_start - harness_s
+        elapsed_min = (t_end - t0 - harness_s) / 60
         checkpoint_eval(max_iters)
     except BaseException as e:
         runs.record_failure(out_dir / f"{name}.json", record, e, vloss_curve, val_curve)
@@ -209,7 +247,7 @@ def main(argv=None) -> int:
     try:
         best_vloss, elapsed_min = train(args.persona, args.seed, args.data_dir, args.device, args.max_iters,
                                         args.out_dir, progress=not args.no_progress, fast=not args.eager)
-    except (registry.UnknownPersonaError, data.DataError, ConfigError, NonFiniteLossError) as e:
+    except (registry.UnknownPersonaError, data.DataError, ConfigError, NonFiniteLossError, DeviceError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(f"best_vloss={best_vloss:.4f} elapsed_min={elapsed_min:.3f}")
