@@ -156,3 +156,74 @@ def test_generate_parity_through_the_model(sampler):
     out_t = ts.generate(pair.torch_model, torch.from_numpy(idx), torch.from_numpy(u), sampler, temperature=1.5).numpy()
     np.testing.assert_array_equal(out_j, out_t)
     assert out_t.shape == (2, 15) and len(set(out_t[:, 3:].ravel().tolist())) > 3
+
+
+class NoFloat64(torch.utils._python_dispatch.TorchDispatchMode):
+    """Raises on any op that takes or makes a float64 tensor: what MPS, which has no float64, would refuse."""
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        flat = torch.utils._pytree.tree_leaves((args, kwargs, out))
+        if any(isinstance(t, torch.Tensor) and t.dtype == torch.float64 for t in flat) or kwargs.get("dtype") == torch.float64:
+            raise AssertionError(f"float64 in {func}")
+        return out
+
+
+def test_the_no_float64_mode_catches_float64_sampling():
+    z = torch.from_numpy(logits(4).astype(np.float32))
+    with pytest.raises(AssertionError, match="float64"), NoFloat64():
+        ts.sample(z, torch.full((z.shape[0],), 0.5), "min_p")  # the CPU samples in float64
+
+
+@pytest.mark.parametrize("sampler", ["min_p", "typical", "top_k", "temperature"])
+def test_sampling_on_a_device_without_float64(monkeypatch, sampler):
+    """With the CPU treated as a device without float64, sampling runs in float32 throughout and draws the
+    float64 path's ids wherever u is not within float32 rounding of a boundary of the cumulative sum."""
+    rng = np.random.default_rng(11)
+    z = (rng.normal(size=(256, 300)) * 3).astype(np.float32)
+    u = rng.random(256).astype(np.float32)
+    opts = dict(temperature=0.8, p_min=0.05, tau=0.9, top_k=10)
+    q64 = ts.sampler_probs(torch.from_numpy(z), sampler, **opts)
+    ids64 = ts.draw(q64, torch.from_numpy(u)).numpy()
+    assert q64.dtype == torch.float64
+    monkeypatch.setattr(ts, "NO_FLOAT64", frozenset({"cpu"}))
+    with NoFloat64():
+        q32 = ts.sampler_probs(torch.from_numpy(z), sampler, **opts)
+        ids32 = ts.draw(q32, torch.from_numpy(u))
+    assert q32.dtype == torch.float32 and ids32.dtype == torch.int64
+    np.testing.assert_allclose(q32.numpy(), q64.numpy(), atol=1e-6)
+    np.testing.assert_array_equal(q32.numpy() > 0, q64.numpy() > 0)  # the same kept sets
+    cdf = (torch.cumsum(q64, -1) / q64.sum(-1, keepdim=True)).numpy()
+    clear = np.abs(cdf - u[:, None].astype(np.float64)).min(-1) > 1e-5  # u not at a boundary
+    assert clear.mean() > 0.9
+    np.testing.assert_array_equal(ids32.numpy()[clear], ids64[clear])
+    assert len(set(ids32.numpy().tolist())) > 10
+
+
+def test_cpu_sampling_is_float64_as_before():
+    """On the CPU the probabilities are float64 softmax(z / T), bit for bit what the sampler computed before
+    it chose its dtype per device (the jax parity above depends on it)."""
+    z = torch.from_numpy(logits(5).astype(np.float32))
+    p = ts.sampler_probs(z, "temperature", temperature=0.7)
+    assert p.dtype == torch.float64
+    assert torch.equal(p, torch.softmax(z.double() / 0.7, dim=-1))
+    u = np.random.default_rng(5).random(z.shape[0])
+    # u as a list, a float64 array or a float64 tensor: the same draws (host numbers stay float64)
+    ids = ts.sample(z, torch.from_numpy(u), "min_p")
+    assert torch.equal(ts.sample(z, u.tolist(), "min_p"), ids) and torch.equal(ts.sample(z, u, "min_p"), ids)
+
+
+def test_generate_without_float64(monkeypatch):
+    from torchport.model import GPT
+
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=64, block_size=8, n_layer=1, n_head=2, n_embd=8))
+    u = torch.from_numpy(np.random.default_rng(3).random((12, 2)).astype(np.float32))
+    idx = torch.tensor([[1, 2, 3], [4, 5, 6]])
+    out64 = ts.generate(model, idx, u, "typical", temperature=1.5)
+    monkeypatch.setattr(ts, "NO_FLOAT64", frozenset({"cpu"}))
+    with NoFloat64():
+        out32 = ts.generate(model, idx, u, "typical", temperature=1.5)
+    assert out32.shape == (2, 15) and torch.equal(out32[:, :3], idx)
+    assert torch.equal(out32, out64)  # seeded: no u of these 24 lies within float32 rounding of a boundary

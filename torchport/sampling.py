@@ -3,7 +3,9 @@
 Every sampler maps the next-token logits z_BxV (any normalization: log-probabilities are fine) to a
 distribution q_BxV, and `draw(q, u)` picks the id by the inverse CDF: the smallest i with
 sum_{j <= i} q_j > u * sum_j q_j, for u uniform in [0, 1). Both frameworks take the same u, so the ids they
-sample are the same; the filters work in float64 so that the two agree to rounding.
+sample are the same; the filters work in float64 so that the two agree to rounding, except on a device without
+float64 (MPS: NO_FLOAT64), where they work in float32: the same sets and draws but where a threshold or a
+cumulative sum falls within float32 rounding of u.
 
     temperature:  p = softmax(z / temperature)
     top_k:        keep the k largest p (ties: lower id first), renormalize
@@ -20,12 +22,23 @@ import torch
 from torch.nn import functional as F
 
 SAMPLERS = ("temperature", "top_k", "min_p", "typical")
+NO_FLOAT64 = frozenset({"mps"})  # device types without float64: sampling there computes in float32
+
+
+def compute_dtype(device: torch.device) -> torch.dtype:
+    """float64 where the device has it (parity with jaxmodel/sampling.py to rounding), else float32."""
+    return torch.float32 if torch.device(device).type in NO_FLOAT64 else torch.float64
+
+
+def _as_u(u):
+    """The uniform numbers as a tensor: a tensor as it is, numbers or arrays as float64 on the host."""
+    return u if isinstance(u, torch.Tensor) else torch.as_tensor(u, dtype=torch.float64)
 
 
 def _probs(logits_BxV, temperature: float):
     if temperature <= 0:
         raise ValueError(f"temperature={temperature}; expected > 0")
-    return F.softmax(logits_BxV.double() / temperature, dim=-1)
+    return F.softmax(logits_BxV.to(compute_dtype(logits_BxV.device)) / temperature, dim=-1)
 
 
 def _renormalize(p_BxV, keep_BxV):
@@ -71,7 +84,8 @@ def typical_probs(logits_BxV, tau: float, temperature: float = 1.0):
 def draw(q_BxV, u_B):
     """Inverse-CDF draw: the smallest i with cumsum(q)_i > u * sum(q), one id per row."""
     c_BxV = torch.cumsum(q_BxV, dim=-1)
-    u_B = torch.as_tensor(u_B, dtype=c_BxV.dtype, device=c_BxV.device)
+    # cast where u is (host numbers in float64 stay off a device without it), then move
+    u_B = _as_u(u_B).to(dtype=c_BxV.dtype).to(device=c_BxV.device)
     idx_B = (c_BxV <= u_B[:, None] * c_BxV[:, -1:]).sum(-1)
     # u * total may round to total: never step past the last id with mass
     last_B = q_BxV.shape[-1] - 1 - torch.argmax((q_BxV > 0).flip(-1).to(torch.uint8), dim=-1)
@@ -99,11 +113,12 @@ def sample(logits_BxV, u_B, sampler: str = "min_p", **options):
 @torch.no_grad()
 def generate(model, idx_BxT, u_NxB, sampler: str = "min_p", **options):
     """Append len(u_NxB) sampled tokens to idx_BxT, the model conditioned on the last block_size tokens;
-    u_NxB[i] are the uniform numbers of the i-th new token of each row."""
+    u_NxB[i] are the uniform numbers of the i-th new token of each row (any float dtype, any device: `draw`
+    casts them to the sampling dtype)."""
     was_training = model.training
     model.eval()
     block = model.config.block_size
-    for u_B in torch.as_tensor(u_NxB, dtype=torch.float64):
+    for u_B in _as_u(u_NxB):
         logits_BxTxV, _ = model(idx_BxT[:, -block:])
         nxt_B = sample(logits_BxTxV[:, -1, :], u_B, sampler, **options)
         idx_BxT = torch.cat([idx_BxT, nxt_B[:, None].to(idx_BxT.dtype)], dim=1)
