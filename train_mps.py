@@ -3,7 +3,9 @@
 `train()` with no arguments runs the nanoGPT baseline exactly as DreamTeam's original does: batch 8, context
 64, 4 layers, 4 heads, width 32, 10001 optimizer steps, the loss of one random validation batch every 100
 iterations, best_vloss the lowest of the 101. The keyword arguments choose a persona (its components and
-recipe), the seed, the data folder and the device; `max_iters_override` exists only for tests and smoke runs.
+recipe), the seed, the data folder and the device; `max_iters_override` exists only for tests and smoke runs;
+`graph=True` (--cuda-graph) replays the whole training step as one CUDA graph (torchport/graph_step.py; CUDA only,
+an error elsewhere).
 
 Besides the protocol figure, the run measures the honest metrics of DESIGN.md (val_loss on the whole
 validation set at the end and every 1000 iterations) and writes a JSON record and a safetensors checkpoint
@@ -30,6 +32,7 @@ from dreamteam import data, protocol, registry, runs
 from dreamteam.config import ConfigError
 from torchport import recipe as recipes
 from torchport.evaluate import val_loss
+from torchport.graph_step import GraphStep, GraphUnavailableError, check_graphable
 from torchport.model import GPT
 from torchport.moe_mlp import moe_layers, take_load_sums, update_router_bias
 from torchport.posterior_mean import PosteriorMean
@@ -102,6 +105,8 @@ def train(persona="baseline", seed=0, data_dir=None, device_override=None, max_i
     device = resolve_device(requested_device)
     spec = registry.get(persona) if isinstance(persona, str) else persona
     config = spec.model.replace(n_layer=n_layer, n_head=n_head, n_embd=n_embd, block_size=block_size)
+    if graph:  # before anything loads: a step that cannot be captured here is an error, not a quiet eager run
+        check_graphable(config, device)
 
     dataset = data.load(data_dir, os.environ)  # loaded once into memory
     train_data = torch.from_numpy(dataset.train.astype(np.int64)).to(device)
@@ -133,6 +138,20 @@ def train(persona="baseline", seed=0, data_dir=None, device_override=None, max_i
     averaged = PosteriorMean(model, config.posterior_mean_decay) if config.has("posterior_mean") else None
     eval_model = averaged.module if averaged is not None else model
 
+    def eager_step(xb, yb, it):
+        # fast: the same loss without the B x T x V logits (torchport/fast.py); eager: the reference.
+        # The training objective (cross-entropy, or succession_objective's) is the training step's only.
+        loss = training_loss(model, xb, yb, fast=fast)
+        loss.backward()
+        recipes.optimizer_step(model, optimizer, spec.recipe, it)
+        update_router_bias(model)  # moe_mlp's balancing bias, outside the gradient (no-op without it)
+        if averaged is not None:
+            averaged.update()
+
+    # graph: the same step captured as one CUDA graph after a few eager warm-up steps (torchport/graph_step.py)
+    train_step = GraphStep(model, optimizer, spec.recipe, lambda m, x, y: training_loss(m, x, y, fast=fast),
+                           (batch_size, block_size), device, averaged=averaged) if graph else eager_step
+
     name = runs.run_name(spec.name, seed, device.split(":")[0], max_iters)
     out_dir = Path(out_dir)
     record = {
@@ -140,7 +159,8 @@ def train(persona="baseline", seed=0, data_dir=None, device_override=None, max_i
         "batch_size": batch_size, "block_size": block_size, "n_params": sum(p.numel() for p in model.parameters()),
         "config": spec.model, "recipe": spec.recipe, "data_dir": str(dataset.data_dir),
         "versions": runs.versions(torch=torch.__version__), "command": " ".join(sys.argv), "status": "running",
-        "fast": fast, "fused_optimizer": recipes.is_fused(optimizer), "requested_device": requested_device,
+        "fast": fast, "fused_optimizer": recipes.is_fused(optimizer), "cuda_graph": bool(graph),
+        "requested_device": requested_device,
         # MPS runs an op it lacks on the CPU, silently, where this is 1: such a run's timings are not MPS's
         "env": {"PYTORCH_ENABLE_MPS_FALLBACK": os.environ.get("PYTORCH_ENABLE_MPS_FALLBACK")},
         "accelerator": torch.cuda.get_device_name(device) if device_type == "cuda" else None,
@@ -194,14 +214,7 @@ def train(persona="baseline", seed=0, data_dir=None, device_override=None, max_i
                     tqdm.write(f"step {it}: val loss {vloss:.4f}, best {best_vloss:.4f}")
 
             xb, yb = get_batch("train", it)
-            # fast: the same loss without the B x T x V logits (torchport/fast.py); eager: the reference.
-            # The training objective (cross-entropy, or succession_objective's) is the training step's only.
-            loss = training_loss(model, xb, yb, fast=fast)
-            loss.backward()
-            recipes.optimizer_step(model, optimizer, spec.recipe, it)
-            update_router_bias(model)  # moe_mlp's balancing bias, outside the gradient (no-op without it)
-            if averaged is not None:
-                averaged.update()
+            train_step(xb, yb, it)
 
             if (it + 1) % protocol.CHECKPOINT_INTERVAL == 0 and it + 1 < max_iters:
                 checkpoint_eval(it + 1)
@@ -242,12 +255,17 @@ def main(argv=None) -> int:
     ap.add_argument("--eager", action="store_true",
                     help="train with the plain eager loss model(x, y) and nanoGPT's AdamW (the reference; fused on CUDA "
                          "only) instead of the fused chunked loss and fused AdamW")
+    ap.add_argument("--cuda-graph", action="store_true",
+                    help="capture the whole training step as one CUDA graph and replay it (CUDA only: elsewhere an "
+                         "error; not with muon or moe_mlp, whose steps keep Python-side state)")
     args = ap.parse_args(argv)
     runs.raise_on_sigterm()
     try:
         best_vloss, elapsed_min = train(args.persona, args.seed, args.data_dir, args.device, args.max_iters,
-                                        args.out_dir, progress=not args.no_progress, fast=not args.eager)
-    except (registry.UnknownPersonaError, data.DataError, ConfigError, NonFiniteLossError, DeviceError) as e:
+                                        args.out_dir, progress=not args.no_progress, fast=not args.eager,
+                                        graph=args.cuda_graph)
+    except (registry.UnknownPersonaError, data.DataError, ConfigError, NonFiniteLossError, DeviceError,
+            GraphUnavailableError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(f"best_vloss={best_vloss:.4f} elapsed_min={elapsed_min:.3f}")

@@ -109,7 +109,7 @@ def test_every_clock_read_follows_a_sync(short_val_data, tmp_path, monkeypatch):
     (record_path,) = tmp_path.glob("*.json")
     rec = json.loads(record_path.read_text())
     assert rec["env"] == {"PYTORCH_ENABLE_MPS_FALLBACK": "1"}
-    assert rec["requested_device"] == "cpu" and rec["device"] == "cpu"
+    assert rec["requested_device"] == "cpu" and rec["device"] == "cpu" and rec["cuda_graph"] is False
     assert [it for it, _ in rec["val_loss_curve"]] == [2, 4, 5]
 
 
