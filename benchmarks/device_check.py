@@ -137,7 +137,8 @@ def check_fused_loss(device, seed) -> dict:
     t = torch.randint(0, V, (N,), generator=gen).to(device)
     results = []
     for fn in (lambda h, W: linear_cross_entropy(h, W, t, DEFAULT_CHUNK), lambda h, W: F.cross_entropy(h @ W.T, t)):
-        h, W = h0.to(device).requires_grad_(), W0.to(device).requires_grad_()
+        # a copy each: on the CPU .to() returns the same tensor, whose .grad the second backward would add to
+        h, W = (a.to(device, copy=True).requires_grad_() for a in (h0, W0))
         loss = fn(h, W)
         loss.backward()
         results.append((loss.detach(), h.grad, W.grad))
