@@ -68,7 +68,8 @@ def resolve_device(device: str) -> str:
             raise DeviceError(f"device {device!r} requested but CUDA is not available on this machine")
         n = torch.cuda.device_count()
         if index and int(index) >= n:
-            raise DeviceError(f"device {device!r} requested but this machine has {n} CUDA device(s), cuda:0 to cuda:{n - 1}")
+            raise DeviceError(f"device {device!r} requested but this machine has {n} CUDA device(s), "
+                              f"cuda:0 to cuda:{n - 1}")
     return device
 
 
@@ -85,7 +86,8 @@ def _sync(device: str) -> None:
 
 def train(persona="baseline", seed=0, data_dir=None, device_override=None, max_iters_override=None,
           out_dir="runs", progress=True, fast=True, graph=False):
-    _sync(device_override or "mps")  # work queued before train() is not this run's
+    # work queued before train() is not this run's (the device type only: the name is checked further down)
+    _sync(str(device_override or "mps").split(":")[0])
     t0 = time.time()
 
     # ---------------- frozen protocol: not to be changed ----------------

@@ -50,10 +50,12 @@ def check_graphable(config, device: str, optimizer: torch.optim.Optimizer | None
         raise GraphUnavailableError(f"the CUDA graph step needs a CUDA device; this run's device is {device!r}")
     unsafe = [c for c in getattr(config, "components", ()) if c in CAPTURE_UNSAFE]
     if unsafe:
-        raise GraphUnavailableError("the CUDA graph step cannot capture " + "; ".join(f"{c}: {CAPTURE_UNSAFE[c]}" for c in unsafe))
-    if optimizer is not None and not (isinstance(optimizer, torch.optim.AdamW) and optimizer.defaults.get("fused")):
-        raise GraphUnavailableError(f"the CUDA graph step needs torch's fused AdamW (a tensor learning rate on the device); "
-                                    f"got {type(optimizer).__name__} fused={optimizer.defaults.get('fused')}")
+        raise GraphUnavailableError("the CUDA graph step cannot capture "
+                                    + "; ".join(f"{c}: {CAPTURE_UNSAFE[c]}" for c in unsafe))
+    fused = optimizer is None or (isinstance(optimizer, torch.optim.AdamW) and optimizer.defaults.get("fused"))
+    if not fused:
+        raise GraphUnavailableError("the CUDA graph step needs torch's fused AdamW (a tensor learning rate on the "
+                                    f"device); got {type(optimizer).__name__} fused={optimizer.defaults.get('fused')}")
 
 
 class GraphStep:
