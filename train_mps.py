@@ -7,7 +7,7 @@ recipe), the seed, the data folder and the device; `max_iters_override` exists o
 `graph=True` (--cuda-graph) replays the whole training step as one CUDA graph (torchport/graph_step.py; CUDA only,
 an error elsewhere).
 
-Besides the protocol figure, the run measures the honest metrics of DESIGN.md (val_loss on the whole
+Besides the protocol figure, the run measures the honest metrics of docs/protocol.md (val_loss on the whole
 validation set at the end and every 1000 iterations) and writes a JSON record and a safetensors checkpoint
 into `out_dir`. The time of those extra evaluations is the harness's, not the candidate's: it is left out of
 elapsed_min, which otherwise runs from the start of train().

@@ -1,4 +1,4 @@
-"""The initial val_loss (whole validation set, DESIGN.md) of untrained models, against the Good-Turing unigram
+"""The initial val_loss (whole validation set, docs/protocol.md) of untrained models, against the Good-Turing unigram
 cross-entropy and ln V: what the good_turing_prior component's starting point is worth.
 
     python benchmarks/initial_loss.py [--data-dir DIR] [--seeds 0 1] [--personas baseline alan_turing]

@@ -185,7 +185,7 @@ class Monitor:
 
 def harness_val_loss(model, val: np.ndarray, device: str, block_size: int = 64, batch_size: int = 8,
                      max_windows: int | None = None) -> tuple[float, int]:
-    """Mean cross-entropy over consecutive non-overlapping 64-token windows of val.bin (DESIGN.md's val_loss),
+    """Mean cross-entropy over consecutive non-overlapping 64-token windows of val.bin (docs/protocol.md's val_loss),
     from the logits the model returns for model(x, y); (loss, number of windows)."""
     import torch
     from torch.nn import functional as F

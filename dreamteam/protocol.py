@@ -1,4 +1,4 @@
-"""The frozen DreamTeam protocol (DESIGN.md, "The frozen protocol").
+"""The frozen DreamTeam protocol (docs/protocol.md, "The frozen protocol").
 
 These numbers are fixed for every persona and every candidate; `train_mps.py` keeps them as literals
 in its frozen block and a test checks that the two agree.
@@ -17,7 +17,7 @@ DEVICE = "mps"
 GPT2_VOCAB_SIZE = 50257
 VOCAB_SIZE = 50304
 
-# Honest metrics (DESIGN.md, "Metrics"): full-validation loss every CHECKPOINT_INTERVAL iterations.
+# Honest metrics (docs/protocol.md, "Metrics"): full-validation loss every CHECKPOINT_INTERVAL iterations.
 CHECKPOINT_INTERVAL = 1000
 FITNESS_MINUTE_WEIGHT = 0.01
 

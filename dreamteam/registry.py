@@ -15,7 +15,7 @@ BASELINE = Persona(
     description="nanoGPT as DreamTeam configures it: learned positions, LayerNorm, GELU MLP, tied head, AdamW 3e-4.",
 )
 
-# Starting recipe from PERSONAS.md's notes (warmup 200, cosine 3e-3 -> 3e-4, weight decay 0.01 took the
+# Starting recipe from docs/personas.md's notes (warmup 200, cosine 3e-3 -> 3e-4, weight decay 0.01 took the
 # baseline from val_loss 5.14 to 4.84 on one seed); not yet tuned for this persona.
 COSINE_3E3 = Recipe(learning_rate=3e-3, schedule="cosine", warmup_iters=200, min_lr=3e-4, weight_decay=0.01)
 
@@ -30,10 +30,10 @@ LEONARDO = Persona(
     description="rotary positions, multi-head latent attention, RMSNorm + QK-norm, golden-ratio SwiGLU.",
 )
 
-# Recipe: COSINE_3E3 with weight decay 0.1. Of the settings tried with `dreamteam bench --set` (CPU, README
-# "Recipe tuning"), weight_decay=0.1 ended lower on each of seeds 0, 1, 2 (4.796 +- 0.025 against 4.820 +- 0.027
-# with 0.01); lr 5e-3 was worse. Its float32 parity trajectory holds with fixed_point_qat's codes aligned
-# (parity/checks.py, CodeAlignment; docs/personas/charles_babbage.md "Parity").
+# Recipe: COSINE_3E3 with weight decay 0.1. Of the settings tried with `dreamteam bench --set` (CPU,
+# docs/measurements.md "Recipe tuning"), weight_decay=0.1 ended lower on each of seeds 0, 1, 2 (4.796 +- 0.025 against
+# 4.820 +- 0.027 with 0.01); lr 5e-3 was worse. Its float32 parity trajectory holds with fixed_point_qat's codes
+# aligned (parity/checks.py, CodeAlignment; docs/personas/charles_babbage.md "Parity").
 BABBAGE = Persona(
     name="charles_babbage",
     model=GPTConfig(components=("difference_ssm", "fixed_point_qat", "tiled_attention")),
@@ -56,8 +56,8 @@ ALAN_TURING = Persona(
                 "Good-Turing initialized output bias.",
 )
 
-# COSINE_3E3: of the alternatives tried with `dreamteam bench --set` (seed 0, CPU; README "Recipe tuning"),
-# weight_decay=0.1 and succession_objective_eps=0.2 were both worse, so it stays.
+# COSINE_3E3: of the alternatives tried with `dreamteam bench --set` (seed 0, CPU; docs/measurements.md "Recipe
+# tuning"), weight_decay=0.1 and succession_objective_eps=0.2 were both worse, so it stays.
 LAPLACE = Persona(
     name="pierre_simon_laplace",
     model=GPTConfig(components=("laplace_bias", "laplace_glu", "succession_objective", "posterior_mean")),
@@ -66,9 +66,9 @@ LAPLACE = Persona(
     "smoothed targets + z-loss, posterior-mean (EMA) weights.",
 )
 
-# Tied tails: each tail cluster scores its ids with their own embedding rows through a d_c-wide map, so rare ids
-# share the parameters the input side trains. Tuned with `dreamteam bench --set adaptive_softmax_tied_tails=true`
-# (CPU, seeds 0 and 1: 5.036 and 5.050 against 5.112 and 5.159 with untied tails; README "Recipe tuning").
+# Tied tails: each tail cluster scores its ids with their own embedding rows through a d_c-wide map, so rare ids share
+# the parameters the input side trains. Tuned with `dreamteam bench --set adaptive_softmax_tied_tails=true` (CPU,
+# seeds 0 and 1: 5.036 and 5.050 against 5.112 and 5.159 with untied tails; docs/measurements.md "Recipe tuning").
 ADA = Persona(
     name="ada_lovelace",
     model=GPTConfig(components=("moe_mlp", "adaptive_softmax"), adaptive_softmax_tied_tails=True),

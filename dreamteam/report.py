@@ -6,7 +6,7 @@ Records are grouped by (device type, max_iters): one table per group, so that de
 smoke runs (--max-iters) never sit beside full protocol runs. Within a group there is one row per persona:
 the number of seeds and mean ± sample standard deviation (ddof=1) of each metric. "vs baseline" is the
 difference of mean val_loss, and whether the persona is below the baseline by more than the two standard
-deviations combined (std + std_baseline), the criterion of PERSONAS.md.
+deviations combined (std + std_baseline), the criterion of docs/personas.md.
 
 Where a group holds several ok records of one persona and seed (reruns under another version), the latest
 (by record name, which ends in its start time) counts and the others are listed as superseded. A row
@@ -318,7 +318,7 @@ def render_markdown(summary: dict, plots: dict[str, tuple[str, str]]) -> str:
         f"{protocol.MAX_ITERS} iterations) never sit beside full runs.",
         "Each cell is mean ± sample standard deviation (ddof=1) over the seeds; n/a where there is one seed.",
         "\"vs baseline\" is the persona's mean `val_loss` minus the baseline's, and whether it is below the",
-        "baseline by more than the two standard deviations combined (PERSONAS.md); comparisons quote 3+ seeds.",
+        "baseline by more than the two standard deviations combined (docs/personas.md); comparisons quote 3+ seeds.",
         "",
     ]
     if not summary["groups"]:

@@ -1,4 +1,4 @@
-"""Run records: one JSON file per training run with every metric of DESIGN.md, written atomically."""
+"""Run records: one JSON file per training run with every metric of docs/protocol.md, written atomically."""
 
 from __future__ import annotations
 
@@ -117,7 +117,7 @@ def record_failure(path: str | os.PathLike, record: dict, error: BaseException, 
 
 def record_success(path: str | os.PathLike, record: dict, *, best_vloss: float, vloss_curve, val_curve,
                    elapsed_min: float, loop_s: float, harness_s: float, **extra) -> Path:
-    """Fill in every metric of DESIGN.md from what the loop measured, and write the record.
+    """Fill in every metric of docs/protocol.md from what the loop measured, and write the record.
 
     val_loss is the last full-validation point (the final model), val_loss_best the lowest of them;
     ms_per_iter is the loop's time without the harness's evaluations over max_iters.

@@ -6,7 +6,7 @@ iteration's step), best_vloss the lowest of them. The batches come from the same
 loop's, so both loops see the same tokens. The whole train step (forward, loss, gradient, optax update) is one
 jitted function.
 
-The honest metrics of DESIGN.md are measured too: val_loss, the mean cross-entropy over every token of the
+The honest metrics of docs/protocol.md are measured too: val_loss, the mean cross-entropy over every token of the
 validation set cut into 563 windows of 64, after every 1000 steps and at the end. Their time is left out of
 elapsed_min and ms_per_iter; compile_s records the first step (tracing and XLA compilation included).
 

@@ -1,7 +1,7 @@
 """Equivalence checks between the Flax reference and the torch port, for one persona.
 
 With the same weights (Flax init, converted by name): forward logits, loss, every gradient, one step of the
-persona's optimizer, and a training trajectory on fixed batches. Bounds (DESIGN.md, "Parity"): in float64
+persona's optimizer, and a training trajectory on fixed batches. Bounds (docs/protocol.md, "Parity"): in float64
 the largest absolute difference is at most 1e-9; in float32 the norm-wise relative error of each array,
 ||a - b||_2 / ||b||_2, is at most 1e-5 (the largest over arrays is reported).
 

@@ -27,7 +27,7 @@ SHORT_VAL_TOKENS = 2049  # 32 windows of 64 tokens (+1 for the last target)
 @pytest.fixture(scope="session")
 def short_val_data(tmp_path_factory) -> Path:
     """The benchmark's train.bin beside the first 2049 tokens of its val.bin: a protocol run's whole pipeline,
-    whose final evaluation over the validation set (DESIGN.md `val_loss`) takes 4 batches instead of 71, for
+    whose final evaluation over the validation set (docs/protocol.md `val_loss`) takes 4 batches instead of 71, for
     smoke runs whose assertions do not depend on the size of the validation set."""
     found = [d for d in (SHARED_DATA, Path(os.environ.get("DREAMTEAM_DATA", SHARED_DATA))) if (d / "train.bin").exists()]
     if not found:

@@ -1,4 +1,4 @@
-"""Honest evaluation in torch: the mean cross-entropy over the whole validation set (DESIGN.md `val_loss`)."""
+"""Honest evaluation in torch: the mean cross-entropy over the whole validation set (docs/protocol.md `val_loss`)."""
 
 from __future__ import annotations
 
