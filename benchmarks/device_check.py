@@ -59,7 +59,7 @@ from torchport.moe_mlp import update_router_bias  # noqa: E402
 from torchport.posterior_mean import PosteriorMean  # noqa: E402
 from torchport.succession_objective import training_loss  # noqa: E402
 
-REL_TOL = 1e-5  # float32, device against the CPU (DESIGN.md's parity tolerance)
+REL_TOL = 1e-5  # float32, device against the CPU (docs/protocol.md's parity tolerance)
 GRAPH_TOL = 1e-4  # the graph step against the eager step over --graph-steps steps (float32 lr; see graph)
 
 
