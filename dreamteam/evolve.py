@@ -163,8 +163,13 @@ def _canonical(g: dict) -> dict:
     if r["schedule"] == "constant":
         r["min_lr"] = r["learning_rate"]
     elif r["min_lr"] > r["learning_rate"]:
-        r["min_lr"] = r["learning_rate"] * 0.1
+        r["min_lr"] = _round(r["learning_rate"] * 0.1)
     return g
+
+
+def _round(x: float) -> float:
+    """4 significant digits: a drawn rate reads cleanly, and 0.1 * 3e-3 equals 3e-4 (duplicates are found)."""
+    return float(f"{x:.4g}")
 
 
 def _fmt_value(v) -> str:
@@ -194,14 +199,14 @@ def mutate(genome: dict, rng: np.random.Generator, components: tuple[str, ...]) 
         genes.append("posterior_mean_decay")
     key = genes[rng.integers(len(genes))]
     if key == "learning_rate":
-        new = float(np.clip(r["learning_rate"] * math.exp(rng.normal(0.0, LR_SIGMA)), *LR_RANGE))
-        r["min_lr"] = r["min_lr"] * new / r["learning_rate"]  # the decay keeps its depth
+        new = _round(float(np.clip(r["learning_rate"] * math.exp(rng.normal(0.0, LR_SIGMA)), *LR_RANGE)))
+        r["min_lr"] = _round(r["min_lr"] * new / r["learning_rate"])  # the decay keeps its depth
         r["learning_rate"] = new
     elif key == "muon_lr":
-        r["muon_lr"] = float(np.clip(r["muon_lr"] * math.exp(rng.normal(0.0, LR_SIGMA)), *MUON_LR_RANGE))
+        r["muon_lr"] = _round(float(np.clip(r["muon_lr"] * math.exp(rng.normal(0.0, LR_SIGMA)), *MUON_LR_RANGE)))
     elif key == "min_lr":
         fractions = [f for f in CHOICES["min_lr_fraction"] if not math.isclose(r["min_lr"], r["learning_rate"] * f)]
-        r["min_lr"] = r["learning_rate"] * float(fractions[rng.integers(len(fractions))])
+        r["min_lr"] = _round(r["learning_rate"] * float(fractions[rng.integers(len(fractions))]))
     elif key == "posterior_mean_decay":
         current = model.get(key, _model_defaults()[key])
         options = [x for x in CHOICES[key] if x != current]
@@ -211,7 +216,7 @@ def mutate(genome: dict, rng: np.random.Generator, components: tuple[str, ...]) 
         options = [x for x in CHOICES[key] if x != r[key]]
         r[key] = options[rng.integers(len(options))]
         if key == "schedule" and r[key] == "cosine":
-            r["min_lr"] = r["learning_rate"] * 0.1
+            r["min_lr"] = _round(r["learning_rate"] * 0.1)
     _canonical(g)
     return g, f"{key}={_fmt_value(r[key])}"
 
@@ -245,13 +250,15 @@ def crossover(a: dict, b: dict, rng: np.random.Generator) -> dict:
 
 def label(genome: dict) -> str:
     """The components switched on, then the recipe settings and model options that differ from the baseline's
-    (those of components switched off left out)."""
+    (those of components switched off, and min_lr and warmup under a constant schedule, left out)."""
     from dreamteam.config import Recipe
 
     base = asdict(Recipe())
     defaults = _model_defaults()
     comps = genome["components"]
-    diff = [f"{k}={_fmt_value(v)}" for k, v in genome["recipe"].items() if base.get(k) != v and not _switched_off(k, comps)]
+    ignored = ("min_lr", "warmup_iters") if genome["recipe"].get("schedule", "constant") == "constant" else ()
+    diff = [f"{k}={_fmt_value(v)}" for k, v in genome["recipe"].items()
+            if base.get(k) != v and not _switched_off(k, comps) and k not in ignored]
     diff += [f"{k}={_fmt_value(v)}" for k, v in (genome.get("model") or {}).items()
              if k in defaults and runs.as_json(defaults[k]) != v and k != "vocab_size" and not _switched_off(k, comps)]
     return " ".join(["+".join(genome["components"]) or "baseline-arch"] + diff)

@@ -277,6 +277,13 @@ def test_duplicates_ignore_settings_of_components_switched_off():
     other["components"] = ["muon"]
     base["components"] = ["muon"]
     assert evolve.genome_key(base) != evolve.genome_key(other)
+    # a mutation to a constant schedule and one back to cosine give the persona again (0.1 * 3e-3 rounds to 3e-4)
+    babbage = evolve.genome_of(registry.BABBAGE)
+    rng = np.random.default_rng(0)
+    const = next(c for c, how in (evolve.mutate(babbage, rng, ()) for _ in range(200)) if how == "schedule=constant")
+    assert const["recipe"]["min_lr"] == const["recipe"]["learning_rate"] and "min_lr" not in evolve.label(const)
+    back = next(c for c, how in (evolve.mutate(const, rng, ()) for _ in range(200)) if how == "schedule=cosine")
+    assert evolve.genome_key(back) == evolve.genome_key(babbage)
 
 
 def _fake_candidate(gdir, cid, genome, *, val_loss, fitness, status="ok", valid=True):
