@@ -710,7 +710,7 @@ def write_doc(out: Path, doc) -> Path:
     i = text.index("-->", i) + 3
     state = json.loads((Path(out) / "evolve.json").read_text())
     rec, cfg = state.get("record") or {}, state["config"]
-    lines = ["", f"Written by `dreamteam evolve --out {out} --table-only --doc {doc}` from the run folder.", "",
+    lines = ["", "", f"Written by `dreamteam evolve --out {out} --table-only --doc {doc}` from the run folder.", "",
              f"- command: `{' '.join(rec.get('command') or ['?'])}`",
              f"- commit: `{rec.get('git_commit')}`; processor: {rec.get('processor')} ({rec.get('cpu_count')} cores); "
              f"started {rec.get('started')}; workers {rec.get('workers')}, OMP_NUM_THREADS={rec.get('omp_num_threads')}",
@@ -862,7 +862,7 @@ def main(args) -> int:
                           device=args.device, data_dir=args.data_dir, timeout_min=args.timeout, max_iters=args.max_iters,
                           val_windows=args.val_windows, model_options=options, rng_seed=args.rng_seed, ray_address=args.ray_address,
                           environ=os.environ, rank_by=args.rank_by, baseline=args.baseline, parents=args.parents,
-                          confirm_k=args.confirm, confirm_seeds=args.confirm_seeds, command=sys.argv,
+                          confirm_k=args.confirm, confirm_seeds=args.confirm_seeds, command=["dreamteam"] + sys.argv[1:],
                           allow_other_commit=args.allow_other_commit)
         print(f"generation table: {path}")
         if args.plot:

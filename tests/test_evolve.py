@@ -439,7 +439,7 @@ def test_the_launcher_runs_a_fixed_commit_and_commits_only_its_folder(tmp_path, 
     assert subprocess.run(["git", "-C", str(wt), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip() == head
     state = json.loads((repo / "results" / "evolve" / "tiny" / "evolve.json").read_text())
     assert state["record"]["git_commit"] == head and state["config"]["rank_by"] == "val_loss"
-    assert state["record"]["omp_num_threads"] == "1" and state["record"]["command"][1:3] == ["evolve", "--out"]
+    assert state["record"]["omp_num_threads"] == "1" and state["record"]["command"][:3] == ["dreamteam", "evolve", "--out"]
     files = subprocess.run(git + ["show", "--name-only", "--format=%s", "HEAD"], capture_output=True, text=True).stdout.split()
     assert f"tiny at {head[:12]}: finished" in " ".join(files[:8])
     committed = [f for f in files if f.startswith("results/")]
