@@ -71,7 +71,7 @@ export PYTHONPATH="$WT" OMP_NUM_THREADS=1
   --workers "$WORKERS" --seeds 0 --rank-by val_loss --no-baseline --confirm "$CONFIRM" --confirm-seeds 0 1 2 \
   --timeout 300 "${EXTRA[@]}" >>"$OUT/evolve.log" 2>&1 &
 pid=$!
-trap 'kill "$pid" 2>/dev/null; wait "$pid"; commit_results "interrupted"; exit 130' INT TERM
+trap 'kill "$pid" 2>/dev/null; wait "$pid" || true; commit_results "interrupted"; exit 130' INT TERM
 echo "search $NAME: dreamteam evolve (pid $pid) at $FULL in $WT; log $OUT/evolve.log"
 waited=0
 while kill -0 "$pid" 2>/dev/null; do
