@@ -284,6 +284,9 @@ def test_duplicates_ignore_settings_of_components_switched_off():
     assert const["recipe"]["min_lr"] == const["recipe"]["learning_rate"] and "min_lr" not in evolve.label(const)
     back = next(c for c, how in (evolve.mutate(const, rng, ()) for _ in range(200)) if how == "schedule=cosine")
     assert evolve.genome_key(back) == evolve.genome_key(babbage)
+    # exact attention by key blocks computes what attention does: adding it to a persona is no new experiment
+    turing = evolve.genome_of(registry.ALAN_TURING)
+    assert evolve.genome_key(dict(turing, components=turing["components"] + ["tiled_attention"])) == evolve.genome_key(turing)
 
 
 def _fake_candidate(gdir, cid, genome, *, val_loss, fitness, status="ok", valid=True):
