@@ -27,31 +27,37 @@ import dataclasses
 from dataclasses import dataclass
 
 import jax
+import jax.numpy as jnp
+import numpy as np
+import torch
 
-jax.config.update("jax_enable_x64", True)  # float64 parity needs it; float32 arrays stay float32
-
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from dreamteam import registry  # noqa: E402
-from dreamteam.config import Persona  # noqa: E402
-from dreamteam.posterior_mean import decay_at  # noqa: E402
-from jaxmodel import fixed_point_qat as jqat  # noqa: E402
-from jaxmodel import model as jm  # noqa: E402
-from jaxmodel import posterior_mean as jpm  # noqa: E402
-from jaxmodel import recipe as jr  # noqa: E402
-from jaxmodel.succession_objective import make_training_loss  # noqa: E402
-from parity.convert import flax_key_to_torch, flax_to_torch, torch_to_flax, _flatten  # noqa: E402
-from jaxmodel.moe_mlp import update_router_bias as jax_update_router_bias  # noqa: E402
-from torchport import fixed_point_qat as tqat  # noqa: E402
-from torchport import model as tm  # noqa: E402
-from torchport import recipe as tr  # noqa: E402
-from torchport.posterior_mean import PosteriorMean  # noqa: E402
-from torchport.succession_objective import training_loss  # noqa: E402
-from torchport.moe_mlp import update_router_bias as torch_update_router_bias  # noqa: E402
+from dreamteam import registry
+from dreamteam.config import Persona
+from dreamteam.posterior_mean import decay_at
+from jaxmodel import fixed_point_qat as jqat
+from jaxmodel import model as jm
+from jaxmodel import posterior_mean as jpm
+from jaxmodel import recipe as jr
+from jaxmodel.succession_objective import make_training_loss
+from parity.convert import flax_key_to_torch, flax_to_torch, torch_to_flax, _flatten
+from jaxmodel.moe_mlp import update_router_bias as jax_update_router_bias
+from torchport import fixed_point_qat as tqat
+from torchport import model as tm
+from torchport import recipe as tr
+from torchport.posterior_mean import PosteriorMean
+from torchport.succession_objective import training_loss
+from torchport.moe_mlp import update_router_bias as torch_update_router_bias
 
 BOUNDS = {"float64": 1e-9, "float32": 1e-5}
+
+
+def float64():
+    """JAX's float64 switched on for a `with` block (float32 arrays stay float32). The checks run inside one, so
+    that importing parity changes nothing for the rest of the process. A new context each time: one instance
+    entered twice, nested, does not restore the setting."""
+    return jax.enable_x64(True)
+
+
 DTYPES = {"float64": (jnp.float64, torch.float64), "float32": (jnp.float32, torch.float32)}
 
 
@@ -107,6 +113,8 @@ class Pair:
     def make(cls, persona: Persona, dtype: str, seed: int = 0) -> "Pair":
         if persona.model.dropout:
             raise ValueError("parity runs with dropout 0: the masks are random draws the two sides do not share")
+        if dtype == "float64" and not jax.config.jax_enable_x64:
+            raise RuntimeError("a float64 Pair needs JAX's float64: make and use it inside `with parity.checks.float64():`")
         jdtype = DTYPES[dtype][0]
         counts = synthetic_token_counts(persona.model)
         params = jm.init_params(persona.model, jax.random.PRNGKey(seed), jdtype, token_counts=counts)
@@ -196,6 +204,11 @@ class CodeAlignment:
 
 
 def run_checks(persona: Persona, dtype: str, batch_size: int = 4, steps: int = 20, seed: int = 0) -> list[CheckResult]:
+    with float64():
+        return _run_checks(persona, dtype, batch_size, steps, seed)
+
+
+def _run_checks(persona: Persona, dtype: str, batch_size: int, steps: int, seed: int) -> list[CheckResult]:
     bound = BOUNDS[dtype]
     metric = "abs" if dtype == "float64" else "rel"
     cfg = persona.model

@@ -38,8 +38,21 @@ def short_val_data(tmp_path_factory) -> Path:
     return folder
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _jax_float64(request):
+    """A module marked `pytestmark = pytest.mark.jax_float64` runs with JAX's float64 switched on, from its first
+    test to its last. A context, not jax.config.update: modules that share a worker process do not inherit it."""
+    if request.node.get_closest_marker("jax_float64") is None:
+        yield
+        return
+    import jax
+
+    with jax.enable_x64(True):  # a new context per module (one instance entered twice does not restore)
+        yield
+
+
 def pytest_configure(config):
-    """One XLA compilation cache for the session: tests that build the same computation again (a persona's
+    """Registers the jax_float64 marker. One XLA compilation cache for the session: tests that build the same computation again (a persona's
     Flax init in float64 and float32, the same model in several tests) load the compiled executable instead of
     compiling it anew; the executable, and so every number, is the same. A temporary folder, removed at exit."""
     import atexit
@@ -47,6 +60,8 @@ def pytest_configure(config):
     import tempfile
 
     import jax
+
+    config.addinivalue_line("markers", "jax_float64: JAX computes in float64 while the module's tests run")
 
     cache = tempfile.mkdtemp(prefix="dreamteam-xla-cache-")
     atexit.register(shutil.rmtree, cache, ignore_errors=True)

@@ -3,20 +3,20 @@ log-probability the log of its factorized product, one cluster = the full softma
 loss (through the clusters) equal to the eager one; the clusters follow the train counts."""
 
 import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
 
-jax.config.update("jax_enable_x64", True)
+from dreamteam.clusters import adaptive_clusters, frequency_order
+from dreamteam.config import ConfigError, GPTConfig, Persona
+from jaxmodel import fast as jfast
+from jaxmodel import model as jm
+from parity import checks
+from torchport import fast as tfast
 
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-import torch  # noqa: E402
-
-from dreamteam.clusters import adaptive_clusters, frequency_order  # noqa: E402
-from dreamteam.config import ConfigError, GPTConfig, Persona  # noqa: E402
-from jaxmodel import fast as jfast  # noqa: E402
-from jaxmodel import model as jm  # noqa: E402
-from parity import checks  # noqa: E402
-from torchport import fast as tfast  # noqa: E402
+# JAX computes in float64 while this module's tests run (tests/conftest.py)
+pytestmark = pytest.mark.jax_float64
 
 V = 300
 

@@ -1,18 +1,17 @@
 """anatomy: the traces agree across frameworks, attention rows are causal distributions, the lens ends at the logits."""
 
-import jax
+import numpy as np
+import pytest
+import torch
 
-jax.config.update("jax_enable_x64", True)
+from dreamteam import registry
+from dreamteam.cli import main
+from jaxmodel import anatomy as janatomy
+from parity.checks import Pair
+from torchport import anatomy as tanatomy
 
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-import torch  # noqa: E402
-
-from dreamteam import registry  # noqa: E402
-from dreamteam.cli import main  # noqa: E402
-from jaxmodel import anatomy as janatomy  # noqa: E402
-from parity.checks import Pair  # noqa: E402
-from torchport import anatomy as tanatomy  # noqa: E402
+# JAX computes in float64 while this module's tests run (tests/conftest.py)
+pytestmark = pytest.mark.jax_float64
 
 
 @pytest.mark.parametrize("persona", ["baseline", "leonardo_da_vinci", "pierre_simon_laplace"])

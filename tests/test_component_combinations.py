@@ -2,22 +2,22 @@
 numbers as their separate references (fast against eager, tiled against naive), in both frameworks."""
 
 import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
 
-jax.config.update("jax_enable_x64", True)
+from dreamteam.config import ConfigError, GPTConfig
+from jaxmodel import model as jm
+from jaxmodel import succession_objective as jso
+from jaxmodel.laplace_bias import laplace_bias
+from jaxmodel.tiled_attention import naive_attention, tiled_attention
+from parity.checks import synthetic_token_counts
+from torchport import succession_objective as tso
+from torchport.model import GPT
 
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-import torch  # noqa: E402
-
-from dreamteam.config import ConfigError, GPTConfig  # noqa: E402
-from jaxmodel import model as jm  # noqa: E402
-from jaxmodel import succession_objective as jso  # noqa: E402
-from jaxmodel.laplace_bias import laplace_bias  # noqa: E402
-from jaxmodel.tiled_attention import naive_attention, tiled_attention  # noqa: E402
-from parity.checks import synthetic_token_counts  # noqa: E402
-from torchport import succession_objective as tso  # noqa: E402
-from torchport.model import GPT  # noqa: E402
+# JAX computes in float64 while this module's tests run (tests/conftest.py)
+pytestmark = pytest.mark.jax_float64
 
 # good_turing_prior (an output bias) with succession_objective (a smoothed loss with z-loss)
 CFG = GPTConfig(n_layer=1, n_head=2, n_embd=8, block_size=8, vocab_size=96,

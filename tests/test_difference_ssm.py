@@ -2,20 +2,20 @@
 in both frameworks (float64)."""
 
 import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
 
-jax.config.update("jax_enable_x64", True)
+from dreamteam import registry
+from dreamteam.config import ConfigError, GPTConfig
+from jaxmodel import difference_ssm as js
+from jaxmodel import model as jm
+from torchport import difference_ssm as ts
+from torchport.model import GPT
 
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-import torch  # noqa: E402
-
-from dreamteam import registry  # noqa: E402
-from dreamteam.config import ConfigError, GPTConfig  # noqa: E402
-from jaxmodel import difference_ssm as js  # noqa: E402
-from jaxmodel import model as jm  # noqa: E402
-from torchport import difference_ssm as ts  # noqa: E402
-from torchport.model import GPT  # noqa: E402
+# JAX computes in float64 while this module's tests run (tests/conftest.py)
+pytestmark = pytest.mark.jax_float64
 
 D_, M, T = 6, 4, 50
 

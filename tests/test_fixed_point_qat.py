@@ -1,21 +1,21 @@
 """fixed_point_qat: rounding error bound, the straight-through gradient, the int8 export, in both frameworks."""
 
 import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
 
-jax.config.update("jax_enable_x64", True)
+from dreamteam import registry
+from dreamteam.config import ConfigError, GPTConfig
+from jaxmodel import fixed_point_qat as jq
+from jaxmodel import model as jm
+from parity.convert import _flatten, flax_key_to_torch
+from torchport import fixed_point_qat as tq
+from torchport.model import GPT
 
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-import torch  # noqa: E402
-
-from dreamteam import registry  # noqa: E402
-from dreamteam.config import ConfigError, GPTConfig  # noqa: E402
-from jaxmodel import fixed_point_qat as jq  # noqa: E402
-from jaxmodel import model as jm  # noqa: E402
-from parity.convert import _flatten, flax_key_to_torch  # noqa: E402
-from torchport import fixed_point_qat as tq  # noqa: E402
-from torchport.model import GPT  # noqa: E402
+# JAX computes in float64 while this module's tests run (tests/conftest.py)
+pytestmark = pytest.mark.jax_float64
 
 
 def weights(seed=0, shape=(7, 13)):

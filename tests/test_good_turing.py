@@ -3,21 +3,21 @@ sound) and the output bias it initializes (with the output weights zero the loss
 in both frameworks."""
 
 import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
 
-jax.config.update("jax_enable_x64", True)
+from dreamteam import good_turing, registry
+from dreamteam.config import ConfigError, GPTConfig
+from jaxmodel import model as jm
+from jaxmodel.fast import fused_loss as jax_fused_loss
+from parity import checks
+from torchport.fast import fused_loss
+from torchport.model import GPT
 
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-import torch  # noqa: E402
-
-from dreamteam import good_turing, registry  # noqa: E402
-from dreamteam.config import ConfigError, GPTConfig  # noqa: E402
-from jaxmodel import model as jm  # noqa: E402
-from jaxmodel.fast import fused_loss as jax_fused_loss  # noqa: E402
-from parity import checks  # noqa: E402
-from torchport.fast import fused_loss  # noqa: E402
-from torchport.model import GPT  # noqa: E402
+# JAX computes in float64 while this module's tests run (tests/conftest.py)
+pytestmark = pytest.mark.jax_float64
 
 CFG = GPTConfig(components=("good_turing_prior",), vocab_size=500, block_size=16, n_layer=2, n_head=2, n_embd=16)
 

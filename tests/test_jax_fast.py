@@ -1,17 +1,17 @@
 """jaxmodel/fast.py: the chunked tied-head loss equals the reference, value and gradients."""
 
 import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
 
-jax.config.update("jax_enable_x64", True)
+from dreamteam import registry
+from jaxmodel import model as jm
+from jaxmodel.fast import fused_loss, linear_cross_entropy, linear_cross_entropy_bias
 
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-import optax  # noqa: E402
-import pytest  # noqa: E402
-
-from dreamteam import registry  # noqa: E402
-from jaxmodel import model as jm  # noqa: E402
-from jaxmodel.fast import fused_loss, linear_cross_entropy, linear_cross_entropy_bias  # noqa: E402
+# JAX computes in float64 while this module's tests run (tests/conftest.py)
+pytestmark = pytest.mark.jax_float64
 
 
 @pytest.mark.parametrize("chunk", [1, 7, 16, 50, 64])

@@ -3,24 +3,24 @@
 import math
 
 import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
 
-jax.config.update("jax_enable_x64", True)
+from dreamteam import registry
+from dreamteam.config import ConfigError, GPTConfig
+from dreamteam.laplace_rates import inverse_softplus
+from jaxmodel import laplace_bias as jlb
+from jaxmodel import laplace_glu as jlg
+from jaxmodel import model as jm
+from parity import checks
+from torchport import laplace_bias as tlb
+from torchport import laplace_glu as tlg
+from torchport import model as tm
 
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-import torch  # noqa: E402
-
-from dreamteam import registry  # noqa: E402
-from dreamteam.config import ConfigError, GPTConfig  # noqa: E402
-from dreamteam.laplace_rates import inverse_softplus  # noqa: E402
-from jaxmodel import laplace_bias as jlb  # noqa: E402
-from jaxmodel import laplace_glu as jlg  # noqa: E402
-from jaxmodel import model as jm  # noqa: E402
-from parity import checks  # noqa: E402
-from torchport import laplace_bias as tlb  # noqa: E402
-from torchport import laplace_glu as tlg  # noqa: E402
-from torchport import model as tm  # noqa: E402
+# JAX computes in float64 while this module's tests run (tests/conftest.py)
+pytestmark = pytest.mark.jax_float64
 
 CFG = registry.build("baseline", add=("laplace_bias",)).model.replace(block_size=16)
 

@@ -1,25 +1,25 @@
 """Properties of rope, rms_qknorm and golden_swiglu from their own mathematics, in both frameworks."""
 
 import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
 
-jax.config.update("jax_enable_x64", True)
+from dreamteam import registry
+from dreamteam.config import GOLDEN_RATIO, GPTConfig
+from jaxmodel import model as jm
+from jaxmodel.golden_swiglu import GoldenSwiGLU as JaxSwiGLU
+from jaxmodel.rms_qknorm import RMSNorm as JaxRMSNorm
+from jaxmodel.rope import apply_rope as jax_rope
+from parity import checks
+from torchport.golden_swiglu import GoldenSwiGLU as TorchSwiGLU
+from torchport.model import GPT
+from torchport.rms_qknorm import RMSNorm as TorchRMSNorm
+from torchport.rope import apply_rope as torch_rope
 
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-import torch  # noqa: E402
-
-from dreamteam import registry  # noqa: E402
-from dreamteam.config import GOLDEN_RATIO, GPTConfig  # noqa: E402
-from jaxmodel import model as jm  # noqa: E402
-from jaxmodel.golden_swiglu import GoldenSwiGLU as JaxSwiGLU  # noqa: E402
-from jaxmodel.rms_qknorm import RMSNorm as JaxRMSNorm  # noqa: E402
-from jaxmodel.rope import apply_rope as jax_rope  # noqa: E402
-from parity import checks  # noqa: E402
-from torchport.golden_swiglu import GoldenSwiGLU as TorchSwiGLU  # noqa: E402
-from torchport.model import GPT  # noqa: E402
-from torchport.rms_qknorm import RMSNorm as TorchRMSNorm  # noqa: E402
-from torchport.rope import apply_rope as torch_rope  # noqa: E402
+# JAX computes in float64 while this module's tests run (tests/conftest.py)
+pytestmark = pytest.mark.jax_float64
 
 
 def jax_rope_at(x, p, dim, base=10000.0):

@@ -2,20 +2,20 @@
 context, gradients reach the tape; both frameworks."""
 
 import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
 
-jax.config.update("jax_enable_x64", True)
+from dreamteam import registry
+from dreamteam.config import ConfigError, GPTConfig
+from jaxmodel import model as jm
+from parity.convert import flax_to_torch
+from torchport import model as tm
+from torchport.memory_tape import tape_attention, tape_attention_weights
 
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-import torch  # noqa: E402
-
-from dreamteam import registry  # noqa: E402
-from dreamteam.config import ConfigError, GPTConfig  # noqa: E402
-from jaxmodel import model as jm  # noqa: E402
-from parity.convert import flax_to_torch  # noqa: E402
-from torchport import model as tm  # noqa: E402
-from torchport.memory_tape import tape_attention, tape_attention_weights  # noqa: E402
+# JAX computes in float64 while this module's tests run (tests/conftest.py)
+pytestmark = pytest.mark.jax_float64
 
 SMALL = dict(vocab_size=97, block_size=12, n_layer=2, n_head=2, n_embd=16)
 

@@ -5,21 +5,21 @@ model's learned position embedding gives the positions (so removing rope from le
 ablation)."""
 
 import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
 
-jax.config.update("jax_enable_x64", True)
+from dreamteam import registry
+from dreamteam.config import GPTConfig
+from jaxmodel import mla as jmla
+from parity import checks
+from torchport import mla as tmla
+from torchport.model import GPT
+from torchport.rope import apply_rope
 
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-import torch  # noqa: E402
-
-from dreamteam import registry  # noqa: E402
-from dreamteam.config import GPTConfig  # noqa: E402
-from jaxmodel import mla as jmla  # noqa: E402
-from parity import checks  # noqa: E402
-from torchport import mla as tmla  # noqa: E402
-from torchport.model import GPT  # noqa: E402
-from torchport.rope import apply_rope  # noqa: E402
+# JAX computes in float64 while this module's tests run (tests/conftest.py)
+pytestmark = pytest.mark.jax_float64
 
 CONFIGS = [GPTConfig(components=("rope", "mla")),
            GPTConfig(components=("rope", "mla"), mla_q_rank=12, mla_kv_rank=8, mla_rope_dim=2),

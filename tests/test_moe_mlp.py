@@ -2,21 +2,21 @@
 ties route to the lower index, the auxiliary-loss-free bias balances a skewed router, and its update agrees."""
 
 import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
 
-jax.config.update("jax_enable_x64", True)
+from dreamteam import registry
+from dreamteam.config import ConfigError, GPTConfig
+from jaxmodel import model as jm
+from jaxmodel import moe_mlp as jmoe
+from parity.convert import flax_to_torch
+from torchport import model as tm
+from torchport import moe_mlp as tmoe
 
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-import torch  # noqa: E402
-
-from dreamteam import registry  # noqa: E402
-from dreamteam.config import ConfigError, GPTConfig  # noqa: E402
-from jaxmodel import model as jm  # noqa: E402
-from jaxmodel import moe_mlp as jmoe  # noqa: E402
-from parity.convert import flax_to_torch  # noqa: E402
-from torchport import model as tm  # noqa: E402
-from torchport import moe_mlp as tmoe  # noqa: E402
+# JAX computes in float64 while this module's tests run (tests/conftest.py)
+pytestmark = pytest.mark.jax_float64
 
 D = 8
 

@@ -1,22 +1,22 @@
 """muon: the Newton-Schulz orthogonalization and the Muon step, from their mathematics, in both frameworks."""
 
 import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
 
-jax.config.update("jax_enable_x64", True)
+from dreamteam import registry
+from dreamteam.config import ConfigError, Recipe
+from jaxmodel import model as jm
+from jaxmodel import muon as jmuon
+from jaxmodel import recipe as jr
+from torchport import muon as tmuon
+from torchport import recipe as tr
+from torchport.model import GPT
 
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-import torch  # noqa: E402
-
-from dreamteam import registry  # noqa: E402
-from dreamteam.config import ConfigError, Recipe  # noqa: E402
-from jaxmodel import model as jm  # noqa: E402
-from jaxmodel import muon as jmuon  # noqa: E402
-from jaxmodel import recipe as jr  # noqa: E402
-from torchport import muon as tmuon  # noqa: E402
-from torchport import recipe as tr  # noqa: E402
-from torchport.model import GPT  # noqa: E402
+# JAX computes in float64 while this module's tests run (tests/conftest.py)
+pytestmark = pytest.mark.jax_float64
 
 
 def ns_jax(G, steps=5, bf16=False):

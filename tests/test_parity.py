@@ -8,6 +8,9 @@ from dreamteam import registry
 from parity import checks
 from parity.__main__ import main as parity_main
 
+# JAX computes in float64 while this module's tests run (tests/conftest.py)
+pytestmark = pytest.mark.jax_float64
+
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("persona", sorted(registry.PERSONAS))
@@ -98,3 +101,25 @@ def test_cli_json_and_exit_code(tmp_path, capsys):
     assert all(r["passed"] for r in rows) and rows[0]["persona"] == "baseline"
     assert "6 passed, 0 failed" in capsys.readouterr().out
     assert parity_main(["--persona", "nobody"]) == 2
+
+
+def test_importing_parity_leaves_jax_float64_off():
+    """parity switches JAX's float64 on only inside its checks (a context), never for the importing process; a
+    float64 Pair outside that context is one clear error instead of silently float32 weights."""
+    import subprocess
+    import sys
+
+    code = (
+        "import jax, pytest\n"
+        "from dreamteam import registry\n"
+        "from parity import checks\n"
+        "assert not jax.config.jax_enable_x64\n"
+        "with checks.float64():\n"
+        "    with checks.float64():\n"
+        "        assert jax.config.jax_enable_x64\n"
+        "    assert jax.config.jax_enable_x64\n"
+        "assert not jax.config.jax_enable_x64\n"
+        "with pytest.raises(RuntimeError, match='float64'):\n"
+        "    checks.Pair.make(registry.get('baseline'), 'float64')\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -1,14 +1,14 @@
 import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
 
-jax.config.update("jax_enable_x64", True)
+from dreamteam.config import Recipe
+from jaxmodel import recipe as jr
 
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-import torch  # noqa: E402
-
-from dreamteam.config import Recipe  # noqa: E402
-from jaxmodel import recipe as jr  # noqa: E402
+# JAX computes in float64 while this module's tests run (tests/conftest.py)
+pytestmark = pytest.mark.jax_float64
 
 
 @pytest.mark.parametrize("scale", [0.1, 3.0])

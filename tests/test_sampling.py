@@ -1,18 +1,17 @@
 """Samplers (min_p, typical, top_k, temperature) in both frameworks: their defining sets, the inverse-CDF
 draw, and exact parity of the sampled ids given the same uniform numbers."""
 
-import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
 
-jax.config.update("jax_enable_x64", True)
+from dreamteam.config import GPTConfig, Persona
+from jaxmodel import sampling as js
+from torchport import sampling as ts
 
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-import torch  # noqa: E402
-
-from dreamteam.config import GPTConfig, Persona  # noqa: E402
-from jaxmodel import sampling as js  # noqa: E402
-from torchport import sampling as ts  # noqa: E402
+# JAX computes in float64 while this module's tests run (tests/conftest.py)
+pytestmark = pytest.mark.jax_float64
 
 
 def jax_probs(fn, z, *a):

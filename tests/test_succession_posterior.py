@@ -2,26 +2,26 @@
 fused chunked loss against the eager one in float64 (forward and backward)."""
 
 import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
 
-jax.config.update("jax_enable_x64", True)
+from dreamteam import registry, succession
+from dreamteam.config import ConfigError, GPTConfig
+from dreamteam.posterior_mean import decay_at
+from jaxmodel import fast as jfast
+from jaxmodel import posterior_mean as jpm
+from jaxmodel import succession_objective as jso
+from parity import checks
+from torchport import fast as tfast
+from torchport import succession_objective as tso
+from torchport.model import GPT
+from torchport.posterior_mean import PosteriorMean
 
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-
-from dreamteam import registry, succession  # noqa: E402
-from dreamteam.config import ConfigError, GPTConfig  # noqa: E402
-from dreamteam.posterior_mean import decay_at  # noqa: E402
-from jaxmodel import fast as jfast  # noqa: E402
-from jaxmodel import posterior_mean as jpm  # noqa: E402
-from jaxmodel import succession_objective as jso  # noqa: E402
-from parity import checks  # noqa: E402
-from torchport import fast as tfast  # noqa: E402
-from torchport import succession_objective as tso  # noqa: E402
-from torchport.model import GPT  # noqa: E402
-from torchport.posterior_mean import PosteriorMean  # noqa: E402
+# JAX computes in float64 while this module's tests run (tests/conftest.py)
+pytestmark = pytest.mark.jax_float64
 
 N, D, V = 40, 6, 53
 

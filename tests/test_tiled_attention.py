@@ -1,25 +1,25 @@
 """tiled_attention: the online softmax by key blocks equals the naive causal softmax, in both frameworks;
 the JAX version's memory grows linearly in T (compiled temp bytes)."""
 
+import json
+
 import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
 
-jax.config.update("jax_enable_x64", True)
+from dreamteam import registry
+from dreamteam.config import ConfigError, GPTConfig
+from jaxmodel import model as jm
+from jaxmodel import tiled_attention as jt
+from parity import checks
+from torchport import tiled_attention as tt
+import train_mps
 
-import json  # noqa: E402
-
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-
-from dreamteam import registry  # noqa: E402
-from dreamteam.config import ConfigError, GPTConfig  # noqa: E402
-from jaxmodel import model as jm  # noqa: E402
-from jaxmodel import tiled_attention as jt  # noqa: E402
-from parity import checks  # noqa: E402
-from torchport import tiled_attention as tt  # noqa: E402
-import train_mps  # noqa: E402
+# JAX computes in float64 while this module's tests run (tests/conftest.py)
+pytestmark = pytest.mark.jax_float64
 
 
 def qkv(T, E=8, F_=6, B=2, H=3, seed=0):
