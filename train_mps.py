@@ -159,13 +159,7 @@ def train(persona="baseline", seed=0, data_dir=None, device_override=None, max_i
         start_it = state["next_it"]
         best_vloss, vloss_curve, val_curve = state["best_vloss"], state["vloss_curve"], state["val_curve"]
         train_loss_sum, train_loss_steps = state["train_loss_sum"].to(device), state["train_loss_steps"]
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        if averaged is not None:
-            averaged.module.load_state_dict(state["averaged"])
-            averaged.steps = state["averaged_steps"]
-        for layer, load_sum in state["moe_load_sums"].items():
-            dict(moe_layers(model))[layer].load_sum = None if load_sum is None else load_sum.to(device)
+        load_training_state(state, model, optimizer, averaged, device)
         record.update({k: state["record"][k] for k in state["record"] if k in record},  # the curves so far
                       command=resumed["command"], resume_checkpoint=resumed["resume_checkpoint"], resume_iteration=start_it,
                       resumed=True, resumed_from=resumed.get("resumed_from", []) + [
@@ -180,15 +174,10 @@ def train(persona="baseline", seed=0, data_dir=None, device_override=None, max_i
         what it would have been."""
         nonlocal harness_s
         t = time.time()
-        moe_sums = {layer: m.load_sum for layer, m in moe_layers(model)}
-        rng = {"cpu": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state(device) if device_type == "cuda" else None,
-               "mps": torch.mps.get_rng_state() if device_type == "mps" else None}
         save_resume_checkpoint(resume_path, {
-            "next_it": next_it, "checkpoint_interval": checkpoint_interval, "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(), "averaged": averaged.module.state_dict() if averaged else None,
-            "averaged_steps": averaged.steps if averaged else 0, "rng": rng, "best_vloss": best_vloss,
-            "vloss_curve": vloss_curve, "val_curve": val_curve, "train_loss_sum": train_loss_sum,
-            "train_loss_steps": train_loss_steps, "moe_load_sums": moe_sums,
+            **training_state(model, optimizer, averaged, device), "next_it": next_it,
+            "checkpoint_interval": checkpoint_interval, "best_vloss": best_vloss, "vloss_curve": vloss_curve,
+            "val_curve": val_curve, "train_loss_sum": train_loss_sum, "train_loss_steps": train_loss_steps,
             "record": {k: record[k] for k in ("load_avg", "expert_load", "train_loss_curve") if k in record},
             "clock": {"since_t0_s": t - t0, "since_loop_start_s": t - loop_start, "harness_s": harness_s},
         })
@@ -304,6 +293,34 @@ def save_resume_checkpoint(path: Path, state: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with runs.atomic_file(path, "wb") as f:
         torch.save(state, f)
+
+
+def training_state(model, optimizer, averaged, device: str) -> dict:
+    """What of the model and its training a resume checkpoint keeps: weights and buffers (moe_mlp's router bias),
+    the optimizer's state (AdamW's moments, Muon's momentum), posterior_mean's averaged weights and step count,
+    moe_mlp's expert loads since the last evaluation, and torch's random state (dropout)."""
+    device_type = device.split(":")[0]
+    return {
+        "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+        "averaged": averaged.module.state_dict() if averaged is not None else None,
+        "averaged_steps": averaged.steps if averaged is not None else 0,
+        "moe_load_sums": {layer: m.load_sum for layer, m in moe_layers(model)},
+        "rng": {"cpu": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state(device) if device_type == "cuda" else None,
+                "mps": torch.mps.get_rng_state() if device_type == "mps" else None},
+    }
+
+
+def load_training_state(state: dict, model, optimizer, averaged, device: str) -> None:
+    """training_state's model, optimizer, averaged weights and load sums put back (the random state is put back
+    by restore_rng, last, when nothing else will draw from it before the loop)."""
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    if averaged is not None:
+        averaged.module.load_state_dict(state["averaged"])
+        averaged.steps = state["averaged_steps"]
+    layers = dict(moe_layers(model))
+    for layer, load_sum in state["moe_load_sums"].items():
+        layers[layer].load_sum = None if load_sum is None else load_sum.to(device)
 
 
 def restore_rng(rng: dict, device: str) -> None:
