@@ -260,3 +260,38 @@ def test_speed_section_leaves_resumed_runs_out(tmp_path):
     assert "Left out: resumed runs" in text and f"`{resumed}`" in text
     assert "resumed.json` | " not in text  # not a row of the table
     assert "skipped_resumed" not in speed.read_speed([fast, eager])  # results.json as before without resumed runs
+
+
+def test_report_draws_the_training_loss_dashed_and_names_resumed_runs(tmp_path, monkeypatch):
+    import matplotlib.axes
+
+    from dreamteam import report
+
+    def record(seed, **extra):
+        return {"name": f"baseline_seed{seed}_cpu_300it_20260101-00000{seed}", "persona": "baseline", "seed": seed,
+                "device": "cpu", "max_iters": 300, "status": "ok", "config": {}, "recipe": {},
+                "best_vloss": 7.0, "val_loss": 7.2, "val_loss_best": 7.2, "elapsed_min": 1.0, "ms_per_iter": 50.0,
+                "fitness": 7.01, "val_loss_curve": [[300, 7.2]], **extra}
+
+    runs_dir = tmp_path / "runs"
+    runs_dir.mkdir()
+    write(runs_dir / "a.json", record(0, train_loss_curve=[[100, 9.0], [200, 8.0], [300, 7.5]], resumed=True))
+    write(runs_dir / "b.json", record(1))  # written before the training loss was recorded: still read
+    drawn = []
+    real_plot = matplotlib.axes.Axes.plot
+
+    def plot(self, *args, **kwargs):
+        lines = real_plot(self, *args, **kwargs)
+        drawn.append((list(args[0]), lines[0].get_linestyle(), lines[0].get_color()))
+        return lines
+
+    monkeypatch.setattr(matplotlib.axes.Axes, "plot", plot)
+    summary = report.write_report(runs_dir, tmp_path / "out")
+    entries = summary["groups"][0]["personas"]["baseline"]["runs"]
+    assert [e.get("train_loss_curve") for e in entries] == [[[100, 9.0], [200, 8.0], [300, 7.5]], None]
+    assert [e.get("resumed", False) for e in entries] == [True, False]
+    (solid,) = [d for d in drawn if d[1] == "-" and d[0] == [300]]
+    (dashed,) = [d for d in drawn if d[1] == "--" and d[0] == [100, 200, 300]]
+    assert dashed[2] == solid[2]  # the persona's colour
+    text = (tmp_path / "out" / "RESULTS.md").read_text()
+    assert "Resumed after an interrupt" in text and "`a.json`" in text.split("Resumed after an interrupt")[1].split("\n")[0]
