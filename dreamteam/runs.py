@@ -203,8 +203,8 @@ def add_run_options(ap) -> None:
 def busy_machine_note(threads: int, load: float | None = None, cpu_count: int | None = None) -> str | None:
     """One line when the machine is busy as a run starts (a 1-minute load average above the core count), with the
     advice where the run's own threads make it worse; None otherwise or where the system gives no load average.
-    Competing OpenMP threads wait on each other: a baseline step measured 2014 ms with 2 threads on a busy
-    2-core machine, 193 ms with one (issue 31)."""
+    Competing OpenMP threads wait on each other: a baseline step measured 6463 ms with 2 threads on a 2-core
+    machine at a load of 15 to 16, 1611 ms with one (docs/training.md)."""
     if load is None and hasattr(os, "getloadavg"):
         load = os.getloadavg()[0]
     cpu_count = cpu_count or os.cpu_count()
