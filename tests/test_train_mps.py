@@ -188,3 +188,32 @@ def test_bad_run_options_are_one_line_and_exit_2(argv, words, tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith("error: ") and words in err
     assert not list(tmp_path.iterdir())
+
+
+def test_bench_passes_threads_to_every_run(tmp_path, monkeypatch):
+    from dreamteam import bench
+
+    calls = []
+
+    def fake_train(persona, seed, data_dir, device, max_iters, out_dir, progress, **kwargs):
+        calls.append((seed, kwargs))
+        return 4.0, 1.0
+
+    monkeypatch.setattr(train_mps, "train", fake_train)
+    bench.sweep(["baseline"], [0, 1], device="cpu", out_dir=tmp_path, max_iters=5, log=lambda *_: None, threads=1)
+    assert calls == [(0, {"threads": 1}), (1, {"threads": 1})]
+    with pytest.raises(bench.BenchError, match="--threads 0"):
+        bench.sweep(["baseline"], [0], device="cpu", out_dir=tmp_path, max_iters=5, log=lambda *_: None, threads=0)
+
+
+def test_dreamteam_train_passes_threads_set_and_resume_on(monkeypatch, capsys):
+    from dreamteam import cli
+
+    seen = []
+    monkeypatch.setattr(train_mps, "main", lambda argv: seen.append(argv) or 0)
+    assert cli.main(["train", "--threads", "1", "--set", "weight_decay=0.0", "eps=1e-6", "--resume", "r.json"]) == 0
+    (argv,) = seen
+    assert argv[argv.index("--threads") + 1] == "1" and argv[argv.index("--resume") + 1] == "r.json"
+    assert argv[argv.index("--set") + 1: argv.index("--set") + 3] == ["weight_decay=0.0", "eps=1e-6"]
+    assert cli.main(["train", "--engine", "jax", "--threads", "1"]) == 2  # the JAX loop takes none of them
+    assert "apply to the torch engine" in capsys.readouterr().err
