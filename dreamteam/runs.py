@@ -1,7 +1,13 @@
-"""Run records: one JSON file per training run with every metric of docs/protocol.md, written atomically."""
+"""Run records: one JSON file per training run with every metric of docs/protocol.md, written atomically.
+
+Also what a run needs around its records: files written atomically with the user's umask, Ctrl-C and SIGTERM
+held back to the end of a training iteration (so that an interrupted run saves a checkpoint it can resume
+from), and the one-line note on a busy machine.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -11,6 +17,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -22,15 +29,47 @@ from dreamteam import protocol
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
+def umask() -> int:
+    """The process's file-creation mask (0o022 on most systems). Linux states it in /proc/self/status; elsewhere
+    it is read by setting it and putting it back, the only portable way."""
+    with contextlib.suppress(OSError, ValueError, StopIteration):
+        line = next(x for x in Path("/proc/self/status").read_text().splitlines() if x.startswith("Umask:"))
+        return int(line.split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+@contextlib.contextmanager
+def atomic_file(path: str | os.PathLike, mode: str = "w"):
+    """A file object whose content replaces `path` when the block ends without an error: it is written to a
+    temporary file beside `path` and renamed onto it, so a crash or an interrupt never leaves half a file.
+    The file gets the permissions of any new file, 0o666 less the umask (mkstemp alone gives 0o600)."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    try:
+        with os.fdopen(fd, mode) as f:
+            yield f
+        os.chmod(tmp, 0o666 & ~umask())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def honour_umask(path: str | os.PathLike) -> None:
+    """Give a file written by a library that creates it with mode 0o600 (safetensors) the permissions of any new file."""
+    os.chmod(path, 0o666 & ~umask())
+
+
 def write_json_atomic(path: str | os.PathLike, obj) -> Path:
     """Write JSON through a temporary file and a rename: a crash never leaves a truncated record."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps(obj, indent=2, default=_jsonable) + "\n"  # fails before anything is written
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
+    with atomic_file(path) as f:
         f.write(text)
-    os.replace(tmp, path)
     return path
 
 
@@ -109,9 +148,20 @@ def run_name(persona: str, seed: int, device: str, max_iters: int) -> str:
     return f"{persona}_seed{seed}_{device}_{max_iters}it_{stamp}"
 
 
+def error_text(error: BaseException) -> str:
+    """'Type: message', or what the type means where the exception carries no message (a bare KeyboardInterrupt)."""
+    if isinstance(error, Interrupted):
+        return str(error)
+    text = str(error) or {KeyboardInterrupt: "Ctrl-C (SIGINT)"}.get(type(error), "no message")
+    return f"{type(error).__name__}: {text}"
+
+
 def record_failure(path: str | os.PathLike, record: dict, error: BaseException, vloss_curve, val_curve) -> Path:
-    """Mark the run failed with its error, keep what it had measured, and write the record."""
-    record.update(status="failed", error=f"{type(error).__name__}: {error}", vloss_curve=vloss_curve, val_loss_curve=val_curve)
+    """Mark the run failed (or 'interrupted', for Ctrl-C and termination) with its error, keep what it had
+    measured, and write the record."""
+    stopped = isinstance(error, (KeyboardInterrupt, Terminated))
+    record.update(status="interrupted" if stopped else "failed", error=error_text(error), vloss_curve=vloss_curve,
+                  val_loss_curve=val_curve)
     return write_json_atomic(path, record)
 
 
@@ -138,14 +188,100 @@ def record_success(path: str | os.PathLike, record: dict, *, best_vloss: float, 
     return write_json_atomic(path, record)
 
 
+def add_run_options(ap) -> None:
+    """--threads, --set and --resume of a training run: train_mps.py's, and `dreamteam train`'s, which passes them on."""
+    ap.add_argument("--threads", type=int, default=None, metavar="N",
+                    help="torch threads (default: torch's own, one per core); use 1 when sharing the machine")
+    ap.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
+                    help="change Recipe/GPTConfig fields of the persona, as `dreamteam bench --set` (the run is "
+                         "labelled NAME@KEY=VALUE)")
+    ap.add_argument("--resume", default=None, metavar="RECORD.json",
+                    help="continue a stopped run (Ctrl-C, SIGTERM, a crash) from its last checkpoint with its own "
+                         "settings, to the numbers an uninterrupted run gives (docs/training.md)")
+
+
+def busy_machine_note(threads: int, load: float | None = None, cpu_count: int | None = None) -> str | None:
+    """One line when the machine is busy as a run starts (a 1-minute load average above the core count), with the
+    advice where the run's own threads make it worse; None otherwise or where the system gives no load average.
+    Competing OpenMP threads wait on each other: a baseline step measured 6463 ms with 2 threads on a 2-core
+    machine at a load of 15 to 16, 1611 ms with one (docs/training.md)."""
+    if load is None and hasattr(os, "getloadavg"):
+        load = os.getloadavg()[0]
+    cpu_count = cpu_count or os.cpu_count()
+    if load is None or not cpu_count or load <= cpu_count:
+        return None
+    note = f"note: the machine is busy (1-minute load average {load:.1f} on {cpu_count} cores)"
+    if threads > 1:
+        return (note + f" and this run uses {threads} torch threads, which then wait on each other; use --threads 1 "
+                "(or OMP_NUM_THREADS=1) when sharing the machine")
+    return note + "; this run's timings will be inflated"
+
+
 def summary(record: dict) -> str:
     return (f"best_vloss {record['best_vloss']:.4f}  val_loss {record['val_loss']:.4f}  "
             f"val_loss_best {record['val_loss_best']:.4f}  elapsed_min {record['elapsed_min']:.2f}  "
             f"ms/iter {record['ms_per_iter']:.1f}")
 
 
+class Terminated(SystemExit):
+    """SIGTERM turned into an exception by `raise_on_sigterm`."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """A Ctrl-C or SIGTERM that `DeferredSignals` held back, raised by the training loop between two iterations."""
+
+    def __init__(self, signum: int, iteration: int):
+        self.signum, self.iteration = signum, iteration
+        name = signal.Signals(signum).name
+        super().__init__(f"interrupted by {name}{' (Ctrl-C)' if signum == signal.SIGINT else ''} before iteration {iteration}")
+
+
+class DeferredSignals:
+    """Hold Ctrl-C (SIGINT) and SIGTERM back while a run trains, so that it stops between two iterations with a
+    consistent state to save: the loop looks at `caught` once per iteration. A second signal acts at once.
+    `restore()` puts the caller's handlers back and hands a held signal to them, so that the caller sees the
+    interrupt as it would have (KeyboardInterrupt, its own SIGTERM handler, or the default: termination).
+    Installed only in the main thread (the only one that receives signals); ignored signals stay ignored."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self):
+        self.caught: int | None = None
+        self._previous = {}
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for signum in self.SIGNALS:
+            handler = signal.getsignal(signum)
+            if handler not in (signal.SIG_IGN, None):  # None: a handler not installed from Python, left alone
+                self._previous[signum] = handler
+                signal.signal(signum, self._hold)
+
+    def _hold(self, signum, frame):
+        if self.caught is None:
+            self.caught = signum
+        else:
+            self.restore()  # the second Ctrl-C: now
+
+    def restore(self) -> None:
+        previous, self._previous = self._previous, {}
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        if self.caught in previous:
+            signal.raise_signal(self.caught)
+
+
+def reported(error: BaseException | None) -> bool:
+    """Whether a run already said where an interrupt stopped it: the interrupt is (or was raised while handling)
+    an Interrupted, or the run marked it `run_reported`."""
+    while error is not None:
+        if isinstance(error, Interrupted) or getattr(error, "run_reported", False):
+            return True
+        error = error.__context__
+    return False
+
+
 def _terminated(signum, frame):
-    raise SystemExit(f"terminated by signal {signum}")
+    raise Terminated(f"terminated by signal {signum}")
 
 
 def raise_on_sigterm() -> None:

@@ -7,7 +7,8 @@ Two kinds of file are read:
   interleaved steps), and the eager reference's median over each variant's, the ratio the speed targets name;
 - a run record of `train_mps.train` (a full or smoke run, `--eager` or the fast path): its `ms_per_iter` and
   `elapsed_min`; an eager run and a fast run of the same persona, seed, device, processor and length are
-  paired and their ratio given.
+  paired and their ratio given. A resumed run (`train_mps.py --resume`) is skipped and named: its time spans
+  two processes, each with its own start-up.
 The figures are only ever compared within one file or one (device, processor) pair: never across machines.
 """
 
@@ -56,7 +57,7 @@ def _run_entry(path: str, r: dict) -> dict:
 
 def read_speed(paths) -> dict:
     """{"steps": [...], "runs": [...]} from bench_step JSON files and run records; BenchError on anything else."""
-    steps, run_entries = [], []
+    steps, run_entries, skipped = [], [], []
     for p in paths:
         path = str(p)
         try:
@@ -67,6 +68,8 @@ def read_speed(paths) -> dict:
             raise BenchError(f"speed file {path!r} is not readable JSON: {e}") from None
         if isinstance(d, dict) and "ms_per_step" in d:
             steps.append(_step_entry(path, d))
+        elif isinstance(d, dict) and "persona" in d and "status" in d and d.get("resumed"):
+            skipped.append(path)
         elif isinstance(d, dict) and "persona" in d and "status" in d:
             run_entries.append(_run_entry(path, d))
         else:
@@ -79,7 +82,10 @@ def read_speed(paths) -> dict:
     for e in run_entries:
         ref = eager_ms.get(key(e)[:5])
         e["ratio"] = ref / e["ms_per_iter"] if ref and e["ms_per_iter"] else None
-    return {"steps": steps, "runs": run_entries}
+    out = {"steps": steps, "runs": run_entries}
+    if skipped:  # only where there are some: results.json stays as it was for the others
+        out["skipped_resumed"] = skipped
+    return out
 
 
 def _f(x, fmt):
@@ -92,7 +98,7 @@ def _ratio(x):
 
 def render_speed(speed: dict) -> list[str]:
     """The markdown lines of the speed section (none where no file was given)."""
-    if not speed or not (speed["steps"] or speed["runs"]):
+    if not speed or not (speed["steps"] or speed["runs"] or speed.get("skipped_resumed")):
         return []
     lines = ["## Speed against the eager reference", "",
              "Read from the files given to `dreamteam report --speed`. The eager reference is the plain "
@@ -125,4 +131,7 @@ def render_speed(speed: dict) -> list[str]:
                          f"{_f(r['ms_per_iter'], '.1f')} | {_ratio(r['ratio']) if r['fast'] else ''} | "
                          f"{_f(r['best_vloss'], '.4f')} | {_f(r['val_loss'], '.4f')} |")
         lines += [""] + [f"- `{r['file']}`: `{r['command']}`" for r in speed["runs"] if r.get("command")] + [""]
+    if speed.get("skipped_resumed"):
+        lines += ["Left out: resumed runs (`train_mps.py --resume`), whose time spans several processes: "
+                  + ", ".join(f"`{f}`" for f in speed["skipped_resumed"]) + ".", ""]
     return lines

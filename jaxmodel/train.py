@@ -214,11 +214,11 @@ def train(persona="baseline", seed=0, data_dir=None, max_iters=protocol.MAX_ITER
 
     out_dir.mkdir(parents=True, exist_ok=True)
     save_file(flat_params(params if avg is None else avg), str(out_dir / f"{name}.safetensors"))
+    runs.honour_umask(out_dir / f"{name}.safetensors")  # safetensors writes 0o600
     path = runs.record_success(out_dir / f"{name}.json", record, best_vloss=best_vloss, vloss_curve=vloss_curve,
                                val_curve=val_curve, elapsed_min=elapsed_min, loop_s=loop_s, harness_s=harness_s,
                                compile_s=compile_s, checkpoint=f"{name}.safetensors")
-    if progress:
-        print(f"{runs.summary(record)}  compile_s {compile_s:.1f}  record {path}")
+    print(f"{runs.summary(record)}  compile_s {compile_s:.1f}  record {path}")  # with or without progress bars
     return record
 
 

@@ -4,6 +4,8 @@ import ast
 import inspect
 import json
 import math
+import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -45,12 +47,24 @@ def test_frozen_block_keeps_its_literals_and_comments():
     assert "return float(best_vloss), float(elapsed_min)" in source
 
 
-def test_smoke_run_writes_record_and_checkpoint(short_val_data, tmp_path):
-    best_vloss, elapsed_min = train_mps.train(data_dir=short_val_data, device_override="cpu", max_iters_override=101,
-                                              out_dir=tmp_path, progress=False)
+def test_smoke_run_writes_record_and_checkpoint(short_val_data, tmp_path, capsys):
+    threads = torch.get_num_threads()
+    try:
+        best_vloss, elapsed_min = train_mps.train(data_dir=short_val_data, device_override="cpu", max_iters_override=101,
+                                                  out_dir=tmp_path, progress=False, threads=1)
+    finally:
+        torch.set_num_threads(threads)
     assert isinstance(best_vloss, float) and isinstance(elapsed_min, float)
     (record_path,) = tmp_path.glob("*.json")
     rec = json.loads(record_path.read_text())
+    assert rec["threads"] == 1
+    # the summary line naming the record is printed without progress bars too
+    (summary,) = [x for x in capsys.readouterr().out.splitlines() if x.startswith("best_vloss ")]
+    assert summary.endswith(f"record {record_path}") and f"val_loss {rec['val_loss']:.4f}" in summary
+    # the mean training loss of steps 0-99 at the evaluation of 100, of step 100 at the end; learning shows in it
+    assert [it for it, _ in rec["train_loss_curve"]] == [100, 101]
+    assert math.log(50304) > rec["train_loss_curve"][0][1] > rec["train_loss_curve"][1][1]
+    assert "resume_checkpoint" not in rec and not list(tmp_path.glob("*.resume.pt"))  # a finished run keeps none
     assert rec["status"] == "ok" and rec["persona"] == "baseline" and rec["device"] == "cpu"
     assert [it for it, _ in rec["vloss_curve"]] == [0, 100]  # it % 100 == 0, before the step
     assert rec["best_vloss"] == best_vloss == min(v for _, v in rec["vloss_curve"])
@@ -88,20 +102,118 @@ def test_script_reports_bad_input_in_one_line(tmp_path, capsys):
     assert "dreamteam prepare" in capsys.readouterr().err
 
 
-def test_terminated_run_keeps_its_record(shared_data, tmp_path):
+def test_terminated_run_keeps_its_record_and_resumes(short_val_data, tmp_path, capsys):
     import signal
     import subprocess
     import sys
 
-    cmd = [sys.executable, "-u", str(Path(train_mps.__file__)), "--data-dir", str(shared_data), "--device", "cpu",
+    cmd = [sys.executable, "-u", str(Path(train_mps.__file__)), "--data-dir", str(short_val_data), "--device", "cpu",
            "--max-iters", "5000", "--out-dir", str(tmp_path), "--no-progress"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     for line in proc.stdout:  # wait until the first evaluation has been measured
         if line.startswith("step 0:"):
             break
     proc.send_signal(signal.SIGTERM)
-    proc.wait(timeout=60)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143  # 128 + SIGTERM, without a traceback
     (record_path,) = tmp_path.glob("*.json")
     rec = json.loads(record_path.read_text())
-    assert rec["status"] == "failed" and "terminated by signal" in rec["error"]
+    assert rec["status"] == "interrupted" and rec["error"].startswith("interrupted by SIGTERM before iteration ")
     assert rec["vloss_curve"][0][0] == 0
+    stopped_at = rec["resume_iteration"]
+    (line,) = [x for x in err.splitlines() if not x.startswith("note: the machine is busy")]
+    assert line.startswith(rec["error"]) and str(record_path) in line and str(tmp_path / rec["resume_checkpoint"]) in line
+
+    # resumed for a few more steps: the record's max_iters is the run's, so a shorter copy of it stands in
+    short = tmp_path / "short" / record_path.name
+    short.parent.mkdir()
+    short.write_text(json.dumps({**rec, "max_iters": stopped_at + 3}))
+    (tmp_path / rec["resume_checkpoint"]).rename(short.parent / rec["resume_checkpoint"])
+    assert train_mps.main(["--resume", str(short), "--no-progress"]) == 0
+    done = json.loads(short.read_text())
+    assert done["status"] == "ok" and done["resumed"] is True and done["resumed_from"][0]["iteration"] == stopped_at
+    assert done["name"] == rec["name"] and done["command"] == rec["command"]  # the same run, continued
+    assert f"resuming {rec['name']} at iteration {stopped_at}" in capsys.readouterr().out
+
+
+def test_files_are_written_with_the_users_umask(tmp_path):
+    import numpy as np
+
+    from dreamteam import data, runs
+
+    old = os.umask(0o027)
+    try:
+        runs.write_json_atomic(tmp_path / "r.json", {"a": 1})
+        data._write_atomic(tmp_path / "x.bin", np.arange(4, dtype=np.uint16))
+        with runs.atomic_file(tmp_path / "c.pt", "wb") as f:
+            f.write(b"x")
+    finally:
+        os.umask(old)
+    assert {p.name: stat.S_IMODE(p.stat().st_mode) for p in tmp_path.iterdir()} == {"r.json": 0o640, "x.bin": 0o640, "c.pt": 0o640}
+    with pytest.raises(RuntimeError), runs.atomic_file(tmp_path / "r.json") as f:  # a failed write changes nothing
+        f.write("partial")
+        raise RuntimeError
+    assert json.loads((tmp_path / "r.json").read_text()) == {"a": 1} and len(list(tmp_path.iterdir())) == 3
+
+
+def test_busy_machine_note():
+    from dreamteam.runs import busy_machine_note
+
+    assert busy_machine_note(2, load=1.9, cpu_count=2) is None
+    note = busy_machine_note(2, load=4.5, cpu_count=2)
+    assert len(note.splitlines()) == 1 and "4.5 on 2 cores" in note and "--threads 1" in note and "OMP_NUM_THREADS=1" in note
+    one = busy_machine_note(1, load=4.5, cpu_count=2)
+    assert "4.5 on 2 cores" in one and "--threads" not in one  # one thread already: nothing to advise
+
+
+def test_set_trains_the_changed_recipe_as_bench_labels_it(short_val_data, tmp_path, capsys):
+    out = tmp_path / "runs"
+    assert train_mps.main(["--set", "weight_decay=0.0", "learning_rate=0.001", "--max-iters", "1", "--device", "cpu",
+                           "--data-dir", str(short_val_data), "--out-dir", str(out), "--no-progress"]) == 0
+    (record_path,) = out.glob("*.json")
+    rec = json.loads(record_path.read_text())
+    assert rec["persona"] == "baseline@weight_decay=0.0,learning_rate=0.001"
+    assert rec["recipe"]["weight_decay"] == 0.0 and rec["recipe"]["learning_rate"] == 0.001
+    assert f"record {record_path}" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--set", "weight_decay"], "expected KEY=VALUE"),
+    (["--set", "n_layer=8"], "not a tunable field"),
+    (["--set", "weight_decay=much"], "weight_decay=much"),
+    (["--threads", "0"], "--threads 0: expected at least 1"),
+])
+def test_bad_run_options_are_one_line_and_exit_2(argv, words, tmp_path, capsys):
+    assert train_mps.main([*argv, "--device", "cpu", "--out-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("error: ") and words in err
+    assert not list(tmp_path.iterdir())
+
+
+def test_bench_passes_threads_to_every_run(tmp_path, monkeypatch):
+    from dreamteam import bench
+
+    calls = []
+
+    def fake_train(persona, seed, data_dir, device, max_iters, out_dir, progress, **kwargs):
+        calls.append((seed, kwargs))
+        return 4.0, 1.0
+
+    monkeypatch.setattr(train_mps, "train", fake_train)
+    bench.sweep(["baseline"], [0, 1], device="cpu", out_dir=tmp_path, max_iters=5, log=lambda *_: None, threads=1)
+    assert calls == [(0, {"threads": 1}), (1, {"threads": 1})]
+    with pytest.raises(bench.BenchError, match="--threads 0"):
+        bench.sweep(["baseline"], [0], device="cpu", out_dir=tmp_path, max_iters=5, log=lambda *_: None, threads=0)
+
+
+def test_dreamteam_train_passes_threads_set_and_resume_on(monkeypatch, capsys):
+    from dreamteam import cli
+
+    seen = []
+    monkeypatch.setattr(train_mps, "main", lambda argv: seen.append(argv) or 0)
+    assert cli.main(["train", "--threads", "1", "--set", "weight_decay=0.0", "eps=1e-6", "--resume", "r.json"]) == 0
+    (argv,) = seen
+    assert argv[argv.index("--threads") + 1] == "1" and argv[argv.index("--resume") + 1] == "r.json"
+    assert argv[argv.index("--set") + 1: argv.index("--set") + 3] == ["weight_decay=0.0", "eps=1e-6"]
+    assert cli.main(["train", "--engine", "jax", "--threads", "1"]) == 2  # the JAX loop takes none of them
+    assert "apply to the torch engine" in capsys.readouterr().err
