@@ -128,9 +128,6 @@ def train(persona="baseline", seed=0, data_dir=None, device_override=None, max_i
         max_iters = int(max_iters_override)
     if threads is not None:
         torch.set_num_threads(int(threads))
-    busy = runs.busy_machine_note(torch.get_num_threads())
-    if busy:
-        print(busy, file=sys.stderr)
     requested_device = device_override or device
     device = resolve_device(requested_device)
     spec = registry.get(persona) if isinstance(persona, str) else persona
@@ -242,6 +239,7 @@ def train(persona="baseline", seed=0, data_dir=None, device_override=None, max_i
         record.update(resume_checkpoint=resume_path.name, resume_iteration=next_it)
         # the record too, so that a run killed outright (SIGKILL, a power cut) can resume from here
         runs.write_json_atomic(out_dir / f"{name}.json", {**record, "vloss_curve": vloss_curve, "val_loss_curve": val_curve})
+        _sync(device)
         harness_s += time.time() - t
 
     def checkpoint_eval(steps_done):
@@ -259,6 +257,10 @@ def train(persona="baseline", seed=0, data_dir=None, device_override=None, max_i
         _sync(device)
         harness_s += time.time() - t
 
+    # after every input is checked and loaded, so that a bad one is still one line: the note concerns timings
+    busy = runs.busy_machine_note(torch.get_num_threads())
+    if busy:
+        print(busy, file=sys.stderr)
     signals = runs.DeferredSignals()  # Ctrl-C and SIGTERM stop the loop between two iterations
     try:
         _sync(device)

@@ -97,13 +97,13 @@ def test_every_clock_read_follows_a_sync(short_val_data, tmp_path, monkeypatch):
     monkeypatch.setattr(train_mps, "_sync", lambda device: events.append(("sync", device)))
     monkeypatch.setattr(train_mps, "time", types.SimpleNamespace(
         time=lambda: events.append(("clock",)) or real_time.time()))
-    monkeypatch.setattr(protocol, "CHECKPOINT_INTERVAL", 2)  # checkpoint evaluations at 2 and 4, then the end
     monkeypatch.setenv("PYTORCH_ENABLE_MPS_FALLBACK", "1")
+    # checkpoint evaluations (and resume checkpoints) at 2 and 4, then the final evaluation
     train_mps.train(data_dir=short_val_data, device_override="cpu", max_iters_override=5, out_dir=tmp_path,
-                    progress=False)
+                    progress=False, checkpoint_interval=2)
     clocks = [i for i, e in enumerate(events) if e == ("clock",)]
-    # t0 + loop_start + 2 per checkpoint evaluation (3 of them) + the loop's end
-    assert len(clocks) == 1 + 1 + 2 * 3 + 1
+    # t0 + loop_start + 2 per checkpoint evaluation (3 of them) + 2 per resume checkpoint (2) + the loop's end
+    assert len(clocks) == 1 + 1 + 2 * 3 + 2 * 2 + 1
     for i in clocks:
         assert i > 0 and events[i - 1] == ("sync", "cpu"), events[max(0, i - 2): i + 1]
     (record_path,) = tmp_path.glob("*.json")
