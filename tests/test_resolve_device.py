@@ -9,7 +9,6 @@ import pytest
 import torch
 
 import train_mps
-from dreamteam import protocol
 
 
 def machine(monkeypatch, mps: bool, cuda: int):
