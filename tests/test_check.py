@@ -117,7 +117,7 @@ def test_dynamic_check_passes_the_fixture_and_counts_every_step(tmp_path, data_d
     assert c["steps"] == 101 and c["evals"] == 2 and c["eval_at_step"] == [0, 100] and c["eval_sources"] == {"val": 2}
 
 
-def test_dynamic_check_catches_a_break_hidden_in_a_helper(tmp_path, data_dir):
+def test_both_halves_catch_a_break_hidden_in_a_helper(tmp_path, data_dir):
     # the break is taken through an exception raised in a nested function: no `break` for the static check
     cand = original_candidate(tmp_path / "c")
     src = (cand / "train_mps.py").read_text()
@@ -127,7 +127,9 @@ def test_dynamic_check_catches_a_break_hidden_in_a_helper(tmp_path, data_dir):
     stop = "    def stop(i):\n        if i == 20:\n            raise StopIteration\n    try:\n"
     loop = loop.replace("optimizer.step()\n", "optimizer.step()\n            stop(iter)\n")
     (cand / "train_mps.py").write_text(src[:a] + stop + loop + "    except StopIteration:\n        pass\n" + src[b:])
-    assert static_check((cand / "train_mps.py").read_text()) == []
+    # the static check follows the helper no further than the swallowing `except` around the loop
+    (sv,) = static_check((cand / "train_mps.py").read_text())
+    assert sv.kind == "loop" and "swallows" in sv.message and sv.line == line_of((cand / "train_mps.py").read_text(), "except StopIteration")
     m = evaluate(cand, data_dir, 40)
     assert m["status"] == "ok" and not m["valid"]
     (v,) = m["check"]["dynamic"]
@@ -136,17 +138,22 @@ def test_dynamic_check_catches_a_break_hidden_in_a_helper(tmp_path, data_dir):
     assert v["line"] == line_of(src, "optimizer.step()")
 
 
-def test_dynamic_check_catches_gradient_accumulation_in_a_helper(tmp_path, data_dir):
+def test_both_halves_catch_gradient_accumulation_in_a_helper(tmp_path, data_dir):
     cand = original_candidate(tmp_path / "c",
                               ("    best_vloss = float('inf')\n",
                                "    best_vloss = float('inf')\n    def apply(i):\n        if (i + 1) % 4 == 0:\n"
                                "            optimizer.step()\n            optimizer.zero_grad(set_to_none=True)\n"),
                               ("        optimizer.zero_grad(set_to_none=True)\n        loss.backward()\n        optimizer.step()\n",
                                "        (loss / 4).backward()\n        apply(iter)\n"))
-    assert static_check((cand / "train_mps.py").read_text()) == []
+    # the static check follows the helper defined in train(): the step it takes is conditional
+    (sv,) = static_check((cand / "train_mps.py").read_text())
+    assert sv.kind == "loop" and "`(iter + 1) % 4 == 0`" in sv.message
+    assert sv.line == line_of((cand / "train_mps.py").read_text(), "            optimizer.step()")
     m = evaluate(cand, data_dir, 40)
-    assert not m["valid"] and dynamic_kinds(m) == {"steps"}
-    assert "took 10 optimizer steps" in m["check"]["dynamic"][0]["message"]
+    assert not m["valid"] and dynamic_kinds(m) == {"steps", "accumulation"}
+    steps, acc = sorted(m["check"]["dynamic"], key=lambda v: v["kind"] != "steps")
+    assert "took 10 optimizer steps" in steps["message"]
+    assert "4 training forward(s) and 4 backward pass(es)" in acc["message"]
 
 
 def test_dynamic_check_catches_evaluation_on_training_data(tmp_path, data_dir):

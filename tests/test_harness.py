@@ -23,13 +23,18 @@ def count_params(model_file, vocab):
     return sum(p.numel() for p in mod.GPT(mod.GPTConfig(vocab_size=vocab)).parameters())
 
 
-def test_substitute_changes_exactly_the_data_path_and_device_lines(tmp_path):
+def test_substitute_changes_exactly_the_data_paths_and_device_line(tmp_path):
     src = (ORIGINAL / "train_mps.py").read_text()
-    new, notes = harness.substitute(src, tmp_path / "d", "cpu")
+    d = tmp_path / "d"
+    new, notes = harness.substitute(src, d, "cpu")
     changed = [(i, a, b) for i, (a, b) in enumerate(zip(src.splitlines(), new.splitlines()), 1) if a != b]
     assert len(src.splitlines()) == len(new.splitlines())
-    assert [(i, b.strip()) for i, _, b in changed] == [(14, f"data_dir = {str(tmp_path / 'd')!r}"), (22, "device = 'cpu'  # not to be changed")]
-    assert {n["what"]: n["line"] for n in notes} == {"data": 14, "device": 22}
+    # the path expressions that name train.bin and val.bin, not the data_dir assignment (line 14)
+    assert [(i, b.strip()) for i, _, b in changed] == [
+        (22, "device = 'cpu'  # not to be changed"),
+        (25, f"train_data = np.memmap({str(d / 'train.bin')!r}, dtype=np.uint16, mode='r')"),
+        (26, f"val_data = np.memmap({str(d / 'val.bin')!r}, dtype=np.uint16, mode='r')")]
+    assert sorted((n["what"], n["line"]) for n in notes) == [("data", 25), ("data", 26), ("device", 22)]
     assert harness.substitute(src, tmp_path, "mps")[0].count("device = 'mps'") == 1  # nothing to do for mps
     new, notes = harness.substitute(src, tmp_path, "cpu", max_iters=30)
     assert "max_iters = 30  # not to be changed" in new and any(n["what"] == "max_iters" for n in notes)
@@ -37,11 +42,12 @@ def test_substitute_changes_exactly_the_data_path_and_device_lines(tmp_path):
 
 def test_substitute_replaces_data_files_written_out_in_full():
     src = "import numpy as np\ntrain = np.memmap('/Users/a/nanoGPT/data/train.bin', dtype=np.uint16)\n" \
-          "val = np.memmap('data/shakespeare/val.bin', dtype=np.uint16)\nx = 'train.bin'\n"
+          "val = np.memmap('data/shakespeare/val.bin', dtype=np.uint16)\nx = 'train.bin'\nprint('loading train.bin')\n"
     new, notes = harness.substitute(src, "/d", "cpu")
     assert new.splitlines()[1:] == ["train = np.memmap('/d/train.bin', dtype=np.uint16)",
-                                    "val = np.memmap('/d/val.bin', dtype=np.uint16)", "x = 'train.bin'"]
-    assert sorted(n["line"] for n in notes) == [2, 3] and {n["what"] for n in notes} == {"data"}
+                                    "val = np.memmap('/d/val.bin', dtype=np.uint16)", "x = '/d/train.bin'",
+                                    "print('loading train.bin')"]
+    assert sorted(n["line"] for n in notes) == [2, 3, 4] and {n["what"] for n in notes} == {"data"}
 
 
 def test_substitute_leaves_the_projects_loader_alone():
