@@ -350,7 +350,8 @@ class _Walker:
             test = self.subst(st.test, ctx)
             self.block(st.body, ctx.add(conds=ctx.conds + (_Cond(st, "body", test, False),)))
             self.block(st.orelse, ctx.add(conds=ctx.conds + (_Cond(st, "orelse", test, True),)))
-            if st.body and isinstance(st.body[-1], ast.Continue) and not st.orelse:
+            # `if T: continue` in the loop, `if T: return` in a helper: what follows runs only where T is false
+            if st.body and not st.orelse and (isinstance(st.body[-1], ast.Continue) or (ctx.frames and isinstance(st.body[-1], ast.Return))):
                 return ctx.add(conds=ctx.conds + (_Cond(st, "after", test, True),))
             return ctx
         if isinstance(st, (ast.For, ast.AsyncFor, ast.While)):
@@ -564,7 +565,7 @@ def _check_frozen(facts: _Facts, scopes, v: list[Violation]) -> None:
     for n in ast.walk(tree):
         if isinstance(n, ast.Call):
             for k in n.keywords:
-                if k.arg in FROZEN and k.arg != "device":
+                if k.arg in FROZEN and k.arg != "device" and not (isinstance(k.value, ast.Name) and k.value.id == k.arg):
                     got = facts.const_value(k.value)
                     if isinstance(got, int) and got != FROZEN[k.arg]:
                         v.append(Violation("frozen", n.lineno, f"{_src(n.func)}(...) is given {k.arg}={_src(k.value)} ({got}); "
@@ -731,7 +732,10 @@ def _check_loop(facts: _Facts, v: list[Violation]) -> None:
     if isinstance(loop, ast.While):
         v.append(Violation("loop", loop.lineno, f"the training loop is `while {_src(loop.test)}`: it can stop before max_iters "
                                                 "steps; the protocol's is `for it in range(max_iters)`, every iteration a step"))
-        loop_var = None
+        # the counter of `while it < max_iters:` stands for the iteration
+        t = loop.test
+        loop_var = (t.left.id if isinstance(t, ast.Compare) and isinstance(t.left, ast.Name) and len(t.ops) == 1
+                    and isinstance(t.ops[0], (ast.Lt, ast.LtE)) else None)
     else:
         loop_var = loop.target.id if isinstance(loop.target, ast.Name) else (
             loop.target.elts[0].id if isinstance(loop.target, ast.Tuple) and loop.target.elts and isinstance(loop.target.elts[0], ast.Name)
@@ -802,6 +806,12 @@ def _check_loop(facts: _Facts, v: list[Violation]) -> None:
                     v.append(Violation("loop", s.node.lineno, f"the optimizer step is inside `try` (line {t.lineno}) whose `except` "
                                                               f"(line {h.lineno}) goes on without it: a failing step is skipped"))
                     break
+    twice = [(a, b) for i, a in enumerate(steps) for b in steps[i + 1:] if not _exclusive(a, b)
+             and _dotted(w.subst(a.node.func, a.ctx)) == _dotted(w.subst(b.node.func, b.ctx)) and not (a.ctx.loops or b.ctx.loops)]
+    if twice:
+        a, b = twice[0]
+        v.append(Violation("loop", b.node.lineno, f"the optimizer steps twice in one iteration (`{_src(a.node)}`, lines {a.node.lineno} "
+                                                  f"and {b.node.lineno}); every iteration must be one optimizer step"))
     for e in ev:
         if e.kind == "continue" and not e.ctx.loops and not e.ctx.frames:
             later = [s for s in steps if s.order > e.order]
@@ -846,9 +856,7 @@ def _check_evaluation(facts, w, ev, forwards, is_eval, loop, loop_var, max_iters
     # (a no_grad forward of training data on every step, an EMA teacher, is not one)
     evals = [e for e in forwards if is_eval(e) and (_loop_var_conds(e.ctx.conds, w) or key(e) in val_places)]
     if not evals:
-        v.append(Violation("eval", loop.lineno, f"no evaluation found in the training loop: the protocol evaluates one validation "
-                                                f"batch at `{var} % 100 == 0` (a model forward under torch.no_grad() or model.eval())"))
-        return
+        return  # an evaluation the walk cannot see (a method of the model): the dynamic check counts them
     # cadence: the iterations at which the conditions around each evaluation forward hold
     seen = set()
     for e in evals:
@@ -862,7 +870,8 @@ def _check_evaluation(facts, w, ev, forwards, is_eval, loop, loop_var, max_iters
                                                       f"the protocol evaluates at `{var} % 100 == 0`, every 100 iterations"))
             continue
         line = conds[0].node.lineno
-        shown = " and ".join(("not " if c.negated else "") + f"`{ast.unparse(c.test).replace(_IT, var)}`" for c in conds)
+        shown = " and ".join(f"`not ({ast.unparse(c.test).replace(_IT, var)})`" if c.negated
+                             else f"`{ast.unparse(c.test).replace(_IT, var)}`" for c in conds)
         its, stop = _eval_set(conds, facts, max_iters)
         if its is None:
             v.append(Violation("eval", line, f"the evaluation condition {shown} depends on `{stop.replace(_IT, var)}`, not on the "
@@ -870,7 +879,7 @@ def _check_evaluation(facts, w, ev, forwards, is_eval, loop, loop_var, max_iters
             continue
         if its != want:
             v.append(Violation("eval", line, f"the evaluation condition {shown} holds {_describe(its)}; the protocol evaluates "
-                                             f"at `{var} % 100 == 0`, every 100 iterations ({_describe(want)})"))
+                                             f"at `{var} % 100 == 0`, {_describe(want)[3:]}"))
             continue
         others = [c for c in e.ctx.conds if c not in conds and _varying(c.test, w, loop_stored)]
         if others:
@@ -915,9 +924,11 @@ def _check_evaluation(facts, w, ev, forwards, is_eval, loop, loop_var, max_iters
             v.append(Violation("eval", x.node.lineno, f"the evaluation reads {x.node.id} (training data): it must use validation data"))
         elif x.kind == "randint" and isinstance(x.info, int) and x.info != protocol.BATCH_SIZE:
             where = "an evaluation" if in_eval(x) else "a training"
-            v.append(Violation("eval" if in_eval(x) else "frozen", x.node.lineno,
-                               f"{where} batch draws {x.info} rows (`{_src(x.node)}`); the protocol's batches are "
-                               f"{protocol.BATCH_SIZE} x {protocol.BLOCK_SIZE}"))
+            site = x.ctx.frames[0][0] if x.ctx.frames else x.node  # the call in the training loop that leads there
+            via = f" through `{_src(site)}`" if site is not x.node else ""
+            v.append(Violation("eval" if in_eval(x) else "frozen", site.lineno,
+                               f"{where} batch of {x.info} rows{via} (`{_src(x.node)}`, line {x.node.lineno}); the protocol's "
+                               f"batches are {protocol.BATCH_SIZE} x {protocol.BLOCK_SIZE}"))
 
 
 def _selected_by_split(node, facts: _Facts) -> bool:
@@ -1035,7 +1046,7 @@ def dynamic_violations(dyn: dict, max_iters: int = protocol.MAX_ITERS, completed
         v.append(Violation("eval_data", dyn.get("unknown_eval_line"), f"{src['unknown']} evaluation batch(es) match no window of val.bin; every evaluation batch must come from val.bin"))
     if dyn.get("bad_shapes"):
         shape, where, ln = dyn["bad_shapes"][0]
-        v.append(Violation("shape", ln, f"a {where} batch has shape {shape}; the protocol's batches are {protocol.BATCH_SIZE} x {protocol.BLOCK_SIZE}"))
+        v.append(Violation("shape", ln, f"{'an' if where == 'evaluation' else 'a'} {where} batch has shape {shape}; the protocol's batches are {protocol.BATCH_SIZE} x {protocol.BLOCK_SIZE}"))
     if completed and dyn.get("batches_seen", 1) == 0:
         v.append(Violation("run", None, "no batch of token ids reached a torch module: the harness could not observe training"))
     return v
