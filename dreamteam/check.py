@@ -739,7 +739,7 @@ def _check_loop(facts: _Facts, v: list[Violation]) -> None:
     else:
         loop_var = loop.target.id if isinstance(loop.target, ast.Name) else (
             loop.target.elts[0].id if isinstance(loop.target, ast.Tuple) and loop.target.elts and isinstance(loop.target.elts[0], ast.Name)
-            and _dotted(loop.iter.func) == "enumerate" else None) if isinstance(loop, ast.For) else None
+            and isinstance(loop.iter, ast.Call) and _dotted(loop.iter.func) == "enumerate" else None) if isinstance(loop, ast.For) else None
         r = _range_of(loop.iter)
         vals = [facts.const_value(a) for a in r.args] if r is not None else []
         if r is None or not vals or not all(isinstance(x, int) for x in vals) or range(*vals) != range(protocol.MAX_ITERS):
@@ -984,7 +984,11 @@ def static_check(source: str, filename: str = "train_mps.py") -> list[Violation]
         return v
     _check_frozen(facts, [tree, fn] if _module_sets_frozen(tree) else [fn], v)
     _check_data(facts, v)
-    _check_loop(facts, v)
+    try:
+        _check_loop(facts, v)
+    except Exception as e:  # noqa: BLE001 - code this walk does not know: said, never a traceback; the dynamic check still runs
+        v.append(Violation("loop", fn.lineno, f"the static check could not read train()'s training loop ({type(e).__name__}: {e}); "
+                                              "nothing is shown about its steps and evaluations"))
     _check_return(fn, v)
     return sorted(set(v), key=lambda x: (x.line or 0, x.kind, x.message))
 
