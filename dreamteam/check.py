@@ -519,9 +519,12 @@ def _is_device_fallback(node: ast.AST, module_funcs) -> bool:
 
 
 def _device_ok(value) -> bool:
-    """'mps', or the fallback `'mps' if torch.backends.mps.is_available() else ...`."""
+    """'mps', torch.device('mps'), or the fallback `'mps' if torch.backends.mps.is_available() else ...`."""
     if isinstance(value, ast.Constant):
         return value.value == protocol.DEVICE
+    if (isinstance(value, ast.Call) and _dotted(value.func) in ("torch.device", "device") and len(value.args) == 1
+            and isinstance(value.args[0], ast.Constant) and value.args[0].value == protocol.DEVICE):
+        return True  # torch.device('mps')
     return (isinstance(value, ast.IfExp) and isinstance(value.body, ast.Constant) and value.body.value == protocol.DEVICE
             and "mps" in _dotted(value.test))
 

@@ -141,7 +141,8 @@ def substitute(source: str, data_dir: str | os.PathLike, device: str, max_iters:
         if name == "device" and check._device_ok(value):
             seen.add(name)
             if device != protocol.DEVICE:
-                edits.append((_node_span(value, starts), _replacement(repr(device), value)))
+                where = value.args[0] if isinstance(value, ast.Call) else value  # torch.device('mps'): its argument
+                edits.append((_node_span(where, starts), _replacement(repr(device), where)))
                 notes.append({"line": node.lineno, "what": "device", "from": ast.unparse(value), "to": repr(device),
                               "message": f"line {node.lineno}: device {ast.unparse(value)} replaced by the configured {device!r}"})
         elif name in DATA_NAMES and _is_path_expr(value) and not any(n["what"] == "data" for n in notes):

@@ -86,6 +86,7 @@ class Monitor:
         self.step_lines: Counter = Counter()
         self.eval_lines: Counter = Counter()
         self.train_forwards = 0
+        self.generation_forwards = 0
         self.backwards = 0
         self.step_mismatch: list[dict] = []  # steps not preceded by exactly one training forward and one backward
         self.step_mismatch_count = 0
@@ -176,6 +177,9 @@ class Monitor:
         self._mod_depth -= 1
 
     def _batch(self, module, x, evaluation: bool):
+        if evaluation and self._generating():
+            self.generation_forwards += 1  # sampling text (model.generate) is not an evaluation
+            return
         line = self.caller_line()
         if tuple(x.shape) != BATCH_SHAPE and len(self.bad_shapes) < self.MAX_SAMPLES:
             self.bad_shapes.append([list(x.shape), "evaluation" if evaluation else "training", line])
@@ -201,6 +205,16 @@ class Monitor:
         else:
             self.eval_sources["unknown"] += 1
             self.unknown_eval_line = self.unknown_eval_line or line
+
+    @staticmethod
+    def _generating() -> bool:
+        f, depth = sys._getframe(3), 0
+        while f is not None and depth < 12:
+            name = f.f_code.co_name.lower()
+            if "generat" in name:  # nanoGPT's model.generate(...)
+                return True
+            f, depth = f.f_back, depth + 1
+        return False
 
     def install(self):
         import torch
@@ -235,7 +249,7 @@ class Monitor:
         return {
             "steps": self.steps, "evals": self.evals, "eval_at_step": self.eval_at_step[:1000],
             "eval_events": self.eval_events, "eval_sources": dict(self.eval_sources),
-            "train_forwards": self.train_forwards, "backwards": self.backwards,
+            "train_forwards": self.train_forwards, "backwards": self.backwards, "generation_forwards": self.generation_forwards,
             "step_mismatch": self.step_mismatch, "step_mismatch_count": self.step_mismatch_count,
             "batches_seen": self.evals + self.train_forwards, "bad_shapes": self.bad_shapes,
             "step_lines": common(self.step_lines), "eval_lines": common(self.eval_lines),

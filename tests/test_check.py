@@ -330,3 +330,19 @@ def test_check_on_a_missing_folder_or_a_file_is_one_line(tmp_path, capsys, make,
     assert main(["check", str(make(tmp_path))]) == 2
     cap = capsys.readouterr()
     assert cap.out == "" and len(cap.err.strip().splitlines()) == 1 and words in cap.err
+
+
+def test_sampling_text_and_torch_device_are_not_violations(tmp_path, data_dir):
+    # a candidate that prints a generated sample at each evaluation and writes torch.device('mps')
+    cand = fixture_copy("reference", tmp_path / "c")
+    src = (cand / "train_mps.py").read_text()
+    src = src.replace("    device = 'mps'\n", "    device = torch.device('mps')\n").replace(
+        "            if vloss < best_vloss:\n",
+        "            print(model.generate(X[:1, :4], 3, top_k=5).tolist())  # a sample of the model's text\n"
+        "            if vloss < best_vloss:\n")
+    (cand / "train_mps.py").write_text(src)
+    assert static_check(src) == []
+    m = evaluate(cand, data_dir, 30)
+    assert m["status"] == "ok" and m["valid"], m["check"]
+    assert m["check"]["counts"]["generation_forwards"] == 3
+    assert any(n["what"] == "device" and n["to"] == "'cpu'" for n in m["check"]["substitutions"])
