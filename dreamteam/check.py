@@ -210,7 +210,8 @@ class _Facts:
                 self.optims.add(name)
         strs = [n.value for n in ast.walk(value) if isinstance(n, ast.Constant)]
         # the training data: read from train.bin, or a wrapping of it alone (torch.from_numpy(train_ids).long())
-        if any(_is_data_file(s) == "train.bin" for s in strs) or (
+        files = {_is_data_file(s) for s in strs} - {None}
+        if files == {"train.bin"} or (
                 (_names(value) - self.imported - _BUILTINS) and (_names(value) - self.imported - _BUILTINS) <= self.train_data):
             self.train_data.add(name)
 
