@@ -169,12 +169,13 @@ class _Facts:
                         assigns.setdefault(t.id, []).append(n if isinstance(n, ast.For) else t)
         self.assigns = assigns
         self.consts: dict[str, object] = {}
-        for name, stmts in assigns.items():
-            first = min(stmts, key=lambda s: (s.lineno, s.col_offset))
-            if (len(stmts) == 1 or name in FROZEN or name in OPTIONAL_FROZEN) and isinstance(first, (ast.Assign, ast.AnnAssign)):
-                v = self.const_value(first.value, depth=1)
-                if v is not None:
-                    self.consts[name] = v
+        for _ in range(3):  # a constant may be defined from another (eval_every = eval_interval)
+            for name, stmts in assigns.items():
+                first = min(stmts, key=lambda s: (s.lineno, s.col_offset))
+                if (len(stmts) == 1 or name in FROZEN or name in OPTIONAL_FROZEN) and isinstance(first, (ast.Assign, ast.AnnAssign)):
+                    v = self.const_value(first.value, depth=1)
+                    if v is not None:
+                        self.consts[name] = v
         # models, optimizers, grad scalers and the training data, by what they were assigned from
         self.models, self.optims, self.scalers, self.train_data = set(), set(), set(), set()
         stmts = sorted((n for n in ast.walk(tree) if isinstance(n, (ast.Assign, ast.AnnAssign))), key=lambda n: (n.lineno, n.col_offset))
@@ -274,7 +275,7 @@ class _Ctx:
 
 @dataclass
 class _Event:
-    kind: str  # step | backward | forward | fetch | break | return | continue | train_read | randint | for
+    kind: str  # step | backward | forward | fetch | break | return | continue | train_read | randint
     node: ast.AST
     ctx: _Ctx
     order: int
@@ -442,9 +443,6 @@ class _Walker:
             size = self.subst(c.args[1], ctx)
             if isinstance(size, (ast.Tuple, ast.List)) and size.elts:
                 self.ev("randint", c, ctx, self.f.const_value(size.elts[0]))
-        for k in c.keywords:
-            if k.arg in ("batch_size", "block_size"):
-                self.ev("size_kw", c, ctx, (k.arg, self.f.const_value(self.subst(k.value, ctx))))
         target = self.f.function(c, ctx.funcs)
         if target is not None and len(ctx.frames) < HELPER_DEPTH and target not in {f for _, f in ctx.frames}:
             self.follow(c, target, ctx)
@@ -883,7 +881,7 @@ def _check_evaluation(facts, w, ev, forwards, is_eval, loop, loop_var, max_iters
             continue
         if its != want:
             v.append(Violation("eval", line, f"the evaluation condition {shown} holds {_describe(its)}; the protocol evaluates "
-                                             f"at `{var} % 100 == 0`, {_describe(want)[3:]}"))
+                                             f"every 100 iterations, at `{var} % 100 == 0` ({len(want)} times: {_describe(want)[3:].split(' (')[0]})"))
             continue
         others = [c for c in e.ctx.conds if c not in conds and _varying(c.test, w, loop_stored)]
         if others:

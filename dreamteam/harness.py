@@ -319,16 +319,22 @@ def rank_key(m: dict) -> tuple:
     return (m.get("status") != "ok", not m.get("valid"), m.get("fitness", math.inf))
 
 
+def _violation(v) -> check.Violation:
+    """A violation, from its record (evolve's aggregated records add the seed)."""
+    if isinstance(v, check.Violation):
+        return v
+    seed = f" (seed {v['seed']})" if v.get("seed") is not None else ""
+    return check.Violation(v["kind"], v.get("line"), v["message"] + seed)
+
+
 def format_check(static, dynamic=None, notes=()) -> str:
     lines = []
     for n in notes:
         lines.append(f"  substituted  {n['message']}")
     for v in static:
-        v = v if isinstance(v, check.Violation) else check.Violation(**v)
-        lines.append(f"  static       {v}")
+        lines.append(f"  static       {_violation(v)}")
     for v in dynamic or ():
-        v = v if isinstance(v, check.Violation) else check.Violation(**v)
-        lines.append(f"  dynamic      {v}")
+        lines.append(f"  dynamic      {_violation(v)}")
     return "\n".join(lines)
 
 
@@ -381,13 +387,14 @@ def main_check(args) -> int:
     mpath = cand / "metrics.json"
     if mpath.exists():
         m = json.loads(mpath.read_text())
-        if m["check"].get("counts") is not None:
+        if m["check"].get("counts") is not None or m.get("per_seed"):  # evolve's record: every seed's run, aggregated
             dynamic, dynamic_run = m["check"]["dynamic"], True
             run = "" if m.get("protocol_run") else ", a shortened test run"
-            failed = f"; the run failed: {m['reason']}" if m.get("status") != "ok" else ""
-            note = f"dynamic: from {mpath} ({m['max_iters']} iterations{run}{failed})"
+            seeds = f", seeds {m['seeds']}" if m.get("seeds") else ""
+            failed = f"; the run failed: {m.get('reason')}" if m.get("status") != "ok" else ""
+            note = f"dynamic: from {mpath} ({m['max_iters']} iterations{seeds}{run}{failed})"
         else:
-            note = f"dynamic: the last evaluation recorded no counts ({m['reason']})"
+            note = f"dynamic: the last evaluation recorded no counts ({m.get('reason')})"
     ok = not static and not dynamic and dynamic_run
     print(f"{files['train_file']}: protocol {_verdict(static, dynamic, dynamic_run)}")
     text = format_check(static, dynamic)

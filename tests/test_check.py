@@ -346,3 +346,16 @@ def test_sampling_text_and_torch_device_are_not_violations(tmp_path, data_dir):
     assert m["status"] == "ok" and m["valid"], m["check"]
     assert m["check"]["counts"]["generation_forwards"] == 3
     assert any(n["what"] == "device" and n["to"] == "'cpu'" for n in m["check"]["substitutions"])
+
+
+def test_check_reads_evolves_aggregated_record(tmp_path, capsys):
+    # evolve writes one metrics.json over its seeds, without the counts: its dynamic violations carry the seed
+    cand = shutil.copytree(CANDIDATES / "reference", tmp_path / "c")
+    rec = {"status": "ok", "reason": None, "max_iters": 10001, "protocol_run": True, "seeds": [0, 1],
+           "per_seed": ["metrics_s0.json", "metrics_s1.json"],
+           "check": {"valid": False, "static": [], "substitutions": [],
+                     "dynamic": [{"kind": "steps", "line": 50, "message": "train() took 9000 optimizer steps", "seed": 1}]}}
+    (cand / "metrics.json").write_text(json.dumps(rec))
+    assert main(["check", str(cand)]) == 1
+    out = capsys.readouterr().out
+    assert "VIOLATED" in out and "line 50: train() took 9000 optimizer steps (seed 1)" in out and "seeds [0, 1]" in out
