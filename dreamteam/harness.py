@@ -350,7 +350,8 @@ def _verdict(static, dynamic, dynamic_run: bool) -> str:
 def main_evaluate(args) -> int:
     try:
         m = evaluate(args.dir, seed=args.seed, timeout_min=args.timeout, device=args.device, data_dir=args.data_dir,
-                     max_iters=args.max_iters, val_windows=args.val_windows, environ=os.environ)
+                     max_iters=args.max_iters, val_windows=args.val_windows, environ=os.environ,
+                     hooks=not getattr(args, "no_hooks", False))
     except CandidateError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -363,7 +364,8 @@ def main_evaluate(args) -> int:
     elif m.get("traceback"):
         last = [ln for ln in m["traceback"].splitlines() if ln.strip()]
         print(f"  error: {last[-1].strip()}" if last else "")
-    print(f"  protocol {_verdict(c['static'], c['dynamic'], c['dynamic_run'])}")
+    print(f"  protocol {_verdict(c['static'], c['dynamic'], c['dynamic_run'])}"
+          + ("" if m["hooks"] else " (a bare run, --no-hooks: not checked dynamically)"))
     text = format_check(c["static"], c["dynamic"], c["substitutions"])
     if text:
         print(text)

@@ -184,3 +184,15 @@ def test_the_cli_prints_the_candidates_real_error(tmp_path, data_dir, capsys):
     assert "failed (crash: FileNotFoundError" in out and "/nonexistent/shakespeare/train.bin" in out
     m = json.loads((cand / "metrics.json").read_text())
     assert m["check"]["dynamic"][0]["kind"] == "incomplete" and not m["valid"]
+
+
+def test_the_hooks_change_no_number(tmp_path, data_dir, capsys):
+    # a bare run (--no-hooks, what docs/loop.md's hook cost is measured against) gives the same losses
+    hooked = harness.evaluate(original_candidate(tmp_path / "h"), data_dir=data_dir, max_iters=20, val_windows=4, seed=3)
+    assert main(["evaluate", str(original_candidate(tmp_path / "b")), "--data-dir", str(data_dir), "--max-iters", "20",
+                 "--val-windows", "4", "--seed", "3", "--no-hooks"]) == 1
+    assert "a bare run, --no-hooks: not checked dynamically" in capsys.readouterr().out
+    bare = json.loads((tmp_path / "b" / "metrics.json").read_text())
+    assert hooked["valid"] and not bare["valid"] and bare["check"]["counts"] is None and bare["hooks"] is False
+    assert bare["best_vloss"] == hooked["best_vloss"] and hooked["val_loss"] is not None
+    assert bare["val_loss"] is None and bare["val_loss_absent"]  # the model is found through the hooks
