@@ -6,9 +6,11 @@ project's train_mps.train). The subprocess (dreamteam/harness_runner.py) starts 
 first on its import path, so the candidate's own model.py is the one `from model import GPT` imports; the
 project's root follows, so a candidate without model.py gets the project's.
 
-Candidates written for the original DreamTeam hard-code its author's data path and `device = 'mps'`.
-`substitute()` replaces exactly those two assignments by the configured data folder and device (and, for
-tests only, the max_iters literal), keeping every line where it was, and says so in the check report.
+Candidates written for the original DreamTeam hard-code their author's data paths and `device = 'mps'`.
+`substitute()` points every path expression naming train.bin or val.bin at the configured data folder (the
+one that holds the two files) and the device at the configured one (and, for tests only, sets the max_iters
+literal), keeping every line where it was, and lists each substitution with its line in the check report.
+A run is judged on the counts it recorded, whether it finished or not (check.dynamic_violations).
 
 Imports neither torch nor jax: the subprocess does.
 """

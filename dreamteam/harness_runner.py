@@ -7,18 +7,26 @@ so `from model import GPT` inside the candidate imports the candidate's own mode
 where the candidate has none). Before the candidate's code runs, the Monitor installs:
 
 - global optimizer step hooks (torch.optim.optimizer.register_optimizer_step_{pre,post}_hook): every
-  outermost Optimizer.step() is one counted step (an optimizer whose step calls another's counts once);
+  outermost Optimizer.step() is a step (an optimizer whose step calls another's counts once), and so is
+  GradScaler.step(optimizer), patched, whether or not the scaler skips the update; optimizers stepped one
+  after another with no forward or backward between them (Muon + AdamW) are one step of the iteration;
+- torch.autograd.backward, wrapped (Tensor.backward() calls it): the backward passes. Each step records how
+  many training forwards and backward passes came since the previous one (the protocol: one of each);
 - global module forward hooks (torch.nn.modules.module.register_module_forward_{pre,}_hook): a top-level
   module call (not nested in another module's forward) whose first argument is a 2-D integer tensor is a
   batch of token ids entering the model; with gradients disabled or the module in eval mode it is an
   evaluation, otherwise a training forward. Every batch's shape is checked (8 x 64), and every row of an
   evaluation batch is looked up in val.bin and train.bin (a hash of its first three tokens, then an exact
-  comparison of the 64), so an evaluation on training data is seen whatever the code that drew it;
+  comparison of the 64), so an evaluation on training data is seen whatever the code that drew it. The
+  evaluation batches between two steps are one evaluation (its batches counted); forwards inside a
+  function named like `generate` (sampling text) are not evaluations;
 - the harness's own evaluations (torchport.evaluate.val_loss, used by the project's train_mps.py for its
   honest metrics, and the val_loss this runner computes afterwards) are not counted.
 
 After train() returns, the runner takes the model from the last evaluation forward and computes val_loss on
-every 64-token window of val.bin, with the model as training left it. All of it goes to RESULT.json.
+every 64-token window of val.bin, with the model as training left it. All of it goes to RESULT.json, the
+counts also when train() crashed or the harness stopped it with SIGTERM (a timeout), with the model's class,
+file and parameter count.
 """
 
 from __future__ import annotations
