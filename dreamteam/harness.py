@@ -340,12 +340,15 @@ def format_check(static, dynamic=None, notes=()) -> str:
     return "\n".join(lines)
 
 
-def _verdict(static, dynamic, dynamic_run: bool) -> str:
+def _verdict(static, dynamic, dynamic_run: bool, failed: bool = False) -> str:
+    """A failed run is never 'kept': it is violated, incomplete, or not shown."""
     kinds = {(v["kind"] if isinstance(v, dict) else v.kind) for v in list(static) + list(dynamic)}
     if kinds - {"incomplete"}:
         return "VIOLATED: candidate invalid, ranked last"
     if "incomplete" in kinds:
         return "not shown: the run did not finish (static check passed)"
+    if failed:
+        return "not shown: the run failed (static check passed; no violation in its counts)"
     return "kept" if dynamic_run else "kept by the static check; dynamic not run"
 
 
@@ -366,7 +369,7 @@ def main_evaluate(args) -> int:
     elif m.get("traceback"):
         last = [ln for ln in m["traceback"].splitlines() if ln.strip()]
         print(f"  error: {last[-1].strip()}" if last else "")
-    print(f"  protocol {_verdict(c['static'], c['dynamic'], c['dynamic_run'])}"
+    print(f"  protocol {_verdict(c['static'], c['dynamic'], c['dynamic_run'], m['status'] != 'ok')}"
           + ("" if m["hooks"] else " (a bare run, --no-hooks: not checked dynamically)"))
     text = format_check(c["static"], c["dynamic"], c["substitutions"])
     if text:
@@ -387,10 +390,12 @@ def main_check(args) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     static = check.static_check(Path(files["train_file"]).read_text(), files["train_file"])
-    dynamic, dynamic_run, note = [], False, "dynamic: not run yet (dreamteam evaluate DIR, or dreamteam check DIR --run)"
+    dynamic, dynamic_run, failed = [], False, False
+    note = "dynamic: not run yet (dreamteam evaluate DIR, or dreamteam check DIR --run)"
     mpath = cand / "metrics.json"
     if mpath.exists():
         m = json.loads(mpath.read_text())
+        failed = m.get("status") != "ok"
         if m["check"].get("counts") is not None or m.get("per_seed"):  # evolve's record: every seed's run, aggregated
             dynamic, dynamic_run = m["check"]["dynamic"], True
             run = "" if m.get("protocol_run") else ", a shortened test run"
@@ -399,12 +404,12 @@ def main_check(args) -> int:
             note = f"dynamic: from {mpath} ({m['max_iters']} iterations{seeds}{run}{failed})"
         else:
             note = f"dynamic: the last evaluation recorded no counts ({m.get('reason')})"
-    ok = not static and not dynamic and dynamic_run
-    print(f"{files['train_file']}: protocol {_verdict(static, dynamic, dynamic_run)}")
+    ok = not static and not dynamic and dynamic_run and not failed
+    print(f"{files['train_file']}: protocol {_verdict(static, dynamic, dynamic_run, failed)}")
     text = format_check(static, dynamic)
     if text:
         print(text)
     print(f"  {note}")
-    if not static and not dynamic and not dynamic_run:
+    if not static and not dynamic and not dynamic_run and not failed:
         return 0  # nothing against it yet: the static half passed
     return 0 if ok else 1

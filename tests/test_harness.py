@@ -196,3 +196,14 @@ def test_the_hooks_change_no_number(tmp_path, data_dir, capsys):
     assert hooked["valid"] and not bare["valid"] and bare["check"]["counts"] is None and bare["hooks"] is False
     assert bare["best_vloss"] == hooked["best_vloss"] and hooked["val_loss"] is not None
     assert bare["val_loss"] is None and bare["val_loss_absent"]  # the model is found through the hooks
+
+
+def test_a_failed_run_without_violations_is_not_kept(tmp_path, data_dir, capsys):
+    # every step and evaluation as the protocol wants, then a NaN returned: failed, and check does not say kept
+    cand = original_candidate(tmp_path / "c", ("    return best_vloss, elapsed_min\n",
+                                               "    best_vloss = float('nan')  # diverged\n    return best_vloss, elapsed_min\n"))
+    m = harness.evaluate(cand, data_dir=data_dir, max_iters=5, val_windows=2)
+    assert m["status"] == "failed" and m["check"]["static"] == m["check"]["dynamic"] == [] and not m["valid"]
+    assert main(["check", str(cand)]) == 1
+    out = capsys.readouterr().out
+    assert "not shown: the run failed" in out and "protocol kept" not in out
