@@ -312,6 +312,8 @@ def _evaluate_options(p) -> None:
     p.add_argument("--data-dir", default=None, help="default: $DREAMTEAM_DATA, else ./data/shakespeare")
     p.add_argument("--max-iters", type=int, default=None, help="tests and smoke runs only: not a protocol evaluation")
     p.add_argument("--val-windows", type=int, default=None, help="tests only: val_loss on the first N windows")
+    p.add_argument("--no-hooks", action="store_true",
+                   help="a bare run without the protocol monitor, to measure what its hooks cost (no dynamic check: never valid)")
 
 
 def _add_loop_commands(sub) -> None:

@@ -6,9 +6,11 @@ project's train_mps.train). The subprocess (dreamteam/harness_runner.py) starts 
 first on its import path, so the candidate's own model.py is the one `from model import GPT` imports; the
 project's root follows, so a candidate without model.py gets the project's.
 
-Candidates written for the original DreamTeam hard-code its author's data path and `device = 'mps'`.
-`substitute()` replaces exactly those two assignments by the configured data folder and device (and, for
-tests only, the max_iters literal), keeping every line where it was, and says so in the check report.
+Candidates written for the original DreamTeam hard-code their author's data paths and `device = 'mps'`.
+`substitute()` points every path expression naming train.bin or val.bin at the configured data folder (the
+one that holds the two files) and the device at the configured one (and, for tests only, sets the max_iters
+literal), keeping every line where it was, and lists each substitution with its line in the check report.
+A run is judged on the counts it recorded, whether it finished or not (check.dynamic_violations).
 
 Imports neither torch nor jax: the subprocess does.
 """
@@ -30,10 +32,16 @@ from dreamteam import check, protocol, runs
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DATA_NAMES = ("data_dir", "data_path", "data_root", "dataset_dir", "DATA_DIR", "DATA_PATH")
 TAIL_CHARS = 3000
+DATA_ENV = "DREAMTEAM_DATA"
+TERM_GRACE_S = 15  # after a timeout's SIGTERM, how long the runner has to write its counts before SIGKILL
 
 
 class CandidateError(ValueError):
     """A candidate folder that cannot be evaluated at all (no train_mps.py, no genome)."""
+
+
+class DataDirError(CandidateError):
+    """The configured data folder does not hold train.bin and val.bin."""
 
 
 def _offsets(source: str):
@@ -57,12 +65,74 @@ def _is_path_expr(node) -> bool:
     return False
 
 
+_JOINS = ("os.path.join", "path.join", "join", "posixpath.join")
+_PATHS = ("Path", "pathlib.Path", "PurePath", "PosixPath", "pathlib.PurePath", "pathlib.PosixPath")
+_WRAPS = ("os.path.abspath", "os.path.expanduser", "os.path.realpath", "os.path.normpath", "str", "os.fspath")
+
+
+def _data_file(node) -> tuple[str, bool] | None:
+    """(file, is_a_Path) where the expression is a path whose last component is train.bin or val.bin: a literal,
+    os.path.join(..., 'shakespeare/train.bin'), Path(d) / 'train.bin', d + '/train.bin', f'{d}/train.bin'."""
+    if isinstance(node, ast.Constant):
+        f = check._is_data_file(node.value)
+        return (f, False) if f else None
+    if isinstance(node, ast.JoinedStr) and node.values and isinstance(node.values[-1], ast.Constant):
+        f = check._is_data_file(node.values[-1].value)
+        return (f, False) if f and ("/" in node.values[-1].value or len(node.values) == 1
+                                    or node.values[-1].value in protocol.DATA_FILES) else None
+    if isinstance(node, ast.BinOp) and isinstance(node.op, (ast.Div, ast.Add)):
+        got = _data_file(node.right)
+        return (got[0], isinstance(node.op, ast.Div)) if got else None
+    if isinstance(node, ast.Call) and node.args:
+        name = ast.unparse(node.func)
+        if name in _JOINS or name in _PATHS:
+            got = _data_file(node.args[-1])
+            return (got[0], name in _PATHS) if got else None
+        if name in _WRAPS and len(node.args) == 1:
+            got = _data_file(node.args[0])
+            return (got[0], False) if got else None
+    return None
+
+
+def data_paths(tree) -> list[tuple[ast.AST, str, bool]]:
+    """Every outermost path expression of the file that names train.bin or val.bin: (node, file, is_a_Path)."""
+    out = []
+
+    def visit(n):
+        got = _data_file(n) if isinstance(n, ast.expr) else None
+        if got:
+            out.append((n, *got))
+            return
+        for c in ast.iter_child_nodes(n):
+            visit(c)
+
+    visit(tree)
+    return sorted(out, key=lambda t: (t[0].lineno, t[0].col_offset))
+
+
+def _replacement(text: str, node) -> str:
+    """text for node's span, padded so that every line of the file stays where it was."""
+    extra = node.end_lineno - node.lineno
+    return text if extra == 0 else "(" + text + "\n" * extra + ")"
+
+
 def substitute(source: str, data_dir: str | os.PathLike, device: str, max_iters: int | None = None) -> tuple[str, list[dict]]:
-    """The candidate's source with its hard-coded data path and `device = 'mps'` replaced by the configured
-    ones (and max_iters, for tests only); every line stays where it was. Returns (source, notes)."""
+    """The candidate's source with its data paths and `device = 'mps'` replaced by the configured ones (and
+    max_iters, for tests only); every line stays where it was. Returns (source, notes).
+
+    Each path expression naming train.bin or val.bin becomes data_dir/train.bin (val.bin): the data folder is
+    the one that holds the two files, whatever subfolders the candidate's author kept them in. A candidate
+    that builds the file name at run time (f'{split}.bin') has its data folder assignment (data_dir = '...')
+    replaced instead."""
     tree = ast.parse(source)
     starts = _offsets(source)
     edits, notes = [], []
+    for node, fname, is_path in data_paths(tree):
+        target = os.path.join(str(data_dir), fname)
+        new = f"__import__('pathlib').Path({target!r})" if is_path else repr(target)
+        edits.append((_node_span(node, starts), _replacement(new, node)))
+        notes.append({"line": node.lineno, "what": "data", "from": ast.unparse(node), "to": repr(target), "file": fname,
+                      "message": f"line {node.lineno}: data path {ast.unparse(node)} replaced by {target!r}"})
     seen = set()
     for node in sorted((n for n in ast.walk(tree) if isinstance(n, ast.Assign)), key=lambda n: (n.lineno, n.col_offset)):
         if len(node.targets) != 1 or not isinstance(node.targets[0], ast.Name):
@@ -70,32 +140,25 @@ def substitute(source: str, data_dir: str | os.PathLike, device: str, max_iters:
         name, value = node.targets[0].id, node.value
         if name in seen:
             continue
-        if name == "device" and isinstance(value, ast.Constant) and value.value == protocol.DEVICE:
+        if name == "device" and check._device_ok(value):
             seen.add(name)
             if device != protocol.DEVICE:
-                edits.append((_node_span(value, starts), repr(device)))
+                where = value.args[0] if isinstance(value, ast.Call) else value  # torch.device('mps'): its argument
+                edits.append((_node_span(where, starts), _replacement(repr(device), where)))
                 notes.append({"line": node.lineno, "what": "device", "from": ast.unparse(value), "to": repr(device),
                               "message": f"line {node.lineno}: device {ast.unparse(value)} replaced by the configured {device!r}"})
-        elif name in DATA_NAMES and _is_path_expr(value):
-            seen.add(name)
+        elif name in DATA_NAMES and _is_path_expr(value) and not any(n["what"] == "data" for n in notes):
+            seen.add(name)  # the file names are built at run time: point the folder at the data
             new = repr(str(data_dir))
-            edits.append((_node_span(value, starts), new))
+            edits.append((_node_span(value, starts), _replacement(new, value)))
             notes.append({"line": node.lineno, "what": "data", "from": ast.unparse(value), "to": new,
-                          "message": f"line {node.lineno}: data path {ast.unparse(value)} replaced by the configured {new}"})
+                          "message": f"line {node.lineno}: data folder {ast.unparse(value)} replaced by the configured {new}"})
         elif name == "max_iters" and max_iters is not None and isinstance(value, ast.Constant) and value.value == protocol.MAX_ITERS:
             seen.add(name)
             edits.append((_node_span(value, starts), str(int(max_iters))))
             notes.append({"line": node.lineno, "what": "max_iters", "from": ast.unparse(value), "to": str(max_iters),
                           "message": f"line {node.lineno}: max_iters {protocol.MAX_ITERS} replaced by {max_iters} "
                                      "(test and smoke runs only: not a protocol evaluation)"})
-    # paths of train.bin / val.bin written out in full ('/Users/x/data/train.bin', 'data/shakespeare/val.bin')
-    if "data" not in {n["what"] for n in notes}:
-        for n in ast.walk(tree):
-            if isinstance(n, ast.Constant) and isinstance(n.value, str) and n.value.endswith(("/train.bin", "/val.bin")):
-                new = repr(os.path.join(str(data_dir), os.path.basename(n.value)))
-                edits.append((_node_span(n, starts), new))
-                notes.append({"line": n.lineno, "what": "data", "from": repr(n.value), "to": new,
-                              "message": f"line {n.lineno}: data file {n.value!r} replaced by {new}"})
     b = source.encode()
     for (s, e), new in sorted(edits, reverse=True):
         b = b[:s] + new.encode() + b[e:]
@@ -104,9 +167,31 @@ def substitute(source: str, data_dir: str | os.PathLike, device: str, max_iters:
     return out, notes
 
 
+def check_data_dir(data_dir: Path, notes: list[dict]) -> None:
+    """One clear error when the data folder lacks train.bin or val.bin, naming what the candidate asked for."""
+    missing = [f for f in protocol.DATA_FILES if not (Path(data_dir) / f).is_file()]
+    if not missing:
+        return
+    f = missing[0]
+    asked = [n for n in notes if n.get("file") == f] or [n for n in notes if n["what"] == "data"]
+    what = (f"the candidate reads {asked[0]['from']} (line {asked[0]['line']}), which the harness points at {Path(data_dir) / f}"
+            if asked else f"the harness reads {Path(data_dir) / f}")
+    hint = sorted(str(p.parent) for p in Path(data_dir).glob(f"*/{f}")) if Path(data_dir).is_dir() else []
+    where = f"; {f} is in {hint[0]}" if hint else ""
+    state = "does not exist" if not Path(data_dir).exists() else f"holds no {f}"
+    raise DataDirError(f"the data folder {data_dir} (--data-dir, else ${DATA_ENV}) {state}: {what}{where}; "
+                       "give the folder that holds train.bin and val.bin")
+
+
 def candidate_files(cand_dir: Path) -> dict:
     """Which train_mps.py and model.py a candidate runs with, and whether it is a registry genome."""
     cand_dir = Path(cand_dir)
+    if not cand_dir.exists():
+        raise CandidateError(f"{cand_dir} does not exist; give a candidate folder (holding train_mps.py, or genome.json)")
+    if not cand_dir.is_dir():
+        raise CandidateError(f"{cand_dir} is a file, not a candidate folder; give the folder that holds it "
+                             f"({cand_dir.parent})" if cand_dir.name in ("train_mps.py", "model.py", "genome.json")
+                             else f"{cand_dir} is a file, not a candidate folder (holding train_mps.py, or genome.json)")
     genome = cand_dir / "genome.json"
     own_train = cand_dir / "train_mps.py"
     if not own_train.exists() and not genome.exists():
@@ -127,8 +212,15 @@ def _tail(path: Path) -> str:
     return text[-TAIL_CHARS:]
 
 
-def _kill_group(proc):
+def _kill_group(proc, grace_s: float = 0.0):
+    """SIGTERM first (the runner then writes the counts it has), SIGKILL after grace_s."""
     try:
+        if grace_s > 0:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=grace_s)
+            except subprocess.TimeoutExpired:
+                pass
         os.killpg(proc.pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
@@ -137,10 +229,12 @@ def _kill_group(proc):
 
 def evaluate(cand_dir, *, seed: int = 0, timeout_min: float = 120.0, device: str = "cpu", data_dir=None,
              max_iters: int | None = None, val_windows: int | None = None, threads: int | None = None,
-             metrics_name: str = "metrics.json", environ: dict | None = None) -> dict:
+             metrics_name: str = "metrics.json", environ: dict | None = None, hooks: bool = True) -> dict:
     """Run the candidate in cand_dir and write cand_dir/metrics_name; returns the metrics.
 
     max_iters and val_windows are for tests and smoke runs only: a protocol evaluation leaves them None.
+    hooks=False runs the candidate without the protocol monitor (a bare run, to measure what the hooks cost):
+    no dynamic check, the record says so.
     """
     from dreamteam import data
 
@@ -150,7 +244,11 @@ def evaluate(cand_dir, *, seed: int = 0, timeout_min: float = 120.0, device: str
     source = Path(files["train_file"]).read_text()
     iters = protocol.MAX_ITERS if max_iters is None else int(max_iters)
     static = check.static_check(source, files["train_file"])
-    subs_source, notes = substitute(source, data_dir, device, max_iters)
+    try:
+        subs_source, notes = substitute(source, data_dir, device, max_iters)
+    except SyntaxError:
+        subs_source, notes = source, []  # the static check reports it; the run records the error
+    check_data_dir(data_dir, notes)
     if files["genome"] is not None:
         notes.append({"line": None, "what": "genome", "message": "registry genome: the project's train_mps.train with "
                       f"persona components {files['genome'].get('components', [])}"})
@@ -160,7 +258,8 @@ def evaluate(cand_dir, *, seed: int = 0, timeout_min: float = 120.0, device: str
     work = cand_dir / ".harness" / f"seed{seed}"
     work.mkdir(parents=True, exist_ok=True)
     spec = {"dir": str(cand_dir), "train_file": files["train_file"], "source": subs_source, "data_dir": str(data_dir),
-            "seed": seed, "genome": files["genome"], "work_dir": str(work), "val_windows": val_windows, "threads": threads}
+            "seed": seed, "genome": files["genome"], "work_dir": str(work), "val_windows": val_windows, "threads": threads,
+            "hooks": hooks}
     spec_path, result_path = work / "spec.json", work / "result.json"
     spec_path.write_text(json.dumps(spec))
     result_path.unlink(missing_ok=True)
@@ -177,7 +276,7 @@ def evaluate(cand_dir, *, seed: int = 0, timeout_min: float = 120.0, device: str
             rc = proc.wait(timeout=timeout_min * 60)
             timed_out = False
         except subprocess.TimeoutExpired:
-            _kill_group(proc)
+            _kill_group(proc, TERM_GRACE_S)
             rc, timed_out = proc.returncode, True
         except BaseException:
             _kill_group(proc)
@@ -188,16 +287,19 @@ def evaluate(cand_dir, *, seed: int = 0, timeout_min: float = 120.0, device: str
     if timed_out:
         status, reason = "failed", f"timeout: killed after {timeout_min:g} min"
     elif not result:
-        status, reason = "failed", f"crash: the process exited with code {rc} and wrote no result"
+        last = [ln for ln in _tail(err_path).splitlines() if ln.strip()]
+        status, reason = "failed", f"crash: the process exited with code {rc} and wrote no result" + (f": {last[-1].strip()}" if last else "")
     else:
         status, reason = result["status"], result.get("reason")
     dyn = result.get("dynamic")
-    dynamic = check.dynamic_violations(dyn, iters) if dyn is not None and status == "ok" else []
-    valid = not static and not dynamic
+    completed = bool(result.get("completed", status == "ok")) and not timed_out
+    # judged on every run that recorded counts: a run that did not finish is incomplete, never clean
+    dynamic = check.dynamic_violations(dyn, iters, completed=completed, reason=None if completed else reason) if dyn is not None else []
+    valid = not static and not dynamic and status == "ok" and dyn is not None
     best, elapsed = result.get("best_vloss"), result.get("elapsed_min")
     fitness = protocol.fitness(best, elapsed) if status == "ok" else math.inf
     metrics = {
-        "dir": str(cand_dir), "status": status, "reason": reason, "valid": valid and status == "ok",
+        "dir": str(cand_dir), "status": status, "reason": reason, "valid": valid,
         "best_vloss": best, "elapsed_min": elapsed, "fitness": fitness,
         "val_loss": result.get("val_loss"), "val_loss_absent": None if result.get("val_loss") is not None
         else (result.get("val_loss_absent") or reason or "not measured"),
@@ -205,9 +307,9 @@ def evaluate(cand_dir, *, seed: int = 0, timeout_min: float = 120.0, device: str
         "n_params": result.get("n_params"), "model_class": result.get("model_class"), "model_file": result.get("model_file"),
         "train_file": files["train_file"], "seed": seed, "device": device, "data_dir": str(data_dir),
         "max_iters": iters, "protocol_run": max_iters is None and val_windows is None, "wall_s": round(wall_s, 2),
-        "return_repr": result.get("return_repr"),
+        "train_s": result.get("train_s"), "hooks": hooks, "return_repr": result.get("return_repr"),
         "check": {"valid": valid, "static": check.as_dicts(static), "dynamic": check.as_dicts(dynamic),
-                  "dynamic_run": dyn is not None and status == "ok", "substitutions": notes, "counts": dyn},
+                  "dynamic_run": dyn is not None, "completed": completed, "substitutions": notes, "counts": dyn},
         "stdout_tail": _tail(out_path), "stderr_tail": _tail(err_path), "traceback": result.get("traceback"),
     }
     runs.write_json_atomic(cand_dir / metrics_name, metrics)
@@ -219,23 +321,42 @@ def rank_key(m: dict) -> tuple:
     return (m.get("status") != "ok", not m.get("valid"), m.get("fitness", math.inf))
 
 
+def _violation(v) -> check.Violation:
+    """A violation, from its record (evolve's aggregated records add the seed)."""
+    if isinstance(v, check.Violation):
+        return v
+    seed = f" (seed {v['seed']})" if v.get("seed") is not None else ""
+    return check.Violation(v["kind"], v.get("line"), v["message"] + seed)
+
+
 def format_check(static, dynamic=None, notes=()) -> str:
     lines = []
     for n in notes:
         lines.append(f"  substituted  {n['message']}")
     for v in static:
-        v = v if isinstance(v, check.Violation) else check.Violation(**v)
-        lines.append(f"  static       {v}")
+        lines.append(f"  static       {_violation(v)}")
     for v in dynamic or ():
-        v = v if isinstance(v, check.Violation) else check.Violation(**v)
-        lines.append(f"  dynamic      {v}")
+        lines.append(f"  dynamic      {_violation(v)}")
     return "\n".join(lines)
+
+
+def _verdict(static, dynamic, dynamic_run: bool, failed: bool = False) -> str:
+    """A failed run is never 'kept': it is violated, incomplete, or not shown."""
+    kinds = {(v["kind"] if isinstance(v, dict) else v.kind) for v in list(static) + list(dynamic)}
+    if kinds - {"incomplete"}:
+        return "VIOLATED: candidate invalid, ranked last"
+    if "incomplete" in kinds:
+        return "not shown: the run did not finish (static check passed)"
+    if failed:
+        return "not shown: the run failed (static check passed; no violation in its counts)"
+    return "kept" if dynamic_run else "kept by the static check; dynamic not run"
 
 
 def main_evaluate(args) -> int:
     try:
         m = evaluate(args.dir, seed=args.seed, timeout_min=args.timeout, device=args.device, data_dir=args.data_dir,
-                     max_iters=args.max_iters, val_windows=args.val_windows, environ=os.environ)
+                     max_iters=args.max_iters, val_windows=args.val_windows, environ=os.environ,
+                     hooks=not getattr(args, "no_hooks", False))
     except CandidateError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -245,7 +366,11 @@ def main_evaluate(args) -> int:
         vl = f"{m['val_loss']:.4f}" if m["val_loss"] is not None else f"absent ({m['val_loss_absent']})"
         print(f"  best_vloss {m['best_vloss']:.4f}  elapsed_min {m['elapsed_min']:.3f}  fitness {m['fitness']:.4f}  "
               f"val_loss {vl}  n_params {m['n_params']}")
-    print(f"  protocol {'kept' if c['valid'] else 'VIOLATED: candidate invalid, ranked last'}")
+    elif m.get("traceback"):
+        last = [ln for ln in m["traceback"].splitlines() if ln.strip()]
+        print(f"  error: {last[-1].strip()}" if last else "")
+    print(f"  protocol {_verdict(c['static'], c['dynamic'], c['dynamic_run'], m['status'] != 'ok')}"
+          + ("" if m["hooks"] else " (a bare run, --no-hooks: not checked dynamically)"))
     text = format_check(c["static"], c["dynamic"], c["substitutions"])
     if text:
         print(text)
@@ -265,19 +390,26 @@ def main_check(args) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     static = check.static_check(Path(files["train_file"]).read_text(), files["train_file"])
-    dynamic, note = [], "dynamic: not run yet (dreamteam evaluate DIR, or dreamteam check DIR --run)"
+    dynamic, dynamic_run, failed = [], False, False
+    note = "dynamic: not run yet (dreamteam evaluate DIR, or dreamteam check DIR --run)"
     mpath = cand / "metrics.json"
     if mpath.exists():
         m = json.loads(mpath.read_text())
-        if m["check"].get("dynamic_run"):
-            dynamic = m["check"]["dynamic"]
-            note = f"dynamic: from {mpath} ({m['max_iters']} iterations{'' if m.get('protocol_run') else ', a shortened test run'})"
+        failed = m.get("status") != "ok"
+        if m["check"].get("counts") is not None or m.get("per_seed"):  # evolve's record: every seed's run, aggregated
+            dynamic, dynamic_run = m["check"]["dynamic"], True
+            run = "" if m.get("protocol_run") else ", a shortened test run"
+            seeds = f", seeds {m['seeds']}" if m.get("seeds") else ""
+            failed = f"; the run failed: {m.get('reason')}" if m.get("status") != "ok" else ""
+            note = f"dynamic: from {mpath} ({m['max_iters']} iterations{seeds}{run}{failed})"
         else:
-            note = f"dynamic: the last evaluation did not finish ({m['reason']})"
-    ok = not static and not dynamic
-    print(f"{files['train_file']}: protocol {'kept' if ok else 'VIOLATED'}")
+            note = f"dynamic: the last evaluation recorded no counts ({m.get('reason')})"
+    ok = not static and not dynamic and dynamic_run and not failed
+    print(f"{files['train_file']}: protocol {_verdict(static, dynamic, dynamic_run, failed)}")
     text = format_check(static, dynamic)
     if text:
         print(text)
     print(f"  {note}")
+    if not static and not dynamic and not dynamic_run and not failed:
+        return 0  # nothing against it yet: the static half passed
     return 0 if ok else 1

@@ -7,18 +7,26 @@ so `from model import GPT` inside the candidate imports the candidate's own mode
 where the candidate has none). Before the candidate's code runs, the Monitor installs:
 
 - global optimizer step hooks (torch.optim.optimizer.register_optimizer_step_{pre,post}_hook): every
-  outermost Optimizer.step() is one counted step (an optimizer whose step calls another's counts once);
+  outermost Optimizer.step() is a step (an optimizer whose step calls another's counts once), and so is
+  GradScaler.step(optimizer), patched, whether or not the scaler skips the update; optimizers stepped one
+  after another with no forward or backward between them (Muon + AdamW) are one step of the iteration;
+- torch.autograd.backward, wrapped (Tensor.backward() calls it): the backward passes. Each step records how
+  many training forwards and backward passes came since the previous one (the protocol: one of each);
 - global module forward hooks (torch.nn.modules.module.register_module_forward_{pre,}_hook): a top-level
   module call (not nested in another module's forward) whose first argument is a 2-D integer tensor is a
   batch of token ids entering the model; with gradients disabled or the module in eval mode it is an
   evaluation, otherwise a training forward. Every batch's shape is checked (8 x 64), and every row of an
   evaluation batch is looked up in val.bin and train.bin (a hash of its first three tokens, then an exact
-  comparison of the 64), so an evaluation on training data is seen whatever the code that drew it;
+  comparison of the 64), so an evaluation on training data is seen whatever the code that drew it. The
+  evaluation batches between two steps are one evaluation (its batches counted); forwards inside a
+  function named like `generate` (sampling text) are not evaluations;
 - the harness's own evaluations (torchport.evaluate.val_loss, used by the project's train_mps.py for its
   honest metrics, and the val_loss this runner computes afterwards) are not counted.
 
 After train() returns, the runner takes the model from the last evaluation forward and computes val_loss on
-every 64-token window of val.bin, with the model as training left it. All of it goes to RESULT.json.
+every 64-token window of val.bin, with the model as training left it. All of it goes to RESULT.json, the
+counts also when train() crashed or the harness stopped it with SIGTERM (a timeout), with the model's class,
+file and parameter count.
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ import json
 import math
 import os
 import random
+import signal
 import sys
 import time
 import traceback
@@ -67,24 +76,39 @@ class SourceIndex:
         return False
 
 
+class Terminated(BaseException):
+    """SIGTERM from the harness (a timeout): ends train() so that the counts so far are written."""
+
+
 class Monitor:
+    MAX_SAMPLES = 5
+
     def __init__(self, source_file: str, val: np.ndarray, train: np.ndarray):
         self.source_file = os.path.realpath(source_file)
         self.val_index, self.train_index = SourceIndex(val), SourceIndex(train)
         self.steps = 0
         self.evals = 0
         self.eval_at_step: list[int] = []
+        self.eval_events: list[dict] = []  # one per evaluation: the eval forwards taken between two optimizer steps
         self.eval_sources: Counter = Counter()
         self.step_lines: Counter = Counter()
         self.eval_lines: Counter = Counter()
         self.train_forwards = 0
+        self.generation_forwards = 0
+        self.backwards = 0
+        self.step_mismatch: list[dict] = []  # steps not preceded by exactly one training forward and one backward
+        self.step_mismatch_count = 0
         self.bad_shapes: list = []
         self.train_eval_line = None
         self.unknown_eval_line = None
         self.model = None  # the module of the last evaluation forward: the candidate's model
+        self.train_model = None  # the module of the last training forward
         self._opt_depth = 0
         self._mod_depth = 0
         self._suppressed = 0
+        self._fwd_since = 0  # training forwards and backward passes since the last counted step
+        self._bwd_since = 0
+        self._group: set[int] = set()  # the optimizers stepped since the last forward/backward: one step
 
     @contextlib.contextmanager
     def suppressed(self):
@@ -103,15 +127,49 @@ class Monitor:
             f = f.f_back
         return None
 
-    # optimizer hooks
+    # optimizer steps: an outermost Optimizer.step() or GradScaler.step(optimizer). Several optimizers
+    # stepped one after the other (Muon for matrices, AdamW for the rest) with no forward or backward between
+    # them are one step of the iteration.
+    def _count_step(self, optimizer):
+        if self._fwd_since == 0 and self._bwd_since == 0 and self.steps > 0 and id(optimizer) not in self._group:
+            self._group.add(id(optimizer))
+            return
+        line = self.caller_line()
+        if (self._fwd_since, self._bwd_since) != (1, 1):
+            self.step_mismatch_count += 1
+            if len(self.step_mismatch) < self.MAX_SAMPLES:
+                self.step_mismatch.append({"step": self.steps + 1, "forwards": self._fwd_since, "backwards": self._bwd_since, "line": line})
+        self.steps += 1
+        self.step_lines[line] += 1
+        self._fwd_since = self._bwd_since = 0
+        self._group = {id(optimizer)}
+
     def opt_pre(self, optimizer, args, kwargs):
         self._opt_depth += 1
 
     def opt_post(self, optimizer, args, kwargs):
         self._opt_depth -= 1
         if self._opt_depth == 0 and not self._suppressed:
-            self.steps += 1
-            self.step_lines[self.caller_line()] += 1
+            self._count_step(optimizer)
+
+    def scaler_step(self, original):
+        def step(scaler, optimizer, *args, **kwargs):
+            self._opt_depth += 1  # the optimizer.step() inside (if the scaler takes it) is this step
+            try:
+                return original(scaler, optimizer, *args, **kwargs)
+            finally:
+                self._opt_depth -= 1
+                if self._opt_depth == 0 and not self._suppressed:
+                    self._count_step(optimizer)
+        return step
+
+    def backward(self, original):
+        def backward(*args, **kwargs):
+            if not self._suppressed:
+                self._bwd_since += 1
+                self.backwards += 1
+            return original(*args, **kwargs)
+        return backward
 
     # module hooks
     def fwd_pre(self, module, args):
@@ -127,14 +185,23 @@ class Monitor:
         self._mod_depth -= 1
 
     def _batch(self, module, x, evaluation: bool):
+        if evaluation and self._generating():
+            self.generation_forwards += 1  # sampling text (model.generate) is not an evaluation
+            return
         line = self.caller_line()
-        if tuple(x.shape) != BATCH_SHAPE and len(self.bad_shapes) < 5:
+        if tuple(x.shape) != BATCH_SHAPE and len(self.bad_shapes) < self.MAX_SAMPLES:
             self.bad_shapes.append([list(x.shape), "evaluation" if evaluation else "training", line])
         if not evaluation:
             self.train_forwards += 1
+            self._fwd_since += 1
+            self.train_model = module
             return
         self.evals += 1
         self.eval_at_step.append(self.steps)
+        if self.eval_events and self.eval_events[-1]["steps"] == self.steps:
+            self.eval_events[-1]["batches"] += 1
+        else:
+            self.eval_events.append({"steps": self.steps, "batches": 1, "line": line})
         self.eval_lines[line] += 1
         self.model = module
         rows = x.detach().to("cpu").numpy()
@@ -147,8 +214,19 @@ class Monitor:
             self.eval_sources["unknown"] += 1
             self.unknown_eval_line = self.unknown_eval_line or line
 
+    @staticmethod
+    def _generating() -> bool:
+        f, depth = sys._getframe(3), 0
+        while f is not None and depth < 12:
+            name = f.f_code.co_name.lower()
+            if "generat" in name:  # nanoGPT's model.generate(...)
+                return True
+            f, depth = f.f_back, depth + 1
+        return False
+
     def install(self):
         import torch
+        from torch.amp import grad_scaler
         from torch.nn.modules import module as nn_module
         from torch.optim import optimizer as optim_module
 
@@ -158,6 +236,9 @@ class Monitor:
             nn_module.register_module_forward_pre_hook(self.fwd_pre),
             nn_module.register_module_forward_hook(self.fwd_post),
         ]
+        # Tensor.backward() calls torch.autograd.backward: counting there sees both spellings
+        torch.autograd.backward = self.backward(torch.autograd.backward)
+        grad_scaler.GradScaler.step = self.scaler_step(grad_scaler.GradScaler.step)
         try:  # the project's honest-metrics evaluation is the harness's, not the candidate's
             import torchport.evaluate as te
 
@@ -170,13 +251,14 @@ class Monitor:
             te.val_loss = val_loss
         except ImportError:
             pass
-        del torch
 
     def report(self) -> dict:
         common = lambda c: [ln for ln, _ in c.most_common() if ln is not None]  # noqa: E731
         return {
-            "steps": self.steps, "evals": self.evals, "eval_at_step": self.eval_at_step,
-            "eval_sources": dict(self.eval_sources), "train_forwards": self.train_forwards,
+            "steps": self.steps, "evals": self.evals, "eval_at_step": self.eval_at_step[:1000],
+            "eval_events": self.eval_events, "eval_sources": dict(self.eval_sources),
+            "train_forwards": self.train_forwards, "backwards": self.backwards, "generation_forwards": self.generation_forwards,
+            "step_mismatch": self.step_mismatch, "step_mismatch_count": self.step_mismatch_count,
             "batches_seen": self.evals + self.train_forwards, "bad_shapes": self.bad_shapes,
             "step_lines": common(self.step_lines), "eval_lines": common(self.eval_lines),
             "train_eval_line": self.train_eval_line, "unknown_eval_line": self.unknown_eval_line,
@@ -231,17 +313,48 @@ def _persona(spec: dict):
                    Recipe(**g.get("recipe", {})), "registry genome")
 
 
+def _model_facts(model) -> dict:
+    out = {"n_params": int(sum(p.numel() for p in model.parameters())),
+           "model_class": f"{type(model).__module__}.{type(model).__qualname__}"}
+    try:
+        out["model_file"] = os.path.realpath(inspect.getfile(type(model)))
+    except TypeError:
+        out["model_file"] = None
+    return out
+
+
+def _as_number(r):
+    """float(r) for a Python or numpy number or a 0-d tensor / array (the original returns best_vloss as a tensor)."""
+    if isinstance(r, bool):
+        return None
+    if isinstance(r, (int, float, np.floating, np.integer)):
+        return float(r)
+    if type(r).__module__.startswith(("torch", "numpy")) and getattr(r, "ndim", None) == 0:
+        try:
+            return float(r)
+        except (TypeError, ValueError, RuntimeError):
+            return None
+    return None
+
+
 def run(spec: dict) -> dict:
     cand = Path(spec["dir"])
     if not sys.path or os.path.realpath(sys.path[0] or os.getcwd()) != os.path.realpath(cand):
         sys.path.insert(0, str(cand))
-    import torch
+    result: dict = {"status": "failed", "reason": None}
+    try:
+        import torch
 
-    data_dir = Path(spec["data_dir"])
-    val = np.fromfile(data_dir / "val.bin", dtype=np.uint16)
-    train_ids = np.fromfile(data_dir / "train.bin", dtype=np.uint16)
+        data_dir = Path(spec["data_dir"])
+        val = np.fromfile(data_dir / "val.bin", dtype=np.uint16)
+        train_ids = np.fromfile(data_dir / "train.bin", dtype=np.uint16)
+    except BaseException as e:  # noqa: BLE001 - the harness's own setup failed: say what
+        result["reason"] = f"harness setup: {type(e).__name__}: {e}"
+        result["traceback"] = traceback.format_exc()[-4000:]
+        return result
     mon = Monitor(spec["train_file"], val, train_ids)
-    mon.install()
+    if spec.get("hooks", True):
+        mon.install()
     seed = int(spec.get("seed", 0))
     random.seed(seed)
     np.random.seed(seed)
@@ -250,7 +363,6 @@ def run(spec: dict) -> dict:
     if threads:
         torch.set_num_threads(int(threads))
 
-    result: dict = {"status": "failed", "reason": None}
     t0 = time.time()
     try:
         mod = _load_candidate(spec["source"], spec["train_file"])
@@ -265,18 +377,29 @@ def run(spec: dict) -> dict:
             kwargs["out_dir"] = str(Path(spec["work_dir"]) / "runs")
         ret = fn(**kwargs)
     except BaseException as e:  # noqa: BLE001 - every failure of the candidate is a recorded result
-        result["reason"] = f"crash: {type(e).__name__}: {e}"
+        what = "timeout" if isinstance(e, Terminated) else "crash"
+        result["reason"] = f"{what}: {type(e).__name__}: {e}" if what == "crash" else "timeout: stopped by the harness"
         result["traceback"] = traceback.format_exc()[-4000:]
-        result["dynamic"] = mon.report()
+        result["completed"] = False
+        result["train_s"] = time.time() - t0
+        result["dynamic"] = mon.report() if spec.get("hooks", True) else None
+        model = mon.model or mon.train_model
+        if model is not None:  # which model ran, even when it did not finish
+            result.update(_model_facts(model))
         return result
     result["train_s"] = time.time() - t0
-    result["dynamic"] = mon.report()
+    result["completed"] = True
+    result["dynamic"] = mon.report() if spec.get("hooks", True) else None
     result["return_repr"] = repr(ret)[:200]
-    if not (isinstance(ret, (tuple, list)) and len(ret) == 2
-            and all(isinstance(r, (int, float, np.floating, np.integer)) and not isinstance(r, bool) for r in ret)):
-        result["reason"] = f"wrong return: train() returned {repr(ret)[:100]}; expected (best_vloss, elapsed_min) as two numbers"
+    model = mon.model or mon.train_model
+    if model is not None:
+        result.update(_model_facts(model))
+    nums = [_as_number(r) for r in ret] if isinstance(ret, (tuple, list)) and len(ret) == 2 else [None]
+    if any(x is None for x in nums):
+        result["reason"] = (f"wrong return: train() returned {repr(ret)[:100]}; expected (best_vloss, elapsed_min), each a "
+                            "number or a 0-d tensor")
         return result
-    best_vloss, elapsed_min = float(ret[0]), float(ret[1])
+    best_vloss, elapsed_min = nums
     result.update(best_vloss=best_vloss, elapsed_min=elapsed_min)
     if not (math.isfinite(best_vloss) and math.isfinite(elapsed_min)):
         result["reason"] = f"non-finite result: best_vloss={best_vloss}, elapsed_min={elapsed_min}"
@@ -287,12 +410,6 @@ def run(spec: dict) -> dict:
     if model is None:
         result["val_loss_absent"] = "the harness saw no evaluation forward to take the trained model from"
     else:
-        result["n_params"] = int(sum(p.numel() for p in model.parameters()))
-        result["model_class"] = f"{type(model).__module__}.{type(model).__qualname__}"
-        try:
-            result["model_file"] = os.path.realpath(inspect.getfile(type(model)))
-        except TypeError:
-            result["model_file"] = None
         try:
             device = next(model.parameters()).device
             with mon.suppressed():
@@ -322,8 +439,16 @@ def _exit_with_parent() -> None:
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     _exit_with_parent()
+
+    def terminate(signum, frame):
+        raise Terminated()
+
+    signal.signal(signal.SIGTERM, terminate)
     spec = json.loads(Path(argv[0]).read_text())
-    result = run(spec)
+    try:
+        result = run(spec)
+    except Terminated:  # after train() returned, in the harness's own val_loss
+        result = {"status": "failed", "reason": "timeout: stopped by the harness", "completed": False}
     tmp = Path(argv[1] + ".tmp")
     tmp.write_text(json.dumps(result, indent=1, default=str))
     os.replace(tmp, argv[1])

@@ -1,13 +1,15 @@
 """The protocol checker: static violations with their lines, the dynamic counts, and `dreamteam check`."""
 
 import json
+import shutil
+from pathlib import Path
 
 import pytest
 
 from dreamteam import harness
 from dreamteam.check import Violation, dynamic_violations, expected_evaluations, static_check
 from dreamteam.cli import main
-from loop_helpers import ROOT, original_candidate, project_variant, small_data
+from loop_helpers import ROOT, VOCAB, original_candidate, project_variant, small_data
 
 
 def line_of(src: str, text: str) -> int:
@@ -117,7 +119,7 @@ def test_dynamic_check_passes_the_fixture_and_counts_every_step(tmp_path, data_d
     assert c["steps"] == 101 and c["evals"] == 2 and c["eval_at_step"] == [0, 100] and c["eval_sources"] == {"val": 2}
 
 
-def test_dynamic_check_catches_a_break_hidden_in_a_helper(tmp_path, data_dir):
+def test_both_halves_catch_a_break_hidden_in_a_helper(tmp_path, data_dir):
     # the break is taken through an exception raised in a nested function: no `break` for the static check
     cand = original_candidate(tmp_path / "c")
     src = (cand / "train_mps.py").read_text()
@@ -127,7 +129,9 @@ def test_dynamic_check_catches_a_break_hidden_in_a_helper(tmp_path, data_dir):
     stop = "    def stop(i):\n        if i == 20:\n            raise StopIteration\n    try:\n"
     loop = loop.replace("optimizer.step()\n", "optimizer.step()\n            stop(iter)\n")
     (cand / "train_mps.py").write_text(src[:a] + stop + loop + "    except StopIteration:\n        pass\n" + src[b:])
-    assert static_check((cand / "train_mps.py").read_text()) == []
+    # the static check follows the helper no further than the swallowing `except` around the loop
+    (sv,) = static_check((cand / "train_mps.py").read_text())
+    assert sv.kind == "loop" and "swallows" in sv.message and sv.line == line_of((cand / "train_mps.py").read_text(), "except StopIteration")
     m = evaluate(cand, data_dir, 40)
     assert m["status"] == "ok" and not m["valid"]
     (v,) = m["check"]["dynamic"]
@@ -136,17 +140,22 @@ def test_dynamic_check_catches_a_break_hidden_in_a_helper(tmp_path, data_dir):
     assert v["line"] == line_of(src, "optimizer.step()")
 
 
-def test_dynamic_check_catches_gradient_accumulation_in_a_helper(tmp_path, data_dir):
+def test_both_halves_catch_gradient_accumulation_in_a_helper(tmp_path, data_dir):
     cand = original_candidate(tmp_path / "c",
                               ("    best_vloss = float('inf')\n",
                                "    best_vloss = float('inf')\n    def apply(i):\n        if (i + 1) % 4 == 0:\n"
                                "            optimizer.step()\n            optimizer.zero_grad(set_to_none=True)\n"),
                               ("        optimizer.zero_grad(set_to_none=True)\n        loss.backward()\n        optimizer.step()\n",
                                "        (loss / 4).backward()\n        apply(iter)\n"))
-    assert static_check((cand / "train_mps.py").read_text()) == []
+    # the static check follows the helper defined in train(): the step it takes is conditional
+    (sv,) = static_check((cand / "train_mps.py").read_text())
+    assert sv.kind == "loop" and "`(iter + 1) % 4 == 0`" in sv.message
+    assert sv.line == line_of((cand / "train_mps.py").read_text(), "            optimizer.step()")
     m = evaluate(cand, data_dir, 40)
-    assert not m["valid"] and dynamic_kinds(m) == {"steps"}
-    assert "took 10 optimizer steps" in m["check"]["dynamic"][0]["message"]
+    assert not m["valid"] and dynamic_kinds(m) == {"steps", "accumulation"}
+    steps, acc = sorted(m["check"]["dynamic"], key=lambda v: v["kind"] != "steps")
+    assert "took 10 optimizer steps" in steps["message"]
+    assert "4 training forward(s) and 4 backward pass(es)" in acc["message"]
 
 
 def test_dynamic_check_catches_evaluation_on_training_data(tmp_path, data_dir):
@@ -188,3 +197,165 @@ def test_dynamic_check_catches_a_doubled_batch(tmp_path, data_dir):
     assert not m["valid"] and dynamic_kinds(m) == {"shape"}
     v = m["check"]["dynamic"][0]
     assert "shape [16, 64]" in v["message"] and v["line"] == line_of((cand / "train_mps.py").read_text(), "_, loss = model(xb, yb)")
+
+
+# --- the candidate fixtures: LLM-style rewrites of the reference baseline, each with its expected verdict ------
+
+CANDIDATES = ROOT / "tests" / "fixtures" / "candidates"
+EXPECTED = {k: v for k, v in json.loads((CANDIDATES / "expected.json").read_text()).items() if not k.startswith("_")}
+
+
+def test_every_fixture_has_an_expected_verdict_and_there_are_enough():
+    folders = {p.name for p in CANDIDATES.iterdir() if p.is_dir()}
+    assert folders == set(EXPECTED)
+    assert len(folders) >= 15
+    assert sum(not e["static"] and not e.get("dynamic") for e in EXPECTED.values()) >= 5  # accepted styles
+    assert (CANDIDATES / "own_model_arch" / "model.py").exists()
+
+
+def matches(got, want):
+    """Each expected [kind, line, words] matched by exactly one violation, and nothing else reported."""
+    assert len(got) == len(want), [str(Violation(**g) if isinstance(g, dict) else g) for g in got]
+    for kind, line, words in want:
+        hit = [g for g in got if (g["kind"], g["line"]) == (kind, line) and words in g["message"]]
+        assert hit, (kind, line, words, [str(Violation(**g)) for g in got])
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_static_verdict_of_each_fixture(name):
+    got = static_check((CANDIDATES / name / "train_mps.py").read_text())
+    matches([vars(v) for v in got], EXPECTED[name]["static"])
+    for v in got:
+        assert str(v).startswith(f"line {v.line}: ") and v.line
+
+
+def fixture_copy(name, folder):
+    """The fixture with the small test vocabulary, so that a step costs milliseconds."""
+    shutil.copytree(CANDIDATES / name, folder)
+    src = (folder / "train_mps.py").read_text()
+    assert src.count("vocab_size=50304") == 1
+    (folder / "train_mps.py").write_text(src.replace("vocab_size=50304", f"vocab_size={VOCAB}"))
+    return folder
+
+
+@pytest.mark.parametrize("name", [pytest.param(k, marks=pytest.mark.slow) if v.get("slow") else k
+                                  for k, v in sorted(EXPECTED.items()) if "dynamic" in v])
+def test_dynamic_verdict_of_each_fixture(name, tmp_path, data_dir):
+    e = EXPECTED[name]
+    m = evaluate(fixture_copy(name, tmp_path / name), data_dir, e["max_iters"])
+    assert m["status"] == "ok", (m["reason"], m["stderr_tail"][-2000:])
+    matches(m["check"]["dynamic"], e["dynamic"])
+    assert m["valid"] == (not e["static"] and not e["dynamic"])
+    if not e["dynamic"]:
+        c = m["check"]["counts"]
+        assert c["steps"] == e["max_iters"] == c["train_forwards"] == c["backwards"]
+        assert [ev["batches"] for ev in c["eval_events"]] == [1] * expected_evaluations(e["max_iters"])
+    if name == "reference":
+        # returned as a 0-d tensor and scored; its os.path.join(data_dir, "shakespeare/train.bin") points at the data folder
+        assert m["return_repr"].startswith("(tensor(") and m["fitness"] < float("inf")
+        subs = [n for n in m["check"]["substitutions"] if n["what"] == "data"]
+        assert [(n["line"], n["to"]) for n in subs] == [(20, repr(str(data_dir / "train.bin"))), (21, repr(str(data_dir / "val.bin")))]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (Path("/work/shared/data/shakespeare") / "val.bin").exists(), reason="the benchmark data is not here")
+def test_acceptance_reference_on_the_benchmark_data(tmp_path, capsys):
+    # no edit: the fixture as written, its own vocabulary of 50304, the real data folder
+    cand = shutil.copytree(CANDIDATES / "reference", tmp_path / "reference")
+    assert main(["evaluate", str(cand), "--data-dir", "/work/shared/data/shakespeare", "--max-iters", "101", "--val-windows", "8"]) == 0
+    assert main(["check", str(cand)]) == 0
+    out = capsys.readouterr().out
+    assert "protocol kept" in out and "status" not in out.split("protocol kept")[1]
+
+
+def test_a_failed_run_is_judged_on_what_it_recorded(tmp_path, data_dir, capsys):
+    # accumulation, then a crash at iteration 20: incomplete, the accumulation already visible, model facts kept
+    cand = fixture_copy("accum_inner_loop", tmp_path / "c")
+    src = (cand / "train_mps.py").read_text()
+    (cand / "train_mps.py").write_text(src.replace("        optim.zero_grad(set_to_none=True)\n",
+                                                   "        optim.zero_grad(set_to_none=True)\n"
+                                                   "        if it == 20:\n            raise RuntimeError('out of memory')\n"))
+    m = evaluate(cand, data_dir, 30)
+    assert m["status"] == "failed" and "RuntimeError: out of memory" in m["reason"] and not m["valid"]
+    kinds = dynamic_kinds(m)
+    assert kinds == {"incomplete", "accumulation"}
+    inc = next(v for v in m["check"]["dynamic"] if v["kind"] == "incomplete")
+    assert "incomplete after 21 optimizer steps" in inc["message"]
+    assert m["n_params"] and m["model_file"] == str((ROOT / "torchport" / "model.py").resolve())
+    assert main(["check", str(cand)]) == 1
+    out = capsys.readouterr().out
+    assert "protocol VIOLATED" in out and "incomplete after 21" in out and "protocol kept" not in out
+
+
+def test_a_failed_clean_run_is_never_kept(tmp_path, data_dir, capsys):
+    cand = fixture_copy("reference", tmp_path / "c")
+    src = (cand / "train_mps.py").read_text()
+    (cand / "train_mps.py").write_text(src.replace("        optim.zero_grad(set_to_none=True)\n",
+                                                   "        optim.zero_grad(set_to_none=True)\n"
+                                                   "        if it == 5:\n            raise RuntimeError('boom')\n"))
+    m = evaluate(cand, data_dir, 30)
+    assert m["status"] == "failed" and dynamic_kinds(m) == {"incomplete"}
+    assert main(["check", str(cand)]) == 1
+    out = capsys.readouterr().out
+    assert "protocol kept" not in out and "did not finish" in out and "incomplete after 6 optimizer steps" in out
+
+
+def test_dynamic_rules_for_accumulation_batches_and_incomplete_runs():
+    ev = lambda *s: [{"steps": x, "batches": 1, "line": 40} for x in s]  # noqa: E731
+    assert dynamic_violations(counts(eval_events=ev(1, 101)), 101) == []  # evaluated after the step
+    assert dynamic_violations(counts(eval_events=ev(0, 100)), 101) == []  # before it
+    (v,) = dynamic_violations(counts(eval_events=ev(0, 99)), 101)
+    assert v.kind == "evals" and "evaluation 1 came after 99 optimizer steps, not 100 or 101" in v.message
+    (v,) = dynamic_violations(counts(eval_events=[{"steps": 0, "batches": 20, "line": 40}, {"steps": 100, "batches": 20, "line": 40}]), 101)
+    assert v.kind == "eval_data" and "ran 20 evaluation forwards" in v.message and v.line == 40
+    (v,) = dynamic_violations(counts(step_mismatch=[{"step": 1, "forwards": 4, "backwards": 4, "line": 50}], step_mismatch_count=101), 101)
+    assert v.kind == "accumulation" and v.line == 50 and "4 training forward(s) and 4 backward pass(es)" in v.message
+    v = dynamic_violations(counts(steps=30, eval_events=ev(0)), 101, completed=False, reason="crash: X")
+    assert [x.kind for x in v] == ["incomplete"] and "incomplete after 30 optimizer steps (crash: X)" in v[0].message
+    v = dynamic_violations(counts(steps=30, eval_events=ev(0), eval_sources={"train": 1}), 101, completed=False)
+    assert {x.kind for x in v} == {"incomplete", "eval_data"}
+
+
+def a_file(tmp_path):
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "train_mps.py").write_text("x = 1\n")
+    return tmp_path / "c" / "train_mps.py"
+
+
+@pytest.mark.parametrize("make, words", [
+    (lambda p: p / "missing", "does not exist"),
+    (a_file, "is a file, not a candidate folder; give the folder that holds it"),
+])
+def test_check_on_a_missing_folder_or_a_file_is_one_line(tmp_path, capsys, make, words):
+    assert main(["check", str(make(tmp_path))]) == 2
+    cap = capsys.readouterr()
+    assert cap.out == "" and len(cap.err.strip().splitlines()) == 1 and words in cap.err
+
+
+def test_sampling_text_and_torch_device_are_not_violations(tmp_path, data_dir):
+    # a candidate that prints a generated sample at each evaluation and writes torch.device('mps')
+    cand = fixture_copy("reference", tmp_path / "c")
+    src = (cand / "train_mps.py").read_text()
+    src = src.replace("    device = 'mps'\n", "    device = torch.device('mps')\n").replace(
+        "            if vloss < best_vloss:\n",
+        "            print(model.generate(X[:1, :4], 3, top_k=5).tolist())  # a sample of the model's text\n"
+        "            if vloss < best_vloss:\n")
+    (cand / "train_mps.py").write_text(src)
+    assert static_check(src) == []
+    m = evaluate(cand, data_dir, 30)
+    assert m["status"] == "ok" and m["valid"], m["check"]
+    assert m["check"]["counts"]["generation_forwards"] == 3
+    assert any(n["what"] == "device" and n["to"] == "'cpu'" for n in m["check"]["substitutions"])
+
+
+def test_check_reads_evolves_aggregated_record(tmp_path, capsys):
+    # evolve writes one metrics.json over its seeds, without the counts: its dynamic violations carry the seed
+    cand = shutil.copytree(CANDIDATES / "reference", tmp_path / "c")
+    rec = {"status": "ok", "reason": None, "max_iters": 10001, "protocol_run": True, "seeds": [0, 1],
+           "per_seed": ["metrics_s0.json", "metrics_s1.json"],
+           "check": {"valid": False, "static": [], "substitutions": [],
+                     "dynamic": [{"kind": "steps", "line": 50, "message": "train() took 9000 optimizer steps", "seed": 1}]}}
+    (cand / "metrics.json").write_text(json.dumps(rec))
+    assert main(["check", str(cand)]) == 1
+    out = capsys.readouterr().out
+    assert "VIOLATED" in out and "line 50: train() took 9000 optimizer steps (seed 1)" in out and "seeds [0, 1]" in out
