@@ -145,6 +145,20 @@ class _Facts:
             for n in ast.walk(fn):
                 if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n is not fn:
                     self.local_funcs.setdefault(n.name, n)
+        # a name bound once to a helper, or to a choice of one (`step = GraphStep(...) if graph else eager_step`):
+        # a call of it is followed into the helper
+        self.aliases = {}
+        bound: dict[str, list] = {}
+        for n in _walk_no_nested(fn) if fn is not None else ():
+            for name, st in _assigned_names(n):
+                bound.setdefault(name, []).append(st)
+        for name, sts in bound.items():
+            value = getattr(sts[0], "value", None) if len(sts) == 1 else None
+            choices = [value.body, value.orelse] if isinstance(value, ast.IfExp) else [value]
+            helpers = [self.local_funcs.get(c.id) or self.module_funcs.get(c.id) for c in choices if isinstance(c, ast.Name)]
+            helpers = [h for h in helpers if h is not None]
+            if len(helpers) == 1:
+                self.aliases[name] = helpers[0]
         model_imports = set()
         nn_classes = set()
         self.imported = {(a.asname or a.name).split(".")[0] for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom))
@@ -242,7 +256,8 @@ class _Facts:
     def function(self, call: ast.Call, scope_funcs: dict):
         f = call.func
         if isinstance(f, ast.Name):
-            return scope_funcs.get(f.id) or self.local_funcs.get(f.id) or self.module_funcs.get(f.id)
+            return (scope_funcs.get(f.id) or self.local_funcs.get(f.id) or self.module_funcs.get(f.id)
+                    or self.aliases.get(f.id))
         return None
 
 

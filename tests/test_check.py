@@ -28,23 +28,23 @@ def test_the_original_style_fixture_passes(tmp_path):
 CASES = {
     "frozen value": ((("n_embd = 32  # not to be changed", "n_embd = 64  # not to be changed"),),
                      "n_embd = 64", "frozen", "must be the literal 32"),
-    "early stopping with break": ((("            recipes.optimizer_step(model, optimizer, spec.recipe, it)\n",
-                                    "            recipes.optimizer_step(model, optimizer, spec.recipe, it)\n"
+    "early stopping with break": ((("            loss = train_step(xb, yb, it)\n",
+                                    "            loss = train_step(xb, yb, it)\n"
                                     "            if vloss_curve and vloss_curve[-1][1] < 5.0:\n"
                                     "                break  # early stopping\n"),),
                                   "break  # early stopping", "loop", "`break`"),
     "evaluation on training data": (((' xb, yb = get_batch("val", it)', ' xb, yb = get_batch("train", it)'),),
                                     '                    xb, yb = get_batch("train", it)', "eval", "training batch"),
-    "gradient accumulation over 4 batches": ((("            loss.backward()\n            recipes.optimizer_step(model, optimizer, spec.recipe, it)\n",
-                                               "            (loss / 4).backward()\n            if (it + 1) % 4 == 0:\n"
-                                               "                recipes.optimizer_step(model, optimizer, spec.recipe, it)\n"),),
+    "gradient accumulation over 4 batches": ((("        loss.backward()\n        recipes.optimizer_step(model, optimizer, spec.recipe, it)\n",
+                                               "        (loss / 4).backward()\n        if (it + 1) % 4 == 0:\n"
+                                               "            recipes.optimizer_step(model, optimizer, spec.recipe, it)\n"),),
                                              "recipes.optimizer_step(model, optimizer, spec.recipe, it)", "loop", "conditional"),
     "changed return": ((("return float(best_vloss), float(elapsed_min)", "return float(best_vloss)"),),
                        "return float(best_vloss)", "return", "must return `best_vloss, elapsed_min`"),
     "evaluation every 200": ((("if it % eval_interval == 0:", "if it % (2 * eval_interval) == 0:"),),
                              "if it % (2 * eval_interval) == 0:", "eval", "every 100 iterations"),
-    "frozen value reassigned later": ((("    device = resolve_device(device_override or device)\n",
-                                        "    device = resolve_device(device_override or device)\n    batch_size = 16\n"),),
+    "frozen value reassigned later": ((("    device = resolve_device(requested_device)\n",
+                                        "    device = resolve_device(requested_device)\n    batch_size = 16\n"),),
                                       "batch_size = 16", "frozen", "changed after line"),
     "data read as another dtype": ((("    dataset = data.load(data_dir, os.environ)  # loaded once into memory\n",
                                      "    dataset = np.memmap('train.bin', dtype=np.int32), np.memmap('val.bin', dtype=np.uint16)\n"),),
