@@ -7,8 +7,9 @@ Variants, each on its own copy of the same initial model (the persona's model at
 8 x 64, 4 layers, 4 heads, width 32) with the persona's recipe:
   adamw       the persona with the component `muon` removed: AdamW for every parameter (torch's fused kernel
               where the device has one, as training runs it)
-  adamw_loop  the same with torch's multi-tensor AdamW loop (the eager reference's; Muon's AdamW part is a loop too)
-  muon        the persona as registered: Muon for the matrices inside the blocks, AdamW for the rest
+  adamw_loop  the same with torch's multi-tensor AdamW loop (the eager reference's)
+  muon        the persona as registered: Muon for the matrices inside the blocks (Newton-Schulz batched per
+              matrix shape), AdamW for the rest (torch's fused kernel where the device has one, as adamw)
   muon_bf16   (--bf16) Muon with the Newton-Schulz iteration in bfloat16
 Two timings per variant: `opt` is torchport.recipe.optimizer_step alone (schedule, global clipping, step, zero)
 on a fixed set of gradients, re-attached before each timed step; `train` is the whole step (fused loss, backward,
@@ -23,6 +24,7 @@ import argparse
 import json
 import os
 import platform
+import shlex
 import statistics
 import sys
 import time
@@ -151,6 +153,8 @@ def main(argv=None) -> int:
                   f"{name}/adamw = {s['median_ms'] / base:.2f}x")
     if args.json:
         record = {
+            "command": shlex.join(["python", "benchmarks/bench_optimizer.py", *(sys.argv[1:] if argv is None else argv)]),
+            "env": {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "PYTHONPATH")},
             "persona": args.persona, "device": device, "torch": torch.__version__, "threads": torch.get_num_threads(),
             "cpu_count": os.cpu_count(), "machine": platform.machine(), "processor": processor_name(),
             "warmup": args.warmup, "steps": args.steps, "load_average_before": load_before,
