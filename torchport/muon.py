@@ -38,9 +38,6 @@ def newton_schulz(G: torch.Tensor, steps: int = 5, bf16: bool = False) -> torch.
         raise ValueError(f"newton_schulz needs a 2-D matrix or a stack of them; got shape {tuple(G.shape)}")
     a, b, c = NS_COEFFS
     X = G.bfloat16() if bf16 else G
-    single = X.dim() == 2
-    if single:
-        X = X[None]
     tall = G.size(-2) > G.size(-1)
     if tall:
         X = X.mT
@@ -51,7 +48,7 @@ def newton_schulz(G: torch.Tensor, steps: int = 5, bf16: bool = False) -> torch.
         X = a * X + B @ X
     if tall:
         X = X.mT
-    return (X[0] if single else X).to(G.dtype)
+    return X.to(G.dtype)
 
 
 def shape_scale(shape) -> float:
@@ -75,6 +72,9 @@ def orthogonalize_all(us: list[torch.Tensor], steps: int = 5, bf16: bool = False
         by_shape.setdefault((tuple(b.shape), b.dtype, b.device), []).append(i)
     out: list = [None] * len(blocks)
     for (shape, _, _), idx in by_shape.items():
+        if len(idx) == 1:  # alone of its shape: the 2-D matmuls (a batch of one rounds otherwise on the CPU)
+            out[idx[0]] = newton_schulz(blocks[idx[0]], steps, bf16) * shape_scale(shape)
+            continue
         O = newton_schulz(torch.stack([blocks[i] for i in idx]), steps, bf16) * shape_scale(shape)
         for i, o in zip(idx, O.unbind(0)):
             out[i] = o
