@@ -2,14 +2,17 @@
 
     python benchmarks/bench_optimizer.py [--persona alan_turing] [--device cpu] [--warmup 3] [--steps 50]
                                          [--bf16] [--threads N] [--json PATH]
+                                         [--muon-from OTHER_CHECKOUT/torchport/muon.py]
 
 Variants, each on its own copy of the same initial model (the persona's model at the protocol shapes: batch
 8 x 64, 4 layers, 4 heads, width 32) with the persona's recipe:
   adamw       the persona with the component `muon` removed: AdamW for every parameter (torch's fused kernel
               where the device has one, as training runs it)
-  adamw_loop  the same with torch's multi-tensor AdamW loop (the eager reference's; Muon's AdamW part is a loop too)
-  muon        the persona as registered: Muon for the matrices inside the blocks, AdamW for the rest
+  adamw_loop  the same with torch's multi-tensor AdamW loop (the eager reference's)
+  muon        the persona as registered: Muon for the matrices inside the blocks (Newton-Schulz batched per
+              matrix shape), AdamW for the rest (torch's fused kernel where the device has one, as adamw)
   muon_bf16   (--bf16) Muon with the Newton-Schulz iteration in bfloat16
+  muon_from   (--muon-from PATH) the persona with the Muon of another torchport/muon.py (before/after a change)
 Two timings per variant: `opt` is torchport.recipe.optimizer_step alone (schedule, global clipping, step, zero)
 on a fixed set of gradients, re-attached before each timed step; `train` is the whole step (fused loss, backward,
 optimizer_step) on fresh batches. The timed steps are interleaved across variants (step i of every variant,
@@ -23,6 +26,7 @@ import argparse
 import json
 import os
 import platform
+import shlex
 import statistics
 import sys
 import time
@@ -72,6 +76,9 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", default=None)
+    ap.add_argument("--muon-from", default=None, metavar="PATH",
+                    help="also time `muon_from`: the persona with the Muon of this torchport/muon.py file (e.g. another "
+                         "checkout's), interleaved with the others in the same process")
     args = ap.parse_args(argv)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
@@ -84,6 +91,16 @@ def main(argv=None) -> int:
         specs = variants(args.persona, args.bf16)
     except (registry.UnknownPersonaError, ValueError) as e:
         raise SystemExit(f"error: {e}")
+    other_muon = None
+    if args.muon_from:
+        import importlib.util
+
+        if not Path(args.muon_from).is_file():
+            raise SystemExit(f"error: --muon-from {args.muon_from!r} is not a file")
+        spec_ = importlib.util.spec_from_file_location("muon_from", args.muon_from)
+        other_muon = importlib.util.module_from_spec(spec_)
+        spec_.loader.exec_module(other_muon)
+        specs["muon_from"] = specs["muon"]
 
     B, T = protocol.BATCH_SIZE, protocol.BLOCK_SIZE
     gen = torch.Generator().manual_seed(args.seed)
@@ -97,8 +114,11 @@ def main(argv=None) -> int:
         torch.manual_seed(args.seed)
         model = GPT(spec.model.replace(block_size=T), token_counts=counts).to(device)
         model.train()
-        opt = recipes.build_optimizer(model, spec.recipe, device_type=device.split(":")[0],
-                                      fused=False if name == "adamw_loop" else None)
+        if name == "muon_from":  # the other file's Muon, with the same parameter groups as recipes.build_optimizer
+            opt = other_muon.build(model, spec.recipe, recipes.lr_ratios(spec.model, spec.recipe))
+        else:
+            opt = recipes.build_optimizer(model, spec.recipe, device_type=device.split(":")[0],
+                                          fused=False if name == "adamw_loop" else None)
         x, y = batches[0]
         fused_loss(model, x, y).backward()
         grads = [p.grad.detach().clone() for p in model.parameters()]
@@ -151,6 +171,8 @@ def main(argv=None) -> int:
                   f"{name}/adamw = {s['median_ms'] / base:.2f}x")
     if args.json:
         record = {
+            "command": shlex.join(["python", "benchmarks/bench_optimizer.py", *(sys.argv[1:] if argv is None else argv)]),
+            "env": {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "PYTHONPATH")},
             "persona": args.persona, "device": device, "torch": torch.__version__, "threads": torch.get_num_threads(),
             "cpu_count": os.cpu_count(), "machine": platform.machine(), "processor": processor_name(),
             "warmup": args.warmup, "steps": args.steps, "load_average_before": load_before,

@@ -201,7 +201,7 @@ def main(argv=None) -> int:
             "device": device, "torch": torch.__version__, "threads": torch.get_num_threads(),
             "cpu_count": os.cpu_count(), "machine": platform.machine(), "processor": processor_name(),
             "python": platform.python_version(),
-            "env": {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "MKL_NUM_THREADS")}, "warmup": args.warmup, "steps": args.steps, "chunk": args.chunk,
+            "env": {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "MKL_NUM_THREADS", "PYTHONPATH")}, "warmup": args.warmup, "steps": args.steps, "chunk": args.chunk,
             "data_batches": args.data_batches, "personas": ["baseline", *[p for p in args.personas if p != "baseline"]],
             "load_average_before": load_before, "load_average_after": load_after,
             "ms_per_step": summary, "ratio_eager_over_fast": base / summary["fast"]["median_ms"],

@@ -87,6 +87,26 @@ def test_all_ignored_is_nan_with_zero_gradients_like_cross_entropy():
     assert gh.abs().max().item() == 0.0 and gW.abs().max().item() == 0.0
 
 
+@pytest.mark.parametrize("ignore", [True, False])
+def test_sum_reduction_equals_cross_entropy_sum_float64(ignore):
+    # adaptive_softmax's tail clusters add up sums over the tokens in each: reduction="sum"
+    h, W, t = make(torch.float64, seed=3, ignore=ignore)
+    ref = lambda h, W, t: F.cross_entropy(h @ W.T, t, ignore_index=-1, reduction="sum")  # noqa: E731
+    loss, grads = value_and_grads(lambda h, W, t: linear_cross_entropy(h, W, t, 7, reduction="sum"), h, W, t)
+    ref_loss, ref_grads = value_and_grads(ref, h, W, t)
+    torch.testing.assert_close(loss, ref_loss, rtol=1e-13, atol=0)
+    for g, r in zip(grads, ref_grads):
+        torch.testing.assert_close(g, r, rtol=1e-12, atol=1e-14)
+    with torch.no_grad():  # the no-gradient path sums too
+        torch.testing.assert_close(linear_cross_entropy(h, W, t, 7, reduction="sum"), ref_loss, rtol=1e-13, atol=0)
+    # no kept token: a sum of nothing, 0, with zero gradients (the mean is nan)
+    t_none = torch.full((N,), -1)
+    loss, (gh, gW) = value_and_grads(lambda h, W, t: linear_cross_entropy(h, W, t, 7, reduction="sum"), h, W, t_none)
+    assert loss.item() == 0.0 and gh.abs().max().item() == 0.0 and gW.abs().max().item() == 0.0
+    with pytest.raises(ValueError, match="reduction"):
+        linear_cross_entropy(h, W, t, 7, reduction="none")
+
+
 @pytest.mark.parametrize(
     "h_shape, W_shape, t, chunk, match",
     [

@@ -94,6 +94,73 @@ def test_muon_update_has_condition_number_near_one():
     assert torch.linalg.cond(g).item() > 2.5  # the gradient itself is not that well conditioned
 
 
+def ns_one_matrix(G, steps=5):
+    """The per-matrix Newton-Schulz as torchport/muon.py ran it before batching (2-D matmuls)."""
+    a, b, c = tmuon.NS_COEFFS
+    X = G.T if G.size(0) > G.size(1) else G
+    X = X / (torch.linalg.norm(X) + tmuon.NS_EPS)
+    for _ in range(steps):
+        A = X @ X.T
+        X = a * X + (b * A + c * (A @ A)) @ X
+    return X.T if G.size(0) > G.size(1) else X
+
+
+SMALL = [(12, 8), (12, 8), (8, 12), (24, 8), (12, 8), (6, 10)]
+MODEL = [(96, 32), (96, 32), (32, 32), (32, 32), (128, 32), (32, 128), (128, 32), (32, 128)]  # alan_turing's
+
+
+@pytest.mark.parametrize("dtype, rtol, shapes", [(torch.float64, 1e-12, SMALL), (torch.float64, 1e-12, MODEL),
+                                                 (torch.float32, 1e-6, MODEL)])
+@pytest.mark.parametrize("split", [1, 3])
+def test_batched_newton_schulz_equals_one_matrix_at_a_time(dtype, rtol, shapes, split):
+    # orthogonalize_all stacks the row blocks of one shape: the same update as each matrix alone (float32 at the
+    # model's shapes: tiny ones such as 4 x 8 go through other CPU kernels when batched, ~1e-6 apart)
+    g = torch.Generator().manual_seed(5)
+    us = [torch.randn(s, generator=g, dtype=dtype) * (i + 1) for i, s in enumerate(shapes)]
+    got = tmuon.orthogonalize_all(us, 5, False, split)
+    want = [torch.cat([ns_one_matrix(b) * tmuon.shape_scale(b.shape) for b in u.chunk(split, 0)]) for u in us]
+    for u, o, w in zip(us, got, want):
+        assert o.shape == u.shape and o.dtype == dtype
+        assert (o - w).norm().item() <= rtol * w.norm().item()
+        torch.testing.assert_close(tmuon.orthogonalize(u, 5, False, split), o, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_adamw_part_is_torch_adamw(fused):
+    # the groups without use_muon take torch.optim.AdamW's update (its fused kernel or its foreach form)
+    g = torch.Generator().manual_seed(2)
+    W0 = [torch.randn(6, 4, generator=g, dtype=torch.float64), torch.randn(5, generator=g, dtype=torch.float64)]
+    grads = [[torch.randn(w.shape, generator=g, dtype=torch.float64) for w in W0] for _ in range(5)]
+    ps = [torch.nn.Parameter(w.clone()) for w in W0]
+    qs = [torch.nn.Parameter(w.clone()) for w in W0]
+    mine = tmuon.Muon([dict(params=ps, lr=0.01, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1)], fused=fused)
+    ref = torch.optim.AdamW(qs, lr=0.01, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1, fused=fused,
+                            foreach=None if fused else True)
+    assert tr.is_fused(mine) == fused
+    for gs in grads:
+        for p, q, gr in zip(ps, qs, gs):
+            p.grad, q.grad = gr.clone(), gr.clone()
+        mine.step()
+        ref.step()
+    for p, q, w in zip(ps, qs, W0):
+        assert torch.equal(p.detach(), q.detach())
+        assert (p.detach() - w).abs().max().item() > 0.01  # it moved
+
+
+def test_fused_adamw_wherever_torch_has_it():
+    # MPS gets the fused kernel where the installed torch lists it (torch 2.13 does); the meta device does not
+    from torch.optim.optimizer import _get_fused_kernels_supported_devices
+
+    assert tr.fused_supported("cpu") and tr.fused_supported("cuda") and not tr.fused_supported("meta")
+    assert tr.fused_supported("mps") == ("mps" in _get_fused_kernels_supported_devices())
+    for name in ("baseline", "alan_turing"):  # plain AdamW and Muon's AdamW part
+        persona = registry.get(name)
+        model = GPT(persona.model, token_counts=np.ones(persona.model.vocab_size, np.int64))
+        for device_type in ("cpu", "mps", "cuda"):  # the choice only: the parameters stay on the CPU
+            assert tr.is_fused(tr.build_optimizer(model, persona.recipe, device_type)) == tr.fused_supported(device_type)
+        assert not tr.is_fused(tr.build_optimizer(model, persona.recipe, "cpu", fused=False))
+
+
 def test_optimizer_parity_20_steps_float64():
     # Muon (Nesterov, decoupled weight decay) on random gradients: the optax transform and the torch optimizer
     rng = np.random.default_rng(11)

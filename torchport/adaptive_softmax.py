@@ -14,10 +14,18 @@ cluster's reduced width d_c = D // div^c, O_c (n_c x d_c) scores its ids. With t
 U_c (D x d_c), so a rare id's output vector is its input vector, trained by both (as the tied head's are). The p(w) sum to one over all V
 ids, so -log p(target) is the true cross-entropy, comparable with a full softmax's.
 
-`log_probs` gives log p over all V ids (in id order: GPT.forward's logits); `nll` gives -log p(target) per
-token without them (torchport/fast.py's fused_loss): the head softmax over head + C entries, then each tail
-cluster's softmax for the tokens whose target lies in it only. The id order (cluster assignment) comes from
-the token counts given to the constructor, not from the checkpoint.
+`log_probs` gives log p over all V ids (in id order: GPT.forward's logits); `nll_sum` gives the sum of
+-log p(target) over the kept tokens without them (torchport/fast.py's fused_loss), in one of two forms of the
+same numbers (other rounding only):
+  - fixed shapes (CUDA, MPS, any device but the CPU): the head softmax over head + C entries, then every tail
+    cluster's cross-entropy for every token through the chunked linear cross-entropy (torchport/fast.py), with
+    weight 0 for the tokens whose target lies elsewhere. Every shape follows from N alone: no host sync and
+    nothing a CUDA graph could not replay.
+  - selection (the CPU, `nll`): each tail's softmax only for the tokens whose target lies in it. Selecting them
+    (nonzero) waits for nothing on the CPU, and it computes ~10% of the tail scores: the fixed form made the
+    ada_lovelace loss and backward 5.8x slower on the 2-core CPU (the last tail, 39070 ids never seen in
+    training, costs as much as the whole 50304-way head of the baseline).
+The id order (cluster assignment) comes from the token counts given to the constructor, not from the checkpoint.
 """
 
 from __future__ import annotations
@@ -59,6 +67,12 @@ class TailCluster(nn.Module):
             return self.up(self.proj(h)) @ wte_nxD.t()
         return self.out(self.proj(h))
 
+    def features_and_weights(self, h, wte_nxD):
+        """(x, W) with scores = x @ W^T: (up(proj(h)), wte_nxD) tied, (proj(h), out.weight) untied."""
+        if self.tied:
+            return self.up(self.proj(h)), wte_nxD
+        return self.proj(h), self.out.weight
+
 
 class AdaptiveSoftmax(nn.Module):
     def __init__(self, config: GPTConfig, token_counts):
@@ -73,6 +87,8 @@ class AdaptiveSoftmax(nn.Module):
         self.register_buffer("order", torch.from_numpy(cl.order.copy()), persistent=False)
         self.register_buffer("rank", torch.from_numpy(cl.rank.copy()), persistent=False)
         self.register_buffer("tail_edges", torch.tensor(cl.edges[1:-1], dtype=torch.long), persistent=False)
+        # nll_sum's form: None picks fixed shapes on every device but the CPU; True / False force one (tests)
+        self.fixed_shapes: bool | None = None
 
     def head_log_probs(self, h_NxD, wte_VxD):
         """log softmax over [head ids, tail clusters], (N, head_size + C)."""
@@ -94,9 +110,32 @@ class AdaptiveSoftmax(nn.Module):
                                for c in range(len(self.tail))]
         return torch.cat(parts, dim=-1)[:, self.rank]  # frequency order -> id order
 
+    def nll_sum(self, h_NxD, wte_VxD, t_N, keep_N):
+        """sum over the tokens with keep_N of -log p(t_n), without the N x V log-probabilities (t_n is any id where
+        keep_N is False). Fixed shapes: the head softmax for every token, and every tail cluster's cross-entropy
+        for every token, chunked (torchport/fast.py) with the tokens whose target lies outside it ignored."""
+        from torchport.fast import IGNORE_INDEX, linear_cross_entropy
+
+        fixed = self.fixed_shapes if self.fixed_shapes is not None else h_NxD.device.type != "cpu"
+        if not fixed:
+            return (self.nll(h_NxD, wte_VxD, t_N) * keep_N).sum()
+        lh = self.head_log_probs(h_NxD, wte_VxD)
+        H = self.head_size
+        pos_N = self.rank[t_N]
+        c_N = torch.searchsorted(self.tail_edges, pos_N, right=True)  # 0 head, c >= 1 tail c
+        slot_N = torch.where(c_N == 0, pos_N, H + c_N - 1)
+        total = -(torch.gather(lh, 1, slot_N[:, None])[:, 0] * keep_N).sum()
+        for c in range(len(self.tail)):
+            t = self.tail[c]
+            lo, hi = self.edges[c + 1], self.edges[c + 2]
+            x, W = t.features_and_weights(h_NxD, wte_VxD[self.order[lo:hi]] if t.tied else None)
+            local_N = torch.where(keep_N & (c_N == c + 1), pos_N - lo, IGNORE_INDEX)
+            total = total + linear_cross_entropy(x, W, local_N, reduction="sum")
+        return total
+
     def nll(self, h_NxD, wte_VxD, t_N):
-        """-log p(t_n) per token, without the N x V log-probabilities; each tail's softmax only for the tokens
-        whose target lies in it (a data-dependent selection: on CUDA/MPS a host sync per tail)."""
+        """-log p(t_n) per token, each tail's softmax only for the tokens whose target lies in it: a data-dependent
+        selection, free on the CPU, a host sync per tail on CUDA/MPS (nll_sum uses it on the CPU only)."""
         lh = self.head_log_probs(h_NxD, wte_VxD)
         H = self.head_size
         pos_N = self.rank[t_N]

@@ -17,6 +17,7 @@ c_in and c_proj (D, D). Sources and initialization: see jaxmodel/difference_ssm.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -30,6 +31,14 @@ from dreamteam.config import GPTConfig
 def binomials(T: int, m: int) -> np.ndarray:
     """binom(k, j) for k < T, j < m, (T, m) float64 (exact integers below 2^53)."""
     return np.array([[math.comb(k, j) for j in range(m)] for k in range(T)], dtype=np.float64)
+
+
+@functools.lru_cache(maxsize=None)
+def binomial_table(T: int, m: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """binomials(T, m) rounded once to dtype on the host and uploaded once per (T, m, dtype, device): the forward
+    then copies nothing to the device."""
+    with torch.inference_mode(False):  # a normal tensor even when first made under inference_mode
+        return torch.from_numpy(binomials(T, m)).to(dtype).to(device)
 
 
 def init_theta(D: int) -> np.ndarray:
@@ -47,7 +56,7 @@ def difference_coefficients(B, C):
 
 def closed_form_kernel(theta, B, C, T: int):
     """K_k = lambda^k sum_{j<m} binom(k, j) c_j for k < T, (D, T); lambda^k = exp(k log sigmoid(theta))."""
-    binom = torch.as_tensor(binomials(T, B.shape[-1]), dtype=theta.dtype, device=theta.device)
+    binom = binomial_table(T, B.shape[-1], theta.dtype, theta.device)
     k = torch.arange(T, dtype=theta.dtype, device=theta.device)
     decay = torch.exp(F.logsigmoid(theta)[:, None] * k[None, :])
     return decay * torch.einsum("tj,dj->dt", binom, difference_coefficients(B, C))

@@ -68,11 +68,14 @@ def _prepare_targets(targets_N, V, device):
     """
     t_N = targets_N.long()
     keep_N = t_N != IGNORE_INDEX
-    if device.type == "cpu" and t_N.numel():  # the check needs the values: free on the CPU, a sync elsewhere
-        bad = keep_N & ((t_N < 0) | (t_N >= V))
-        if bool(bad.any()):
-            i = int(bad.nonzero()[0, 0])
-            raise ValueError(f"targets[{i}] = {int(t_N[i])}; expected a token id in [0, {V}) or {IGNORE_INDEX} (ignored)")
+    if device.type == "cpu" and t_N.numel():
+        # the check needs the values: on the CPU a numpy view of them reads memory without a torch op (nothing to
+        # wait for); on CUDA/MPS it would be a host sync per step, so there an out-of-range id is not checked here
+        t = t_N.detach().numpy()
+        bad = (t != IGNORE_INDEX) & ((t < 0) | (t >= V))
+        if bad.any():
+            i = int(bad.nonzero()[0][0])
+            raise ValueError(f"targets[{i}] = {int(t[i])}; expected a token id in [0, {V}) or {IGNORE_INDEX} (ignored)")
     return torch.where(keep_N, t_N, 0), keep_N
 
 
@@ -169,13 +172,16 @@ class LinearCrossEntropy(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, h_NxD, W_VxD, targets_N, chunk=DEFAULT_CHUNK, b_V=None, smoothing_eps=0.0, prior_V=None,
-                z_loss=0.0):
+                z_loss=0.0, reduction="mean"):
         _check_inputs(h_NxD, W_VxD, targets_N, chunk, b_V)
         t_N, keep_N = _prepare_targets(targets_N, W_VxD.shape[0], h_NxD.device)
         need_h, need_W = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         need_b = b_V is not None and ctx.needs_input_grad[4]
         total, G_h, G_W, G_b = _chunked(h_NxD.contiguous(), W_VxD.contiguous(), t_N, keep_N, chunk, need_h, need_W,
                                         None if b_V is None else b_V.contiguous(), need_b, smoothing_eps, prior_V, z_loss)
+        if reduction == "sum":  # the sum over kept tokens (0 without any): adaptive_softmax's tail clusters
+            ctx.save_for_backward(G_h, G_W, G_b, None)
+            return total
         count = keep_N.sum().to(total.dtype)
         ctx.save_for_backward(G_h, G_W, G_b, count)
         return total / count  # no kept token: 0/0 = nan, as F.cross_entropy
@@ -184,27 +190,31 @@ class LinearCrossEntropy(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_loss):
         G_h, G_W, G_b, count = ctx.saved_tensors
-        scale = grad_loss / count.clamp(min=1)  # no kept token: G_h, G_W are 0, as F.cross_entropy's gradients
+        # no kept token: G_h, G_W are 0, as F.cross_entropy's gradients
+        scale = grad_loss if count is None else grad_loss / count.clamp(min=1)
         grad_h = G_h * scale if ctx.needs_input_grad[0] else None
         grad_W = G_W * scale if ctx.needs_input_grad[1] else None
         grad_b = G_b * scale if G_b is not None else None
-        return grad_h, grad_W, None, None, grad_b, None, None, None
+        return grad_h, grad_W, None, None, grad_b, None, None, None, None
 
 
 def linear_cross_entropy(h_NxD, W_VxD, targets_N, chunk: int = DEFAULT_CHUNK, bias=None, smoothing_eps: float = 0.0,
-                         prior=None, z_loss: float = 0.0):
-    """F.cross_entropy(h_NxD @ W_VxD.T (+ bias), targets_N, ignore_index=-1), computed chunk by chunk of tokens.
+                         prior=None, z_loss: float = 0.0, reduction: str = "mean"):
+    """F.cross_entropy(h_NxD @ W_VxD.T (+ bias), targets_N, ignore_index=-1, reduction=reduction), computed chunk
+    by chunk of tokens; reduction 'mean' or 'sum' (over the kept tokens).
     smoothing_eps, prior, z_loss: succession_objective's loss instead (targets (1 - eps) onehot + eps prior,
     plus z_loss (log Z)^2; torchport/succession_objective.py is its eager reference)."""
+    if reduction not in ("mean", "sum"):
+        raise ValueError(f"reduction must be 'mean' or 'sum'; got {reduction!r}")
     extra = (smoothing_eps, prior, z_loss)
     if torch.is_grad_enabled() and (h_NxD.requires_grad or W_VxD.requires_grad or (bias is not None and bias.requires_grad)):
-        return LinearCrossEntropy.apply(h_NxD, W_VxD, targets_N, chunk, bias, *extra)
+        return LinearCrossEntropy.apply(h_NxD, W_VxD, targets_N, chunk, bias, *extra, reduction)
     _check_inputs(h_NxD, W_VxD, targets_N, chunk, bias)
     with torch.no_grad():
         t_N, keep_N = _prepare_targets(targets_N, W_VxD.shape[0], h_NxD.device)
         total = _chunked(h_NxD.contiguous(), W_VxD.contiguous(), t_N, keep_N, chunk, False, False,
                          None if bias is None else bias.contiguous(), False, *extra)[0]
-    return total / keep_N.sum().to(total.dtype)
+    return total if reduction == "sum" else total / keep_N.sum().to(total.dtype)
 
 
 def fused_loss(model, idx_BxT, targets_BxT, chunk: int = DEFAULT_CHUNK, smoothing_eps: float = 0.0, prior=None,
@@ -219,9 +229,9 @@ def fused_loss(model, idx_BxT, targets_BxT, chunk: int = DEFAULT_CHUNK, smoothin
     if model.config.has("adaptive_softmax"):
         t_N = targets_BxT.reshape(-1)
         keep_N = t_N != IGNORE_INDEX
-        nll_N = model.transformer.adaptive_softmax.nll(h_BxTxD.reshape(-1, h_BxTxD.shape[-1]), model.lm_head.weight,
-                                                       torch.where(keep_N, t_N, 0))
-        return (nll_N * keep_N).sum() / keep_N.sum()
+        total = model.transformer.adaptive_softmax.nll_sum(h_BxTxD.reshape(-1, h_BxTxD.shape[-1]), model.lm_head.weight,
+                                                           torch.where(keep_N, t_N, 0), keep_N)
+        return total / keep_N.sum()
     return linear_cross_entropy(h_BxTxD.reshape(-1, h_BxTxD.shape[-1]), model.lm_head.weight,
                                 targets_BxT.reshape(-1), chunk, model.lm_head.bias, smoothing_eps, prior, z_loss)
 

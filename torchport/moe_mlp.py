@@ -63,7 +63,8 @@ class MoEMLP(nn.Module):
         r_NxE = self.router(x_NxD)
         s_NxE = torch.sigmoid(r_NxE) if cfg.moe_mlp_score == "sigmoid" else F.softmax(r_NxE, dim=-1)
         idx_NxK, g_NxK = route(s_NxE, self.router_bias, K)
-        sel_NxKxE = F.one_hot(idx_NxK, E).to(x_NxD.dtype)
+        # one-hot by comparison: F.one_hot checks its indices' range on the host (a sync per call on CUDA/MPS)
+        sel_NxKxE = (idx_NxK[..., None] == torch.arange(E, device=idx_NxK.device)).to(x_NxD.dtype)
         G_NxE = (sel_NxKxE * g_NxK[..., None]).sum(1)  # g at the selected experts, 0 elsewhere
         if self.training:
             load_E = sel_NxKxE.detach().sum((0, 1))

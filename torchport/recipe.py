@@ -18,8 +18,11 @@ def reference_fused(device_type: str) -> bool:
 
 
 def is_fused(optimizer: torch.optim.Optimizer) -> bool:
-    """Whether the optimizer runs torch's fused AdamW kernel (Muon's AdamW part never does)."""
+    """Whether the optimizer runs torch's fused AdamW kernel (for Muon: its AdamW part)."""
     return bool(optimizer.defaults.get("fused"))
+
+
+fused_supported = muon.fused_supported  # whether the installed torch has fused AdamW for a device type
 
 
 def lr_ratios(config, recipe: Recipe) -> dict[str, float]:
@@ -34,11 +37,14 @@ def build_optimizer(model: torch.nn.Module, recipe: Recipe, device_type: str = "
                     fused: bool | None = None) -> torch.optim.Optimizer:
     """The recipe's optimizer for the model; with the component `muon` on (model.config), torchport.muon's
     Muon for the matrices inside the blocks and AdamW for the rest, in one optimizer.
-    fused: AdamW's single-kernel form (GPT.configure_optimizers; None: where torch has it;
-    reference_fused(device_type): the eager reference's choice)."""
+    fused: AdamW's single-kernel form (GPT.configure_optimizers, Muon's AdamW part; None: where the installed
+    torch has it for device_type, MPS included in recent torch; reference_fused(device_type): the eager
+    reference's choice)."""
     config = getattr(model, "config", None)
+    if fused is None:
+        fused = fused_supported(device_type)
     if recipe.optimizer == "adamw" and config is not None and config.has("muon"):
-        return muon.build(model, recipe, lr_ratios(config, recipe))
+        return muon.build(model, recipe, lr_ratios(config, recipe), fused=fused)
     if recipe.optimizer == "adamw":
         return model.configure_optimizers(
             recipe.weight_decay, recipe.learning_rate, (recipe.beta1, recipe.beta2), device_type, eps=recipe.eps,

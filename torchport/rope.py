@@ -10,14 +10,25 @@ No parameters; the model then has no learned position embedding.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 
 
+@functools.lru_cache(maxsize=None)
+def inverse_frequencies(rotary_dim: int, base: float, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """base^(-2i / rotary_dim), (rotary_dim / 2,): computed in float64 on the host, rounded once to dtype, and
+    uploaded once per (dtype, device), so that a training step copies nothing to the device (on MPS, which has no
+    float64, the rounding happens on the host)."""
+    inv_freq = torch.from_numpy(base ** (-np.arange(0, rotary_dim, 2, dtype=np.float64) / rotary_dim))
+    with torch.inference_mode(False):  # a normal tensor even when first made under inference_mode
+        return inv_freq.to(dtype).to(device)
+
+
 def rope_angles(positions, rotary_dim: int, base: float, dtype):
     """theta[p, i] = p * base^(-2i / rotary_dim), shape (T, rotary_dim / 2), in dtype."""
-    inv_freq = torch.from_numpy(base ** (-np.arange(0, rotary_dim, 2, dtype=np.float64) / rotary_dim))
-    inv_freq = inv_freq.to(device=positions.device, dtype=dtype)
+    inv_freq = inverse_frequencies(rotary_dim, float(base), dtype, positions.device)
     return positions.to(dtype)[:, None] * inv_freq[None, :]
 
 
