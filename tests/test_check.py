@@ -258,11 +258,10 @@ def test_dynamic_verdict_of_each_fixture(name, tmp_path, data_dir):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not (Path("/work/shared/data/shakespeare") / "val.bin").exists(), reason="the benchmark data is not here")
-def test_acceptance_reference_on_the_benchmark_data(tmp_path, capsys):
-    # no edit: the fixture as written, its own vocabulary of 50304, the real data folder
+def test_acceptance_reference_on_the_benchmark_data(tmp_path, capsys, shared_data):
+    # no edit: the fixture as written, its own vocabulary of 50304, the real data folder (skipped without it)
     cand = shutil.copytree(CANDIDATES / "reference", tmp_path / "reference")
-    assert main(["evaluate", str(cand), "--data-dir", "/work/shared/data/shakespeare", "--max-iters", "101", "--val-windows", "8"]) == 0
+    assert main(["evaluate", str(cand), "--data-dir", str(shared_data), "--max-iters", "101", "--val-windows", "8"]) == 0
     assert main(["check", str(cand)]) == 0
     out = capsys.readouterr().out
     assert "protocol kept" in out and "status" not in out.split("protocol kept")[1]
