@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from dreamteam import data, protocol, registry, runs
+from dreamteam import arguments, data, protocol, registry, runs
 from dreamteam.config import ConfigError
 from torchport import recipe as recipes
 from torchport.evaluate import val_loss
@@ -193,14 +193,18 @@ def train(persona="baseline", seed=0, data_dir=None, device_override=None, max_i
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description="Train one persona under the frozen DreamTeam protocol.")
+    ap = arguments.Parser(description="Train one persona under the frozen DreamTeam protocol.",
+                          formatter_class=arguments.HelpFormatter)  # one-line errors, defaults in --help
     ap.add_argument("--persona", default="baseline", help=f"one of {sorted(registry.PERSONAS)}")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--data-dir", default=None, help=f"default: ${data.DATA_ENV_VAR}, else ./data/shakespeare")
-    ap.add_argument("--device", default=None, help="default: the protocol's 'mps' (falls back to cuda, then cpu)")
-    ap.add_argument("--max-iters", type=int, default=None, help="smoke runs only: fewer iterations than the protocol's 10001")
-    ap.add_argument("--out-dir", default="runs")
-    ap.add_argument("--no-progress", action="store_true")
+    ap.add_argument("--seed", type=arguments.seed, default=0, help="seed of the weights and of the batches")
+    ap.add_argument("--data-dir", default=None, help=f"default: ${data.DATA_ENV_VAR}, else ./data/shakespeare, else the "
+                    "shipped tiny Shakespeare, prepared once into ~/.cache/dreamteam/shakespeare")
+    ap.add_argument("--device", type=arguments.device, default=None,
+                    help="default: the protocol's 'mps' (falls back to cuda, then cpu)")
+    ap.add_argument("--max-iters", type=arguments.positive_int, default=None,
+                    help="smoke runs only: fewer iterations than the protocol's 10001 (default: 10001)")
+    ap.add_argument("--out-dir", default="runs", help="folder of the run record and checkpoint")
+    ap.add_argument("--no-progress", action="store_true", help="no progress bar")
     ap.add_argument("--eager", action="store_true",
                     help="train with the plain eager loss model(x, y) and nanoGPT's AdamW (the reference; fused on CUDA "
                          "only) instead of the fused chunked loss and fused AdamW")

@@ -33,13 +33,12 @@ import math
 import os
 import shutil
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
-from dreamteam import harness, runs
+from dreamteam import executors, harness, runs
 
 # recipe settings a mutation perturbs, and how
 LR_RANGE = (1e-5, 3e-2)
@@ -250,28 +249,13 @@ def _evaluate_all(gdir: Path, entries: list[dict], cfg: dict) -> None:
         return
     kwargs = {"seeds": cfg["seeds"], "timeout_min": cfg["timeout_min"], "device": cfg["device"], "data_dir": cfg["data_dir"],
               "max_iters": cfg["max_iters"], "val_windows": cfg["val_windows"], "threads": cfg["threads"]}
-    dirs = [str(gdir / e["id"]) for e in todo]
-    if cfg["executor"] == "ray":
-        _evaluate_ray(dirs, kwargs, cfg.get("ray_address"))
-        return
-    if kwargs["threads"] is None and cfg["workers"] > 1 and "OMP_NUM_THREADS" not in os.environ:
+    if cfg["executor"] == "local" and kwargs["threads"] is None and cfg["workers"] > 1 and "OMP_NUM_THREADS" not in os.environ:
         # concurrent evaluations share the cores instead of fighting over them
         kwargs["threads"] = max(1, (os.cpu_count() or 1) // cfg["workers"])
-    with ThreadPoolExecutor(max_workers=cfg["workers"]) as pool:  # each evaluation is its own process
-        for f in [pool.submit(evaluate_seeds, d, **kwargs) for d in dirs]:
-            f.result()
-
-
-def _evaluate_ray(dirs: list[str], kwargs: dict, address: str | None) -> None:
-    try:
-        import ray
-    except ImportError:
-        raise EvolveError("--executor ray needs Ray: pip install 'dreamteam[ray]'") from None
-    if not ray.is_initialized():
-        ray.init(address=address, runtime_env={"env_vars": {"PYTHONPATH": str(harness.PROJECT_ROOT)}},
-                 include_dashboard=False, log_to_driver=False)
-    remote = ray.remote(num_cpus=1)(evaluate_seeds)
-    ray.get([remote.remote(d, **kwargs) for d in dirs])
+    # threads, not processes, for a local pool: each evaluation is a process of its own already
+    executors.run(evaluate_seeds, [dict(kwargs, cand_dir=str(gdir / e["id"])) for e in todo], executor=cfg["executor"],
+                  workers=cfg["workers"] if cfg["executor"] == "local" else cfg.get("ray_cpus"),
+                  ray_address=cfg.get("ray_address"), processes=False)
 
 
 def evaluate_seeds(cand_dir: str, seeds, **kwargs) -> dict:
@@ -348,14 +332,14 @@ def evolve(out, generations: int, population: int, *, seeds=(0,), executor="loca
 
     if generations < 1 or population < 2:
         raise EvolveError(f"need generations >= 1 and population >= 2; got {generations}, {population}")
-    if executor not in ("local", "ray"):
-        raise EvolveError(f"unknown executor {executor!r}; expected 'local' or 'ray'")
+    if executor not in executors.EXECUTORS:
+        raise EvolveError(f"unknown executor {executor!r}; expected one of {', '.join(executors.EXECUTORS)}")
     if persona_prompts and not llm_command:
         raise EvolveError("--persona-prompts needs --llm-command (the program that answers them)")
-    workers = workers or default_workers()
+    ray_cpus, workers = workers, workers or default_workers()  # Ray's local instance: all CPUs unless --workers
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    cfg = {"seeds": list(seeds), "device": device, "data_dir": str(data.resolve_data_dir(data_dir, environ)),
+    cfg = {"seeds": list(seeds), "device": device, "data_dir": str(data.find_data_dir(data_dir, environ)),
            "max_iters": max_iters, "val_windows": val_windows, "model_options": dict(model_options or {}),
            "rng_seed": rng_seed, "population": population, "components": list(known_components())}
     state_file = out / "evolve.json"
@@ -368,7 +352,7 @@ def evolve(out, generations: int, population: int, *, seeds=(0,), executor="loca
     runs.write_json_atomic(state_file, {"config": cfg, "generations": generations})
     cfg.update(executor=executor, workers=workers, llm_command=llm_command, timeout_min=timeout_min, threads=threads,
                persona_prompts=[str(p) for p in _persona_prompts(persona_prompts)] if llm_command else [],
-               ray_address=ray_address)
+               ray_address=ray_address, ray_cpus=ray_cpus)
     for gen in range(generations):
         gdir = out / f"gen_{gen:03d}"
         if (gdir / "summary.json").exists():
@@ -386,25 +370,30 @@ def evolve(out, generations: int, population: int, *, seeds=(0,), executor="loca
 
 
 def add_arguments(p) -> None:
-    p.add_argument("--generations", type=int, required=True)
-    p.add_argument("--population", type=int, required=True)
+    from dreamteam import arguments
+
+    p.add_argument("--generations", type=arguments.positive_int, required=True, help="generations to run")
+    p.add_argument("--population", type=arguments.positive_int, required=True, help="candidates per generation (at least 2)")
     p.add_argument("--out", required=True, help="the run's folder; an interrupted run resumes from it")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0], help="every candidate, the baseline included, runs at each")
-    p.add_argument("--llm-command", default=None, metavar="CMD")
-    p.add_argument("--persona-prompts", default=None, metavar="DIR", help="one persona prompt per file (*.md, *.txt)")
-    p.add_argument("--executor", choices=["local", "ray"], default="local")
-    p.add_argument("--workers", type=int, default=None,
-                   help="local executor: candidates evaluated at once (default: half the cores; with more than one, each gets "
-                        "cores // workers torch threads unless OMP_NUM_THREADS is set)")
-    p.add_argument("--ray-address", default=None, help="ray executor: the cluster (default: start a local instance)")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--data-dir", default=None)
-    p.add_argument("--timeout", type=float, default=120.0, metavar="MIN", help="per evaluation")
-    p.add_argument("--rng-seed", type=int, default=0, help="seed of the mutation and crossover choices")
-    p.add_argument("--max-iters", type=int, default=None, help="tests and smoke runs only")
-    p.add_argument("--val-windows", type=int, default=None, help="tests and smoke runs only")
+    p.add_argument("--seeds", type=arguments.seed, nargs="+", default=[0], help="every candidate, the baseline included, runs at each")
+    p.add_argument("--llm-command", default=None, metavar="CMD",
+                   help="a command that reads a persona prompt on stdin and answers on stdout (default: registry genomes only)")
+    p.add_argument("--persona-prompts", default=None, metavar="DIR",
+                   help="one persona prompt per file (*.md, *.txt); needs --llm-command (default: none)")
+    executors.add_arguments(p, "candidate evaluations", workers_default="half the cores; with more than one, each gets "
+                            "cores // workers torch threads unless OMP_NUM_THREADS is set")
+    p.add_argument("--device", type=arguments.device, default="cpu", help="the device every candidate trains on")
+    p.add_argument("--data-dir", default=None, help="folder of train.bin/val.bin (default: $DREAMTEAM_DATA, else "
+                   "./data/shakespeare, else the shipped tiny Shakespeare prepared into ~/.cache/dreamteam/shakespeare)")
+    p.add_argument("--timeout", type=arguments.positive_float, default=120.0, metavar="MIN", help="minutes per evaluation")
+    p.add_argument("--rng-seed", type=arguments.seed, default=0, help="seed of the mutation and crossover choices")
+    p.add_argument("--max-iters", type=arguments.positive_int, default=None,
+                   help="tests and smoke runs only (default: the protocol's 10001)")
+    p.add_argument("--val-windows", type=arguments.positive_int, default=None,
+                   help="tests and smoke runs only: val_loss on the first N windows (default: all 563)")
     p.add_argument("--model-option", action="append", default=[], metavar="KEY=VALUE",
-                   help="a GPTConfig field for every genome (tests and smoke runs: e.g. vocab_size=256 with a small-vocabulary data set)")
+                   help="a GPTConfig field for every genome (tests and smoke runs: e.g. vocab_size=256 with a small-vocabulary "
+                        "data set; default: none)")
 
 
 def main(args) -> int:
@@ -418,7 +407,7 @@ def main(args) -> int:
                       device=args.device, data_dir=args.data_dir, timeout_min=args.timeout, max_iters=args.max_iters,
                       val_windows=args.val_windows, model_options=options, rng_seed=args.rng_seed, ray_address=args.ray_address,
                       environ=os.environ)
-    except EvolveError as e:
+    except (EvolveError, executors.ExecutorError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(f"generation table: {path}")

@@ -16,9 +16,12 @@ SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "shakesp
 
 @pytest.fixture
 def shared_data() -> Path:
-    if not (SHARED_DATA / "train.bin").exists():
-        pytest.skip(f"benchmark data not found at {SHARED_DATA} (../shared/data/shakespeare beside the checkout)")
-    return SHARED_DATA
+    """The benchmark files: ../shared/data/shakespeare beside the checkout, else $DREAMTEAM_DATA (as CI sets it)."""
+    for folder in (SHARED_DATA, Path(os.environ.get("DREAMTEAM_DATA") or SHARED_DATA)):
+        if (folder / "train.bin").exists() and (folder / "input.txt").exists():
+            return folder
+    pytest.skip(f"benchmark data not found at {SHARED_DATA} (../shared/data/shakespeare beside the checkout) "
+                "nor $DREAMTEAM_DATA")
 
 
 SHORT_VAL_TOKENS = 2049  # 32 windows of 64 tokens (+1 for the last target)
