@@ -1,11 +1,12 @@
 """The `dreamteam` command line. Each command imports the engine it runs inside the command.
 
-    dreamteam prepare  [--data-dir DIR] [--input PATH | --download]
+    dreamteam prepare  [--data-dir DIR] [--input PATH | --download [URL]]   (default text: the shipped tiny Shakespeare)
     dreamteam train    [--engine torch|jax] [--persona NAME] [--seed S] [--max-iters N] [--device D] [--out-dir DIR]
     dreamteam parity   [--persona NAME ...] [--dtype ...] [--json PATH]     (same as python -m parity)
     dreamteam personas
     dreamteam bench    [--personas NAME ...] [--seeds S ...] [--device auto|D] [--out DIR] [--max-iters N] [--ablate NAME] [--set KEY=VALUE ...]
-    dreamteam report   [RUNS_DIR] [--out DIR] [--speed FILE ...]
+                       [--executor local|ray] [--workers N] [--ray-address ADDRESS]
+    dreamteam report   [RUNS_DIR] [--out DIR] [--speed FILE ...]          (default --out: RUNS_DIR itself)
     dreamteam evaluate DIR [--seed S] [--timeout MIN] [--device D] [--data-dir DIR]
     dreamteam check    DIR [--run ...]
     dreamteam propose  --persona-prompt FILE --from DIR --out DIR2 [--llm-command CMD]
@@ -15,6 +16,8 @@
     dreamteam expert-load RECORD.json [--out PNG]
     dreamteam sample   --persona NAME --prompt TEXT [--checkpoint FILE.safetensors | --runs DIR]
                        [--sampler min_p|typical|top_k|temperature] [--seed S] [--tokens N]
+
+Every argument is checked before any work starts (dreamteam/arguments.py): a bad one is one line, exit 2.
 """
 
 from __future__ import annotations
@@ -152,7 +155,7 @@ def _export_int8(args) -> int:
     if config.has("fixed_point_qat") and config.fixed_point_qat_bits != args.bits:
         print(f"note: the model was trained with fixed_point_qat_bits={config.fixed_point_qat_bits}, exporting {args.bits}")
     model = GPT(config)
-    load_checkpoint(model, args.checkpoint, args.persona or "of the run record")
+    load_checkpoint(model, args.checkpoint, args.persona or "(the run record's config)")
     save_int8(model, args.out, args.bits, extra_meta={"source": Path(args.checkpoint).name})
     # float: the checkpoint's weights read as they are (fixed_point_qat off); int8: the dequantized matrices,
     # read as they are (no second rounding); with fixed_point_qat the trained model's own forward equals int8's
