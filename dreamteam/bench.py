@@ -295,7 +295,8 @@ def sweep(personas, seeds, device: str = "auto", out_dir: str | Path = "runs", m
 
     def started(i):
         head, _, _, _, changed = todo[i]
-        log(f"{head}: training on {resolved}, {iters} iterations{changed}")
+        where = "" if serial else f" (queued: {executor}" + (f", {workers} at once)" if executor == "local" else ")")
+        log(f"{head}: training on {resolved}, {iters} iterations{changed}{where}")
 
     def finished(i, error):
         head, name, _, seed, _ = todo[i]
