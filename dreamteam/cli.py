@@ -101,7 +101,8 @@ def _anatomy(args) -> int:
         print(f"note: {source}")
     out = trace(model, torch.tensor([ids]))
     tokens = [data.decode([i]) for i in ids]
-    out_dir = Path(args.out)
+    # beside the checkpoint it reads (never the committed docs/ unless asked), else ./anatomy
+    out_dir = Path(args.out) if args.out else (Path(args.checkpoint).parent if args.checkpoint else Path("anatomy"))
     out_dir.mkdir(parents=True, exist_ok=True)
     a = drawings.draw_attention(out["attention"][:, 0].numpy(), tokens, out_dir / f"{persona.name}_attention.png",
                                 f"{persona.name}: attention per layer and head ({source})")
@@ -204,7 +205,7 @@ def _laplace_rates(args) -> int:
     H = rates_LxH.shape[1]
     # the rates at initialization, with the default exponent, which the registered personas use
     initial_H = initial_rates(H, GPTConfig.laplace_bias_exponent)
-    out = Path(args.out)
+    out = Path(args.out) if args.out else path.with_name(path.stem + "_laplace_rates.png")  # beside the checkpoint
     out.parent.mkdir(parents=True, exist_ok=True)
     drawings.draw_laplace_rates(rates_LxH, out, f"laplace_bias decay rates of {path.name}", initial_H)
     for l, row in enumerate(rates_LxH):
@@ -298,7 +299,8 @@ def _expert_load(args) -> int:
         raise SampleError(f"{args.record} is not readable JSON ({e})") from None
     if not isinstance(rec, dict):
         raise SampleError(f"{args.record} is not a run record (a JSON object)")
-    out = Path(args.out)
+    record = Path(args.record)
+    out = Path(args.out) if args.out else record.with_name(record.stem + "_expert_load.png")  # beside the record
     out.parent.mkdir(parents=True, exist_ok=True)
     try:
         drawings.draw_expert_load(rec.get("expert_load", []), out,
@@ -410,14 +412,15 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--checkpoint", type=arguments.existing_file(".safetensors", kind="a run's checkpoint"), default=None,
                    help="a run's .safetensors (default: untrained weights)")
     a.add_argument("--seed", type=arguments.seed, default=0, help="seed of the untrained weights")
-    a.add_argument("--out", default="docs/anatomy", help="folder of the two PNG files")
+    a.add_argument("--out", default=None,
+                   help="folder of the two PNG files (default: the checkpoint's folder, else ./anatomy)")
     a.set_defaults(func=_anatomy)
 
     lr = _command(sub, "laplace-rates", "plot the learned decay rates of laplace_bias from a checkpoint")
     lr.add_argument("checkpoint", type=arguments.existing_file(".safetensors", kind="a run's checkpoint"),
                     help="a run's .safetensors (train_mps or jaxmodel.train)")
-    lr.add_argument("--out", type=arguments.output_file(".png", kind="a PNG file"), default="docs/laplace_rates.png",
-                    help="the plot to write")
+    lr.add_argument("--out", type=arguments.output_file(".png", kind="a PNG file"), default=None,
+                    help="the plot to write (default: CHECKPOINT_laplace_rates.png beside the checkpoint)")
     lr.set_defaults(func=_laplace_rates)
 
     _command(sub, "parity", "Flax/torch equivalence checks (python -m parity --help)")
@@ -482,8 +485,8 @@ def build_parser() -> argparse.ArgumentParser:
     e = _command(sub, "expert-load", "plot moe_mlp's expert load over training from a run record")
     e.add_argument("record", type=arguments.existing_file(".json", kind="a run record"),
                    help="a run record (.json) of a persona with moe_mlp")
-    e.add_argument("--out", type=arguments.output_file(".png", kind="a PNG file"), default="docs/expert_load.png",
-                   help="the plot to write")
+    e.add_argument("--out", type=arguments.output_file(".png", kind="a PNG file"), default=None,
+                   help="the plot to write (default: RECORD_expert_load.png beside the record)")
     e.set_defaults(func=_expert_load)
     return ap
 

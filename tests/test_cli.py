@@ -61,6 +61,8 @@ def test_expert_load_plot_from_a_run_record(tmp_path, capsys):
     (tmp_path / "r.json").write_text(json.dumps(rec))
     assert main(["expert-load", str(tmp_path / "r.json"), "--out", str(tmp_path / "el.png")]) == 0
     assert (tmp_path / "el.png").stat().st_size > 1000
+    assert main(["expert-load", str(tmp_path / "r.json")]) == 0  # by default beside the record, never in docs/
+    assert (tmp_path / "r_expert_load.png").stat().st_size > 1000
     (tmp_path / "b.json").write_text(json.dumps({"persona": "baseline"}))
     assert main(["expert-load", str(tmp_path / "b.json"), "--out", str(tmp_path / "x.png")]) == 2
     assert "no expert loads" in capsys.readouterr().err
