@@ -15,6 +15,11 @@ from dreamteam import bench, evolve, executors  # noqa: E402
 from dreamteam.cli import main  # noqa: E402
 from loop_helpers import VOCAB, small_data  # noqa: E402
 
+# ray.init starts the local instance's processes through subprocess with a preexec_fn, so Python runs the
+# at-fork hooks, and JAX (imported by other tests of this worker) warns that forking a multithreaded process
+# may deadlock. The child execs Ray's own programs at once and never touches JAX's threads.
+pytestmark = pytest.mark.filterwarnings(r"ignore:os\.fork\(\) was called:RuntimeWarning")
+
 
 @pytest.fixture(scope="module")
 def local_ray():
