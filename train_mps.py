@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from dreamteam import data, protocol, registry, runs
+from dreamteam import arguments, data, protocol, registry, runs
 from dreamteam.config import ConfigError, GPTConfig, Persona, Recipe
 from torchport import recipe as recipes
 from torchport.evaluate import val_loss
@@ -52,11 +52,7 @@ class NonFiniteLossError(RuntimeError):
     pass
 
 
-class DeviceError(ValueError):
-    """A device name that is no device, or a CUDA device this machine does not have."""
-
-
-DEVICE_TYPES = ("cpu", "cuda", "mps")
+DeviceError = arguments.DeviceError  # a device name that is no device, or one this machine lacks
 
 
 class ResumeError(ValueError):
@@ -65,25 +61,13 @@ class ResumeError(ValueError):
 
 def resolve_device(device: str) -> str:
     """'mps' (or 'mps:0') where it exists; otherwise say so in one line and fall back to CUDA, then the CPU.
-    A CUDA device this machine lacks, or a name other than cpu, cuda[:N], mps[:0], is a DeviceError."""
-    kind, sep, index = str(device).partition(":")
-    if kind not in DEVICE_TYPES or (sep and not index.isdigit()):
-        raise DeviceError(f"unknown device {device!r}; expected one of cpu, cuda, cuda:N, mps")
-    if kind == "mps":
-        if not torch.backends.mps.is_available():
-            fallback = "cuda" if torch.cuda.is_available() else "cpu"
-            print(f"MPS is not available on this machine; running on {fallback} instead")
-            return fallback
-        if index not in ("", "0"):
-            raise DeviceError(f"device {device!r}: MPS has one device, 'mps' or 'mps:0'")
-    if kind == "cuda":
-        if not torch.cuda.is_available():
-            raise DeviceError(f"device {device!r} requested but CUDA is not available on this machine")
-        n = torch.cuda.device_count()
-        if index and int(index) >= n:
-            raise DeviceError(f"device {device!r} requested but this machine has {n} CUDA device(s), "
-                              f"cuda:0 to cuda:{n - 1}")
-    return device
+    Any other name is checked by arguments.check_device: a CUDA device this machine lacks, or a name other than
+    cpu, cuda[:N], mps[:0], is a DeviceError."""
+    if str(device).partition(":")[0] == "mps" and not torch.backends.mps.is_available():
+        fallback = "cuda" if torch.cuda.is_available() else "cpu"
+        print(f"MPS is not available on this machine; running on {fallback} instead")
+        return fallback
+    return arguments.check_device(device)
 
 
 def _sync(device: str) -> None:
@@ -426,14 +410,18 @@ def load_resume(record_path) -> tuple[dict, dict]:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description="Train one persona under the frozen DreamTeam protocol.")
+    ap = arguments.Parser(description="Train one persona under the frozen DreamTeam protocol.",
+                          formatter_class=arguments.HelpFormatter)  # one-line errors, defaults in --help
     ap.add_argument("--persona", default="baseline", help=f"one of {sorted(registry.PERSONAS)}")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--data-dir", default=None, help=f"default: ${data.DATA_ENV_VAR}, else ./data/shakespeare")
-    ap.add_argument("--device", default=None, help="default: the protocol's 'mps' (falls back to cuda, then cpu)")
-    ap.add_argument("--max-iters", type=int, default=None, help="smoke runs only: fewer iterations than the protocol's 10001")
-    ap.add_argument("--out-dir", default="runs")
-    ap.add_argument("--no-progress", action="store_true")
+    ap.add_argument("--seed", type=arguments.seed, default=0, help="seed of the weights and of the batches")
+    ap.add_argument("--data-dir", default=None, help=f"default: ${data.DATA_ENV_VAR}, else ./data/shakespeare, else the "
+                    "shipped tiny Shakespeare, prepared once into ~/.cache/dreamteam/shakespeare")
+    ap.add_argument("--device", type=arguments.device, default=None,
+                    help="default: the protocol's 'mps' (falls back to cuda, then cpu)")
+    ap.add_argument("--max-iters", type=arguments.positive_int, default=None,
+                    help="smoke runs only: fewer iterations than the protocol's 10001 (default: 10001)")
+    ap.add_argument("--out-dir", default="runs", help="folder of the run record and checkpoint")
+    ap.add_argument("--no-progress", action="store_true", help="no progress bar")
     ap.add_argument("--eager", action="store_true",
                     help="train with the plain eager loss model(x, y) and nanoGPT's AdamW (the reference; fused on CUDA "
                          "only) instead of the fused chunked loss and fused AdamW")
@@ -442,9 +430,6 @@ def main(argv=None) -> int:
                          "error; not with muon or moe_mlp, whose steps keep Python-side state)")
     runs.add_run_options(ap)
     args = ap.parse_args(argv)
-    if args.threads is not None and args.threads < 1:
-        print(f"error: --threads {args.threads}: expected at least 1", file=sys.stderr)
-        return 2
     from dreamteam.bench import BenchError, parse_settings, with_settings
 
     if args.resume is not None:  # the stopped run's settings are in its record

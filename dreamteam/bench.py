@@ -2,6 +2,11 @@
 
     dreamteam bench --personas baseline [NAME ...] --seeds 0 1 2 --device auto --out runs/
                     [--max-iters N] [--ablate NAME] [--set KEY=VALUE ...] [--data-dir DIR] [--no-progress] [--threads N]
+                    [--executor local|ray] [--workers N] [--ray-address ADDRESS]
+
+Where the runs go: one after the other in this process (the default), `--workers N` of them at once on
+this machine (each process with its share of the cores), or `--executor ray` on a local Ray instance or,
+with `--ray-address`, an existing cluster; the same executors as `dreamteam evolve` (dreamteam/executors.py).
 
 Every run is exactly what DreamTeam calls, `train_mps.train(persona, seed, ...)`, which writes one JSON
 record per run into the out folder (`dreamteam report` reads them). `--threads N` is passed to every run
@@ -27,6 +32,7 @@ holds comparable runs of every persona.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
 from dataclasses import dataclass, field
@@ -218,26 +224,31 @@ def resolve_device(device: str) -> str:
 
     import train_mps
 
+    from dreamteam.arguments import DeviceError, check_device
+
     requested = protocol.DEVICE if device == "auto" else device
     try:
+        check_device(requested)  # what every command checks: a device that is here ('mps' falls back below)
         resolved = train_mps.resolve_device(requested)
-        torch.device(resolved)  # rejects names torch does not know ('gpu', 'tpu0')
-    except RuntimeError as e:
+        torch.device(resolved)
+    except (RuntimeError, DeviceError) as e:
         raise BenchError(f"--device {device!r}: {e}") from None
     return resolved
 
 
 def sweep(personas, seeds, device: str = "auto", out_dir: str | Path = "runs", max_iters: int | None = None,
           ablate: str | None = None, data_dir=None, progress: bool = True, log=print,
-          settings: dict | None = None, threads: int | None = None) -> SweepResult:
+          settings: dict | None = None, threads: int | None = None, executor: str = "local", workers: int | None = None,
+          ray_address: str | None = None, environ: dict | None = None) -> SweepResult:
     """Train every (persona, seed) not already done in `out_dir` through train_mps.train(); see the module doc.
 
-    A run that raises an Exception is recorded as failed by train() itself; the sweep says so in one line
-    and goes on. KeyboardInterrupt stops the sweep; missing or corrupt data (DataError) stops it too, since
-    every run would fail the same way.
+    The runs go through dreamteam.executors, as evolve's evaluations do: one after the other in this process
+    (local, one worker: the default), on a local pool of `workers` processes, or on Ray. A run that raises an
+    Exception is recorded as failed by train() itself; the sweep says so in one line and goes on.
+    KeyboardInterrupt stops the sweep; missing or corrupt data (DataError) stops it too, since every run would
+    fail the same way. `environ` (the command line's os.environ) finds the data folder for a pool or Ray.
     """
-    import train_mps
-    from dreamteam.data import DataError
+    from dreamteam import data, executors
 
     if max_iters is not None and max_iters < 1:
         raise BenchError(f"--max-iters {max_iters}: expected a positive number of iterations")
@@ -254,6 +265,7 @@ def sweep(personas, seeds, device: str = "auto", out_dir: str | Path = "runs", m
 
     result = SweepResult()
     jobs = [(p, s) for s in seeds for p in plan]
+    todo = []
     log(f"bench: {len(plan)} persona(s) x {len(seeds)} seed(s) on {resolved}, {iters} iterations, into {out_dir}")
     for i, (persona, seed) in enumerate(jobs, 1):
         name = persona_name(persona)
@@ -270,21 +282,57 @@ def sweep(personas, seeds, device: str = "auto", out_dir: str | Path = "runs", m
             result.skipped.append((name, seed))
             continue
         changed = " (its config or recipe changed since " + existing[-1][0].name + ")" if existing else ""
-        log(f"{head}: training on {resolved}, {iters} iterations{changed}")
-        try:
-            # 'auto' leaves the device to train(): the protocol's own default and fallback
-            train_mps.train(persona, seed, data_dir, None if device == "auto" else device, max_iters, out_dir, progress,
-                            **({"threads": threads} if threads is not None else {}))
-        except DataError:
-            raise
-        except Exception as e:  # noqa: BLE001 - any crash is one failed run; the sweep goes on
-            message = f"{type(e).__name__}: {e}".splitlines()[0]
-            log(f"{head}: FAILED ({message}); its record says status 'failed'; continuing")
-            result.failed.append((name, seed, message))
-            continue
-        result.ran.append((name, seed))
+        todo.append((head, name, persona, seed, changed))
+
+    serial = executor == "local" and (workers or 1) <= 1
+    job = {"device": None if device == "auto" else device,  # 'auto' leaves the device to train(): the protocol's own
+           "max_iters": max_iters, "data_dir": data_dir, "out_dir": out_dir, "progress": progress, "threads": threads}
+    if not serial and todo:
+        # a pool's processes and Ray's workers get absolute paths (their working folder may be another), the data
+        # found (and the shipped text prepared) once here, no progress bars (they would interleave), and on a
+        # local pool their share of the cores
+        job.update(data_dir=str(data.find_data_dir(data_dir, environ).resolve()), out_dir=str(Path(out_dir).resolve()),
+                   progress=False)
+        if executor == "local" and threads is None and not (environ or {}).get("OMP_NUM_THREADS"):
+            job["threads"] = max(1, (os.cpu_count() or 1) // workers)
+
+    def started(i):
+        head, _, _, _, changed = todo[i]
+        where = "" if serial else f" (queued: {executor}" + (f", {workers} at once)" if executor == "local" else ")")
+        log(f"{head}: training on {resolved}, {iters} iterations{changed}{where}")
+
+    def finished(i, error):
+        head, name, _, seed, _ = todo[i]
+        if error is None:
+            result.ran.append((name, seed))
+            if not serial:
+                log(f"{head}: done")
+        else:
+            log(f"{head}: FAILED ({error}); its record says status 'failed'; continuing")
+            result.failed.append((name, seed, error))
+
+    executors.run(run_one, [dict(job, persona=persona, seed=seed) for _, _, persona, seed, _ in todo],
+                  executor=executor, workers=workers, ray_address=ray_address, on_start=started, on_done=finished)
     log(f"bench: {len(result.ran)} trained, {len(result.skipped)} skipped (done already), {len(result.failed)} failed")
     return result
+
+
+def run_one(persona, seed, device, max_iters, data_dir, out_dir, progress, threads=None) -> str | None:
+    """One (persona, seed) run through train_mps.train: None when it trained, else its error in one line.
+
+    DataError propagates (every run would fail the same way); any other Exception is one failed run, whose
+    record train() has written."""
+    import train_mps
+    from dreamteam.data import DataError
+
+    try:
+        # threads: --threads, or a local pool's share of the cores
+        train_mps.train(persona, seed, data_dir, device, max_iters, out_dir, progress, threads=threads)
+    except DataError:
+        raise
+    except Exception as e:  # noqa: BLE001 - any crash is one failed run; the sweep goes on
+        return f"{type(e).__name__}: {e}".splitlines()[0]
+    return None
 
 
 def _terminated(signum, frame):
@@ -294,6 +342,7 @@ def _terminated(signum, frame):
 def main(args) -> int:
     """`dreamteam bench`: run the sweep; 0 when every run is done, 1 when some failed, 2 on bad input."""
     from dreamteam.data import DataError
+    from dreamteam.executors import ExecutorError
 
     # a terminated sweep (kill, a scheduler's timeout) unwinds like an exception: the current run's record
     # is written as failed by train(), and the sweep stops
@@ -301,8 +350,10 @@ def main(args) -> int:
     try:
         result = sweep(args.personas, args.seeds, args.device, args.out, args.max_iters, args.ablate,
                        args.data_dir, progress=not args.no_progress, settings=parse_settings(args.set),
-                       threads=getattr(args, "threads", None))
-    except (registry.UnknownPersonaError, BenchError, DataError) as e:
+                       threads=getattr(args, "threads", None), executor=getattr(args, "executor", "local"),
+                       workers=getattr(args, "workers", None), ray_address=getattr(args, "ray_address", None),
+                       environ=os.environ)
+    except (registry.UnknownPersonaError, BenchError, DataError, ExecutorError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

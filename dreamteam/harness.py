@@ -240,7 +240,7 @@ def evaluate(cand_dir, *, seed: int = 0, timeout_min: float = 120.0, device: str
 
     cand_dir = Path(cand_dir).resolve()
     files = candidate_files(cand_dir)
-    data_dir = data.resolve_data_dir(data_dir, environ).resolve()  # the command line passes os.environ
+    data_dir = data.find_data_dir(data_dir, environ).resolve()  # the command line passes os.environ
     source = Path(files["train_file"]).read_text()
     iters = protocol.MAX_ITERS if max_iters is None else int(max_iters)
     static = check.static_check(source, files["train_file"])

@@ -201,11 +201,15 @@ def propose(persona_prompt: str | Path, from_dir: str | Path, out_dir: str | Pat
 
 
 def add_arguments(p) -> None:
+    from dreamteam import arguments
+
     p.add_argument("--persona-prompt", required=True, metavar="FILE", help="the persona's instructions (text)")
     p.add_argument("--from", dest="from_dir", required=True, metavar="DIR", help="the candidate to improve (train_mps.py, model.py)")
     p.add_argument("--out", required=True, metavar="DIR2", help="where the prompt, the answer and the new candidate go")
-    p.add_argument("--llm-command", default=None, metavar="CMD", help="a command that reads the prompt on stdin and answers on stdout")
-    p.add_argument("--llm-timeout", type=float, default=600, metavar="S")
+    p.add_argument("--llm-command", default=None, metavar="CMD",
+                   help="a command that reads the prompt on stdin and answers on stdout (default: write the prompt only)")
+    p.add_argument("--llm-timeout", type=arguments.positive_float, default=600, metavar="S",
+                   help="seconds the command may take")
 
 
 def main(args) -> int:

@@ -1,6 +1,9 @@
-"""The results report: run records -> docs/RESULTS.md, docs/results.json and PNG plots.
+"""The results report: run records -> RESULTS.md, results.json and PNG plots, beside the runs unless --out.
 
-    dreamteam report runs/ [--out docs/]
+    dreamteam report runs/ [--out DIR]      (writes runs/RESULTS.md, runs/results.json, runs/*.png)
+
+The committed docs/RESULTS.md is regenerated from the committed runs only, by an explicit
+`dreamteam report results/cpu --out docs ...` (README "Measured").
 
 Records are grouped by (device type, max_iters): one table per group, so that devices are never mixed and
 smoke runs (--max-iters) never sit beside full protocol runs. Within a group there is one row per persona:
@@ -471,15 +474,16 @@ def _curve_stats(runs: list[dict], key: str = "val_loss_curve"):
 # ---------------------------------------------------------------- entry points
 
 
-def write_report(runs_dir: str | Path, out: str | Path = "docs", warn=None, speed_files=()) -> dict:
-    """Write RESULTS.md, results.json and the plots into `out`; returns the summary (results.json's content).
+def write_report(runs_dir: str | Path, out: str | Path | None = None, warn=None, speed_files=()) -> dict:
+    """Write RESULTS.md, results.json and the plots into `out` (default: beside the runs, in runs_dir); returns
+    the summary (results.json's content).
     speed_files: bench_step JSON files and run records for the speed section (dreamteam/speed.py)."""
     speed_entries = speed.read_speed(speed_files)  # bad files fail before anything is written
     summary = summarize_runs(runs_dir, warn)
     summary["speed"] = speed_entries
     if not summary["groups"] and not summary["failures"]:
         raise BenchError(f"no run records (*.json written by train_mps.train) under {str(runs_dir)!r}")
-    out = Path(out)
+    out = Path(runs_dir if out is None else out)
     out.mkdir(parents=True, exist_ok=True)
     plots = write_plots(summary, out)
     (out / "RESULTS.md").write_text(render_markdown(summary, plots))
@@ -495,7 +499,7 @@ def main(args) -> int:
     except BenchError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    out = Path(args.out)
+    out = Path(args.runs if args.out is None else args.out)
     n_runs = sum(r["n_seeds"] for g in summary["groups"] for r in g["personas"].values())
     print(f"wrote {out / 'RESULTS.md'} and {out / 'results.json'}: {len(summary['groups'])} group(s), "
           f"{n_runs} run(s), {len(summary['failures'])} failed run(s) listed")

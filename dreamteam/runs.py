@@ -190,7 +190,9 @@ def record_success(path: str | os.PathLike, record: dict, *, best_vloss: float, 
 
 def add_run_options(ap) -> None:
     """--threads, --set and --resume of a training run: train_mps.py's, and `dreamteam train`'s, which passes them on."""
-    ap.add_argument("--threads", type=int, default=None, metavar="N",
+    from dreamteam import arguments
+
+    ap.add_argument("--threads", type=arguments.positive_int, default=None, metavar="N",
                     help="torch threads (default: torch's own, one per core); use 1 when sharing the machine")
     ap.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
                     help="change Recipe/GPTConfig fields of the persona, as `dreamteam bench --set` (the run is "

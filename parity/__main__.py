@@ -5,7 +5,6 @@ Prints a table (persona, check, dtype, max error, bound, pass) and exits non-zer
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 
@@ -13,14 +12,18 @@ from dreamteam import registry
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m parity", description=__doc__.splitlines()[0])
+    from dreamteam import arguments
+
+    ap = arguments.Parser(prog="python -m parity", description=__doc__.splitlines()[0],
+                          formatter_class=arguments.HelpFormatter)
     ap.add_argument("--persona", nargs="+", default=None, help=f"default: all of {sorted(registry.PERSONAS)}")
     ap.add_argument("--component", nargs="*", default=None,
                     help="baseline + each named component alone; with no names, every known component")
-    ap.add_argument("--dtype", nargs="+", default=["float64", "float32"], choices=["float64", "float32"])
-    ap.add_argument("--batch-size", type=int, default=4)
-    ap.add_argument("--steps", type=int, default=20, help="length of the training trajectory")
-    ap.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    ap.add_argument("--dtype", nargs="+", default=["float64", "float32"], choices=["float64", "float32"],
+                    help="precisions to check in")
+    ap.add_argument("--batch-size", type=arguments.positive_int, default=4, help="sequences per checked batch")
+    ap.add_argument("--steps", type=arguments.positive_int, default=20, help="length of the training trajectory")
+    ap.add_argument("--json", metavar="PATH", help="also write the results as JSON (default: no file)")
     args = ap.parse_args(argv)
     from dreamteam.config import KNOWN_COMPONENTS, ConfigError
 

@@ -93,6 +93,24 @@ def test_real_sweep_resumes_and_reports(short_val_data, tmp_path, monkeypatch, c
     for png in ("val_loss_curves_cpu_101it.png", "val_loss_cpu_101it.png"):
         assert (docs / png).stat().st_size > 1000
 
+    # without --out the report lands beside the runs it reads (never in docs/), and reads them again there
+    for _ in range(2):  # the second time, results.json beside the records is no run record
+        assert main(["report", str(out)]) == 0
+        assert f"| `baseline` | 2 | {mean:.4f} ± {std:.4f} |" in (out / "RESULTS.md").read_text()
+        assert json.loads((out / "results.json").read_text())["groups"][0]["personas"]["baseline"]["seeds"] == [0, 1]
+
+    # the same sweep on a local pool of 2 processes: the same runs, the same numbers, seed by seed
+    monkeypatch.undo()  # the spawned processes train for real anyway
+    pooled = tmp_path / "pooled"
+    argv[argv.index(str(out))] = str(pooled)
+    assert main(argv + ["--workers", "2"]) == 0
+    assert "2 trained, 0 skipped (done already), 0 failed" in capsys.readouterr().out
+    again = {r["seed"]: r for r in (json.loads(p.read_text()) for p in pooled.glob("*.json"))}
+    for r in records:
+        assert again[r["seed"]]["status"] == "ok"
+        assert again[r["seed"]]["val_loss"] == pytest.approx(r["val_loss"], rel=1e-4)
+        assert again[r["seed"]]["best_vloss"] == pytest.approx(r["best_vloss"], rel=1e-4)
+
 
 # ---------------------------------------------------------------- the sweep, with a stand-in for train()
 
@@ -188,9 +206,11 @@ def test_bad_input_is_one_clear_error(tmp_path, monkeypatch, capsys):
     assert main(["bench", "--personas", "nobody", "--device", "cpu", "--out", str(tmp_path)]) == 2
     assert "unknown persona 'nobody'" in capsys.readouterr().err
     assert main(["bench", "--device", "gpu", "--out", str(tmp_path)]) == 2
-    assert "--device 'gpu'" in capsys.readouterr().err
+    assert "argument --device: unknown device 'gpu'" in capsys.readouterr().err
     assert main(["bench", "--device", "cpu", "--max-iters", "0", "--out", str(tmp_path)]) == 2
-    assert "--max-iters 0" in capsys.readouterr().err
+    assert "argument --max-iters: 0" in capsys.readouterr().err
+    with pytest.raises(bench.BenchError, match="--device 'gpu': unknown device 'gpu'"):  # the library call too
+        bench.sweep(["baseline"], [0], device="gpu", out_dir=tmp_path)
     assert main(["report", str(tmp_path / "missing")]) == 2
     assert "not found" in capsys.readouterr().err
     assert main(["report", str(tmp_path), "--out", str(tmp_path / "docs")]) == 2

@@ -88,3 +88,74 @@ def test_token_counts_counts_every_id_and_rejects_out_of_range():
     assert counts.tolist() == [1, 0, 0, 3, 0, 0, 0, 1, 0, 0]
     with pytest.raises(data.DataError, match="out of range"):
         data.token_counts(np.array([10], dtype=np.uint16), vocab_size=10)
+
+
+def test_the_shipped_text_prepares_the_benchmark_bytes(shared_data, tmp_path):
+    """The package's own input.txt (dreamteam/assets) gives train.bin and val.bin byte for byte the benchmark's."""
+    assert data.embedded_text() == (shared_data / "input.txt").read_text(encoding="utf-8")
+    info = data.prepare(tmp_path)  # no input.txt there, no download: the shipped text
+    assert info["train_tokens"] == 301966 and info["val_tokens"] == 36059
+    for split in ("train", "val"):
+        assert filecmp.cmp(tmp_path / f"{split}.bin", shared_data / f"{split}.bin", shallow=False)
+
+
+def test_a_fresh_install_prepares_the_cache_once_and_says_so(shared_data, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no ./data/shakespeare here
+    environ = {"XDG_CACHE_HOME": str(tmp_path / "cache")}  # no $DREAMTEAM_DATA
+    lines = []
+    ds = data.load(None, environ, log=lines.append)
+    cache = tmp_path / "cache" / "dreamteam" / "shakespeare"
+    assert ds.data_dir == cache and len(lines) == 1 and str(cache) in lines[0]
+    assert filecmp.cmp(cache / "val.bin", shared_data / "val.bin", shallow=False)
+    assert data.load(None, environ, log=lines.append).data_dir == cache and len(lines) == 1  # prepared once
+    # a folder the user names (or ./data/shakespeare where it holds data) comes first
+    assert data.load(None, {**environ, data.DATA_ENV_VAR: str(shared_data)}).data_dir == shared_data
+    local = tmp_path / "data" / "shakespeare"
+    local.mkdir(parents=True)
+    (local / "input.txt").write_text("First Citizen:\nBefore we proceed any further, hear me speak.\n" * 100)
+    assert data.load(None, environ, log=lines.append).data_dir == local and len(lines) == 1
+
+
+def test_default_cache_dir_follows_xdg_then_home(tmp_path):
+    assert data.default_cache_dir({"XDG_CACHE_HOME": "/x", "HOME": "/h"}) == data.Path("/x/dreamteam/shakespeare")
+    assert data.default_cache_dir({"HOME": "/h"}) == data.Path("/h/.cache/dreamteam/shakespeare")
+
+
+def test_a_named_folder_without_data_is_an_error_not_the_cache(tmp_path):
+    environ = {"XDG_CACHE_HOME": str(tmp_path / "cache"), data.DATA_ENV_VAR: str(tmp_path / "empty")}
+    with pytest.raises(data.DataError, match="no train.bin/val.bin in .*empty"):
+        data.load(None, environ)
+    assert not (tmp_path / "cache").exists()
+
+
+def test_a_damaged_shipped_text_is_one_error(tmp_path, monkeypatch):
+    fake = tmp_path / "input.txt"
+    fake.write_text("not Shakespeare")
+    monkeypatch.setattr(data, "EMBEDDED_INPUT", fake)
+    with pytest.raises(data.DataError, match="sha256 differs"):
+        data.prepare(tmp_path / "out")
+
+
+def test_an_offline_download_leaves_nothing_behind(tmp_path, monkeypatch):
+    import urllib.error
+    import urllib.request
+
+    def offline(url, timeout=None):
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    with pytest.raises(data.DataError, match=r"could not download https://example.org/t.txt \(no network\); .*--input PATH"):
+        data.prepare(tmp_path / "a" / "b", download="https://example.org/t.txt")
+    assert not (tmp_path / "a").exists()
+
+
+def test_a_download_is_kept_as_input_txt(tmp_path, monkeypatch):
+    import io
+    import urllib.request
+
+    text = "Hello world. " * 20
+    monkeypatch.setattr(urllib.request, "urlopen", lambda url, timeout=None: io.BytesIO(text.encode()))
+    info = data.prepare(tmp_path / "d", download=True)
+    assert (tmp_path / "d" / "input.txt").read_text() == text
+    assert info["train_tokens"] + info["val_tokens"] == len(data.encode(text[: int(len(text) * 0.9)])) + len(
+        data.encode(text[int(len(text) * 0.9):]))

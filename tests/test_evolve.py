@@ -1,6 +1,5 @@
 """dreamteam evolve: genomes (mutation, crossover), populations, persona proposals, persistence and resume."""
 
-import importlib.util
 import json
 import math
 import os
@@ -98,13 +97,6 @@ def test_persona_proposals_enter_the_population(tmp_path, data_dir):
     rejected = json.loads((tmp_path / "run" / "gen_000" / "rejected_a_broken" / "proposal.json").read_text())
     assert rejected["status"] == "rejected" and "model.py line 1" in rejected["message"]
     assert "ada_lovelace" in table.read_text()
-
-
-def test_ray_executor_without_ray_is_one_clear_error(tmp_path, data_dir):
-    if importlib.util.find_spec("ray") is not None:
-        pytest.skip("Ray is installed here: tests/test_evolve_ray.py runs the executor")
-    with pytest.raises(evolve.EvolveError, match=r"pip install 'dreamteam\[ray\]'"):
-        evolve.evolve(tmp_path / "run", 1, 2, executor="ray", data_dir=data_dir, max_iters=5, model_options=OPTS, log=lambda *_: None)
 
 
 @pytest.mark.slow
