@@ -327,7 +327,8 @@ def run_one(persona, seed, device, max_iters, data_dir, out_dir, progress, threa
 
     try:
         # threads: --threads, or a local pool's share of the cores
-        train_mps.train(persona, seed, data_dir, device, max_iters, out_dir, progress, threads=threads)
+        train_mps.train(persona, seed, data_dir, device, max_iters, out_dir, progress,
+                        **({"threads": threads} if threads is not None else {}))
     except DataError:
         raise
     except Exception as e:  # noqa: BLE001 - any crash is one failed run; the sweep goes on

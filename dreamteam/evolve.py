@@ -802,9 +802,9 @@ def evolve(out, generations: int, population: int, *, seeds=(0,), executor="loca
 def add_arguments(p) -> None:
     from dreamteam import arguments
 
-    p.add_argument("--generations", type=arguments.positive_int, default=None, help="generations to run; needed unless --table-only")
+    p.add_argument("--generations", type=arguments.positive_int, default=None, help="generations to run; needed unless --table-only (no default)")
     p.add_argument("--population", type=arguments.positive_int, default=None,
-                   help="candidates per generation (at least 2); needed unless --table-only")
+                   help="candidates per generation (at least 2); needed unless --table-only (no default)")
     p.add_argument("--out", required=True, help="the run's folder; an interrupted run resumes from it")
     p.add_argument("--seeds", type=arguments.seed, nargs="+", default=[0], help="every candidate, the baseline included, runs at each")
     p.add_argument("--rank-by", choices=list(RANK_BY), default="val_loss",

@@ -199,7 +199,7 @@ def add_run_options(ap) -> None:
                          "labelled NAME@KEY=VALUE)")
     ap.add_argument("--resume", default=None, metavar="RECORD.json",
                     help="continue a stopped run (Ctrl-C, SIGTERM, a crash) from its last checkpoint with its own "
-                         "settings, to the numbers an uninterrupted run gives (docs/training.md)")
+                         "settings, to the numbers an uninterrupted run gives (docs/training.md; default: a new run)")
 
 
 def busy_machine_note(threads: int, load: float | None = None, cpu_count: int | None = None) -> str | None:

@@ -362,7 +362,8 @@ def test_bad_options_are_one_error_line(tmp_path, data_dir):
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     base = [sys.executable, "-m", "dreamteam.cli", "evolve", "--out", str(tmp_path / "x")]
     for extra, msg in ((["--table-only"], "holds no evolve run"), ([], "--generations and --population are needed"),
-                       (["--generations", "1", "--population", "2", "--parents", "0", "--data-dir", str(data_dir)], "parents >= 1")):
+                       (["--generations", "1", "--population", "2", "--parents", "0", "--data-dir", str(data_dir)],
+                        "--parents: 0: expected a whole number of at least 1")):
         r = subprocess.run(base + extra, cwd=ROOT, env=env, capture_output=True, text=True)
         assert r.returncode == 2 and r.stderr.strip().splitlines() == [r.stderr.strip()] and msg in r.stderr, r.stderr
 

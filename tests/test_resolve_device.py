@@ -63,7 +63,9 @@ def test_second_mps_device_is_an_error(monkeypatch):
 @pytest.mark.parametrize("device", ["tpu", "cuda"])
 def test_script_turns_device_errors_into_exit_2(monkeypatch, capsys, tmp_path, device):
     machine(monkeypatch, mps=False, cuda=0)
-    assert train_mps.main(["--device", device, "--out-dir", str(tmp_path), "--max-iters", "1"]) == 2
+    with pytest.raises(SystemExit) as exit_:  # the parser checks --device before anything runs
+        train_mps.main(["--device", device, "--out-dir", str(tmp_path), "--max-iters", "1"])
+    assert exit_.value.code == 2
     err = capsys.readouterr().err
     assert "error: " in err and err.count("\n") == 1 and repr(device) in err
     assert not list(tmp_path.iterdir())  # nothing was run, nothing recorded
