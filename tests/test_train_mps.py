@@ -181,12 +181,16 @@ def test_set_trains_the_changed_recipe_as_bench_labels_it(short_val_data, tmp_pa
     (["--set", "weight_decay"], "expected KEY=VALUE"),
     (["--set", "n_layer=8"], "not a tunable field"),
     (["--set", "weight_decay=much"], "weight_decay=much"),
-    (["--threads", "0"], "--threads 0: expected at least 1"),
+    (["--threads", "0"], "--threads: 0: expected a whole number of at least 1"),  # the parser's own check
 ])
 def test_bad_run_options_are_one_line_and_exit_2(argv, words, tmp_path, capsys):
-    assert train_mps.main([*argv, "--device", "cpu", "--out-dir", str(tmp_path)]) == 2
+    try:
+        code = train_mps.main([*argv, "--device", "cpu", "--out-dir", str(tmp_path)])
+    except SystemExit as e:  # a bad value the parser checks: its one line, exit 2
+        code = e.code
+    assert code == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and err.startswith("error: ") and words in err
+    assert len(err.splitlines()) == 1 and "error: " in err and words in err
     assert not list(tmp_path.iterdir())
 
 
