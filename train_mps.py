@@ -24,7 +24,6 @@ uninterrupted run gives.
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import json
 import math
