@@ -216,6 +216,19 @@ class GPTConfig:
     def has(self, component: str) -> bool:
         return component in self.components
 
+    def fillers(self, slot: str) -> tuple[str, ...]:
+        """The components switched on that fill `slot`, in declaration order (dreamteam/components)."""
+        from dreamteam.components import COMPONENTS, SLOTS
+
+        if slot not in SLOTS:
+            raise KeyError(f"unknown slot {slot!r}; slots: {list(SLOTS)}")
+        return tuple(c.name for c in COMPONENTS.values() if c.name in self.components and slot in c.slots)
+
+    def filler(self, slot: str) -> str | None:
+        """The component that fills the exclusive `slot`, None where the model's default does."""
+        names = self.fillers(slot)
+        return names[0] if names else None
+
     def replace(self, **changes) -> "GPTConfig":
         return dataclasses.replace(self, **changes)
 
