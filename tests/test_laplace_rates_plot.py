@@ -5,8 +5,9 @@ import torch
 from safetensors.numpy import save_file
 from safetensors.torch import save_model
 
-from dreamteam import drawings, registry
-from dreamteam.cli import main
+from dreamteam import registry
+from dreamteam.tools import drawings
+from dreamteam.tools.cli import main
 from dreamteam.laplace_rates import initial_rates
 from torchport.model import GPT
 

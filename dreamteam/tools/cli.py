@@ -1,4 +1,5 @@
-"""The `dreamteam` command line. Each command imports the engine it runs inside the command.
+"""The `dreamteam` command line (`python -m dreamteam` from a checkout). Each command imports the engine it
+runs inside the command, so that importing this module imports none (tests/test_layout.py).
 
     dreamteam prepare  [--data-dir DIR] [--input PATH | --download [URL]]   (default text: the shipped tiny Shakespeare)
     dreamteam train    [--engine torch|jax] [--persona NAME] [--seed S] [--max-iters N] [--device D] [--out-dir DIR]
@@ -27,7 +28,8 @@ import argparse
 import os
 import sys
 
-from dreamteam import arguments, executors
+from dreamteam import arguments
+from dreamteam.tools import executors
 
 
 def _prepare(args) -> int:
@@ -81,7 +83,8 @@ def _anatomy(args) -> int:
 
     import torch
 
-    from dreamteam import data, drawings, registry
+    from dreamteam import data, registry
+    from dreamteam.tools import drawings
     from torchport.anatomy import trace
     from torchport.model import GPT
 
@@ -196,7 +199,7 @@ def _laplace_rates(args) -> int:
     """Plot the learned decay rates s_h of laplace_bias, per layer and head, from a run's checkpoint."""
     from pathlib import Path
 
-    from dreamteam import drawings
+    from dreamteam.tools import drawings
     from dreamteam.config import GPTConfig
     from dreamteam.laplace_rates import initial_rates
 
@@ -298,7 +301,7 @@ def _expert_load(args) -> int:
     import json
     from pathlib import Path
 
-    from dreamteam import drawings
+    from dreamteam.tools import drawings
 
     try:
         rec = json.loads(Path(args.record).read_text())
@@ -328,13 +331,13 @@ def _personas(args) -> int:
 
 
 def _bench(args) -> int:
-    from dreamteam import bench
+    from dreamteam.tools import bench
 
     return bench.main(args)
 
 
 def _report(args) -> int:
-    from dreamteam import report
+    from dreamteam.tools import report
 
     return report.main(args)
 
@@ -366,7 +369,7 @@ def _command(sub, name: str, help: str):
 
 def _add_loop_commands(sub) -> None:
     """The candidate-evaluation loop (docs/loop.md): evaluate, check, propose, evolve."""
-    from dreamteam import evolve, harness, propose
+    from dreamteam.tools import evolve, harness, propose
 
     e = _command(sub, "evaluate", "run one candidate in a fresh subprocess; metrics and check report in DIR/metrics.json")
     _evaluate_options(e)
