@@ -429,7 +429,7 @@ def main(argv=None) -> int:
                          "error; not with muon or moe_mlp, whose steps keep Python-side state)")
     runs.add_run_options(ap)
     args = ap.parse_args(argv)
-    from dreamteam.bench import BenchError, parse_settings, with_settings
+    from dreamteam.tools.bench import BenchError, parse_settings, with_settings
 
     if args.resume is not None:  # the stopped run's settings are in its record
         given = [f"--{k.replace('_', '-')}" for k in ("persona", "seed", "device", "max_iters", "out_dir", "eager", "set")

@@ -12,8 +12,9 @@ import pytest
 
 import dreamteam
 import train_mps
-from dreamteam import bench, config, registry, report, runs
-from dreamteam.cli import main
+from dreamteam import config, registry, runs
+from dreamteam.tools import bench, report
+from dreamteam.tools.cli import main
 
 VERSION = dreamteam.__version__
 

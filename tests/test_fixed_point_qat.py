@@ -158,7 +158,7 @@ def test_cli_export_int8(tmp_path, capsys):
 
     from safetensors.torch import save_model
 
-    from dreamteam.cli import main
+    from dreamteam.tools.cli import main
     from tests.conftest import SHARED_DATA
 
     shared_data = next((d for d in (Path(os.environ.get("DREAMTEAM_DATA", "/nonexistent")), SHARED_DATA) if (d / "val.bin").exists()), None)

@@ -20,9 +20,9 @@ Candidates are of two kinds:
   the learning rate and Muon's rate by a log-normal factor, the rest from short lists);
 - persona proposals (where --llm-command and --persona-prompts are given): each persona prompt in the folder
   asks for a modified train_mps.py/model.py of the best code candidate so far (the project's files at
-  first), through dreamteam.propose; a rejected answer is recorded, and its slot goes to a genome.
+  first), through dreamteam.tools.propose; a rejected answer is recorded, and its slot goes to a genome.
 
-Every candidate is evaluated by dreamteam.harness.evaluate with the same seeds. Candidates are ranked by
+Every candidate is evaluated by dreamteam.tools.harness.evaluate with the same seeds. Candidates are ranked by
 --rank-by: val_loss (default; the mean over seeds of the whole-validation loss of the trained model) or
 DreamTeam's fitness (mean over seeds of best_vloss + 0.01 * elapsed_min), the other figure beside it; failed
 candidates rank last, then invalid ones (protocol violations). The ranking picks the elite and the parents
@@ -52,7 +52,8 @@ from pathlib import Path
 
 import numpy as np
 
-from dreamteam import executors, harness, runs
+from dreamteam import runs
+from dreamteam.tools import executors, harness
 
 RANK_BY = ("val_loss", "fitness")
 # recipe settings a mutation moves, and how
@@ -377,7 +378,8 @@ def _persona_prompts(folder) -> list[Path]:
 
 def make_population(out: Path, gen: int, P: int, cfg: dict) -> list[dict]:
     """Create generation gen's candidate folders and population.json (once; a resumed run reads it back)."""
-    from dreamteam import propose, registry
+    from dreamteam import registry
+    from dreamteam.tools import propose
 
     gdir = out / f"gen_{gen:03d}"
     pop_file = gdir / "population.json"

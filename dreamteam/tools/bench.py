@@ -6,7 +6,7 @@
 
 Where the runs go: one after the other in this process (the default), `--workers N` of them at once on
 this machine (each process with its share of the cores), or `--executor ray` on a local Ray instance or,
-with `--ray-address`, an existing cluster; the same executors as `dreamteam evolve` (dreamteam/executors.py).
+with `--ray-address`, an existing cluster; the same executors as `dreamteam evolve` (dreamteam/tools/executors.py).
 
 Every run is exactly what DreamTeam calls, `train_mps.train(persona, seed, ...)`, which writes one JSON
 record per run into the out folder (`dreamteam report` reads them). `--threads N` is passed to every run
@@ -242,13 +242,14 @@ def sweep(personas, seeds, device: str = "auto", out_dir: str | Path = "runs", m
           ray_address: str | None = None, environ: dict | None = None) -> SweepResult:
     """Train every (persona, seed) not already done in `out_dir` through train_mps.train(); see the module doc.
 
-    The runs go through dreamteam.executors, as evolve's evaluations do: one after the other in this process
+    The runs go through dreamteam.tools.executors, as evolve's evaluations do: one after the other in this process
     (local, one worker: the default), on a local pool of `workers` processes, or on Ray. A run that raises an
     Exception is recorded as failed by train() itself; the sweep says so in one line and goes on.
     KeyboardInterrupt stops the sweep; missing or corrupt data (DataError) stops it too, since every run would
     fail the same way. `environ` (the command line's os.environ) finds the data folder for a pool or Ray.
     """
-    from dreamteam import data, executors
+    from dreamteam import data
+    from dreamteam.tools import executors
 
     if max_iters is not None and max_iters < 1:
         raise BenchError(f"--max-iters {max_iters}: expected a positive number of iterations")
@@ -343,7 +344,7 @@ def _terminated(signum, frame):
 def main(args) -> int:
     """`dreamteam bench`: run the sweep; 0 when every run is done, 1 when some failed, 2 on bad input."""
     from dreamteam.data import DataError
-    from dreamteam.executors import ExecutorError
+    from dreamteam.tools.executors import ExecutorError
 
     # a terminated sweep (kill, a scheduler's timeout) unwinds like an exception: the current run's record
     # is written as failed by train(), and the sweep stops
