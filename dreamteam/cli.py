@@ -198,7 +198,7 @@ def _laplace_rates(args) -> int:
 
     from dreamteam import drawings
     from dreamteam.config import GPTConfig
-    from dreamteam.laplace_rates import initial_rates
+    from dreamteam.components.laplace_bias import initial_rates
 
     path = Path(args.checkpoint)
     if not path.is_file():

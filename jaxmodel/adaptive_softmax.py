@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dreamteam.clusters import adaptive_clusters
+from dreamteam.components.adaptive_softmax import adaptive_clusters
 from dreamteam.config import GPTConfig
 from jaxmodel.layers import Linear
 

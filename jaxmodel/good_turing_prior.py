@@ -15,7 +15,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from dreamteam import good_turing
+from dreamteam.components import good_turing_prior as good_turing
 from dreamteam.config import ConfigError
 
 

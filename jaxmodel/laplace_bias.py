@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-from dreamteam.laplace_rates import initial_rates, inverse_softplus
+from dreamteam.components.laplace_bias import initial_rates, inverse_softplus
 
 
 def laplace_bias(s_H, pos_T):

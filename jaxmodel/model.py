@@ -197,7 +197,7 @@ def init_params(cfg: GPTConfig, key, dtype=jnp.float32, token_counts=None):
     variables = {c: variables[c] for c in COLLECTIONS if c in variables}
     variables = jax.tree.map(lambda a: a.astype(dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a, variables)
     if cfg.has("good_turing_prior"):  # log p_GT rounded once, from float64, in dtype (not via float32)
-        from dreamteam.good_turing import log_prior
+        from dreamteam.components.good_turing_prior import log_prior
 
         variables["params"]["lm_head"]["bias"] = jnp.asarray(log_prior(token_counts), dtype)
     return variables

@@ -19,7 +19,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 import jax.scipy.special
 
-from dreamteam import succession
+from dreamteam.components import succession_objective as succession
 from dreamteam.config import GPTConfig
 from jaxmodel import model as gpt
 from jaxmodel.fast import DEFAULT_CHUNK, fused_loss

@@ -7,7 +7,7 @@ from safetensors.torch import save_model
 
 from dreamteam import drawings, registry
 from dreamteam.cli import main
-from dreamteam.laplace_rates import initial_rates
+from dreamteam.components.laplace_bias import initial_rates
 from torchport.model import GPT
 
 

@@ -34,7 +34,7 @@ import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
-from dreamteam.clusters import adaptive_clusters
+from dreamteam.components.adaptive_softmax import adaptive_clusters
 from dreamteam.config import GPTConfig
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from dreamteam import good_turing
+from dreamteam.components import good_turing_prior as good_turing
 from dreamteam.config import ConfigError
 
 

@@ -20,7 +20,7 @@ import torch.nn as nn
 from torch.nn import functional as F
 
 from dreamteam.config import GPTConfig
-from dreamteam.laplace_rates import initial_rates, inverse_softplus
+from dreamteam.components.laplace_bias import initial_rates, inverse_softplus
 from torchport.adaptive_softmax import AdaptiveSoftmax
 from torchport.difference_ssm import DifferenceSSM
 from torchport.fixed_point_qat import apply_fixed_point_qat

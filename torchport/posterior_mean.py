@@ -16,7 +16,7 @@ import copy
 
 import torch
 
-from dreamteam.posterior_mean import decay_at
+from dreamteam.components.posterior_mean import decay_at
 
 
 class PosteriorMean:

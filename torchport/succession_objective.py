@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import torch
 
-from dreamteam import succession
+from dreamteam.components import succession_objective as succession
 from torchport.fast import DEFAULT_CHUNK, IGNORE_INDEX, fused_loss
 
 
