@@ -45,8 +45,8 @@ class MultiHeadLatentAttention(nn.Module):
         else:
             self.q_proj = Linear(H * (Dr + K), cfg.bias)
         if cfg.has("rms_qknorm"):
-            self.q_norm = RMSNorm(cfg.rms_eps, cfg.rms_qknorm_qk_gain)
-            self.k_norm = RMSNorm(cfg.rms_eps, cfg.rms_qknorm_qk_gain)
+            self.q_norm = RMSNorm(cfg.rms_qknorm_eps, cfg.rms_qknorm_qk_gain)
+            self.k_norm = RMSNorm(cfg.rms_qknorm_eps, cfg.rms_qknorm_qk_gain)
         self.c_proj = Linear(cfg.n_embd, cfg.bias, std=0.02 / math.sqrt(2 * cfg.n_layer))
         self.dropout = nn.Dropout(cfg.dropout)
 

@@ -51,8 +51,8 @@ class CausalSelfAttention(nn.Module):
         qkv_BxTx3D = Linear(3 * D, cfg.bias, name="c_attn")(x_BxTxD)
         q, k, v = (a.reshape(B, T, H, K).transpose(0, 2, 1, 3) for a in jnp.split(qkv_BxTx3D, 3, axis=-1))
         if cfg.has("rms_qknorm"):
-            k_norm = RMSNorm(cfg.rms_eps, cfg.rms_qknorm_qk_gain, name="k_norm")
-            q, k = RMSNorm(cfg.rms_eps, cfg.rms_qknorm_qk_gain, name="q_norm")(q), k_norm(k)
+            k_norm = RMSNorm(cfg.rms_qknorm_eps, cfg.rms_qknorm_qk_gain, name="k_norm")
+            q, k = RMSNorm(cfg.rms_qknorm_eps, cfg.rms_qknorm_qk_gain, name="q_norm")(q), k_norm(k)
         if cfg.has("rope"):
             q, k = (apply_rope(a, pos_T, cfg.rotary_dim, cfg.rope_base) for a in (q, k))
         if cfg.has("memory_tape"):  # M key and value slots per head, no position (jaxmodel/memory_tape.py)
@@ -93,7 +93,7 @@ class MLP(nn.Module):
 
 def make_norm(cfg: GPTConfig, name: str) -> nn.Module:
     """LayerNorm, or RMSNorm where rms_qknorm is on."""
-    return RMSNorm(cfg.rms_eps, name=name) if cfg.has("rms_qknorm") else LayerNorm(cfg.bias, name=name)
+    return RMSNorm(cfg.rms_qknorm_eps, name=name) if cfg.has("rms_qknorm") else LayerNorm(cfg.bias, name=name)
 
 
 def make_mlp(cfg: GPTConfig) -> nn.Module:

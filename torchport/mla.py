@@ -41,8 +41,8 @@ class MultiHeadLatentAttention(nn.Module):
         else:
             self.q_proj = nn.Linear(D, H * (Dr + K), bias=config.bias)
         if config.has("rms_qknorm"):  # over the whole query/key, rotary part included
-            self.q_norm = RMSNorm(Dr + K, config.rms_eps, config.rms_qknorm_qk_gain)
-            self.k_norm = RMSNorm(Dr + K, config.rms_eps, config.rms_qknorm_qk_gain)
+            self.q_norm = RMSNorm(Dr + K, config.rms_qknorm_eps, config.rms_qknorm_qk_gain)
+            self.k_norm = RMSNorm(Dr + K, config.rms_qknorm_eps, config.rms_qknorm_qk_gain)
         self.c_proj = nn.Linear(H * K, D, bias=config.bias)
         self.resid_dropout = nn.Dropout(config.dropout)
         self.config = config

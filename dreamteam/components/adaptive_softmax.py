@@ -1,4 +1,5 @@
-"""Frequency clusters of the vocabulary for adaptive_softmax (Grave et al. 2017), framework-neutral (numpy).
+"""adaptive_softmax: its declaration, and the frequency clusters of the vocabulary (Grave et al. 2017),
+framework-neutral (numpy).
 
 The ids are ordered by their count in train.bin, most frequent first, ties by lower id. With cutoffs
 c_0 < c_1 < ... and n_seen the number of ids that occur in training, the clusters are the consecutive
@@ -15,6 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
+from dreamteam.components import Component
 
 
 @dataclass(frozen=True)
@@ -55,3 +58,39 @@ def adaptive_clusters(counts, cutoffs, n_embd: int, div: int) -> Clusters:
     tails = tuple(int(s) for s in sizes[1:])
     widths = tuple(max(1, n_embd // div ** (i + 1)) for i in range(len(tails)))
     return Clusters(order, rank, int(sizes[0]), tails, widths)
+
+
+def validate(cfg) -> list[str]:
+    if not cfg.has("adaptive_softmax"):
+        return []
+    problems = []
+    c = tuple(cfg.adaptive_softmax_cutoffs)
+    if not c or any(b <= a for a, b in zip(c, c[1:])) or c[0] < 1 or c[-1] > cfg.vocab_size:
+        problems.append(f"adaptive_softmax_cutoffs={c}: expected increasing counts of ids in [1, vocab_size={cfg.vocab_size}]")
+    if cfg.adaptive_softmax_div < 1 or cfg.n_embd // cfg.adaptive_softmax_div ** (len(c) + 1) < 1:
+        problems.append(f"adaptive_softmax_div={cfg.adaptive_softmax_div}: the last tail cluster's width "
+                        f"n_embd // div^{len(c) + 1} must be at least 1")
+    return problems
+
+
+COMPONENT = Component(
+    "adaptive_softmax", ("head",), "frequency-clustered output distribution (Grave et al. 2017)",
+    # the head: the cutoffs[0] most frequent ids, then a tail cluster per further cutoff and one for the rest of
+    # the ids seen in training, and a last one for every id never seen; tail cluster i (1-based) projects to width
+    # n_embd // div^i; tied tails score a cluster's ids with their token-embedding rows through a map of its width
+    options=("adaptive_softmax_cutoffs", "adaptive_softmax_div", "adaptive_softmax_tied_tails"),
+    validate=validate,
+    math="""\
+The ids are ordered by their train.bin count (`adaptive_clusters`): a head of the most frequent ids, then tail
+clusters c = 1..C, the last holding every id never seen in training. For the final hidden state h:
+    p_head = softmax([ h W_head^T ; h W_cluster^T ])        over the head ids and one entry per tail cluster
+    p(w) = p_head(w)                                        w in the head
+    p(w) = p_head(c) * softmax( (P_c h) O_c^T )(w)          w in tail cluster c
+W_head are the head ids' rows of the token embedding (the head stays tied); P_c (d_c x D) projects to the
+cluster's reduced width d_c = D // div^c, O_c (n_c x d_c) scores its ids. With tied tails O_c = E_c U_c: the
+cluster's ids' embedding rows E_c (n_c x D) through its own U_c (D x d_c), so a rare id's output vector is its
+input vector, trained by both. The p(w) sum to one over all V ids, so -log p(target) is the true
+cross-entropy, comparable with a full softmax's; the loss needs only the head softmax and, per token, the
+softmax of its target's cluster.""",
+    source='Grave et al. 2017, "Efficient softmax approximation for GPUs"',
+)
