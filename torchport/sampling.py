@@ -1,19 +1,8 @@
-"""Samplers for generation, driven by uniform numbers passed in (the twin of jaxmodel/sampling.py).
+"""Samplers for generation in torch, driven by uniform numbers passed in (the twin of jaxmodel/sampling.py).
 
-Every sampler maps the next-token logits z_BxV (any normalization: log-probabilities are fine) to a
-distribution q_BxV, and `draw(q, u)` picks the id by the inverse CDF: the smallest i with
-sum_{j <= i} q_j > u * sum_j q_j, for u uniform in [0, 1). Both frameworks take the same u, so the ids they
-sample are the same; the filters work in float64 so that the two agree to rounding, except on a device without
-float64 (MPS: NO_FLOAT64), where they work in float32: the same sets and draws but where a threshold or a
-cumulative sum falls within float32 rounding of u.
-
-    temperature:  p = softmax(z / temperature)
-    top_k:        keep the k largest p (ties: lower id first), renormalize
-    min_p (Nguyen et al. 2024, "Turning up the heat: min-p sampling for creative and coherent LLM outputs"):
-                  keep {v : p_v >= p_min * max_w p_w}, renormalize
-    typical (Meister et al. 2023, "Locally typical sampling"): with surprisal -log p_v and entropy
-                  H = -sum_v p_v log p_v, sort the ids by |-log p_v - H| (ties: lower id first) and keep the
-                  shortest prefix whose mass reaches tau, renormalize
+What each sampler computes: dreamteam/sampling.py. The filters work in float64, except on a device without it
+(MPS: NO_FLOAT64), where they work in float32: the same sets and draws but where a threshold or a cumulative sum
+falls within float32 rounding of u.
 """
 
 from __future__ import annotations
@@ -21,7 +10,8 @@ from __future__ import annotations
 import torch
 from torch.nn import functional as F
 
-SAMPLERS = ("temperature", "top_k", "min_p", "typical")
+from dreamteam.sampling import SAMPLERS
+
 NO_FLOAT64 = frozenset({"mps"})  # device types without float64: sampling there computes in float32
 
 
