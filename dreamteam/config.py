@@ -224,7 +224,8 @@ def current_names(fields: dict | None) -> dict:
     for key, value in (fields or {}).items():
         name = RENAMED_OPTIONS.get(key, key)
         if name in out:
-            raise ConfigError(f"{key} and {name} are one option (renamed {key} -> {name}); give it once")
+            was = next(o for o, n in RENAMED_OPTIONS.items() if n == name)
+            raise ConfigError(f"{was} and {name} are one option (renamed {was} -> {name}); give it once")
         out[name] = tuple(value) if isinstance(value, list) else value
     return out
 
