@@ -152,15 +152,15 @@ def with_settings(persona, settings: dict):
     without settings. A setting that breaks the config's own checks is one clear BenchError."""
     from dataclasses import fields
 
-    from dreamteam.config import KNOWN_COMPONENTS, ConfigError, Persona, Recipe
+    from dreamteam.config import OPTION_OWNERS, ConfigError, Persona, Recipe
 
     if not settings:
         return persona
     spec = registry.get(persona) if isinstance(persona, str) else persona
-    for key in settings:  # a component's setting (named after it) on a persona without it would change nothing
-        owner = [c for c in KNOWN_COMPONENTS if key.startswith(c + "_")]
-        if owner and not spec.model.has(owner[0]):
-            raise BenchError(f"--set {key}: {spec.name} has no {owner[0]} component, so the setting would change "
+    for key in settings:  # a component's setting (its declaration's option) on a persona without it would change nothing
+        owner = OPTION_OWNERS.get(key)
+        if owner and not spec.model.has(owner):
+            raise BenchError(f"--set {key}: {spec.name} has no {owner} component, so the setting would change "
                              "nothing")
     recipe_fields = {f.name for f in fields(Recipe)}
     try:

@@ -23,6 +23,8 @@ KNOWN_COMPONENTS: tuple[str, ...] = tuple(sorted(COMPONENTS, key=lambda name: na
 # components that give the model its positional information; with any of them on, no learned wpe
 # (mla takes its rotary key from rope, else wpe)
 POSITION_COMPONENTS: tuple[str, ...] = tuple(name for name, c in COMPONENTS.items() if c.positions)
+# option -> the component that owns it (its declaration's `options`), for GPTConfig and Recipe fields alike
+OPTION_OWNERS: dict[str, str] = {o: c.name for c in COMPONENTS.values() for o in c.options}
 # Options renamed since run records, genomes and --set lines were written (old name -> current name): every
 # place that reads a config or a recipe back goes through `current_names` (GPTConfig.from_fields, Recipe.from_fields).
 RENAMED_OPTIONS: dict[str, str] = {"rms_eps": "rms_qknorm_eps"}
