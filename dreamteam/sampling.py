@@ -19,3 +19,24 @@ agree to rounding.
 from __future__ import annotations
 
 SAMPLERS = ("temperature", "top_k", "min_p", "typical")
+
+
+# The samplers' settings, checked alike on both sides (one ValueError line each).
+def check_temperature(temperature: float) -> None:
+    if temperature <= 0:
+        raise ValueError(f"temperature={temperature}; expected > 0")
+
+
+def check_top_k(k: int) -> None:
+    if not 1 <= k:
+        raise ValueError(f"top_k={k}; expected >= 1")
+
+
+def check_p_min(p_min: float) -> None:
+    if not 0.0 <= p_min <= 1.0:
+        raise ValueError(f"p_min={p_min}; expected a number in [0, 1]")
+
+
+def check_tau(tau: float) -> None:
+    if not 0.0 < tau <= 1.0:
+        raise ValueError(f"tau={tau}; expected a number in (0, 1]")

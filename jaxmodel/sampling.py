@@ -8,12 +8,11 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from dreamteam.sampling import SAMPLERS
+from dreamteam.sampling import SAMPLERS, check_p_min, check_tau, check_temperature, check_top_k
 
 
 def _probs(logits_BxV, temperature: float):
-    if temperature <= 0:
-        raise ValueError(f"temperature={temperature}; expected > 0")
+    check_temperature(temperature)
     z = jnp.asarray(logits_BxV, jnp.float64 if jax.config.jax_enable_x64 else jnp.float32)
     return jax.nn.softmax(z / temperature, axis=-1)
 
@@ -26,8 +25,7 @@ def _renormalize(p_BxV, keep_BxV):
 def top_k_probs(logits_BxV, k: int, temperature: float = 1.0):
     """softmax(z / T) restricted to the k largest entries (ties by lower id), renormalized."""
     p_BxV = _probs(logits_BxV, temperature)
-    if not 1 <= k:
-        raise ValueError(f"top_k={k}; expected >= 1")
+    check_top_k(k)
     order_BxV = jnp.argsort(-p_BxV, axis=-1, stable=True)
     rank_BxV = jnp.argsort(order_BxV, axis=-1, stable=True)  # rank of each id in the sorted order
     return _renormalize(p_BxV, rank_BxV < k)
@@ -35,16 +33,14 @@ def top_k_probs(logits_BxV, k: int, temperature: float = 1.0):
 
 def min_p_probs(logits_BxV, p_min: float, temperature: float = 1.0):
     """Keep the ids with p >= p_min * max p, renormalize (min-p, Nguyen et al. 2024)."""
-    if not 0.0 <= p_min <= 1.0:
-        raise ValueError(f"p_min={p_min}; expected a number in [0, 1]")
+    check_p_min(p_min)
     p_BxV = _probs(logits_BxV, temperature)
     return _renormalize(p_BxV, p_BxV >= p_min * p_BxV.max(-1, keepdims=True))
 
 
 def typical_probs(logits_BxV, tau: float, temperature: float = 1.0):
     """Keep the shortest prefix of ids sorted by |surprisal - entropy| whose mass reaches tau (Meister et al. 2023)."""
-    if not 0.0 < tau <= 1.0:
-        raise ValueError(f"tau={tau}; expected a number in (0, 1]")
+    check_tau(tau)
     p_BxV = _probs(logits_BxV, temperature)
     logp_BxV = jnp.log(p_BxV)
     plogp_BxV = jnp.where(p_BxV > 0, p_BxV * logp_BxV, 0.0)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch.nn import functional as F
 
-from dreamteam.sampling import SAMPLERS
+from dreamteam.sampling import SAMPLERS, check_p_min, check_tau, check_temperature, check_top_k
 
 NO_FLOAT64 = frozenset({"mps"})  # device types without float64: sampling there computes in float32
 
@@ -26,8 +26,7 @@ def _as_u(u):
 
 
 def _probs(logits_BxV, temperature: float):
-    if temperature <= 0:
-        raise ValueError(f"temperature={temperature}; expected > 0")
+    check_temperature(temperature)
     return F.softmax(logits_BxV.to(compute_dtype(logits_BxV.device)) / temperature, dim=-1)
 
 
@@ -39,8 +38,7 @@ def _renormalize(p_BxV, keep_BxV):
 def top_k_probs(logits_BxV, k: int, temperature: float = 1.0):
     """softmax(z / T) restricted to the k largest entries (ties by lower id), renormalized."""
     p_BxV = _probs(logits_BxV, temperature)
-    if not 1 <= k:
-        raise ValueError(f"top_k={k}; expected >= 1")
+    check_top_k(k)
     order_BxV = torch.sort(-p_BxV, dim=-1, stable=True).indices
     keep_BxV = torch.zeros_like(p_BxV, dtype=torch.bool).scatter_(-1, order_BxV[:, :k], True)
     return _renormalize(p_BxV, keep_BxV)
@@ -48,16 +46,14 @@ def top_k_probs(logits_BxV, k: int, temperature: float = 1.0):
 
 def min_p_probs(logits_BxV, p_min: float, temperature: float = 1.0):
     """Keep the ids with p >= p_min * max p, renormalize (min-p, Nguyen et al. 2024)."""
-    if not 0.0 <= p_min <= 1.0:
-        raise ValueError(f"p_min={p_min}; expected a number in [0, 1]")
+    check_p_min(p_min)
     p_BxV = _probs(logits_BxV, temperature)
     return _renormalize(p_BxV, p_BxV >= p_min * p_BxV.amax(-1, keepdim=True))
 
 
 def typical_probs(logits_BxV, tau: float, temperature: float = 1.0):
     """Keep the shortest prefix of ids sorted by |surprisal - entropy| whose mass reaches tau (Meister et al. 2023)."""
-    if not 0.0 < tau <= 1.0:
-        raise ValueError(f"tau={tau}; expected a number in (0, 1]")
+    check_tau(tau)
     p_BxV = _probs(logits_BxV, temperature)
     logp_BxV = torch.log(p_BxV)
     plogp_BxV = torch.where(p_BxV > 0, p_BxV * logp_BxV, torch.zeros_like(p_BxV))
