@@ -375,10 +375,7 @@ def restore_rng(rng: dict, device: str) -> None:
 def persona_of(record: dict) -> Persona:
     """The persona a run record was trained as, from its own config and recipe (a registry name, an ablation
     label or a `--set` variant alike)."""
-    def fields(d):  # JSON lists back to the dataclasses' tuples
-        return {k: tuple(v) if isinstance(v, list) else v for k, v in (d or {}).items()}
-
-    return Persona(record["persona"], GPTConfig(**fields(record.get("config"))), Recipe(**fields(record.get("recipe"))))
+    return Persona(record["persona"], GPTConfig.from_fields(record.get("config")), Recipe.from_fields(record.get("recipe")))
 
 
 def load_resume(record_path) -> tuple[dict, dict]:

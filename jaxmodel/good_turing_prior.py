@@ -1,11 +1,5 @@
-"""good_turing_prior: a trained output bias b, initialized to log p_GT, the Good-Turing estimate of the token
-probabilities of train.bin (dreamteam/good_turing.py: Good 1953; Gale and Sampson 1995).
-
-    logits = ln_f(x) W_tied^T + b,      b_0 = log p_GT       (sum_v exp b_0,v = 1)
-
-While the tied weights contribute little (they start at std 0.02), softmax(logits) is close to p_GT: the model
-starts from the best unigram model instead of the uniform one, and its initial loss is near the unigram
-cross-entropy instead of ln V. The bias is trained afterwards (no weight decay: it is a vector).
+"""good_turing_prior in Flax: the tied head's trained output bias, initialized to log p_GT from the token
+counts of train.bin (the estimate: dreamteam/components/good_turing_prior.py, which also states the mathematics).
 """
 
 from __future__ import annotations
@@ -15,7 +9,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from dreamteam import good_turing
+from dreamteam.components import good_turing_prior as good_turing
 from dreamteam.config import ConfigError
 
 

@@ -1,16 +1,7 @@
-"""mla: multi-head latent attention (DeepSeek-AI 2024, "DeepSeek-V2").
+"""mla in Flax: multi-head latent attention, and its absorbed form (`absorbed_attention`) that runs on the
+cached latents as inference does.
 
-Keys and values come from one shared low-rank latent per token; positions ride on a decoupled rotary part:
-    c_t   = W_DKV x_t                                (kv_down: r numbers per token)
-    k_h,t = [ RoPE_t(W_KR x_t) ; W_UK,h c_t ]         (k_rope shared by all heads; k_up per head)
-    v_h,t = W_UV,h c_t                                (v_up)
-    q_h,t = [ RoPE_t(q_R,h,t) ; q_C,h,t ],  [q_R ; q_C] = W_Q x_t  (or W_UQ W_DQ x_t with a query latent)
-    y_t   = c_proj( concat_h softmax_j<=t(q_h,t . k_h,j / sqrt(d_c + d_r)) v_h,j )
-A decoder caches only c_t and RoPE_t(W_KR x_t): r + d_r numbers per token instead of 2 * n_embd.
-The rotary part is the `rope` component's: without rope, d_r = 0 (no W_KR, no q_R) and the model's learned
-position embedding gives the positions; the cache then holds r numbers per token.
-Absorbed form: q_C . W_UK c = (W_UK^T q_C) . c and c_proj W_UV fold into one matrix per head, so attention
-runs on the latents directly (`absorbed_attention`), the way inference uses the cache.
+The mathematics and source: the declaration, dreamteam/components/mla.py.
 """
 
 from __future__ import annotations
@@ -45,8 +36,8 @@ class MultiHeadLatentAttention(nn.Module):
         else:
             self.q_proj = Linear(H * (Dr + K), cfg.bias)
         if cfg.has("rms_qknorm"):
-            self.q_norm = RMSNorm(cfg.rms_eps, cfg.rms_qknorm_qk_gain)
-            self.k_norm = RMSNorm(cfg.rms_eps, cfg.rms_qknorm_qk_gain)
+            self.q_norm = RMSNorm(cfg.rms_qknorm_eps, cfg.rms_qknorm_qk_gain)
+            self.k_norm = RMSNorm(cfg.rms_qknorm_eps, cfg.rms_qknorm_qk_gain)
         self.c_proj = Linear(cfg.n_embd, cfg.bias, std=0.02 / math.sqrt(2 * cfg.n_layer))
         self.dropout = nn.Dropout(cfg.dropout)
 

@@ -51,8 +51,8 @@ class CausalSelfAttention(nn.Module):
         qkv_BxTx3D = Linear(3 * D, cfg.bias, name="c_attn")(x_BxTxD)
         q, k, v = (a.reshape(B, T, H, K).transpose(0, 2, 1, 3) for a in jnp.split(qkv_BxTx3D, 3, axis=-1))
         if cfg.has("rms_qknorm"):
-            k_norm = RMSNorm(cfg.rms_eps, cfg.rms_qknorm_qk_gain, name="k_norm")
-            q, k = RMSNorm(cfg.rms_eps, cfg.rms_qknorm_qk_gain, name="q_norm")(q), k_norm(k)
+            k_norm = RMSNorm(cfg.rms_qknorm_eps, cfg.rms_qknorm_qk_gain, name="k_norm")
+            q, k = RMSNorm(cfg.rms_qknorm_eps, cfg.rms_qknorm_qk_gain, name="q_norm")(q), k_norm(k)
         if cfg.has("rope"):
             q, k = (apply_rope(a, pos_T, cfg.rotary_dim, cfg.rope_base) for a in (q, k))
         if cfg.has("memory_tape"):  # M key and value slots per head, no position (jaxmodel/memory_tape.py)
@@ -93,7 +93,7 @@ class MLP(nn.Module):
 
 def make_norm(cfg: GPTConfig, name: str) -> nn.Module:
     """LayerNorm, or RMSNorm where rms_qknorm is on."""
-    return RMSNorm(cfg.rms_eps, name=name) if cfg.has("rms_qknorm") else LayerNorm(cfg.bias, name=name)
+    return RMSNorm(cfg.rms_qknorm_eps, name=name) if cfg.has("rms_qknorm") else LayerNorm(cfg.bias, name=name)
 
 
 def make_mlp(cfg: GPTConfig) -> nn.Module:
@@ -197,7 +197,7 @@ def init_params(cfg: GPTConfig, key, dtype=jnp.float32, token_counts=None):
     variables = {c: variables[c] for c in COLLECTIONS if c in variables}
     variables = jax.tree.map(lambda a: a.astype(dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a, variables)
     if cfg.has("good_turing_prior"):  # log p_GT rounded once, from float64, in dtype (not via float32)
-        from dreamteam.good_turing import log_prior
+        from dreamteam.components.good_turing_prior import log_prior
 
         variables["params"]["lm_head"]["bias"] = jnp.asarray(log_prior(token_counts), dtype)
     return variables

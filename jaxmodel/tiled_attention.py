@@ -1,20 +1,9 @@
-"""tiled_attention: exact causal attention block by block with the online softmax.
+"""tiled_attention in Flax: exact causal attention by key blocks with the online softmax.
 
-Milakov and Gimelshein 2018 ("Online normalizer calculation for softmax"); Dao et al. 2022 ("FlashAttention").
-For query i the scores s_ij = q_i . k_j / sqrt(E), j <= i, are visited one key block at a time, keeping a
-running maximum m, normalizer l and unnormalized output acc:
-
-    m_new = max(m, max_j s_ij)                         over the block's keys
-    l     = exp(m - m_new) l   + sum_j exp(s_ij - m_new)
-    acc   = exp(m - m_new) acc + sum_j exp(s_ij - m_new) v_j
-    y_i   = acc / l                                    after the last block
-
-which is softmax(s_i) v exactly (the rescaling by exp(m_old - m_new) keeps every exponent <= 0). The T x T
-score matrix never exists: a step holds the scores of all query blocks against one key block, T x block
-numbers, so the memory grows linearly in T (measured in benchmarks/tiled_attention_memory.py).
-Here the loop over key blocks is a `lax.scan` and the query blocks are a batch axis of it. T need not be a
-multiple of the block: queries and keys are padded to one, the padded keys masked like future keys, the
-padded queries dropped at the end.
+The loop over key blocks is a `lax.scan` and the query blocks are a batch axis of it. T need not be a multiple
+of the block: queries and keys are padded to one, the padded keys masked like future keys, the padded queries
+dropped at the end (memory measured in benchmarks/tiled_attention_memory.py).
+The mathematics and sources: the declaration, dreamteam/components/tiled_attention.py.
 """
 
 from __future__ import annotations

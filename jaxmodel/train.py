@@ -31,9 +31,10 @@ from flax import traverse_util
 from tqdm import tqdm
 
 from dreamteam import config as configs
-from dreamteam import data, protocol, registry, runs, succession
+from dreamteam import data, protocol, registry, runs
+from dreamteam.components import succession_objective as succession
 from jaxmodel import model as gpt
-from dreamteam.posterior_mean import decay_at
+from dreamteam.components.posterior_mean import decay_at
 from jaxmodel import posterior_mean
 from jaxmodel import recipe as recipes
 from jaxmodel import succession_objective

@@ -33,7 +33,7 @@ import torch
 
 from dreamteam import registry
 from dreamteam.config import Persona
-from dreamteam.posterior_mean import decay_at
+from dreamteam.components.posterior_mean import decay_at
 from jaxmodel import fixed_point_qat as jqat
 from jaxmodel import model as jm
 from jaxmodel import posterior_mean as jpm

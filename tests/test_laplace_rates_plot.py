@@ -6,7 +6,7 @@ from safetensors.numpy import save_file
 from safetensors.torch import save_model
 
 from dreamteam import registry
-from dreamteam.laplace_rates import initial_rates
+from dreamteam.components.laplace_bias import initial_rates
 from dreamteam.tools.cli import main
 from torchport.laplace_bias_rates import laplace_rates_of
 from torchport.model import GPT

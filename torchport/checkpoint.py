@@ -39,4 +39,4 @@ def config_of_checkpoint(checkpoint, persona_name: str | None) -> GPTConfig:
         fields = json.loads(record.read_text())["config"]
     except (UnicodeDecodeError, ValueError, KeyError, TypeError):
         raise CommandError(f"{record} beside the checkpoint is not a run record with a config; pass --persona NAME") from None
-    return GPTConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()})
+    return GPTConfig.from_fields(fields)

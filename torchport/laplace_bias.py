@@ -1,14 +1,5 @@
-"""laplace_bias: positions through an exponential-decay (Laplace-transform) kernel on the attention logits.
-
-Head h adds to the logit of query i and key j <= i the bias
-
-    b_h[i, j] = -s_h (i - j),      s_h = softplus(laplace_rate_h) > 0,
-
-so that its attention weights carry the factor exp(-s_h (i - j)): the past is weighted by the kernel
-e^{-s t} of a Laplace transform at rate s_h, t = i - j the distance. Keys j > i are masked (-inf). The bias
-depends on positions only through i - j, so the layer is translation invariant, and there is no learned
-position embedding. ALiBi (Press et al. 2022, "Train short, test long") is the special case of fixed rates
-s_h = 2^(-8 (h + 1) / H); here the rates start there and are learned (through the softplus, kept positive).
+"""laplace_bias in torch: the exponential-decay attention bias with learned rates (initial rates from
+dreamteam/components/laplace_bias.py, which also states the mathematics and source).
 """
 
 from __future__ import annotations

@@ -60,7 +60,7 @@ def draw_laplace_rates(rates_LxH: np.ndarray, path: Path, title: str, initial_H:
 def laplace_rates_command(args) -> int:
     """args: checkpoint (a .safetensors file), out (None: CHECKPOINT_laplace_rates.png beside it)."""
     from dreamteam.config import GPTConfig
-    from dreamteam.laplace_rates import initial_rates
+    from dreamteam.components.laplace_bias import initial_rates
 
     path = Path(args.checkpoint)
     if not path.is_file():

@@ -20,7 +20,7 @@ import torch.nn as nn
 from torch.nn import functional as F
 
 from dreamteam.config import GPTConfig
-from dreamteam.laplace_rates import initial_rates, inverse_softplus
+from dreamteam.components.laplace_bias import initial_rates, inverse_softplus
 from torchport.adaptive_softmax import AdaptiveSoftmax
 from torchport.difference_ssm import DifferenceSSM
 from torchport.fixed_point_qat import apply_fixed_point_qat
@@ -59,8 +59,8 @@ class CausalSelfAttention(nn.Module):
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.resid_dropout = nn.Dropout(config.dropout)
         if config.has("rms_qknorm"):
-            self.q_norm = RMSNorm(config.head_dim, config.rms_eps, config.rms_qknorm_qk_gain)
-            self.k_norm = RMSNorm(config.head_dim, config.rms_eps, config.rms_qknorm_qk_gain)
+            self.q_norm = RMSNorm(config.head_dim, config.rms_qknorm_eps, config.rms_qknorm_qk_gain)
+            self.k_norm = RMSNorm(config.head_dim, config.rms_qknorm_eps, config.rms_qknorm_qk_gain)
         if config.has("memory_tape"):  # M key and value slots per head, no position (torchport/memory_tape.py)
             shape = (config.n_head, config.memory_tape_slots, config.head_dim)
             self.tape_k = nn.Parameter(torch.randn(shape) * 0.02)
@@ -127,7 +127,7 @@ class MLP(nn.Module):
 
 def make_norm(config: GPTConfig) -> nn.Module:
     """LayerNorm, or RMSNorm where rms_qknorm is on."""
-    return RMSNorm(config.n_embd, config.rms_eps) if config.has("rms_qknorm") else LayerNorm(config.n_embd, config.bias)
+    return RMSNorm(config.n_embd, config.rms_qknorm_eps) if config.has("rms_qknorm") else LayerNorm(config.n_embd, config.bias)
 
 
 def make_mlp(config: GPTConfig) -> nn.Module:

@@ -1,11 +1,6 @@
-"""rope: rotary position embedding (Su et al. 2021, "RoFormer").
+"""rope in torch: the rotation of queries and keys by position (no parameters).
 
-Each pair of coordinates (2i, 2i+1), i < d_rot / 2, of a query or key at position p is rotated by the
-angle theta_i(p) = p * base^(-2i / d_rot):
-    x'_{2i}   = x_{2i} cos theta - x_{2i+1} sin theta
-    x'_{2i+1} = x_{2i} sin theta + x_{2i+1} cos theta
-so <R_m q, R_n k> depends on m - n only. Coordinates past d_rot (a fraction of the head) are left alone.
-No parameters; the model then has no learned position embedding.
+The mathematics and source: the declaration, dreamteam/components/rope.py.
 """
 
 from __future__ import annotations

@@ -40,7 +40,7 @@ from pathlib import Path
 
 import dreamteam
 from dreamteam import protocol, registry
-from dreamteam.config import GPTConfig, Persona, Recipe
+from dreamteam.config import RENAMED_OPTIONS, GPTConfig, Persona, Recipe
 from dreamteam.runs import as_json
 
 # The keys that make a JSON file a run record (train_mps.train writes them before any training).
@@ -96,6 +96,8 @@ def read_records(folder: str | Path, warn=None) -> list[tuple[Path, dict]]:
                 warn(f"warning: ignoring {path}: not readable JSON ({e})")
             continue
         if isinstance(record, dict) and all(k in record for k in RECORD_KEYS):
+            if isinstance(record.get("config"), dict):  # options renamed since the record was written: current names
+                record["config"] = {RENAMED_OPTIONS.get(k, k): v for k, v in record["config"].items()}
             found.append((path, record))
     return found
 
@@ -124,6 +126,7 @@ def parse_settings(items) -> dict:
         key, sep, text = str(item).partition("=")
         if not sep or not key or not text:
             raise BenchError(f"--set {item!r}: expected KEY=VALUE")
+        key = RENAMED_OPTIONS.get(key, key)  # an option renamed since (rms_eps -> rms_qknorm_eps)
         if key not in known or key in ("components", "n_layer", "n_head", "n_embd", "block_size", "vocab_size"):
             raise BenchError(f"--set {key}: not a tunable field of Recipe or GPTConfig (the protocol and the "
                              "components are fixed; use --ablate to remove a component)")
@@ -149,15 +152,15 @@ def with_settings(persona, settings: dict):
     without settings. A setting that breaks the config's own checks is one clear BenchError."""
     from dataclasses import fields
 
-    from dreamteam.config import KNOWN_COMPONENTS, ConfigError, Persona, Recipe
+    from dreamteam.config import OPTION_OWNERS, ConfigError, Persona, Recipe
 
     if not settings:
         return persona
     spec = registry.get(persona) if isinstance(persona, str) else persona
-    for key in settings:  # a component's setting (named after it) on a persona without it would change nothing
-        owner = [c for c in KNOWN_COMPONENTS if key.startswith(c + "_")]
-        if owner and not spec.model.has(owner[0]):
-            raise BenchError(f"--set {key}: {spec.name} has no {owner[0]} component, so the setting would change "
+    for key in settings:  # a component's setting (its declaration's option) on a persona without it would change nothing
+        owner = OPTION_OWNERS.get(key)
+        if owner and not spec.model.has(owner):
+            raise BenchError(f"--set {key}: {spec.name} has no {owner} component, so the setting would change "
                              "nothing")
     recipe_fields = {f.name for f in fields(Recipe)}
     try:

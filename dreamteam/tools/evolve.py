@@ -107,10 +107,10 @@ def genome_of(persona) -> dict:
 def normalized(genome: dict) -> dict:
     """A genome with the whole recipe (Recipe's defaults for the settings an older genome.json lacks) and a
     model-options dict: what mutation, crossover and the duplicate check work on."""
-    from dreamteam.config import Recipe
+    from dreamteam.config import RENAMED_OPTIONS, Recipe
 
-    g = {"components": list(genome["components"]), "recipe": asdict(Recipe(**genome["recipe"])),
-         "model": dict(genome.get("model") or {})}
+    g = {"components": list(genome["components"]), "recipe": asdict(Recipe.from_fields(genome["recipe"])),
+         "model": {RENAMED_OPTIONS.get(k, k): v for k, v in (genome.get("model") or {}).items()}}
     if "name" in genome:
         g["name"] = genome["name"]
     return g
@@ -119,11 +119,12 @@ def normalized(genome: dict) -> dict:
 def persona_of(genome: dict, model_options: dict | None = None):
     """The Persona a genome trains (the harness's runner builds the same): model options from the genome,
     then model_options (the run's own, e.g. a test's vocab_size) over them; JSON lists back to tuples."""
+    from dreamteam import config
     from dreamteam.config import GPTConfig, Persona, Recipe
 
-    opts = {k: tuple(v) if isinstance(v, list) else v for k, v in {**(genome.get("model") or {}), **(model_options or {})}.items()}
-    return Persona(genome.get("name", "genome"), GPTConfig(components=tuple(genome["components"]), **opts),
-                   Recipe(**genome["recipe"]), "registry genome")
+    opts = {**config.current_names(genome.get("model")), **config.current_names(model_options)}
+    return Persona(genome.get("name", "genome"), GPTConfig.from_fields({**opts, "components": genome["components"]}),
+                   Recipe.from_fields(genome["recipe"]), "registry genome")
 
 
 def validate(genome: dict, model_options: dict) -> None:

@@ -308,9 +308,8 @@ def _persona(spec: dict):
     from dreamteam.config import GPTConfig, Persona, Recipe
 
     g = spec["genome"]
-    model = {k: tuple(v) if isinstance(v, list) else v for k, v in g.get("model", {}).items()}  # JSON has no tuples
-    return Persona(g.get("name", "genome"), GPTConfig(components=tuple(g.get("components", ())), **model),
-                   Recipe(**g.get("recipe", {})), "registry genome")
+    return Persona(g.get("name", "genome"), GPTConfig.from_fields({**g.get("model", {}), "components": g.get("components", ())}),
+                   Recipe.from_fields(g.get("recipe", {})), "registry genome")
 
 
 def _model_facts(model) -> dict:
