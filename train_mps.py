@@ -426,7 +426,7 @@ def main(argv=None) -> int:
                          "error; not with muon or moe_mlp, whose steps keep Python-side state)")
     runs.add_run_options(ap)
     args = ap.parse_args(argv)
-    from dreamteam.tools.bench import BenchError, parse_settings, with_settings
+    from dreamteam.settings import SettingError, parse_settings, with_settings
 
     if args.resume is not None:  # the stopped run's settings are in its record
         given = [f"--{k.replace('_', '-')}" for k in ("persona", "seed", "device", "max_iters", "out_dir", "eager", "set")
@@ -441,7 +441,7 @@ def main(argv=None) -> int:
                                         args.out_dir, progress=not args.no_progress, fast=not args.eager,
                                         graph=args.cuda_graph, threads=args.threads, resume=args.resume)
     except (registry.UnknownPersonaError, data.DataError, ConfigError, NonFiniteLossError, DeviceError,
-            GraphUnavailableError, BenchError, ResumeError) as e:
+            GraphUnavailableError, SettingError, ResumeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except (KeyboardInterrupt, runs.Terminated) as e:  # the run said where it stopped and what it saved

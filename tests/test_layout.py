@@ -112,6 +112,13 @@ def test_jaxmodel_never_imports_torch_and_torchport_never_imports_jax():
     assert foreign_imports((ROOT / "torchport").rglob("*.py"), ("jax", "jaxlib", "flax", "optax", "chex", "jaxmodel")) == {}
 
 
+def test_the_engines_never_import_the_tools():
+    """The tools drive the engines, never the other way: train_mps.py's --set grammar is the core's (dreamteam.settings)."""
+    engines = [ROOT / "train_mps.py", ROOT / "model.py"]
+    engines += [p for d in ("jaxmodel", "torchport", "parity") for p in (ROOT / d).rglob("*.py")]
+    assert foreign_imports(engines, ("dreamteam.tools",)) == {}
+
+
 def test_the_core_imports_neither_the_tools_nor_an_engine_even_inside_a_function():
     """The import-time check above cannot see an import inside a function; this one reads every statement.
     (torch inside a function is allowed: dreamteam.arguments checks a CUDA/MPS device name with it.)"""
