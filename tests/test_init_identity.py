@@ -71,10 +71,9 @@ def reference() -> dict:
     return json.loads(FIXTURE.read_text())
 
 
-@pytest.fixture(scope="module")
-def train_ids(request) -> np.ndarray:
-    folder = request.getfixturevalue("shared_data")
-    return train_ids_from(folder)
+@pytest.fixture
+def train_ids(shared_data) -> np.ndarray:
+    return train_ids_from(shared_data)
 
 
 def test_fixture_covers_every_persona_and_component(reference):
