@@ -171,7 +171,8 @@ class AdaptiveSoftmax(nn.Module):
         from torchport.fast import IGNORE_INDEX
 
         if smoothing_eps or z_loss:
-            raise ValueError("adaptive_softmax has no smoothed loss or z-loss (succession_objective needs the tied head)")
+            raise ValueError("adaptive_softmax has no smoothed loss or z-loss (succession_objective needs the tied "
+                             "head)")
         keep_N = targets_N != IGNORE_INDEX
         total = self.nll_sum(h_NxD, self.wte.weight, torch.where(keep_N, targets_N, 0), keep_N)
         return total / keep_N.sum()

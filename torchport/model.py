@@ -78,6 +78,7 @@ def attend(q, k, v, bias=None, extra_kv=None, dropout_p: float = 0.0):
 QK_TRANSFORMS = {"rms_qknorm": QKNorm, "rope": Rotary}  # applied in declaration order
 SCORE_BIASES = {None: None, "laplace_bias": LaplaceBias}
 EXTRA_KV = {None: None, "memory_tape": MemoryTape}
+ATTENDS = {None: attend, "tiled_attention": attend}  # scaled_dot_product_attention is already tiled (attend)
 
 
 class CausalSelfAttention(nn.Module):
@@ -95,6 +96,7 @@ class CausalSelfAttention(nn.Module):
         """The slots after qkv, for queries and keys of width head_dim whose first rotary_dim coordinates rotate."""
         self.config, self.n_head, self.dropout = config, config.n_head, config.dropout
         self.head_dim, self.rotary_dim = head_dim, rotary_dim
+        self.attend = ATTENDS[config.filler("attend")]
         self.qk_transforms = [QK_TRANSFORMS[name](self, config) for name in config.fillers("qk_transform")]
         bias, extra = SCORE_BIASES[config.filler("score_bias")], EXTRA_KV[config.filler("extra_kv")]
         self.bias_filler = bias(self, config) if bias else None
@@ -137,7 +139,7 @@ class CausalSelfAttention(nn.Module):
         B, T, _ = x.size()
         pos = torch.arange(T, device=x.device) if pos is None else pos
         q, k, v = self.qkv(x, pos)
-        y = attend(q, k, v, self.score_bias(pos), self.extra_kv(), self.dropout if self.training else 0.0)
+        y = self.attend(q, k, v, self.score_bias(pos), self.extra_kv(), self.dropout if self.training else 0.0)
         y = y.transpose(1, 2).reshape(B, T, -1)  # re-assemble all head outputs side by side
         return self.resid_dropout(self.c_proj(y))
 
