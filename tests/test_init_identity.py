@@ -80,7 +80,11 @@ def test_fixture_covers_every_persona_and_component(reference):
     assert sorted(reference["models"]) == sorted(labels())
 
 
-@pytest.mark.parametrize("label", labels())
+# the personas on every run (together they hold every component); each component alone with -m slow
+LABELS = [label if "+" not in label else pytest.param(label, marks=pytest.mark.slow) for label in labels()]
+
+
+@pytest.mark.parametrize("label", LABELS)
 def test_initial_weights_and_losses_are_the_reference(label, reference, train_ids):
     torch.set_num_threads(1)
     want = reference["models"][label]
