@@ -62,8 +62,13 @@ class TailCluster(nn.Module):
 
 
 class AdaptiveSoftmax(nn.Module):
-    def __init__(self, config: GPTConfig, token_counts):
+    """The head slot filled by adaptive_softmax (GPT.head): logits(h) are the log-probabilities of all V ids.
+    wte: the token embedding whose rows score the head's ids (and, tied, the tails'); a reference only, its
+    weight stays transformer.wte.weight (= lm_head.weight) in the state_dict."""
+
+    def __init__(self, config: GPTConfig, token_counts, wte: nn.Embedding | None = None):
         super().__init__()
+        object.__setattr__(self, "wte", wte)  # not registered: no second copy of the tied matrix in the state_dict
         cl = clusters_of(config, token_counts)
         self.head_size, self.tail_sizes, self.edges = cl.head_size, cl.tail_sizes, cl.edges
         C = len(cl.tail_sizes)
@@ -135,3 +140,26 @@ class AdaptiveSoftmax(nn.Module):
                 lt = F.log_softmax(self.tail_scores(c, h_NxD[rows], wte_VxD), dim=-1)
                 lp_N = lp_N.index_add(0, rows, torch.gather(lt, 1, (pos_N[rows] - self.edges[c + 1])[:, None])[:, 0])
         return -lp_N
+
+    def logits(self, h_BxTxD):
+        """log p(w) for every id, (B, T, V): the normalized log-probabilities stand where a head's logits do."""
+        lp_NxV = self.log_probs(h_BxTxD.reshape(-1, h_BxTxD.size(-1)), self.wte.weight)
+        return lp_NxV.view(*h_BxTxD.shape[:2], -1)
+
+    def cross_entropy(self, logits_BxTxV, targets_BxT):
+        """Mean -log p(target) over the targets that are not -1."""
+        return F.nll_loss(logits_BxTxV.view(-1, logits_BxTxV.size(-1)), targets_BxT.reshape(-1), ignore_index=-1)
+
+    def loss(self, h_BxTxD, targets_BxT):
+        return self.cross_entropy(self.logits(h_BxTxD), targets_BxT)
+
+    def fused_loss(self, h_NxD, targets_N, chunk=None, smoothing_eps: float = 0.0, prior=None, z_loss: float = 0.0):
+        """The same mean -log p(target) through nll_sum, without the N x V log-probabilities (torchport/fast.py)."""
+        from torchport.fast import IGNORE_INDEX
+
+        if smoothing_eps or z_loss:
+            raise ValueError("adaptive_softmax has no smoothed loss or z-loss (succession_objective needs the tied "
+                             "head)")
+        keep_N = targets_N != IGNORE_INDEX
+        total = self.nll_sum(h_NxD, self.wte.weight, torch.where(keep_N, targets_N, 0), keep_N)
+        return total / keep_N.sum()

@@ -80,9 +80,14 @@ class DifferenceSSM(nn.Module):
             self.B[:, 0] = 1.0  # the input enters the lowest difference: an exponential moving average at init
         self.C = nn.Parameter(torch.randn(D, m) / m)
         self.D = nn.Parameter(torch.ones(D))
-        self.c_proj = nn.Linear(D, D, bias=config.bias)  # GPT's init rescales every c_proj.weight
+        self.c_proj = nn.Linear(D, D, bias=config.bias)
         self.resid_dropout = nn.Dropout(config.dropout)
         self.config = config
+
+    @torch.no_grad()
+    def init_weights(self):
+        """After GPT-2's N(0, 0.02) pass: the residual projection at 0.02 / sqrt(2 n_layer)."""
+        nn.init.normal_(self.c_proj.weight, mean=0.0, std=0.02 / math.sqrt(2 * self.config.n_layer))
 
     def kernel(self, T: int):
         return closed_form_kernel(self.theta, self.B, self.C, T)

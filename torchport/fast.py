@@ -220,20 +220,14 @@ def linear_cross_entropy(h_NxD, W_VxD, targets_N, chunk: int = DEFAULT_CHUNK, bi
 def fused_loss(model, idx_BxT, targets_BxT, chunk: int = DEFAULT_CHUNK, smoothing_eps: float = 0.0, prior=None,
                z_loss: float = 0.0):
     """The training loss of torchport.model.GPT, equal to model(idx, targets)[1], without the B x T x V logits:
-    the final hidden states model.hidden(idx) through LinearCrossEntropy with the tied head model.lm_head.weight
-    and its bias model.lm_head.bias where there is one (good_turing_prior).
-    smoothing_eps, prior, z_loss: see linear_cross_entropy.
-    adaptive_softmax: the mean of its per-token -log p(target) through the clusters (torchport/adaptive_softmax.py),
-    the same true cross-entropy as the eager path's, never the V-wide output."""
+    the final hidden states model.hidden(idx) through the head's fused loss, model.head.fused_loss. The tied head
+    (torchport.model.TiedHead): LinearCrossEntropy with lm_head.weight and its bias lm_head.bias where there is one
+    (good_turing_prior). adaptive_softmax: the mean of its per-token -log p(target) through the clusters
+    (torchport/adaptive_softmax.py), the same true cross-entropy as the eager path's, never the V-wide output.
+    smoothing_eps, prior, z_loss: see linear_cross_entropy (the tied head only)."""
     h_BxTxD = model.hidden(idx_BxT)
-    if model.config.has("adaptive_softmax"):
-        t_N = targets_BxT.reshape(-1)
-        keep_N = t_N != IGNORE_INDEX
-        total = model.transformer.adaptive_softmax.nll_sum(h_BxTxD.reshape(-1, h_BxTxD.shape[-1]), model.lm_head.weight,
-                                                           torch.where(keep_N, t_N, 0), keep_N)
-        return total / keep_N.sum()
-    return linear_cross_entropy(h_BxTxD.reshape(-1, h_BxTxD.shape[-1]), model.lm_head.weight,
-                                targets_BxT.reshape(-1), chunk, model.lm_head.bias, smoothing_eps, prior, z_loss)
+    return model.head.fused_loss(h_BxTxD.reshape(-1, h_BxTxD.shape[-1]), targets_BxT.reshape(-1), chunk,
+                                 smoothing_eps, prior, z_loss)
 
 
 def reference_loss(h_NxD, W_VxD, targets_N, bias=None):

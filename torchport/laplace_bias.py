@@ -5,6 +5,9 @@ dreamteam/components/laplace_bias.py, which also states the mathematics and sour
 from __future__ import annotations
 
 import torch
+import torch.nn as nn
+
+from dreamteam.components.laplace_bias import initial_rates, inverse_softplus
 
 
 def rates(laplace_rate_H: torch.Tensor) -> torch.Tensor:
@@ -21,3 +24,15 @@ def laplace_bias(s_H: torch.Tensor, pos_T: torch.Tensor) -> torch.Tensor:
     d_TxT = torch.where(causal_TxT, d_TxT, torch.zeros_like(d_TxT)).to(s_H.dtype)  # no 0 * inf above the diagonal
     bias_HxTxT = -s_H[:, None, None] * d_TxT
     return bias_HxTxT.masked_fill(~causal_TxT, float("-inf"))
+
+
+class LaplaceBias:
+    """The score_bias slot filled by laplace_bias: the pre-softplus rates, one per head, are the attention's own
+    parameter attn.laplace_rate, starting at ALiBi's slopes."""
+
+    def __init__(self, attn: nn.Module, config):
+        init = inverse_softplus(initial_rates(config.n_head, config.laplace_bias_exponent))
+        attn.laplace_rate = nn.Parameter(torch.tensor(init, dtype=torch.get_default_dtype()))
+
+    def __call__(self, attn, pos_T):
+        return laplace_bias(rates(attn.laplace_rate), pos_T)

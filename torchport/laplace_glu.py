@@ -29,6 +29,14 @@ class LaplaceGLU(nn.Module):
         self.c_fc = nn.Linear(config.n_embd, hidden, bias=config.bias)
         self.c_proj = nn.Linear(hidden, config.n_embd, bias=config.bias)
         self.dropout = nn.Dropout(config.dropout)
+        self.n_layer, self.gate_std = config.n_layer, config.laplace_glu_gate_std
+
+    @torch.no_grad()
+    def init_weights(self):
+        """After GPT-2's N(0, 0.02) pass: the gate's inputs at unit scale (docstring), then the residual
+        projection at 0.02 / sqrt(2 n_layer)."""
+        nn.init.normal_(self.c_gate.weight, mean=0.0, std=self.gate_std)
+        nn.init.normal_(self.c_proj.weight, mean=0.0, std=0.02 / math.sqrt(2 * self.n_layer))
 
     def forward(self, x):
         return self.dropout(self.c_proj(laplace(self.c_gate(x)) * self.c_fc(x)))

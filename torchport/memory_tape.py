@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn as nn
 from torch.nn import functional as F
 
 
@@ -35,3 +36,16 @@ def tape_attention_weights(q, k, tape_k):
     M = tape_k.shape[1]
     s = torch.cat([q @ tape_k.unsqueeze(0).transpose(-1, -2), q @ k.transpose(-1, -2)], dim=-1) / math.sqrt(K)
     return s.masked_fill(~tape_mask(T, M, q.device), float("-inf")).softmax(-1)
+
+
+class MemoryTape:
+    """The extra_kv slot filled by memory_tape: M key and value slots per head, the attention's own parameters
+    attn.tape_k and attn.tape_v (H, M, d), drawn N(0, 0.02) when the attention is built."""
+
+    def __init__(self, attn: nn.Module, config):
+        shape = (config.n_head, config.memory_tape_slots, config.head_dim)
+        attn.tape_k = nn.Parameter(torch.randn(shape) * 0.02)
+        attn.tape_v = nn.Parameter(torch.randn(shape) * 0.02)
+
+    def __call__(self, attn):
+        return attn.tape_k, attn.tape_v

@@ -44,6 +44,13 @@ class MoEMLP(nn.Module):
         self.last_load = None  # loads of the last training forward, for the bias update
         self.load_sum = None  # loads summed since reset_load_sum(), for the run record
 
+    @torch.no_grad()
+    def init_weights(self):
+        """After GPT-2's N(0, 0.02) pass: the shared expert's residual projection at 0.02 / sqrt(2 n_layer)
+        (the routed experts' experts_proj is drawn at that scale when built)."""
+        if self.config.moe_mlp_shared:
+            nn.init.normal_(self.c_proj.weight, mean=0.0, std=0.02 / math.sqrt(2 * self.config.n_layer))
+
     def forward(self, x_BxTxD):
         cfg = self.config
         D, E, K = x_BxTxD.shape[-1], cfg.moe_mlp_experts, cfg.moe_mlp_top_k

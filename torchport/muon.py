@@ -8,7 +8,6 @@ The mathematics and source: the declaration, dreamteam/components/muon.py.
 
 from __future__ import annotations
 
-import math
 
 import torch
 from torch.optim.adamw import adamw  # torch.optim.AdamW's update as a function

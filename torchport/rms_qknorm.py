@@ -19,3 +19,19 @@ class RMSNorm(nn.Module):
 
     def forward(self, x):
         return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
+
+
+class QKNorm:
+    """The qk_transform of rms_qknorm: each head's query and key through its RMSNorm. The gains are the
+    attention's own parameters, attn.q_norm and attn.k_norm, over its head width attn.head_dim."""
+
+    def __init__(self, attn: nn.Module, config):
+        attn.q_norm = RMSNorm(attn.head_dim, config.rms_qknorm_eps, config.rms_qknorm_qk_gain)
+        attn.k_norm = RMSNorm(attn.head_dim, config.rms_qknorm_eps, config.rms_qknorm_qk_gain)
+
+    def __call__(self, attn, q, k, pos):
+        return attn.q_norm(q), attn.k_norm(k)
+
+    def keys_without_position(self, attn, k):
+        """Keys that have no position (memory_tape's) are normalized like the context's."""
+        return attn.k_norm(k)

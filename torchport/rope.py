@@ -36,3 +36,18 @@ def apply_rope(x, positions, rotary_dim: int, base: float = 10000.0):
     even, odd = pairs[..., 0], pairs[..., 1]
     rotated = torch.stack([even * cos - odd * sin, even * sin + odd * cos], dim=-1).flatten(-2)
     return torch.cat([rotated, rest], dim=-1)
+
+
+class Rotary:
+    """The qk_transform of rope: queries and keys rotated by their positions, on the attention's first
+    attn.rotary_dim coordinates of each head. No parameters."""
+
+    def __init__(self, attn, config):
+        self.rotary_dim, self.base = attn.rotary_dim, config.rope_base
+
+    def __call__(self, attn, q, k, pos):
+        return apply_rope(q, pos, self.rotary_dim, self.base), apply_rope(k, pos, self.rotary_dim, self.base)
+
+    def keys_without_position(self, attn, k):
+        """Keys that have no position (memory_tape's) are not rotated."""
+        return k
