@@ -79,6 +79,33 @@ class AdaptiveSoftmax(nn.Module):
         return self.log_probs(h_NxD, wte_VxD) if targets_N is None else self.nll(h_NxD, wte_VxD, targets_N)
 
 
+class AdaptiveSoftmaxHead(nn.Module):
+    """The head slot's adaptive_softmax: log p over the V ids as the logits, -log p(target) as the loss.
+    Its parameters keep the paths of the torch port, transformer/adaptive_softmax/* (IN_TRUNK: the model
+    gives this head the trunk's scope)."""
+
+    cfg: GPTConfig
+    token_counts: object = None
+    dtype: object = None  # unused: every parameter is drawn in the default dtype and cast by init_params
+    IN_TRUNK = True
+
+    def setup(self):
+        self.adaptive_softmax = AdaptiveSoftmax(self.cfg, self.token_counts)
+
+    def __call__(self, h_BxTxD, wte_VxD):
+        """log p(w) for every id, (B, T, V)."""
+        B, T, D = h_BxTxD.shape
+        return self.adaptive_softmax(h_BxTxD.reshape(-1, D), wte_VxD).reshape(B, T, -1)
+
+    def loss(self, h_BxTxD, wte_VxD, targets_BxT, fast=None):
+        """Mean -log p(target): of the V log-probabilities, or (fast given) through the clusters alone (`nll`),
+        never the V-wide output."""
+        if fast is None:
+            return -jnp.take_along_axis(self(h_BxTxD, wte_VxD), targets_BxT[..., None], axis=-1).mean()
+        B, T, D = h_BxTxD.shape
+        return self.adaptive_softmax(h_BxTxD.reshape(-1, D), wte_VxD, targets_BxT.reshape(-1)).reshape(B, T).mean()
+
+
 class TailCluster(nn.Module):
     """Scores of a tail cluster's n ids through width d: out(proj(h)); tied: up(proj(h)) against the ids'
     embedding rows wte_nxD (None when untied)."""

@@ -14,23 +14,29 @@ from dreamteam.config import ConfigError
 
 
 class OutputBias(nn.Module):
-    """logits + b, b of shape (V,) initialized to the Good-Turing log-probabilities of token_counts.
-    Named `lm_head` in the model, so its parameter is `lm_head/bias` (torch: `lm_head.bias`)."""
+    """The output_bias slot's good_turing_prior: logits + b, b (V,) initialized to the Good-Turing
+    log-probabilities of token_counts. Named `lm_head` in the model, so its parameter is `lm_head/bias` (torch:
+    `lm_head.bias`).
 
+    dtype: the dtype the parameters are cast to after init (init_params); log p_GT is rounded once into it,
+    from float64 (not through float32, as the default init dtype would)."""
+
+    vocab_size: int
     token_counts: Any = None
+    dtype: Any = jnp.float32
 
-    @nn.compact
-    def __call__(self, logits_BxTxV):
-        V = logits_BxTxV.shape[-1]
-
-        def init(key, shape, dtype=jnp.float32):
+    def setup(self):
+        def init(key, shape):
             del key
             if self.token_counts is None:
                 if not self.is_initializing():  # apply checks the shape of an existing bias this way
-                    return jnp.zeros(shape, dtype)
+                    return jnp.zeros(shape, self.dtype)
                 raise ConfigError("good_turing_prior needs token_counts (dreamteam.data.token_counts of train.bin)")
             if len(self.token_counts) != shape[0]:
                 raise ConfigError(f"token_counts has {len(self.token_counts)} entries; the vocabulary has {shape[0]}")
-            return jnp.asarray(good_turing.log_prior(self.token_counts), dtype)
+            return jnp.asarray(good_turing.log_prior(self.token_counts), self.dtype)
 
-        return logits_BxTxV + self.param("bias", init, (V,))
+        self.bias = self.param("bias", init, (self.vocab_size,))
+
+    def __call__(self, logits_BxTxV):
+        return logits_BxTxV + self.bias

@@ -19,3 +19,22 @@ class RMSNorm(nn.Module):
     def __call__(self, x_NxD):
         g_D = self.param("weight", nn.initializers.constant(self.gain), (x_NxD.shape[-1],))
         return x_NxD * jax.lax.rsqrt((x_NxD * x_NxD).mean(-1, keepdims=True) + self.eps) * g_D
+
+
+class QKNorm(nn.Module):
+    """The qk_transform of rms_qknorm: q_norm(q), k_norm(k) per head, gains starting at `gain`. Keys that
+    have no position (memory_tape's) pass k_norm too, so that every score stays on one scale."""
+
+    eps: float = 1e-6
+    gain: float = 1.0
+
+    def setup(self):
+        self.q_norm = RMSNorm(self.eps, self.gain)
+        self.k_norm = RMSNorm(self.eps, self.gain)
+
+    def __call__(self, q_BxHxTxE, k_BxHxTxE, pos_T):
+        del pos_T  # the norm is the same at every position
+        return self.q_norm(q_BxHxTxE), self.k_norm(k_BxHxTxE)
+
+    def extra_keys(self, k_HxMxE):
+        return self.k_norm(k_HxMxE)

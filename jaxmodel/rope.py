@@ -5,6 +5,7 @@ The mathematics and source: the declaration, dreamteam/components/rope.py.
 
 from __future__ import annotations
 
+import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
@@ -24,3 +25,17 @@ def apply_rope(x_BxHxTxK, positions_T, rotary_dim: int, base: float = 10000.0):
     even, odd = pairs[..., 0], pairs[..., 1]
     rotated = jnp.stack([even * cos - odd * sin, even * sin + odd * cos], axis=-1).reshape(rot.shape)
     return jnp.concatenate([rotated, rest], axis=-1)
+
+
+class Rotary(nn.Module):
+    """The qk_transform of rope: queries and keys rotated by their positions' angles (first `dim` coordinates;
+    mla's decoupled rotary part). Keys without a position (memory_tape's) are left as they are."""
+
+    dim: int
+    base: float = 10000.0
+
+    def __call__(self, q_BxHxTxE, k_BxHxTxE, pos_T):
+        return apply_rope(q_BxHxTxE, pos_T, self.dim, self.base), apply_rope(k_BxHxTxE, pos_T, self.dim, self.base)
+
+    def extra_keys(self, k_HxMxE):
+        return k_HxMxE

@@ -13,6 +13,7 @@ import torch
 from dreamteam import registry
 from dreamteam.config import GPTConfig
 from jaxmodel import mla as jmla
+from jaxmodel import model as jm
 from parity import checks
 from torchport import mla as tmla
 from torchport import model as tm
@@ -40,10 +41,10 @@ def test_absorbed_form_equals_explicit_form(cfg):
 
     params = {"params": {n: {"weight": jnp.asarray(p.detach().numpy())} for n, p in
                          ((k.removesuffix(".weight"), v) for k, v in attn.state_dict().items())}}
-    module = jmla.MultiHeadLatentAttention(cfg)
+    module = jm.CausalSelfAttention(cfg)  # the model's attention, its qkv slot filled by mla
     xj = jnp.asarray(x.numpy())
     explicit_j = module.apply(params, xj)
-    absorbed_j = module.apply(params, xj, method=jmla.MultiHeadLatentAttention.absorbed_attention)
+    absorbed_j = jmla.absorbed_attention(params, cfg, xj)
     assert float(jnp.max(jnp.abs(explicit_j - absorbed_j))) <= 1e-10
     assert np.max(np.abs(np.asarray(explicit_j) - explicit.numpy())) <= 1e-12  # and the frameworks agree
 
@@ -56,9 +57,9 @@ def test_cache_size_per_token(components, expected):
     attn = tm.MultiHeadLatentAttention(cfg)
     c, k_r = attn.latents(torch.randn(1, 10, 32))
     assert c.shape[-1] + k_r.shape[-1] == expected  # what latents() returns is exactly the cache
-    module = jmla.MultiHeadLatentAttention(cfg)
+    module = jmla.LatentQKV(cfg)
     xj = jnp.zeros((1, 10, 32))
-    cj, krj = module.apply(module.init(jax.random.PRNGKey(0), xj), xj, method=jmla.MultiHeadLatentAttention.latents)
+    cj, krj = module.apply(module.init(jax.random.PRNGKey(0), xj), xj, method=jmla.LatentQKV.latents)
     assert cj.shape[-1] + krj.shape[-1] == expected
 
 
@@ -97,7 +98,7 @@ def test_causality(framework, components):
         with torch.no_grad():
             a, b = attn(torch.from_numpy(x)).numpy(), attn(torch.from_numpy(x2)).numpy()
     else:
-        module = jmla.MultiHeadLatentAttention(cfg)
+        module = jm.CausalSelfAttention(cfg)
         params = module.init(jax.random.PRNGKey(0), jnp.asarray(x))
         a, b = np.asarray(module.apply(params, x)), np.asarray(module.apply(params, x2))
     np.testing.assert_array_equal(a[:, :7], b[:, :7])
