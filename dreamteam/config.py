@@ -31,6 +31,7 @@ KNOWN_COMPONENTS: tuple[str, ...] = (
     "posterior_mean",  # EMA (Polyak) average of the weights, used for evaluation and the checkpoint
     "moe_mlp",  # mixture of experts MLP: shared expert + top-k routed, bias-balanced (DeepSeek-V3)
     "adaptive_softmax",  # frequency-clustered output distribution (Grave et al. 2017)
+    "byte_ngram_embedding",  # token embeddings plus pooled hashed vectors of their byte n-grams (fastText)
 )
 # components that give the model its positional information; with any of them on, no learned wpe
 POSITION_COMPONENTS = ("rope", "laplace_bias")  # mla takes its rotary key from rope, else wpe
@@ -98,6 +99,13 @@ class GPTConfig:
     # tied tails: a tail cluster scores its ids with their token-embedding rows through a map of its width,
     # E_c U_c P_c h, instead of its own output matrix O_c P_c h (the head is tied in either case)
     adaptive_softmax_tied_tails: bool = False
+    # byte_ngram_embedding: the byte n-grams of each id (n in [min, max], boundary-marked) hashed into `buckets`
+    # rows of a table whose mean is added to the id's own row; the table's init std (0: the model starts as
+    # without it) (dreamteam/components/byte_ngram_embedding.py)
+    byte_ngram_embedding_buckets: int = 16384
+    byte_ngram_embedding_min: int = 3
+    byte_ngram_embedding_max: int = 6
+    byte_ngram_embedding_init_std: float = 0.0
 
     def __post_init__(self):
         if self.n_embd % self.n_head:
@@ -168,6 +176,13 @@ class GPTConfig:
             if self.adaptive_softmax_div < 1 or self.n_embd // self.adaptive_softmax_div ** (len(c) + 1) < 1:
                 raise ConfigError(f"adaptive_softmax_div={self.adaptive_softmax_div}: the last tail cluster's width "
                                   f"n_embd // div^{len(c) + 1} must be at least 1")
+        if self.has("byte_ngram_embedding"):
+            lo, hi, k = self.byte_ngram_embedding_min, self.byte_ngram_embedding_max, self.byte_ngram_embedding_buckets
+            if not all(isinstance(a, int) and not isinstance(a, bool) for a in (lo, hi, k)) or not 1 <= lo <= hi or k < 1:
+                raise ConfigError(f"byte_ngram_embedding needs ints 1 <= min <= max and buckets >= 1; got min={lo!r}, "
+                                  f"max={hi!r}, buckets={k!r}")
+            if not self.byte_ngram_embedding_init_std >= 0:
+                raise ConfigError(f"byte_ngram_embedding_init_std={self.byte_ngram_embedding_init_std} must be >= 0")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"dropout={self.dropout} must lie in [0, 1)")
 

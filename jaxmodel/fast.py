@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 
 from dreamteam.config import GPTConfig
+from jaxmodel.byte_ngram_embedding import token_embedding_matrix
 from jaxmodel.model import apply_with_loads
 
 DEFAULT_CHUNK = 64
@@ -149,7 +150,7 @@ def fused_loss(params, cfg: GPTConfig, idx_BxT, targets_BxT, chunk: int = DEFAUL
         nll_BxT, loads = apply_with_loads(params, cfg, idx_BxT, token_counts, targets_BxT=targets_BxT)
         return (nll_BxT.mean(), loads) if with_loads else nll_BxT.mean()
     h_BxTxD, loads = apply_with_loads(params, cfg, idx_BxT, token_counts, head=False)
-    w_VxD = params["params"]["transformer"]["wte"]["weight"]
+    w_VxD = token_embedding_matrix(params["params"]["transformer"], cfg)  # slot: token_embedding (the tied head)
     h_NxD, t_N = h_BxTxD.reshape(-1, h_BxTxD.shape[-1]), targets_BxT.reshape(-1)
     b_V = params["params"]["lm_head"]["bias"] if "lm_head" in params["params"] else None
     if smoothing_eps or z_loss:

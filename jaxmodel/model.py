@@ -22,6 +22,7 @@ import optax
 
 from dreamteam.config import GPTConfig
 from jaxmodel.adaptive_softmax import AdaptiveSoftmax
+from jaxmodel.byte_ngram_embedding import ByteNgramEmbedding
 from jaxmodel.golden_swiglu import GoldenSwiGLU
 from jaxmodel.difference_ssm import DifferenceSSM
 from jaxmodel.fixed_point_qat import fake_quant_block_params
@@ -139,7 +140,10 @@ class Transformer(nn.Module):
         if T > cfg.block_size:
             raise ValueError(f"cannot forward a sequence of length {T}; block_size is {cfg.block_size}")
         wte = Embedding(cfg.vocab_size, cfg.n_embd, name="wte")
-        x_BxTxD = wte(idx_BxT)
+        E_VxD = wte.weight  # slot: token_embedding (the rows of the input and of the tied head)
+        if cfg.has("byte_ngram_embedding"):
+            E_VxD = ByteNgramEmbedding(cfg, name="byte_ngram")(E_VxD)
+        x_BxTxD = jnp.take(E_VxD, idx_BxT, axis=0)  # slot: token_embedding (wte(idx) without a component)
         if cfg.learned_positions:
             x_BxTxD = x_BxTxD + Embedding(cfg.block_size, cfg.n_embd, name="wpe")(jnp.arange(T))
         x_BxTxD = nn.Dropout(cfg.dropout)(x_BxTxD, deterministic=deterministic)
@@ -160,9 +164,9 @@ class Transformer(nn.Module):
             asm = AdaptiveSoftmax(cfg, self.token_counts, name="adaptive_softmax")
             B, T, D = h_BxTxD.shape
             t_N = None if targets_BxT is None else targets_BxT.reshape(-1)
-            out = asm(h_BxTxD.reshape(-1, D), wte.weight, t_N)
+            out = asm(h_BxTxD.reshape(-1, D), E_VxD, t_N)
             return out.reshape(B, T, -1) if t_N is None else out.reshape(B, T)
-        return wte.attend(h_BxTxD)
+        return jnp.einsum("...d,vd->...v", h_BxTxD, E_VxD)  # slot: token_embedding (wte.attend with E)
 
 
 class GPT(nn.Module):

@@ -225,14 +225,15 @@ def fused_loss(model, idx_BxT, targets_BxT, chunk: int = DEFAULT_CHUNK, smoothin
     smoothing_eps, prior, z_loss: see linear_cross_entropy.
     adaptive_softmax: the mean of its per-token -log p(target) through the clusters (torchport/adaptive_softmax.py),
     the same true cross-entropy as the eager path's, never the V-wide output."""
-    h_BxTxD = model.hidden(idx_BxT)
+    E = model.token_embedding_matrix()  # slot: token_embedding (the tied head's W; lm_head.weight without it)
+    h_BxTxD = model.hidden(idx_BxT, E)
     if model.config.has("adaptive_softmax"):
         t_N = targets_BxT.reshape(-1)
         keep_N = t_N != IGNORE_INDEX
-        total = model.transformer.adaptive_softmax.nll_sum(h_BxTxD.reshape(-1, h_BxTxD.shape[-1]), model.lm_head.weight,
+        total = model.transformer.adaptive_softmax.nll_sum(h_BxTxD.reshape(-1, h_BxTxD.shape[-1]), E,
                                                            torch.where(keep_N, t_N, 0), keep_N)
         return total / keep_N.sum()
-    return linear_cross_entropy(h_BxTxD.reshape(-1, h_BxTxD.shape[-1]), model.lm_head.weight,
+    return linear_cross_entropy(h_BxTxD.reshape(-1, h_BxTxD.shape[-1]), E,
                                 targets_BxT.reshape(-1), chunk, model.lm_head.bias, smoothing_eps, prior, z_loss)
 
 

@@ -22,6 +22,7 @@ from torch.nn import functional as F
 from dreamteam.config import GPTConfig
 from dreamteam.laplace_rates import initial_rates, inverse_softplus
 from torchport.adaptive_softmax import AdaptiveSoftmax
+from torchport.byte_ngram_embedding import ByteNgramEmbedding
 from torchport.difference_ssm import DifferenceSSM
 from torchport.fixed_point_qat import apply_fixed_point_qat
 from torchport.golden_swiglu import GoldenSwiGLU
@@ -173,6 +174,8 @@ class GPT(nn.Module):
         self.config = config
         self.token_counts = token_counts
         modules = dict(wte=nn.Embedding(config.vocab_size, config.n_embd))
+        if config.has("byte_ngram_embedding"):  # slot: token_embedding (the bucket table of the byte n-grams)
+            modules["byte_ngram"] = ByteNgramEmbedding(config)
         if config.learned_positions:  # else a component (rope, ...) gives the positions
             modules["wpe"] = nn.Embedding(config.block_size, config.n_embd)
         modules.update(
@@ -214,19 +217,26 @@ class GPT(nn.Module):
         elif isinstance(module, nn.Embedding):
             torch.nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
-    def embed(self, idx):
-        """Token (and, without a position component, learned position) embeddings, (B, T, n_embd)."""
+    def token_embedding_matrix(self):  # slot: token_embedding
+        """E (V, n_embd): the rows the ids are embedded with and the tied head scores with; wte, or with
+        byte_ngram_embedding wte plus the pooled vectors of each id's byte n-grams."""
+        wte = self.lm_head.weight
+        return self.transformer.byte_ngram(wte) if self.config.has("byte_ngram_embedding") else wte
+
+    def embed(self, idx, E=None):
+        """Token (and, without a position component, learned position) embeddings, (B, T, n_embd).
+        E: token_embedding_matrix(), where the caller has it already (the head reads it too)."""
         b, t = idx.size()
         if t > self.config.block_size:
             raise ValueError(f"cannot forward a sequence of length {t}; block_size is {self.config.block_size}")
-        x = self.transformer.wte(idx)
+        x = F.embedding(idx, self.token_embedding_matrix() if E is None else E)  # slot: token_embedding
         if self.config.learned_positions:
             x = x + self.transformer.wpe(torch.arange(0, t, dtype=torch.long, device=idx.device))
         return self.transformer.drop(x)
 
-    def hidden(self, idx):
-        """The final hidden states ln_f(x) of shape (B, T, n_embd), before the output head."""
-        x = self.embed(idx)
+    def hidden(self, idx, E=None):
+        """The final hidden states ln_f(x) of shape (B, T, n_embd), before the output head (E: see embed)."""
+        x = self.embed(idx, E)
         for block in self.transformer.h:
             x = block(x)
         return self.transformer.ln_f(x)
@@ -234,19 +244,20 @@ class GPT(nn.Module):
     def forward(self, idx, targets=None):
         """(logits, loss). With targets: logits at every position and the mean cross-entropy;
         without: logits at the last position only (generation), loss None."""
-        x = self.hidden(idx)
+        E = self.token_embedding_matrix()  # slot: token_embedding (one E for the input and the tied head)
+        x = self.hidden(idx, E)
         if self.config.has("adaptive_softmax"):
             # logits: the normalized log-probabilities over all V ids; loss: -log p(target)
             h = x if targets is not None else x[:, [-1], :]
-            logits = self.transformer.adaptive_softmax.log_probs(h.reshape(-1, h.size(-1)), self.lm_head.weight)
+            logits = self.transformer.adaptive_softmax.log_probs(h.reshape(-1, h.size(-1)), E)
             logits = logits.view(*h.shape[:2], -1)
             loss = None if targets is None else F.nll_loss(logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)
             return logits, loss
         if targets is not None:
-            logits = self.lm_head(x)
+            logits = F.linear(x, E, self.lm_head.bias)  # slot: token_embedding (lm_head(x) with E)
             loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)
         else:
-            logits = self.lm_head(x[:, [-1], :])
+            logits = F.linear(x[:, [-1], :], E, self.lm_head.bias)
             loss = None
         return logits, loss
 

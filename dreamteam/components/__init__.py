@@ -83,6 +83,10 @@ COMPONENTS: dict[str, Component] = {c.name: c for c in (
               "mixture of experts MLP: shared expert + top-k routed, bias-balanced (DeepSeek-V3)",
               requires=(("block_weights", (None,)), ("objective", (None,)))),
     Component("adaptive_softmax", ("head",), "frequency-clustered output distribution (Grave et al. 2017)"),
+    # the composed rows E are what every head reads (the tied head, adaptive_softmax's head and tied tails)
+    Component("byte_ngram_embedding", ("token_embedding",),
+              "each id's row plus the mean of hashed vectors of its byte n-grams, tied into the head "
+              "(fastText's subword vectors, Bojanowski et al. 2017)"),
 )}
 
 
