@@ -1,13 +1,21 @@
 """byte_ngram_embedding (torch): E = wte + mean of the hashed byte n-gram vectors of each id.
 
 The mathematics and the tables are dreamteam/components/byte_ngram_embedding.py's. All V rows are composed
-once per forward pass (the tied head needs every one): one `embedding_bag` over the M n-grams of the vocabulary
-(M = 969845 for n in [3, 6]) in sum mode with the pooling weights as per_sample_weights, so no V x L padding
-(an id has up to 506 n-grams) and no M x D temporary; its backward scatters dE into the K x D table.
+once per forward pass (the tied head needs every one), over the M n-grams of the vocabulary (M = 969845 for
+n in [3, 6]; no V x L padding, an id has up to 506 n-grams). Both directions are one `embedding_bag` in sum
+mode, with the pooling weights as per_sample_weights:
+
+    forward   pooled[v] = sum_{m in bag v} w_m G[bucket_m]      bags: the n-grams of each id
+    backward  dG[k]     = sum_{m in bag k} w_m dE[id_m]         bags: the n-grams of each bucket
+
+(autograd's own backward of embedding_bag with per_sample_weights, a scatter, took ~800 ms per step on one
+CPU thread against ~16 ms for the second embedding_bag; 2-core Intel Xeon, load ~13: /tmp microbenchmark
+recorded in docs/personas/ada_lovelace.md). The bucket-side bags are the same n-grams sorted by bucket.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn as nn
 from torch.nn import functional as F
@@ -16,26 +24,49 @@ from dreamteam.components.byte_ngram_embedding import table_of
 from dreamteam.config import GPTConfig
 
 
+class PooledNgrams(torch.autograd.Function):
+    """pooled_VxD = A G for the V x K pooling matrix A given twice as bags: (bucket_M, offsets_V, w_M) by id and
+    (id_M, offsets_K, w_M sorted alike) by bucket; the backward is A^T dE, the bucket-side bags."""
+
+    @staticmethod
+    def forward(ctx, G_KxD, bucket_M, offsets_V, w_M, id_by_bucket_M, offsets_K, w_by_bucket_M):
+        ctx.save_for_backward(id_by_bucket_M, offsets_K, w_by_bucket_M)
+        return F.embedding_bag(bucket_M, G_KxD, offsets_V, mode="sum", per_sample_weights=w_M)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_VxD):
+        id_M, offsets_K, w_M = ctx.saved_tensors
+        grad_G = F.embedding_bag(id_M, grad_VxD.contiguous(), offsets_K, mode="sum", per_sample_weights=w_M)
+        return grad_G, None, None, None, None, None, None
+
+
 class ByteNgramEmbedding(nn.Module):
     """The K x D bucket table G (`weight`); calling it on wte gives the composed E_VxD."""
 
     def __init__(self, config: GPTConfig):
         super().__init__()
         t = table_of(config)
-        self.weight = nn.Parameter(torch.zeros(config.byte_ngram_embedding_buckets, config.n_embd))
+        K = config.byte_ngram_embedding_buckets
+        self.weight = nn.Parameter(torch.zeros(K, config.n_embd))
         if config.byte_ngram_embedding_init_std > 0:  # zeros draw nothing: the other weights stay the baseline's
             nn.init.normal_(self.weight, mean=0.0, std=config.byte_ngram_embedding_init_std)
-        # the tables are fixed by the config, not state: non-persistent, so the state_dict holds `weight` alone
-        self.register_buffer("bucket_M", torch.from_numpy(t.bucket_M), persistent=False)
-        # each n-gram's id's n-gram count c: the pooling weight 1 / c is formed in the table's dtype at each use
-        # (a float buffer cast float32 -> float64 would carry float32's rounding of 1/3 into a float64 model)
-        self.register_buffer("count_M", torch.from_numpy(t.count_V[t.segment_M]), persistent=False)
-        self.register_buffer("offsets_V", torch.from_numpy(t.offsets_V1[:-1].copy()), persistent=False)
+        # the tables are fixed by the config, not state: non-persistent, so the state_dict holds `weight` alone.
+        # Each n-gram's id's n-gram count c is kept, and the weight 1 / c formed in the table's dtype at each use
+        # (a float buffer cast float32 -> float64 would carry float32's rounding of 1/3 into a float64 model).
+        order = np.argsort(t.bucket_M, kind="stable")
+        count_M = t.count_V[t.segment_M]
+        buffers = dict(bucket_M=t.bucket_M, offsets_V=t.offsets_V1[:-1], count_M=count_M,
+                       id_by_bucket_M=t.segment_M[order], count_by_bucket_M=count_M[order],
+                       offsets_K=np.concatenate([[0], np.cumsum(np.bincount(t.bucket_M, minlength=K))[:-1]]))
+        for name, a in buffers.items():
+            self.register_buffer(name, torch.from_numpy(np.ascontiguousarray(a, np.int64)), persistent=False)
 
     def pooled(self) -> torch.Tensor:
         """sum_l w[v, l] G[idx[v, l]] for every id v, (V, D); rows of ids without n-grams are 0."""
-        return F.embedding_bag(self.bucket_M, self.weight, self.offsets_V, mode="sum",
-                               per_sample_weights=1.0 / self.count_M.to(self.weight.dtype))
+        dtype = self.weight.dtype
+        return PooledNgrams.apply(self.weight, self.bucket_M, self.offsets_V, 1.0 / self.count_M.to(dtype),
+                                  self.id_by_bucket_M, self.offsets_K, 1.0 / self.count_by_bucket_M.to(dtype))
 
     def forward(self, wte_VxD: torch.Tensor) -> torch.Tensor:
         return wte_VxD + self.pooled()
