@@ -152,8 +152,8 @@ def test_with_the_table_at_zero_the_model_is_the_baseline_exactly():
     tr = dict(params["params"]["transformer"])
     del tr["byte_ngram"]
     assert jax.tree.all(jax.tree.map(np.array_equal, {"params": {"transformer": tr}}, params_b))
-    np.testing.assert_array_equal(jax.jit(jm.GPT(cfg).apply)(params, x.numpy()),
-                                  jax.jit(jm.GPT(base).apply)(params_b, x.numpy()))
+    # eager, op by op: the same operations on both sides (two compilations could fuse them differently)
+    np.testing.assert_array_equal(jm.GPT(cfg).apply(params, x.numpy()), jm.GPT(base).apply(params_b, x.numpy()))
 
 
 def test_the_model_embeds_and_scores_with_the_composed_rows():
@@ -171,7 +171,7 @@ def test_the_model_embeds_and_scores_with_the_composed_rows():
     np.testing.assert_allclose(logits.detach().numpy(), h.detach().numpy() @ E.T, rtol=0, atol=1e-13)
 
 
-@pytest.mark.parametrize("extra", [(), ("adaptive_softmax",)])
+@pytest.mark.parametrize("extra", [(), pytest.param(("adaptive_softmax",), marks=pytest.mark.slow)])
 def test_fused_losses_equal_the_eager_ones_with_the_composed_head(extra):
     cfg = cfg_of(components=("byte_ngram_embedding",) + extra, byte_ngram_embedding_init_std=0.1,
                  adaptive_softmax_cutoffs=(100, 300), adaptive_softmax_tied_tails=True)
@@ -199,7 +199,7 @@ def test_fused_losses_equal_the_eager_ones_with_the_composed_head(extra):
     assert jax.tree.all(jax.tree.map(lambda a, b: np.allclose(a, b, rtol=0, atol=1e-12), gj, gf))
 
 
-@pytest.mark.parametrize("extra", [(), ("adaptive_softmax",)])
+@pytest.mark.parametrize("extra", [(), pytest.param(("adaptive_softmax",), marks=pytest.mark.slow)])
 def test_float64_parity_of_the_component(extra):
     cfg = cfg_of(components=("byte_ngram_embedding",) + extra, byte_ngram_embedding_init_std=0.1,
                  adaptive_softmax_cutoffs=(100, 300), adaptive_softmax_tied_tails=True)
