@@ -8,9 +8,10 @@ mode, with the pooling weights as per_sample_weights:
     forward   pooled[v] = sum_{m in bag v} w_m G[bucket_m]      bags: the n-grams of each id
     backward  dG[k]     = sum_{m in bag k} w_m dE[id_m]         bags: the n-grams of each bucket
 
-(autograd's own backward of embedding_bag with per_sample_weights, a scatter, took ~800 ms per step on one
-CPU thread against ~16 ms for the second embedding_bag; 2-core Intel Xeon, load ~13: /tmp microbenchmark
-recorded in docs/personas/ada_lovelace.md). The bucket-side bags are the same n-grams sorted by bucket.
+The bucket-side bags are the same n-grams sorted by bucket. Autograd's own backward of embedding_bag with
+per_sample_weights, a scatter, made the baseline's train step 2.4x slower on one CPU thread; with the second
+embedding_bag the step costs ~25% more than the baseline's (docs/personas/ada_lovelace.md, "Byte n-gram
+embeddings").
 """
 
 from __future__ import annotations
