@@ -85,6 +85,13 @@ class GPTConfig:
     adaptive_softmax_cutoffs: tuple[int, ...] = (2000, 6000)
     adaptive_softmax_div: int = 2
     adaptive_softmax_tied_tails: bool = False
+    # byte_ngram_embedding: the byte n-grams of each id (n in [min, max], boundary-marked) hashed into `buckets`
+    # rows of a table whose mean is added to the id's own row; the table's init std (0: the model starts as
+    # without it) (dreamteam/components/byte_ngram_embedding.py)
+    byte_ngram_embedding_buckets: int = 16384
+    byte_ngram_embedding_min: int = 3
+    byte_ngram_embedding_max: int = 6
+    byte_ngram_embedding_init_std: float = 0.0
 
     def __post_init__(self):
         if self.n_embd % self.n_head:

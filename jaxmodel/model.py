@@ -2,7 +2,8 @@
 assembled by slot: the config names the component that fills each slot (dreamteam/components,
 `cfg.filler(slot)`, None for the model's default) and a table per slot below names its module.
 
-    x_BxTxD = wte[idx_BxT] (+ wpe[0..T-1])           wpe only without a position component (rope, laplace_bias)
+    E_VxD = wte                                      token_embedding: byte_ngram_embedding's wte + pooled n-grams
+    x_BxTxD = E[idx_BxT] (+ wpe[0..T-1])             wpe only without a position component (rope, laplace_bias)
     for each block h_l:
         x = x + attn(ln_1(x))                        token_mixer: difference_ssm in its layers, else attention:
             q, k, v = qkv(x)                             c_attn, or mla's latent projections
@@ -13,7 +14,7 @@ assembled by slot: the config names the component that fills each slot (dreamtea
             attn = c_proj(y)
         x = x + mlp(ln_2(x))                         mlp: 4x GELU, golden_swiglu, laplace_glu or moe_mlp
     h_BxTxD = ln_f(x)                                norm: LayerNorm, or rms_qknorm's RMSNorm
-    logits_BxTxV = head(h, wte)                      head: tied, h wte^T (+ output_bias: good_turing_prior's
+    logits_BxTxV = head(h, E)                        head: tied, h E^T (+ output_bias: good_turing_prior's
                                                      lm_head/bias); or adaptive_softmax's log p; the head's
                                                      `loss` is the training loss
 
@@ -36,6 +37,7 @@ import jax.numpy as jnp
 import optax
 
 from dreamteam.config import GPTConfig
+from jaxmodel.byte_ngram_embedding import ByteNgramEmbedding
 from jaxmodel.adaptive_softmax import AdaptiveSoftmaxHead
 from jaxmodel.difference_ssm import DifferenceSSM
 from jaxmodel.fixed_point_qat import fake_quant_block_params
@@ -162,6 +164,10 @@ class Block(nn.Module):
         return x_BxTxD
 
 
+# token_embedding: (the module's name in the trunk, the module) of a map wte -> the composed rows E
+TOKEN_EMBEDDINGS = {"byte_ngram_embedding": ("byte_ngram", ByteNgramEmbedding)}
+
+
 class Transformer(nn.Module):
     """The trunk: idx_BxT -> ln_f(x)_BxTxD, through the embeddings and the blocks. Sows the residual stream
     after the embeddings and after every block into `intermediates` (anatomy's logit lens)."""
@@ -171,6 +177,9 @@ class Transformer(nn.Module):
     def setup(self):
         cfg = self.cfg
         self.wte = Embedding(cfg.vocab_size, cfg.n_embd)
+        if (filler := cfg.filler("token_embedding")) is not None:  # e.g. byte_ngram, composing E from wte
+            name, module = TOKEN_EMBEDDINGS[filler]
+            setattr(self, name, module(cfg))
         self.wpe = Embedding(cfg.block_size, cfg.n_embd) if cfg.learned_positions else None
         self.drop = nn.Dropout(cfg.dropout, name="Dropout_0")  # the name its masks' keys come from
         block, weights = Block, BLOCK_WEIGHTS[cfg.filler("block_weights")]
@@ -180,11 +189,21 @@ class Transformer(nn.Module):
         self.h = [block(cfg, i) for i in range(cfg.n_layer)]
         self.ln_f = make_norm(cfg)
 
-    def __call__(self, idx_BxT, deterministic: bool = True):
+    def embedding_matrix(self):
+        """E_VxD: the rows ids are embedded with and the tied head scores with; wte's, or the token_embedding
+        slot's composition of them (byte_ngram_embedding: wte plus the pooled byte n-gram vectors)."""
+        filler = self.cfg.filler("token_embedding")
+        return self.wte.weight if filler is None else getattr(self, TOKEN_EMBEDDINGS[filler][0])(self.wte.weight)
+
+    def __call__(self, idx_BxT, deterministic: bool = True, E_VxD=None):
+        """E_VxD: embedding_matrix(), where the caller has it already (the head reads it too)."""
         T = idx_BxT.shape[1]
         if T > self.cfg.block_size:
             raise ValueError(f"cannot forward a sequence of length {T}; block_size is {self.cfg.block_size}")
-        x_BxTxD = self.wte(idx_BxT)
+        if self.cfg.filler("token_embedding") is None:
+            x_BxTxD = self.wte(idx_BxT)
+        else:
+            x_BxTxD = jnp.take(self.embedding_matrix() if E_VxD is None else E_VxD, idx_BxT, axis=0)
         if self.wpe is not None:
             x_BxTxD = x_BxTxD + self.wpe(jnp.arange(T))
         x_BxTxD = self.drop(x_BxTxD, deterministic=deterministic)
@@ -251,13 +270,15 @@ class GPT(nn.Module):
         nn.share_scope(self.head, self.transformer if self.head.IN_TRUNK else self)
 
     def __call__(self, idx_BxT, deterministic: bool = True, head: bool = True):
-        h_BxTxD = self.transformer(idx_BxT, deterministic)
-        return self.head(h_BxTxD, self.transformer.wte.weight) if head else h_BxTxD
+        E_VxD = self.transformer.embedding_matrix()  # one E for the input and the tied head
+        h_BxTxD = self.transformer(idx_BxT, deterministic, E_VxD)
+        return self.head(h_BxTxD, E_VxD) if head else h_BxTxD
 
     def loss(self, idx_BxT, targets_BxT, deterministic: bool = True, fused=None):
         """The head's mean next-token loss (fused: see TiedHead.loss)."""
-        h_BxTxD = self.transformer(idx_BxT, deterministic)
-        return self.head.loss(h_BxTxD, self.transformer.wte.weight, targets_BxT, fused)
+        E_VxD = self.transformer.embedding_matrix()
+        h_BxTxD = self.transformer(idx_BxT, deterministic, E_VxD)
+        return self.head.loss(h_BxTxD, E_VxD, targets_BxT, fused)
 
 
 # the variable collections of a model: its parameters, and non-gradient state updated outside the

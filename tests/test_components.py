@@ -54,6 +54,7 @@ BAD_VALUES = {
     "posterior_mean": dict(posterior_mean_decay=1.0),
     "moe_mlp": dict(moe_mlp_score="relu"),
     "adaptive_softmax": dict(adaptive_softmax_cutoffs=(60, 20)),
+    "byte_ngram_embedding": dict(byte_ngram_embedding_min=0),  # an n-gram has at least one byte
 }
 
 

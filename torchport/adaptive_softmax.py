@@ -141,19 +141,21 @@ class AdaptiveSoftmax(nn.Module):
                 lp_N = lp_N.index_add(0, rows, torch.gather(lt, 1, (pos_N[rows] - self.edges[c + 1])[:, None])[:, 0])
         return -lp_N
 
-    def logits(self, h_BxTxD):
-        """log p(w) for every id, (B, T, V): the normalized log-probabilities stand where a head's logits do."""
-        lp_NxV = self.log_probs(h_BxTxD.reshape(-1, h_BxTxD.size(-1)), self.wte.weight)
+    def logits(self, h_BxTxD, E=None):
+        """log p(w) for every id, (B, T, V): the normalized log-probabilities stand where a head's logits do.
+        E: the token embedding rows the head and tied tails score with (None: wte's own)."""
+        lp_NxV = self.log_probs(h_BxTxD.reshape(-1, h_BxTxD.size(-1)), self.wte.weight if E is None else E)
         return lp_NxV.view(*h_BxTxD.shape[:2], -1)
 
     def cross_entropy(self, logits_BxTxV, targets_BxT):
         """Mean -log p(target) over the targets that are not -1."""
         return F.nll_loss(logits_BxTxV.view(-1, logits_BxTxV.size(-1)), targets_BxT.reshape(-1), ignore_index=-1)
 
-    def loss(self, h_BxTxD, targets_BxT):
-        return self.cross_entropy(self.logits(h_BxTxD), targets_BxT)
+    def loss(self, h_BxTxD, targets_BxT, E=None):
+        return self.cross_entropy(self.logits(h_BxTxD, E), targets_BxT)
 
-    def fused_loss(self, h_NxD, targets_N, chunk=None, smoothing_eps: float = 0.0, prior=None, z_loss: float = 0.0):
+    def fused_loss(self, h_NxD, targets_N, chunk=None, smoothing_eps: float = 0.0, prior=None, z_loss: float = 0.0,
+                   E=None):
         """The same mean -log p(target) through nll_sum, without the N x V log-probabilities (torchport/fast.py)."""
         from torchport.fast import IGNORE_INDEX
 
@@ -161,5 +163,5 @@ class AdaptiveSoftmax(nn.Module):
             raise ValueError("adaptive_softmax has no smoothed loss or z-loss (succession_objective needs the tied "
                              "head)")
         keep_N = targets_N != IGNORE_INDEX
-        total = self.nll_sum(h_NxD, self.wte.weight, torch.where(keep_N, targets_N, 0), keep_N)
+        total = self.nll_sum(h_NxD, self.wte.weight if E is None else E, torch.where(keep_N, targets_N, 0), keep_N)
         return total / keep_N.sum()

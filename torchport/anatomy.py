@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 
 import torch
+from torch.nn import functional as F
 
 from torchport.memory_tape import tape_attention_weights
 
@@ -49,6 +50,7 @@ def trace(model, idx):
                 attention.append(causal_attention_weights(q, k, bias))
         x = block(x)
         residuals.append(x)
-    lens = torch.stack([model.lm_head(model.transformer.ln_f(r)) for r in residuals])
+    E = model.token_embedding_matrix()  # the rows the tied head scores with
+    lens = torch.stack([F.linear(model.transformer.ln_f(r), E, model.lm_head.bias) for r in residuals])
     model.train(was_training)
     return {"attention": torch.stack(attention), "lens_logits": lens}

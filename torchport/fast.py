@@ -225,9 +225,10 @@ def fused_loss(model, idx_BxT, targets_BxT, chunk: int = DEFAULT_CHUNK, smoothin
     (good_turing_prior). adaptive_softmax: the mean of its per-token -log p(target) through the clusters
     (torchport/adaptive_softmax.py), the same true cross-entropy as the eager path's, never the V-wide output.
     smoothing_eps, prior, z_loss: see linear_cross_entropy (the tied head only)."""
-    h_BxTxD = model.hidden(idx_BxT)
+    E = model.token_embedding_matrix()  # the input's and the tied head's rows (byte_ngram_embedding composes them)
+    h_BxTxD = model.hidden(idx_BxT, E)
     return model.head.fused_loss(h_BxTxD.reshape(-1, h_BxTxD.shape[-1]), targets_BxT.reshape(-1), chunk,
-                                 smoothing_eps, prior, z_loss)
+                                 smoothing_eps, prior, z_loss, E=E)
 
 
 def reference_loss(h_NxD, W_VxD, targets_N, bias=None):

@@ -6,7 +6,8 @@ nanoGPT state_dict loads unchanged, and they equal the Flax reference's (jaxmode
 
 Forward pass, top to bottom; each step in brackets is a slot, filled by the model's default or by the one
 component of the config that fills it (`config.filler(slot)`, looked up in the tables below):
-    x = wte[idx] + wpe[pos]                       (wpe only without a position component: rope, laplace_bias)
+    E = wte                                       [token_embedding: byte_ngram_embedding's wte + pooled n-grams]
+    x = E[idx] + wpe[pos]                         (wpe only without a position component: rope, laplace_bias)
     for each block:
         x = x + attn(ln_1(x))                     [norm] [token_mixer: difference_ssm in its layers]
             attn: q, k, v = qkv(x)                [qkv: c_attn, or mla's latent projections]
@@ -14,7 +15,7 @@ component of the config that fills it (`config.filler(slot)`, looked up in the t
                   y = attend(q, k, v, bias, extra_kv)  [score_bias: laplace_bias] [extra_kv: memory_tape]
                   c_proj(y)
         x = x + mlp(ln_2(x))                      [mlp]
-    logits, loss = head(ln_f(x), targets)         [head: tied to wte (+ output_bias), or adaptive_softmax]
+    logits, loss = head(ln_f(x), E, targets)      [head: tied to E (+ output_bias), or adaptive_softmax]
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from torch.nn import functional as F
 
 from dreamteam.config import GPTConfig
 from torchport.adaptive_softmax import AdaptiveSoftmax
+from torchport.byte_ngram_embedding import ByteNgramEmbedding
 from torchport.difference_ssm import DifferenceSSM
 from torchport.fast import linear_cross_entropy
 from torchport.fixed_point_qat import apply_fixed_point_qat
@@ -191,23 +193,27 @@ class TiedHead(nn.Linear):
         if self.output_bias is not None:
             OUTPUT_BIASES[self.output_bias](self, self.token_counts)
 
-    def logits(self, h):
-        return self(h)
+    def logits(self, h, E=None):
+        """E: the token embedding rows the head is tied to (GPT.token_embedding_matrix); None: its own weight."""
+        return F.linear(h, self.weight if E is None else E, self.bias)
 
     def cross_entropy(self, logits_BxTxV, targets_BxT):
         """Mean cross-entropy over the targets that are not -1."""
         return F.cross_entropy(logits_BxTxV.view(-1, logits_BxTxV.size(-1)), targets_BxT.reshape(-1), ignore_index=-1)
 
-    def loss(self, h, targets):
-        return self.cross_entropy(self.logits(h), targets)
+    def loss(self, h, targets, E=None):
+        return self.cross_entropy(self.logits(h, E), targets)
 
-    def fused_loss(self, h_NxD, targets_N, chunk, smoothing_eps: float = 0.0, prior=None, z_loss: float = 0.0):
+    def fused_loss(self, h_NxD, targets_N, chunk, smoothing_eps: float = 0.0, prior=None, z_loss: float = 0.0, E=None):
         """The same loss without the N x V logits (torchport/fast.py); smoothing_eps, prior, z_loss:
         succession_objective's loss instead."""
-        return linear_cross_entropy(h_NxD, self.weight, targets_N, chunk, self.bias, smoothing_eps, prior, z_loss)
+        W = self.weight if E is None else E
+        return linear_cross_entropy(h_NxD, W, targets_N, chunk, self.bias, smoothing_eps, prior, z_loss)
 
 
 # The fillers of the blocks' and the model's slots (None: the model's default).
+# token_embedding: (module name under transformer, module) of a map wte -> the composed rows E
+TOKEN_EMBEDDINGS = {"byte_ngram_embedding": ("byte_ngram", ByteNgramEmbedding)}
 NORMS = {None: lambda config: LayerNorm(config.n_embd, config.bias),
          "rms_qknorm": lambda config: RMSNorm(config.n_embd, config.rms_qknorm_eps)}
 ATTENTIONS = {None: CausalSelfAttention, "mla": MultiHeadLatentAttention}  # by the qkv slot
@@ -248,6 +254,9 @@ class GPT(nn.Module):
         self.config = config
         self.token_counts = token_counts
         modules = dict(wte=nn.Embedding(config.vocab_size, config.n_embd))
+        if config.filler("token_embedding") is not None:  # e.g. transformer.byte_ngram, composing E from wte
+            name, module = TOKEN_EMBEDDINGS[config.filler("token_embedding")]
+            modules[name] = module(config)
         if config.learned_positions:  # else a component (rope, ...) gives the positions
             modules["wpe"] = nn.Embedding(config.block_size, config.n_embd)
         modules.update(
@@ -292,19 +301,27 @@ class GPT(nn.Module):
         elif isinstance(module, nn.Embedding):
             torch.nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
-    def embed(self, idx):
-        """Token (and, without a position component, learned position) embeddings, (B, T, n_embd)."""
+    def token_embedding_matrix(self):
+        """E (V, n_embd): the rows the ids are embedded with and the tied head scores with; wte's, or the
+        token_embedding slot's composition of them (byte_ngram_embedding: wte plus pooled byte n-gram vectors)."""
+        filler = self.config.filler("token_embedding")
+        wte = self.transformer.wte.weight
+        return wte if filler is None else self.transformer[TOKEN_EMBEDDINGS[filler][0]](wte)
+
+    def embed(self, idx, E=None):
+        """Token (and, without a position component, learned position) embeddings, (B, T, n_embd).
+        E: token_embedding_matrix(), where the caller has it already (the head reads it too)."""
         b, t = idx.size()
         if t > self.config.block_size:
             raise ValueError(f"cannot forward a sequence of length {t}; block_size is {self.config.block_size}")
-        x = self.transformer.wte(idx)
+        x = F.embedding(idx, self.token_embedding_matrix() if E is None else E)
         if self.config.learned_positions:
             x = x + self.transformer.wpe(torch.arange(0, t, dtype=torch.long, device=idx.device))
         return self.transformer.drop(x)
 
-    def hidden(self, idx):
-        """The final hidden states ln_f(x) of shape (B, T, n_embd), before the output head."""
-        x = self.embed(idx)
+    def hidden(self, idx, E=None):
+        """The final hidden states ln_f(x) of shape (B, T, n_embd), before the output head (E: see embed)."""
+        x = self.embed(idx, E)
         for block in self.transformer.h:
             x = block(x)
         return self.transformer.ln_f(x)
@@ -312,10 +329,11 @@ class GPT(nn.Module):
     def forward(self, idx, targets=None):
         """(logits, loss). With targets: logits at every position and the mean cross-entropy;
         without: logits at the last position only (generation), loss None."""
-        x = self.hidden(idx)
+        E = self.token_embedding_matrix()  # one E for the input and the tied head
+        x = self.hidden(idx, E)
         if targets is None:
-            return self.head.logits(x[:, [-1], :]), None
-        logits = self.head.logits(x)
+            return self.head.logits(x[:, [-1], :], E), None
+        logits = self.head.logits(x, E)
         return logits, self.head.cross_entropy(logits, targets)
 
     def configure_optimizers(self, weight_decay, learning_rate, betas, device_type, eps: float = 1e-8,

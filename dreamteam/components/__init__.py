@@ -85,6 +85,7 @@ class Component:
 # Declaration order: the qk transforms apply in this order (normalize, then rotate), and after-step hooks too.
 from dreamteam.components import (  # noqa: E402  (the modules import Component from here)
     adaptive_softmax,
+    byte_ngram_embedding,
     difference_ssm,
     fixed_point_qat,
     golden_swiglu,
@@ -105,6 +106,8 @@ from dreamteam.components import (  # noqa: E402  (the modules import Component 
 COMPONENTS: dict[str, Component] = {m.COMPONENT.name: m.COMPONENT for m in (
     rms_qknorm, rope, golden_swiglu, mla, difference_ssm, fixed_point_qat, tiled_attention, muon, memory_tape,
     good_turing_prior, laplace_bias, laplace_glu, succession_objective, posterior_mean, moe_mlp, adaptive_softmax,
+    # added since: a new component comes last (the search draws mutations by index into KNOWN_COMPONENTS)
+    byte_ngram_embedding,
 )}
 
 
