@@ -31,6 +31,7 @@ KNOWN_COMPONENTS: tuple[str, ...] = (
     "posterior_mean",  # EMA (Polyak) average of the weights, used for evaluation and the checkpoint
     "moe_mlp",  # mixture of experts MLP: shared expert + top-k routed, bias-balanced (DeepSeek-V3)
     "adaptive_softmax",  # frequency-clustered output distribution (Grave et al. 2017)
+    "ngram_memory",  # Kneser-Ney bigram of train.bin mixed with the model's distribution by a learned gate
 )
 # components that give the model its positional information; with any of them on, no learned wpe
 POSITION_COMPONENTS = ("rope", "laplace_bias")  # mla takes its rotary key from rope, else wpe
@@ -98,6 +99,10 @@ class GPTConfig:
     # tied tails: a tail cluster scores its ids with their token-embedding rows through a map of its width,
     # E_c U_c P_c h, instead of its own output matrix O_c P_c h (the head is tied in either case)
     adaptive_softmax_tied_tails: bool = False
+    # ngram_memory: the bigram's lowest order ("gt": the Good-Turing unigram; "kn": the continuation unigram
+    # interpolated with it; dreamteam/components/ngram_memory.py), and the gate's initial bias b_g (0: g = 1/2)
+    ngram_memory_low: str = "gt"
+    ngram_memory_gate_bias: float = 0.0
 
     def __post_init__(self):
         if self.n_embd % self.n_head:
@@ -168,6 +173,14 @@ class GPTConfig:
             if self.adaptive_softmax_div < 1 or self.n_embd // self.adaptive_softmax_div ** (len(c) + 1) < 1:
                 raise ConfigError(f"adaptive_softmax_div={self.adaptive_softmax_div}: the last tail cluster's width "
                                   f"n_embd // div^{len(c) + 1} must be at least 1")
+        if self.has("ngram_memory"):
+            from dreamteam.components.ngram_memory import LOW_ORDERS
+
+            if self.has("adaptive_softmax") or self.has("succession_objective"):
+                raise ConfigError("ngram_memory mixes with the tied head's softmax and its plain cross-entropy; "
+                                  "adaptive_softmax and succession_objective are not supported with it")
+            if self.ngram_memory_low not in LOW_ORDERS:
+                raise ConfigError(f"ngram_memory_low={self.ngram_memory_low!r}; expected one of {list(LOW_ORDERS)}")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"dropout={self.dropout} must lie in [0, 1)")
 

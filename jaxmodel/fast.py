@@ -139,7 +139,7 @@ linear_succession_loss.defvjp(_succ_fwd, _succ_bwd)
 
 
 def fused_loss(params, cfg: GPTConfig, idx_BxT, targets_BxT, chunk: int = DEFAULT_CHUNK, smoothing_eps: float = 0.0,
-               prior=None, z_loss: float = 0.0, token_counts=None, with_loads: bool = False):
+               prior=None, z_loss: float = 0.0, token_counts=None, with_loads: bool = False, ngram_stats=None):
     """The fast equal of jaxmodel.model.loss_fn: final hidden states, then the chunked tied-head loss (with the
     output bias lm_head/bias where good_turing_prior is on); (loss, moe_load) with with_loads.
     smoothing_eps, prior, z_loss: succession_objective's loss instead (linear_succession_loss).
@@ -152,6 +152,11 @@ def fused_loss(params, cfg: GPTConfig, idx_BxT, targets_BxT, chunk: int = DEFAUL
     w_VxD = params["params"]["transformer"]["wte"]["weight"]
     h_NxD, t_N = h_BxTxD.reshape(-1, h_BxTxD.shape[-1]), targets_BxT.reshape(-1)
     b_V = params["params"]["lm_head"]["bias"] if "lm_head" in params["params"] else None
+    if cfg.has("ngram_memory"):  # slot: head_mixture: -log p_mix(target), jaxmodel/ngram_memory.py
+        from jaxmodel.ngram_memory import fused_loss as mixture_loss
+
+        loss = mixture_loss(params, cfg, ngram_stats, h_BxTxD, idx_BxT, targets_BxT, chunk)
+        return (loss, loads) if with_loads else loss
     if smoothing_eps or z_loss:
         prior_V = jnp.zeros(w_VxD.shape[0], w_VxD.dtype) if prior is None else jnp.asarray(prior, w_VxD.dtype)
         if smoothing_eps and prior is None:

@@ -32,6 +32,7 @@ from jaxmodel.layers import Embedding, LayerNorm, Linear, causal_attention_weigh
 from jaxmodel.memory_tape import tape_attention, tape_attention_weights
 from jaxmodel.mla import MultiHeadLatentAttention
 from jaxmodel.moe_mlp import MoEMLP
+from jaxmodel.ngram_memory import NgramMemory
 from jaxmodel.rms_qknorm import RMSNorm
 from jaxmodel.rope import apply_rope
 from jaxmodel.tiled_attention import attend
@@ -174,14 +175,21 @@ class GPT(nn.Module):
 
     cfg: GPTConfig
     token_counts: Any = None
+    ngram_stats: Any = None  # the bigram counts of train.bin, for ngram_memory (dreamteam.components.ngram_memory)
 
     @nn.compact
     def __call__(self, idx_BxT, deterministic: bool = True, head: bool = True, targets_BxT=None):
         """targets_BxT: only with adaptive_softmax, for its per-token -log p(target) (B, T) without the
         B x T x V log-probabilities (jaxmodel/fast.py)."""
-        out = Transformer(self.cfg, self.token_counts, name="transformer")(idx_BxT, deterministic, head, targets_BxT)
+        transformer = Transformer(self.cfg, self.token_counts, name="transformer")
+        mixture = head and self.cfg.has("ngram_memory")  # slot: head_mixture (its gate reads the hidden states)
+        out = transformer(idx_BxT, deterministic, head and not mixture, targets_BxT)
+        if mixture:  # slot: head_mixture: the tied head's logits of the hidden states
+            h_BxTxD, out = out, jnp.einsum("...d,vd->...v", out, transformer.variables["params"]["wte"]["weight"])
         if head and self.cfg.has("good_turing_prior"):  # the trained output bias lm_head/bias
             out = OutputBias(self.token_counts, name="lm_head")(out)
+        if mixture:  # slot: head_mixture: log p_mix over the V ids
+            out = NgramMemory(self.cfg, self.ngram_stats, name="ngram_memory")(h_BxTxD, idx_BxT, out)
         return out
 
 
@@ -203,11 +211,11 @@ def init_params(cfg: GPTConfig, key, dtype=jnp.float32, token_counts=None):
     return variables
 
 
-def apply_with_loads(params, cfg: GPTConfig, idx_BxT, token_counts=None, **kwargs):
+def apply_with_loads(params, cfg: GPTConfig, idx_BxT, token_counts=None, ngram_stats=None, **kwargs):
     """(GPT(cfg).apply(params, idx, **kwargs), moe_load): the expert loads moe_mlp sowed ({} without it)."""
     if not cfg.has("moe_mlp"):  # nothing sows loads; a plain apply (map_variables scopes need no mutable state)
-        return GPT(cfg, token_counts).apply(params, idx_BxT, **kwargs), {}
-    out, state = GPT(cfg, token_counts).apply(params, idx_BxT, mutable=["moe_load"], **kwargs)
+        return GPT(cfg, token_counts, ngram_stats).apply(params, idx_BxT, **kwargs), {}
+    out, state = GPT(cfg, token_counts, ngram_stats).apply(params, idx_BxT, mutable=["moe_load"], **kwargs)
     return out, state.get("moe_load", {})
 
 
@@ -216,10 +224,12 @@ def cross_entropy(logits_BxTxV, targets_BxT):
     return optax.softmax_cross_entropy_with_integer_labels(logits_BxTxV, targets_BxT).mean()
 
 
-def loss_fn(params, cfg: GPTConfig, idx_BxT, targets_BxT, token_counts=None, with_loads: bool = False):
+def loss_fn(params, cfg: GPTConfig, idx_BxT, targets_BxT, token_counts=None, with_loads: bool = False,
+            ngram_stats=None):
     """The training loss: mean cross-entropy of the next token ((loss, moe_load) with with_loads)."""
-    logits_BxTxV, loads = apply_with_loads(params, cfg, idx_BxT, token_counts)
-    if cfg.has("adaptive_softmax"):  # logits are the normalized log-probabilities: -log p(target)
+    logits_BxTxV, loads = apply_with_loads(params, cfg, idx_BxT, token_counts, ngram_stats)
+    # logits are the normalized log-probabilities: -log p(target) (slot: head_mixture, ngram_memory's too)
+    if cfg.has("adaptive_softmax") or cfg.has("ngram_memory"):
         loss = -jnp.take_along_axis(logits_BxTxV, targets_BxT[..., None], axis=-1).mean()
     else:
         loss = cross_entropy(logits_BxTxV, targets_BxT)

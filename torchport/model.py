@@ -31,6 +31,7 @@ from torchport.laplace_bias import laplace_bias, rates
 from torchport.laplace_glu import LaplaceGLU
 from torchport.mla import MultiHeadLatentAttention
 from torchport.moe_mlp import MoEMLP
+from torchport.ngram_memory import NgramMemory
 from torchport.rms_qknorm import RMSNorm
 from torchport.rope import apply_rope
 
@@ -165,9 +166,10 @@ class Block(nn.Module):
 
 class GPT(nn.Module):
     """token_counts: how often each id occurs in train.bin (dreamteam.data.token_counts), for components
-    built from token frequencies; None where no such component is on."""
+    built from token frequencies; None where no such component is on. ngram_stats: the bigram counts of train.bin
+    (dreamteam.components.ngram_memory.bigram_stats), for ngram_memory; None where it is off."""
 
-    def __init__(self, config: GPTConfig, token_counts=None):
+    def __init__(self, config: GPTConfig, token_counts=None, ngram_stats=None):
         super().__init__()
         assert config.vocab_size is not None and config.block_size is not None
         self.config = config
@@ -187,6 +189,8 @@ class GPT(nn.Module):
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=config.has("good_turing_prior"))
         # weight tying (https://paperswithcode.com/method/weight-tying)
         self.transformer.wte.weight = self.lm_head.weight
+        if config.has("ngram_memory"):  # slot: head_mixture (registered last: the other weights draw as without it)
+            self.ngram_memory = NgramMemory(config, ngram_stats)
 
         self.apply(self._init_weights)
         # scaled init of the residual projections, per GPT-2
@@ -199,6 +203,8 @@ class GPT(nn.Module):
             apply_fixed_point_qat(self.transformer.h, config.fixed_point_qat_bits)
         if config.has("good_turing_prior"):
             init_output_bias(self.lm_head, token_counts)
+        if config.has("ngram_memory"):  # slot: head_mixture
+            self.ngram_memory.init_gate()
 
     def get_num_params(self, non_embedding: bool = True) -> int:
         n_params = sum(p.numel() for p in self.parameters())
@@ -235,6 +241,8 @@ class GPT(nn.Module):
         """(logits, loss). With targets: logits at every position and the mean cross-entropy;
         without: logits at the last position only (generation), loss None."""
         x = self.hidden(idx)
+        if self.config.has("ngram_memory"):  # slot: head_mixture (logits: log p_mix over the V ids)
+            return self.ngram_memory(x, idx, targets, self.lm_head)
         if self.config.has("adaptive_softmax"):
             # logits: the normalized log-probabilities over all V ids; loss: -log p(target)
             h = x if targets is not None else x[:, [-1], :]

@@ -83,6 +83,10 @@ COMPONENTS: dict[str, Component] = {c.name: c for c in (
               "mixture of experts MLP: shared expert + top-k routed, bias-balanced (DeepSeek-V3)",
               requires=(("block_weights", (None,)), ("objective", (None,)))),
     Component("adaptive_softmax", ("head",), "frequency-clustered output distribution (Grave et al. 2017)"),
+    # the mixture needs the tied head's softmax and trains on -log p_mix (dreamteam/components/ngram_memory.py)
+    Component("ngram_memory", ("head_mixture",),
+              "interpolated Kneser-Ney bigram of train.bin (Good-Turing lowest order) mixed in by a learned gate",
+              requires=(("head", (None,)), ("objective", (None,)))),
 )}
 
 

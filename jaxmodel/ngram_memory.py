@@ -1,0 +1,163 @@
+"""ngram_memory: an interpolated Kneser-Ney bigram of train.bin mixed with the model's distribution by a learned gate
+per position (Good 1953; Kneser & Ney 1995; Chen & Goodman 1998). The mathematics and the tables are framework-
+neutral, in dreamteam/components/ngram_memory.py:
+
+    g = sigmoid(h . w_g + b_g),    p_mix(w) = g softmax(z)_w + (1 - g) p(w | v),    v = the position's input token
+    log p_mix(t) = logaddexp(log g + z_t - lse(z), log(1 - g) + log p(t | v))
+
+`NgramMemory` (the module, parameters gate/weight (1, D) and gate/bias (1,)) gives the mixture's log-probabilities
+over all V ids (the model's logits). `fused_loss` is the fast training loss: only the target's n-gram probability
+(one searchsorted lookup on uint32 keys v V + w, which fit 32 bits without x64), and the tied head's cross-entropy
+chunk by chunk in a `lax.scan` (as jaxmodel/fast.py), each token's gradient scaled by the model's responsibility
+r = g p_model(t) / p_mix(t): d loss / dz = r (P - Y), d loss / d(h . w_g + b_g) = g - r; a custom_vjp hands the
+gradients formed in the forward pass to the backward pass.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from dreamteam.components.ngram_memory import kneser_ney, padded_entries
+from dreamteam.config import GPTConfig
+from jaxmodel.layers import normal
+
+
+def tables_of(cfg: GPTConfig, ngram_stats, dtype):
+    """The Kneser-Ney tables as arrays of the model's dtype (rounded once from float64); keys uint32."""
+    if ngram_stats is None:
+        raise ValueError("ngram_memory needs the bigram counts of train.bin: GPT(cfg, token_counts, ngram_stats="
+                         "dreamteam.components.ngram_memory.bigram_stats(train_ids, vocab_size))")
+    if ngram_stats.vocab_size != cfg.vocab_size:
+        raise ValueError(f"ngram_stats counts a vocabulary of {ngram_stats.vocab_size}; the model's is {cfg.vocab_size}")
+    t = kneser_ney(ngram_stats, cfg.ngram_memory_low)
+    cols, mass = padded_entries(t)
+    return dict(V=t.vocab_size, keys=jnp.asarray(t.keys.astype(np.uint32)), mass=jnp.asarray(t.mass, dtype),
+                alpha=jnp.asarray(t.alpha, dtype), p_low=jnp.asarray(t.p_low, dtype),
+                row_ptr=jnp.asarray(t.row_ptr.astype(np.int32)), cols=jnp.asarray(cols.astype(np.int32)),
+                padded_mass=jnp.asarray(mass, dtype), j=jnp.arange(max(t.max_row, 1), dtype=jnp.int32))
+
+
+def prob(T, v_N, t_N):
+    """p(t | v) per token by one binary search in the sorted keys v V + w."""
+    key_N = v_N.astype(jnp.uint32) * np.uint32(T["V"]) + t_N.astype(jnp.uint32)
+    k_N = jnp.minimum(jnp.searchsorted(T["keys"], key_N), T["keys"].shape[0] - 1)
+    stored_N = jnp.where(T["keys"][k_N] == key_N, T["mass"][k_N], 0.0)
+    return stored_N + T["alpha"][v_N] * T["p_low"][t_N]
+
+
+def rows(T, v_N):
+    """p(. | v) per context, (N, V): alpha(v) p_low plus a scatter of v's stored entries (padded gather, padding
+    masked to mass 0)."""
+    out_NxV = T["alpha"][v_N][:, None] * T["p_low"][None, :]
+    start_N = T["row_ptr"][v_N]
+    idx_NxK = start_N[:, None] + T["j"][None, :]
+    mass_NxK = jnp.where(T["j"][None, :] < (T["row_ptr"][v_N + 1] - start_N)[:, None], T["padded_mass"][idx_NxK], 0.0)
+    n_NxK = jnp.broadcast_to(jnp.arange(v_N.shape[0])[:, None], idx_NxK.shape)
+    return out_NxV.at[n_NxK, T["cols"][idx_NxK]].add(mass_NxK)
+
+
+def mix(logits_BxTxV, a_BxT, p_BxTxV):
+    """log(g softmax(z) + (1 - g) p), g = sigmoid(a)."""
+    return jnp.logaddexp(jax.nn.log_sigmoid(a_BxT)[..., None] + jax.nn.log_softmax(logits_BxTxV, -1),
+                         jax.nn.log_sigmoid(-a_BxT)[..., None] + jnp.log(p_BxTxV))
+
+
+class Gate(nn.Module):
+    """a = h . w_g + b_g (the gate's logit), w_g (1, D) normal(0.02) as every Linear, b_g at its configured start."""
+
+    bias_init: float = 0.0
+
+    @nn.compact
+    def __call__(self, h_BxTxD):
+        w_1xD = self.param("weight", normal(0.02), (1, h_BxTxD.shape[-1]))
+        b_1 = self.param("bias", nn.initializers.constant(self.bias_init), (1,))
+        return (h_BxTxD @ w_1xD[0]) + b_1[0]
+
+
+class NgramMemory(nn.Module):
+    """(h, idx, logits) -> the mixture's log-probabilities over the V ids."""
+
+    cfg: GPTConfig
+    ngram_stats: Any = None
+
+    @nn.compact
+    def __call__(self, h_BxTxD, idx_BxT, logits_BxTxV):
+        a_BxT = Gate(self.cfg.ngram_memory_gate_bias, name="gate")(h_BxTxD)
+        if self.ngram_stats is None and self.is_initializing():  # init creates the gate; the tables come with apply
+            return logits_BxTxV
+        B, T, V = logits_BxTxV.shape
+        p_NxV = rows(tables_of(self.cfg, self.ngram_stats, logits_BxTxV.dtype), idx_BxT.reshape(-1))
+        return mix(logits_BxTxV, a_BxT, p_NxV.reshape(B, T, V))
+
+
+def _mixture_loss(chunk: int):
+    """mean_n -log(g_n softmax(h_n W^T + b)_{t_n} + (1 - g_n) q_n), g = sigmoid(a), with its custom gradient."""
+
+    def chunked(h_NxD, w_VxD, b_V, a_N, lq_N, t_N):
+        N, D = h_NxD.shape
+        K = -(-N // chunk)  # chunks, the last one padded with zero-weight rows
+        pad = K * chunk - N
+
+        def split(x):
+            return jnp.pad(x, ((0, pad),) + ((0, 0),) * (x.ndim - 1)).reshape((K, chunk) + x.shape[1:])
+
+        lg_N, l1g_N = jax.nn.log_sigmoid(a_N), jax.nn.log_sigmoid(-a_N)
+        xs = tuple(split(x) for x in (h_NxD, t_N, jnp.ones((N,), h_NxD.dtype), lg_N, l1g_N, lq_N))
+
+        def body(carry, xs):
+            G_W, G_b = carry
+            h_CxD, t_C, k_C, lg_C, l1g_C, lq_C = xs
+            z_CxV = h_CxD @ w_VxD.T + b_V
+            m_C = z_CxV.max(-1)
+            e_CxV = jnp.exp(z_CxV - m_C[:, None])
+            s_C = e_CxV.sum(-1)
+            zt_C = jnp.take_along_axis(z_CxV, t_C[:, None], axis=1)[:, 0]
+            x_C = lg_C + zt_C - (m_C + jnp.log(s_C))  # log g p_model(t)
+            lmix_C = jnp.logaddexp(x_C, l1g_C + lq_C)
+            r_C = jnp.exp(x_C - lmix_C) * k_C  # the model's responsibility (0 on padding)
+            w_C1 = (r_C / s_C)[:, None]
+            G_W = G_W + e_CxV.T @ (h_CxD * w_C1)  # r-weighted P^T h
+            G_b = G_b + e_CxV.T @ w_C1[:, 0]
+            return (G_W, G_b), (lmix_C * k_C, r_C, (e_CxV @ w_VxD) * w_C1)
+
+        (G_W, G_b), (lmix, r, G_h) = jax.lax.scan(body, (jnp.zeros_like(w_VxD), jnp.zeros_like(b_V)), xs)
+        r_N = r.reshape(-1)[:N]
+        G_h = G_h.reshape(K * chunk, D)[:N] - r_N[:, None] * w_VxD[t_N]  # - r Y W
+        G_W = G_W.at[t_N].add(-r_N[:, None] * h_NxD)
+        G_b = G_b.at[t_N].add(-r_N)
+        return -lmix.sum() / N, (G_h, G_W, G_b, jax.nn.sigmoid(a_N) - r_N)
+
+    @jax.custom_vjp
+    def loss(h_NxD, w_VxD, b_V, a_N, lq_N, t_N):
+        return chunked(h_NxD, w_VxD, b_V, a_N, lq_N, t_N)[0]
+
+    def fwd(h_NxD, w_VxD, b_V, a_N, lq_N, t_N):
+        value, grads = chunked(h_NxD, w_VxD, b_V, a_N, lq_N, t_N)
+        return value, (grads, lq_N, t_N, h_NxD.shape[0])
+
+    def bwd(residuals, g):
+        (G_h, G_W, G_b, G_a), lq_N, t_N, n = residuals
+        s = g / n
+        return G_h * s, G_W * s, G_b * s, G_a * s, jnp.zeros_like(lq_N), np.zeros(t_N.shape, jax.dtypes.float0)
+
+    loss.defvjp(fwd, bwd)
+    return loss
+
+
+def fused_loss(params, cfg: GPTConfig, ngram_stats, h_BxTxD, idx_BxT, targets_BxT, chunk: int):
+    """-mean log p_mix(target) of the tied head (with the output bias lm_head/bias where there is one), without
+    the B x T x V logits or n-gram rows: the same number as the eager mixture's loss."""
+    p = params["params"]
+    w_VxD = p["transformer"]["wte"]["weight"]
+    b_V = p["lm_head"]["bias"] if "lm_head" in p else jnp.zeros(w_VxD.shape[0], w_VxD.dtype)
+    h_NxD, t_N = h_BxTxD.reshape(-1, h_BxTxD.shape[-1]), targets_BxT.reshape(-1)
+    gate = p["ngram_memory"]["gate"]
+    a_N = h_NxD @ gate["weight"][0] + gate["bias"][0]
+    T = tables_of(cfg, ngram_stats, h_NxD.dtype)
+    lq_N = jax.lax.stop_gradient(jnp.log(prob(T, idx_BxT.reshape(-1), t_N)))
+    return _mixture_loss(chunk)(h_NxD, w_VxD, b_V, a_N, lq_N, t_N)

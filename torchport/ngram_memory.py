@@ -1,0 +1,139 @@
+"""ngram_memory: an interpolated Kneser-Ney bigram of train.bin mixed with the model's distribution by a learned gate
+per position (Good 1953; Kneser & Ney 1995; Chen & Goodman 1998). The mathematics and the tables are framework-
+neutral, in dreamteam/components/ngram_memory.py:
+
+    g = sigmoid(h . w_g + b_g),    p_mix(w) = g softmax(z)_w + (1 - g) p(w | v),    v = the position's input token
+    log p_mix(t) = logaddexp(log g + z_t - lse(z), log(1 - g) + log p(t | v))
+
+`NgramMemory(h, idx, targets, head)` is the eager head (GPT.forward): the mixture's log-probabilities over all V
+ids (the model's logits) and -log p_mix(target). `fused_loss` is its fast equal for training: only the target's
+n-gram probability (one searchsorted lookup), and the tied head's chunked cross-entropy of torchport/fast.py with
+each token's gradient scaled by the model's responsibility r = g p_model(t) / p_mix(t), which the chunk knows once
+its lse is computed: d loss / dz = r (P - Y), d loss / d(h . w_g + b_g) = g - r. One pass, no B x T x V tensor.
+
+The tables are built once from the float64 counts and kept per (dtype, device): not parameters, not in the
+state_dict (only `ngram_memory.gate.weight` and `.bias` are).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+from torch.nn import functional as F
+
+from dreamteam.components.ngram_memory import kneser_ney, padded_entries
+from dreamteam.config import GPTConfig
+
+
+class NgramMemory(nn.Module):
+    def __init__(self, config: GPTConfig, ngram_stats):
+        super().__init__()
+        if ngram_stats is None:
+            raise ValueError("ngram_memory needs the bigram counts of train.bin: GPT(config, token_counts, ngram_stats="
+                             "dreamteam.components.ngram_memory.bigram_stats(train_ids, vocab_size))")
+        if ngram_stats.vocab_size != config.vocab_size:
+            raise ValueError(f"ngram_stats counts a vocabulary of {ngram_stats.vocab_size}; the model's is {config.vocab_size}")
+        self.tables = kneser_ney(ngram_stats, config.ngram_memory_low)
+        self.gate = nn.Linear(config.n_embd, 1, bias=True)
+        self.gate_bias = config.ngram_memory_gate_bias
+        self._cache: dict = {}
+
+    def init_gate(self):
+        """b_g at its configured start (GPT's init draws the weight as every Linear's, the bias 0)."""
+        nn.init.constant_(self.gate.bias, self.gate_bias)
+
+    def _tensors(self, dtype, device):
+        key = (dtype, str(device))
+        if key not in self._cache:
+            t = self.tables
+            cols, mass = padded_entries(t)
+            f = lambda a: torch.tensor(a, dtype=dtype, device=device)  # noqa: E731 (from float64, rounded once)
+            i = lambda a: torch.as_tensor(a, dtype=torch.int64, device=device)  # noqa: E731
+            self._cache[key] = dict(keys=i(t.keys), mass=f(t.mass), alpha=f(t.alpha), p_low=f(t.p_low),
+                                    row_ptr=i(t.row_ptr), cols=i(cols), padded_mass=f(mass),
+                                    j=torch.arange(max(t.max_row, 1), device=device))
+        return self._cache[key]
+
+    def prob(self, v_N, t_N, dtype, device):
+        """p(t | v) per token by one binary search in the sorted keys v V + w."""
+        T = self._tensors(dtype, device)
+        key_N = v_N.long() * self.tables.vocab_size + t_N.long()
+        k_N = torch.searchsorted(T["keys"], key_N).clamp_(max=T["keys"].numel() - 1)
+        stored_N = torch.where(T["keys"][k_N] == key_N, T["mass"][k_N], 0.0)
+        return stored_N + T["alpha"][v_N] * T["p_low"][t_N]
+
+    def rows(self, v_N, dtype, device):
+        """p(. | v) for each context, (N, V): alpha(v) p_low plus a scatter of v's stored entries (gathered padded
+        to the longest row, the padding masked to mass 0, which adds exactly nothing)."""
+        T = self._tensors(dtype, device)
+        out_NxV = T["alpha"][v_N][:, None] * T["p_low"][None, :]
+        start_N = T["row_ptr"][v_N]
+        idx_NxK = start_N[:, None] + T["j"][None, :]
+        mass_NxK = torch.where(T["j"][None, :] < (T["row_ptr"][v_N + 1] - start_N)[:, None], T["padded_mass"][idx_NxK], 0.0)
+        return out_NxV.scatter_add_(1, T["cols"][idx_NxK], mass_NxK)
+
+    def forward(self, h_BxTxD, idx_BxT, targets_BxT, head: nn.Linear):
+        """(log p_mix over the V ids, -mean log p_mix(target)); without targets the last position only."""
+        if targets_BxT is None:
+            h_BxTxD, idx_BxT = h_BxTxD[:, [-1], :], idx_BxT[:, [-1]]
+        B, T, _ = h_BxTxD.shape
+        z_BxTxV = head(h_BxTxD)
+        a_BxT = self.gate(h_BxTxD)[..., 0]
+        p_NxV = self.rows(idx_BxT.reshape(-1), z_BxTxV.dtype, z_BxTxV.device)
+        logp_BxTxV = torch.logaddexp(F.logsigmoid(a_BxT)[..., None] + F.log_softmax(z_BxTxV, -1),
+                                     F.logsigmoid(-a_BxT)[..., None] + torch.log(p_NxV).view(B, T, -1))
+        if targets_BxT is None:
+            return logp_BxTxV, None
+        loss = F.nll_loss(logp_BxTxV.view(B * T, -1), targets_BxT.reshape(-1), ignore_index=-1)
+        return logp_BxTxV, loss
+
+    def fused_loss(self, h_BxTxD, W_VxD, b_V, idx_BxT, targets_BxT, chunk: int):
+        """-mean log p_mix(target) without the B x T x V logits or n-gram rows (module docstring); the same number
+        as forward's loss."""
+        from torchport.fast import IGNORE_INDEX
+
+        h_NxD = h_BxTxD.reshape(-1, h_BxTxD.shape[-1])
+        t_N = targets_BxT.reshape(-1)
+        safe_N = torch.where(t_N == IGNORE_INDEX, 0, t_N)
+        with torch.no_grad():  # the tables are constants
+            lq_N = torch.log(self.prob(idx_BxT.reshape(-1), safe_N, h_NxD.dtype, h_NxD.device))
+        a_N = self.gate(h_NxD)[:, 0]
+        return MixtureCrossEntropy.apply(h_NxD, W_VxD, b_V, a_N, lq_N, t_N, chunk)
+
+
+class MixtureCrossEntropy(torch.autograd.Function):
+    """mean_n -log(g_n softmax(h_n W^T + b)_{t_n} + (1 - g_n) q_n) over the tokens with t_n != -1, g_n = sigmoid(a_n),
+    log q_n = lq_n given; the gradients of h, W, b and a formed in the forward pass (torchport/fast.py's chunks)."""
+
+    @staticmethod
+    def forward(ctx, h_NxD, W_VxD, b_V, a_N, lq_N, targets_N, chunk):
+        from torchport.fast import _check_inputs, _chunked, _prepare_targets
+
+        _check_inputs(h_NxD, W_VxD, targets_N, chunk, b_V)
+        t_N, keep_N = _prepare_targets(targets_N, W_VxD.shape[0], h_NxD.device)
+        lg_N, l1g_N = F.logsigmoid(a_N), F.logsigmoid(-a_N)  # log g, log(1 - g)
+        lmix_N, r_N = torch.empty_like(a_N), torch.empty_like(a_N)
+
+        def responsibility(a, b, lse_c, zt_c):
+            x_c = lg_N[a:b] + (zt_c - lse_c)  # log g p_model(t)
+            lmix_N[a:b] = torch.logaddexp(x_c, l1g_N[a:b] + lq_N[a:b])
+            r_N[a:b] = torch.exp(x_c - lmix_N[a:b])
+            return r_N[a:b]
+
+        need_h, need_W = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        need_b = b_V is not None and ctx.needs_input_grad[2]
+        _, G_h, G_W, G_b = _chunked(h_NxD.contiguous(), W_VxD.contiguous(), t_N, keep_N, chunk, need_h, need_W,
+                                    None if b_V is None else b_V.contiguous(), need_b, row_weight=responsibility)
+        w_N = keep_N.to(a_N.dtype)
+        count = w_N.sum()
+        G_a = (torch.sigmoid(a_N) - r_N) * w_N  # d(-log p_mix)/da = g - r
+        ctx.save_for_backward(G_h, G_W, G_b, G_a, count)
+        return -(lmix_N * w_N).sum() / count
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_loss):
+        G_h, G_W, G_b, G_a, count = ctx.saved_tensors
+        scale = grad_loss / count.clamp(min=1)
+        grad = lambda G, i: G * scale if G is not None and ctx.needs_input_grad[i] else None  # noqa: E731
+        return grad(G_h, 0), grad(G_W, 1), grad(G_b, 2), grad(G_a, 3), None, None, None
