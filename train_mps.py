@@ -413,7 +413,8 @@ def load_resume(record_path) -> tuple[dict, dict]:
 def main(argv=None) -> int:
     ap = arguments.Parser(description="Train one persona under the frozen DreamTeam protocol.",
                           formatter_class=arguments.HelpFormatter)  # one-line errors, defaults in --help
-    ap.add_argument("--persona", default="baseline", help=f"one of {sorted(registry.PERSONAS)}")
+    ap.add_argument("--persona", default="baseline",
+                    help=f"one of {sorted(registry.PERSONAS)}, or a label with components switched on and off (baseline+rope)")
     ap.add_argument("--seed", type=arguments.seed, default=0, help="seed of the weights and of the batches")
     ap.add_argument("--data-dir", default=None, help=f"default: ${data.DATA_ENV_VAR}, else ./data/shakespeare, else the "
                     "shipped tiny Shakespeare, prepared once into ~/.cache/dreamteam/shakespeare")
@@ -441,7 +442,8 @@ def main(argv=None) -> int:
             return 2
     runs.raise_on_sigterm()
     try:
-        persona = with_settings(args.persona, parse_settings(args.set))  # '--set k=v' as bench: labelled NAME@k=v
+        # a registered name or an ablation label ('baseline+ngram_memory'); '--set k=v' as bench: labelled NAME@k=v
+        persona = with_settings(registry.from_label(args.persona), parse_settings(args.set))
         best_vloss, elapsed_min = train(persona, args.seed, args.data_dir, args.device, args.max_iters,
                                         args.out_dir, progress=not args.no_progress, fast=not args.eager,
                                         graph=args.cuda_graph, threads=args.threads, resume=args.resume)

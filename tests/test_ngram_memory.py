@@ -191,3 +191,18 @@ def test_configs_and_missing_statistics_are_refused_with_one_clear_error():
         GPT(CFG)
     with pytest.raises(ValueError, match="at least 2 ids"):
         nm.bigram_stats(np.array([3]), V)
+
+
+def test_train_mps_runs_the_component_from_a_label(short_val_data, tmp_path):
+    import json
+
+    import train_mps
+
+    assert train_mps.main(["--persona", "baseline+ngram_memory", "--max-iters", "2", "--device", "cpu", "--threads", "1",
+                           "--data-dir", str(short_val_data), "--out-dir", str(tmp_path), "--no-progress"]) == 0
+    (record_path,) = tmp_path.glob("*.json")
+    rec = json.loads(record_path.read_text())
+    assert rec["persona"] == "baseline+ngram_memory" and rec["config"]["components"] == ["ngram_memory"]
+    # at initialization the model is nearly uniform: the mixture's loss is the bigram's plus about log 2, far
+    # below the uniform model's log(50304) = 10.83
+    assert rec["vloss_curve"][0][1] < 7.0
