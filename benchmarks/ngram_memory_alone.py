@@ -46,7 +46,9 @@ def interpolate(ctx_keys, w_keys, counts, ctx_query, w_query, lower_p, V):
     return np.where(seen, p, lower_p)
 
 
-def trigram_cross_entropy(train, x_NxT, y_NxT, V):
+def trigram_cross_entropy(train, x_NxT, y_NxT, V, middle="continuation"):
+    """middle: "continuation" (Kneser-Ney's middle order, over the "kn" lowest order) or "bigram" (the component's
+    own "gt" bigram as the lower order: interpolated absolute discounting over it)."""
     stats = nm.bigram_stats(train, V)
     p_low, _ = nm.low_order(stats, "kn")
     t = train.astype(np.int64)
@@ -57,10 +59,13 @@ def trigram_cross_entropy(train, x_NxT, y_NxT, V):
     x, y = x_NxT.astype(np.int64), y_NxT.astype(np.int64)
     prev = np.concatenate([np.full((x.shape[0], 1), -1), x[:, :-1]], axis=1)  # -1: no second token of context
     v, w, u = x.ravel(), y.ravel(), prev.ravel()
-    p2 = interpolate(cont_keys // V, cont_keys % V, cont_c.astype(np.float64), v, w, p_low[w], V)
+    bigram = nm.prob(nm.kneser_ney(stats, "kn" if middle == "continuation" else "gt"), v, w)
+    if middle == "continuation":
+        p2 = interpolate(cont_keys // V, cont_keys % V, cont_c.astype(np.float64), v, w, p_low[w], V)
+    else:
+        p2 = bigram
     has_u = u >= 0
     p3 = interpolate(u_v, tri % V, tri_c.astype(np.float64), np.where(has_u, u * V + v, 0), w, p2, V)
-    bigram = nm.prob(nm.kneser_ney(stats, "kn"), v, w)
     return float(-np.mean(np.log(np.where(has_u, p3, bigram))))
 
 
@@ -85,6 +90,7 @@ def main(argv=None) -> int:
         print(f"Kneser-Ney bigram, lowest order {low}  {ce:.4f}   (d = {tables.discount:.4f}, tables in {ms:.0f} ms, "
               f"longest row {tables.max_row})")
     print(f"Kneser-Ney trigram (reference)      {trigram_cross_entropy(ds.train, x, y, V):.4f}")
+    print(f"trigram over the gt bigram (ref.)   {trigram_cross_entropy(ds.train, x, y, V, 'bigram'):.4f}")
     return 0
 
 
