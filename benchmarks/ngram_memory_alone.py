@@ -8,7 +8,8 @@ Prints the Good-Turing unigram, the interpolated Kneser-Ney bigram of dreamteam/
 each lowest order ("gt", "kn"), and, as a reference for a longer memory, an interpolated Kneser-Ney trigram
 (Chen & Goodman 1998: the middle order from continuation counts N1+(. v w), discounted by Ney's estimate, over
 the "kn" bigram's lowest order; the first position of a window, which has one token of context, uses the
-bigram). The trigram is not a component: it says what a trigram memory could give.
+bigram), and the simpler trigram whose lower order is the component's own "gt" bigram (interpolated absolute
+discounting over it). The trigrams are references for a longer memory, not what the component computes.
 """
 
 from __future__ import annotations
