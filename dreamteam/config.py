@@ -103,6 +103,8 @@ class GPTConfig:
     # interpolated with it; dreamteam/components/ngram_memory.py), and the gate's initial bias b_g (0: g = 1/2)
     ngram_memory_low: str = "gt"
     ngram_memory_gate_bias: float = 0.0
+    # ngram_memory: 2 for the Kneser-Ney bigram, 3 for the trigram (its middle order from continuation counts)
+    ngram_memory_order: int = 2
 
     def __post_init__(self):
         if self.n_embd % self.n_head:
@@ -181,6 +183,8 @@ class GPTConfig:
                                   "adaptive_softmax and succession_objective are not supported with it")
             if self.ngram_memory_low not in LOW_ORDERS:
                 raise ConfigError(f"ngram_memory_low={self.ngram_memory_low!r}; expected one of {list(LOW_ORDERS)}")
+            if self.ngram_memory_order not in (2, 3):
+                raise ConfigError(f"ngram_memory_order={self.ngram_memory_order!r}; expected 2 (bigram) or 3 (trigram)")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"dropout={self.dropout} must lie in [0, 1)")
 

@@ -22,19 +22,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dreamteam.components.ngram_memory import kneser_ney, padded_entries
+from dreamteam.components.ngram_memory import kneser_ney, kneser_ney_trigram, padded_entries
 from dreamteam.config import GPTConfig
 from jaxmodel.layers import normal
 
 
-def tables_of(cfg: GPTConfig, ngram_stats, dtype):
-    """The Kneser-Ney tables as arrays of the model's dtype (rounded once from float64); keys uint32."""
-    if ngram_stats is None:
-        raise ValueError("ngram_memory needs the bigram counts of train.bin: GPT(cfg, token_counts, ngram_stats="
-                         "dreamteam.components.ngram_memory.bigram_stats(train_ids, vocab_size))")
-    if ngram_stats.vocab_size != cfg.vocab_size:
-        raise ValueError(f"ngram_stats counts a vocabulary of {ngram_stats.vocab_size}; the model's is {cfg.vocab_size}")
-    t = kneser_ney(ngram_stats, cfg.ngram_memory_low)
+def _tables(t, dtype):
+    """A Tables (dreamteam/components/ngram_memory.py) as arrays of `dtype` (rounded once from float64); keys uint32."""
     cols, mass = padded_entries(t)
     return dict(V=t.vocab_size, keys=jnp.asarray(t.keys.astype(np.uint32)), mass=jnp.asarray(t.mass, dtype),
                 alpha=jnp.asarray(t.alpha, dtype), p_low=jnp.asarray(t.p_low, dtype),
@@ -42,23 +36,88 @@ def tables_of(cfg: GPTConfig, ngram_stats, dtype):
                 padded_mass=jnp.asarray(mass, dtype), j=jnp.arange(max(t.max_row, 1), dtype=jnp.int32))
 
 
-def prob(T, v_N, t_N):
-    """p(t | v) per token by one binary search in the sorted keys v V + w."""
+def tables_of(cfg: GPTConfig, ngram_stats, dtype):
+    """The Kneser-Ney tables of the config's order as arrays of the model's dtype."""
+    if ngram_stats is None:
+        raise ValueError("ngram_memory needs the bigram counts of train.bin: GPT(cfg, token_counts, ngram_stats="
+                         "dreamteam.components.ngram_memory.bigram_stats(train_ids, vocab_size))")
+    if ngram_stats.vocab_size != cfg.vocab_size:
+        raise ValueError(f"ngram_stats counts a vocabulary of {ngram_stats.vocab_size}; the model's is {cfg.vocab_size}")
+    if cfg.ngram_memory_order == 2:
+        return dict(order=2, bigram=_tables(kneser_ney(ngram_stats, cfg.ngram_memory_low), dtype))
+    t = kneser_ney_trigram(ngram_stats, cfg.ngram_memory_low)
+    pad = max(t.max_row, 1)
+    return dict(order=3, V=t.vocab_size, bigram=_tables(t.bigram, dtype), middle=_tables(t.middle, dtype),
+                ctx_keys=jnp.asarray(t.ctx_keys.astype(np.uint32)), alpha=jnp.asarray(t.alpha, dtype),
+                row_ptr=jnp.asarray(t.row_ptr.astype(np.int32)),
+                cols=jnp.asarray(np.concatenate([t.cols, np.zeros(pad, np.int64)]).astype(np.int32)),
+                padded_mass=jnp.asarray(np.concatenate([t.mass, np.zeros(pad)]), dtype),
+                j=jnp.arange(pad, dtype=jnp.int32), steps=int(t.max_row).bit_length())
+
+
+def _lookup(T, v_N, t_N):
+    """p(t | v) per token by one binary search in the sorted uint32 keys v V + w."""
     key_N = v_N.astype(jnp.uint32) * np.uint32(T["V"]) + t_N.astype(jnp.uint32)
     k_N = jnp.minimum(jnp.searchsorted(T["keys"], key_N), T["keys"].shape[0] - 1)
     stored_N = jnp.where(T["keys"][k_N] == key_N, T["mass"][k_N], 0.0)
     return stored_N + T["alpha"][v_N] * T["p_low"][t_N]
 
 
-def rows(T, v_N):
-    """p(. | v) per context, (N, V): alpha(v) p_low plus a scatter of v's stored entries (padded gather, padding
-    masked to mass 0)."""
-    out_NxV = T["alpha"][v_N][:, None] * T["p_low"][None, :]
-    start_N = T["row_ptr"][v_N]
-    idx_NxK = start_N[:, None] + T["j"][None, :]
-    mass_NxK = jnp.where(T["j"][None, :] < (T["row_ptr"][v_N + 1] - start_N)[:, None], T["padded_mass"][idx_NxK], 0.0)
-    n_NxK = jnp.broadcast_to(jnp.arange(v_N.shape[0])[:, None], idx_NxK.shape)
-    return out_NxV.at[n_NxK, T["cols"][idx_NxK]].add(mass_NxK)
+def _scatter(out_NxV, row_ptr, cols, mass, j_K, r_N, keep_N=None):
+    """out[n, w] += the entries of row r_n (padded gather, padding masked to mass 0; nothing where keep_N is False)."""
+    start_N = row_ptr[r_N]
+    idx_NxK = start_N[:, None] + j_K[None, :]
+    valid_NxK = j_K[None, :] < (row_ptr[r_N + 1] - start_N)[:, None]
+    if keep_N is not None:
+        valid_NxK = valid_NxK & keep_N[:, None]
+    n_NxK = jnp.broadcast_to(jnp.arange(r_N.shape[0])[:, None], idx_NxK.shape)
+    return out_NxV.at[n_NxK, cols[idx_NxK]].add(jnp.where(valid_NxK, mass[idx_NxK], 0.0))
+
+
+def _rows(T, v_N):
+    return _scatter(T["alpha"][v_N][:, None] * T["p_low"][None, :], T["row_ptr"], T["cols"], T["padded_mass"], T["j"], v_N)
+
+
+def _context(T, u_N, v_N):
+    """(c, seen): the trigram context index of (u, v) and whether it was seen (u = -1: no second token)."""
+    key_N = jnp.where(u_N >= 0, u_N, 0).astype(jnp.uint32) * np.uint32(T["V"]) + v_N.astype(jnp.uint32)
+    c_N = jnp.minimum(jnp.searchsorted(T["ctx_keys"], key_N), T["ctx_keys"].shape[0] - 1)
+    return c_N, (u_N >= 0) & (T["ctx_keys"][c_N] == key_N)
+
+
+def prob(T, u_N, v_N, t_N):
+    """p(t | u, v) per token (the bigram: p(t | v)); u = -1 where there is no second token of context. The trigram's
+    entry c V + w can pass 2^32, so it is found by bisection of w within context c's sorted row (uint32-free)."""
+    if T["order"] == 2:
+        return _lookup(T["bigram"], v_N, t_N)
+    c_N, seen_N = _context(T, u_N, v_N)
+    lo_N, hi_N = T["row_ptr"][c_N], T["row_ptr"][c_N + 1]
+    end_N = hi_N
+    for _ in range(T["steps"]):  # lower bound of t in cols[lo:hi]: steps = bit length of the longest row
+        mid_N = (lo_N + hi_N) // 2
+        active_N, right_N = lo_N < hi_N, T["cols"][mid_N] < t_N
+        lo_N = jnp.where(active_N & right_N, mid_N + 1, lo_N)
+        hi_N = jnp.where(active_N & ~right_N, mid_N, hi_N)
+    stored_N = jnp.where((lo_N < end_N) & (T["cols"][lo_N] == t_N), T["padded_mass"][lo_N], 0.0)
+    p_mid_N = _lookup(T["middle"], v_N, t_N)
+    p3_N = jnp.where(seen_N, stored_N + T["alpha"][c_N] * p_mid_N, p_mid_N)
+    return jnp.where(u_N >= 0, p3_N, _lookup(T["bigram"], v_N, t_N))
+
+
+def rows(T, u_N, v_N):
+    """p(. | u, v) per context, (N, V)."""
+    if T["order"] == 2:
+        return _rows(T["bigram"], v_N)
+    c_N, seen_N = _context(T, u_N, v_N)
+    mid_NxV = _rows(T["middle"], v_N)
+    tri_NxV = jnp.where(seen_N[:, None], T["alpha"][c_N][:, None] * mid_NxV, mid_NxV)
+    tri_NxV = _scatter(tri_NxV, T["row_ptr"], T["cols"], T["padded_mass"], T["j"], c_N, seen_N)
+    return jnp.where((u_N >= 0)[:, None], tri_NxV, _rows(T["bigram"], v_N))
+
+
+def previous(idx_BxT):
+    """The token before each input token, -1 at a window's first position (the trigram's u)."""
+    return jnp.pad(idx_BxT[:, :-1], ((0, 0), (1, 0)), constant_values=-1)
 
 
 def mix(logits_BxTxV, a_BxT, p_BxTxV):
@@ -91,7 +150,8 @@ class NgramMemory(nn.Module):
         if self.ngram_stats is None and self.is_initializing():  # init creates the gate; the tables come with apply
             return logits_BxTxV
         B, T, V = logits_BxTxV.shape
-        p_NxV = rows(tables_of(self.cfg, self.ngram_stats, logits_BxTxV.dtype), idx_BxT.reshape(-1))
+        u_N = previous(idx_BxT).reshape(-1)
+        p_NxV = rows(tables_of(self.cfg, self.ngram_stats, logits_BxTxV.dtype), u_N, idx_BxT.reshape(-1))
         return mix(logits_BxTxV, a_BxT, p_NxV.reshape(B, T, V))
 
 
@@ -159,5 +219,5 @@ def fused_loss(params, cfg: GPTConfig, ngram_stats, h_BxTxD, idx_BxT, targets_Bx
     gate = p["ngram_memory"]["gate"]
     a_N = h_NxD @ gate["weight"][0] + gate["bias"][0]
     T = tables_of(cfg, ngram_stats, h_NxD.dtype)
-    lq_N = jax.lax.stop_gradient(jnp.log(prob(T, idx_BxT.reshape(-1), t_N)))
+    lq_N = jax.lax.stop_gradient(jnp.log(prob(T, previous(idx_BxT).reshape(-1), idx_BxT.reshape(-1), t_N)))
     return _mixture_loss(chunk)(h_NxD, w_VxD, b_V, a_N, lq_N, t_N)

@@ -17,12 +17,47 @@ state_dict (only `ngram_memory.gate.weight` and `.bias` are).
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
-from dreamteam.components.ngram_memory import kneser_ney, padded_entries
+from dreamteam.components.ngram_memory import kneser_ney, kneser_ney_trigram, padded_entries
 from dreamteam.config import GPTConfig
+
+
+def _tables(t, dtype, device) -> dict:
+    """A Tables (dreamteam/components/ngram_memory.py) as tensors: floats in `dtype` (rounded once from float64)."""
+    cols, mass = padded_entries(t)
+    f = lambda a: torch.tensor(a, dtype=dtype, device=device)  # noqa: E731
+    i = lambda a: torch.as_tensor(a, dtype=torch.int64, device=device)  # noqa: E731
+    return dict(V=t.vocab_size, keys=i(t.keys), mass=f(t.mass), alpha=f(t.alpha), p_low=f(t.p_low),
+                row_ptr=i(t.row_ptr), cols=i(cols), padded_mass=f(mass), j=torch.arange(max(t.max_row, 1), device=device))
+
+
+def _lookup(T, v_N, t_N):
+    """p(t | v) per token by one binary search in the sorted keys v V + w."""
+    key_N = v_N * T["V"] + t_N
+    k_N = torch.searchsorted(T["keys"], key_N).clamp_(max=T["keys"].numel() - 1)
+    stored_N = torch.where(T["keys"][k_N] == key_N, T["mass"][k_N], 0.0)
+    return stored_N + T["alpha"][v_N] * T["p_low"][t_N]
+
+
+def _scatter(out_NxV, row_ptr, cols, mass, j_K, r_N, keep_N=None):
+    """out[n, w] += the entries of row r_n (padded gather to the longest row, the padding masked to mass 0, which
+    adds exactly nothing; rows where keep_N is False add nothing)."""
+    start_N = row_ptr[r_N]
+    idx_NxK = start_N[:, None] + j_K[None, :]
+    valid_NxK = j_K[None, :] < (row_ptr[r_N + 1] - start_N)[:, None]
+    if keep_N is not None:
+        valid_NxK = valid_NxK & keep_N[:, None]
+    return out_NxV.scatter_add_(1, cols[idx_NxK], torch.where(valid_NxK, mass[idx_NxK], 0.0))
+
+
+def _rows(T, v_N):
+    """p(. | v) per context, (N, V): alpha(v) p_low plus a scatter of v's stored entries."""
+    out_NxV = T["alpha"][v_N][:, None] * T["p_low"][None, :]
+    return _scatter(out_NxV, T["row_ptr"], T["cols"], T["padded_mass"], T["j"], v_N)
 
 
 class NgramMemory(nn.Module):
@@ -33,7 +68,9 @@ class NgramMemory(nn.Module):
                              "dreamteam.components.ngram_memory.bigram_stats(train_ids, vocab_size))")
         if ngram_stats.vocab_size != config.vocab_size:
             raise ValueError(f"ngram_stats counts a vocabulary of {ngram_stats.vocab_size}; the model's is {config.vocab_size}")
-        self.tables = kneser_ney(ngram_stats, config.ngram_memory_low)
+        self.order = config.ngram_memory_order
+        build = kneser_ney if self.order == 2 else kneser_ney_trigram
+        self.tables = build(ngram_stats, config.ngram_memory_low)
         self.gate = nn.Linear(config.n_embd, 1, bias=True)
         self.gate_bias = config.ngram_memory_gate_bias
         self._cache: dict = {}
@@ -46,40 +83,65 @@ class NgramMemory(nn.Module):
         key = (dtype, str(device))
         if key not in self._cache:
             t = self.tables
-            cols, mass = padded_entries(t)
-            f = lambda a: torch.tensor(a, dtype=dtype, device=device)  # noqa: E731 (from float64, rounded once)
-            i = lambda a: torch.as_tensor(a, dtype=torch.int64, device=device)  # noqa: E731
-            self._cache[key] = dict(keys=i(t.keys), mass=f(t.mass), alpha=f(t.alpha), p_low=f(t.p_low),
-                                    row_ptr=i(t.row_ptr), cols=i(cols), padded_mass=f(mass),
-                                    j=torch.arange(max(t.max_row, 1), device=device))
+            if self.order == 2:
+                self._cache[key] = dict(bigram=_tables(t, dtype, device))
+            else:
+                cols, mass = np.concatenate([t.cols, np.zeros(max(t.max_row, 1), np.int64)]), np.concatenate(
+                    [t.mass, np.zeros(max(t.max_row, 1))])
+                i = lambda a: torch.as_tensor(a, dtype=torch.int64, device=device)  # noqa: E731
+                self._cache[key] = dict(
+                    bigram=_tables(t.bigram, dtype, device), middle=_tables(t.middle, dtype, device),
+                    ctx_keys=i(t.ctx_keys), alpha=torch.tensor(t.alpha, dtype=dtype, device=device), keys=i(t.keys),
+                    row_ptr=i(t.row_ptr), cols=i(cols), padded_mass=torch.tensor(mass, dtype=dtype, device=device),
+                    j=torch.arange(max(t.max_row, 1), device=device))
         return self._cache[key]
 
-    def prob(self, v_N, t_N, dtype, device):
-        """p(t | v) per token by one binary search in the sorted keys v V + w."""
-        T = self._tensors(dtype, device)
-        key_N = v_N.long() * self.tables.vocab_size + t_N.long()
-        k_N = torch.searchsorted(T["keys"], key_N).clamp_(max=T["keys"].numel() - 1)
-        stored_N = torch.where(T["keys"][k_N] == key_N, T["mass"][k_N], 0.0)
-        return stored_N + T["alpha"][v_N] * T["p_low"][t_N]
+    def _context(self, T, u_N, v_N):
+        """(c, seen): the trigram context index of (u, v) and whether it was seen (u = -1: no second token)."""
+        key_N = torch.where(u_N >= 0, u_N, 0) * self.tables.vocab_size + v_N
+        c_N = torch.searchsorted(T["ctx_keys"], key_N).clamp_(max=T["ctx_keys"].numel() - 1)
+        return c_N, (u_N >= 0) & (T["ctx_keys"][c_N] == key_N)
 
-    def rows(self, v_N, dtype, device):
-        """p(. | v) for each context, (N, V): alpha(v) p_low plus a scatter of v's stored entries (gathered padded
-        to the longest row, the padding masked to mass 0, which adds exactly nothing)."""
+    def prob(self, u_N, v_N, t_N, dtype, device):
+        """p(t | u, v) per token (the bigram: p(t | v)); u = -1 where there is no second token of context."""
         T = self._tensors(dtype, device)
-        out_NxV = T["alpha"][v_N][:, None] * T["p_low"][None, :]
-        start_N = T["row_ptr"][v_N]
-        idx_NxK = start_N[:, None] + T["j"][None, :]
-        mass_NxK = torch.where(T["j"][None, :] < (T["row_ptr"][v_N + 1] - start_N)[:, None], T["padded_mass"][idx_NxK], 0.0)
-        return out_NxV.scatter_add_(1, T["cols"][idx_NxK], mass_NxK)
+        v_N, t_N = v_N.long(), t_N.long()
+        if self.order == 2:
+            return _lookup(T["bigram"], v_N, t_N)
+        c_N, seen_N = self._context(T, u_N.long(), v_N)
+        key_N = c_N * self.tables.vocab_size + t_N  # int64: c V + w can pass 2^32
+        k_N = torch.searchsorted(T["keys"], key_N).clamp_(max=T["keys"].numel() - 1)
+        stored_N = torch.where(T["keys"][k_N] == key_N, T["padded_mass"][k_N], 0.0)
+        p_mid_N = _lookup(T["middle"], v_N, t_N)
+        p3_N = torch.where(seen_N, stored_N + T["alpha"][c_N] * p_mid_N, p_mid_N)
+        return torch.where(u_N >= 0, p3_N, _lookup(T["bigram"], v_N, t_N))
+
+    def rows(self, u_N, v_N, dtype, device):
+        """p(. | u, v) for each context, (N, V)."""
+        T = self._tensors(dtype, device)
+        v_N = v_N.long()
+        if self.order == 2:
+            return _rows(T["bigram"], v_N)
+        c_N, seen_N = self._context(T, u_N.long(), v_N)
+        mid_NxV = _rows(T["middle"], v_N)
+        tri_NxV = torch.where(seen_N[:, None], T["alpha"][c_N][:, None] * mid_NxV, mid_NxV)
+        tri_NxV = _scatter(tri_NxV, T["row_ptr"], T["cols"], T["padded_mass"], T["j"], c_N, seen_N)
+        return torch.where((u_N >= 0)[:, None], tri_NxV, _rows(T["bigram"], v_N))
+
+    @staticmethod
+    def previous(idx_BxT):
+        """The token before each input token, -1 at a window's first position (the trigram's u)."""
+        return F.pad(idx_BxT[:, :-1], (1, 0), value=-1)
 
     def forward(self, h_BxTxD, idx_BxT, targets_BxT, head: nn.Linear):
         """(log p_mix over the V ids, -mean log p_mix(target)); without targets the last position only."""
+        u_BxT = self.previous(idx_BxT)
         if targets_BxT is None:
-            h_BxTxD, idx_BxT = h_BxTxD[:, [-1], :], idx_BxT[:, [-1]]
+            h_BxTxD, idx_BxT, u_BxT = h_BxTxD[:, [-1], :], idx_BxT[:, [-1]], u_BxT[:, [-1]]
         B, T, _ = h_BxTxD.shape
         z_BxTxV = head(h_BxTxD)
         a_BxT = self.gate(h_BxTxD)[..., 0]
-        p_NxV = self.rows(idx_BxT.reshape(-1), z_BxTxV.dtype, z_BxTxV.device)
+        p_NxV = self.rows(u_BxT.reshape(-1), idx_BxT.reshape(-1), z_BxTxV.dtype, z_BxTxV.device)
         logp_BxTxV = torch.logaddexp(F.logsigmoid(a_BxT)[..., None] + F.log_softmax(z_BxTxV, -1),
                                      F.logsigmoid(-a_BxT)[..., None] + torch.log(p_NxV).view(B, T, -1))
         if targets_BxT is None:
@@ -96,7 +158,8 @@ class NgramMemory(nn.Module):
         t_N = targets_BxT.reshape(-1)
         safe_N = torch.where(t_N == IGNORE_INDEX, 0, t_N)
         with torch.no_grad():  # the tables are constants
-            lq_N = torch.log(self.prob(idx_BxT.reshape(-1), safe_N, h_NxD.dtype, h_NxD.device))
+            lq_N = torch.log(self.prob(self.previous(idx_BxT).reshape(-1), idx_BxT.reshape(-1), safe_N, h_NxD.dtype,
+                                       h_NxD.device))
         a_N = self.gate(h_NxD)[:, 0]
         return MixtureCrossEntropy.apply(h_NxD, W_VxD, b_V, a_N, lq_N, t_N, chunk)
 

@@ -67,6 +67,8 @@ class BigramStats:
     keys: np.ndarray  # (nnz,) int64, sorted, v * vocab_size + w
     counts: np.ndarray  # (nnz,) int64, c(v, w) > 0
     unigram: np.ndarray  # (V,) int64, how often each id occurs in the stream
+    trigram_keys: np.ndarray = None  # (nnz3,) int64, sorted, (u V + v) V + w (V^3 < 2^63)
+    trigram_counts: np.ndarray = None  # (nnz3,) int64, c(u, v, w) > 0
 
     def __hash__(self):  # a model field in Flax: hashed by identity, as the stream it was counted from
         return id(self)
@@ -86,7 +88,9 @@ def bigram_stats(ids, vocab_size: int) -> BigramStats:
     if vocab_size**2 > 2**32:
         raise ValueError(f"vocab_size {vocab_size}: the bigram keys v V + w must fit 32 bits (V <= 65536)")
     keys, counts = np.unique(ids[:-1] * vocab_size + ids[1:], return_counts=True)
-    return BigramStats(vocab_size, keys, counts.astype(np.int64), np.bincount(ids, minlength=vocab_size).astype(np.int64))
+    tri_keys, tri_counts = np.unique((ids[:-2] * vocab_size + ids[1:-1]) * vocab_size + ids[2:], return_counts=True)
+    return BigramStats(vocab_size, keys, counts.astype(np.int64), np.bincount(ids, minlength=vocab_size).astype(np.int64),
+                       tri_keys, tri_counts.astype(np.int64))
 
 
 def ney_discount(counts) -> float:
@@ -138,18 +142,104 @@ def low_order(stats: BigramStats, low: str = "gt") -> tuple[np.ndarray, float]:
 
 def kneser_ney(stats: BigramStats, low: str = "gt") -> Tables:
     """The interpolated Kneser-Ney bigram of the counts (module docstring)."""
-    V = stats.vocab_size
     p_low, d1 = low_order(stats, low)
-    d = ney_discount(stats.counts)
-    v = stats.keys // V
-    c_v = np.bincount(v, weights=stats.counts, minlength=V)  # c(v)
+    return _interpolated(stats.vocab_size, stats.keys, stats.counts, p_low, d1)
+
+
+def _interpolated(V: int, keys, counts, p_low, d1: float) -> Tables:
+    """max(c(v, w) - d, 0) / c(v) + d N1+(v .) / c(v) p_low(w) for the counts c of the sorted keys v V + w."""
+    d = ney_discount(counts)
+    v = keys // V
+    c_v = np.bincount(v, weights=counts, minlength=V)  # c(v)
     n_v = np.bincount(v, minlength=V).astype(np.float64)  # N1+(v .)
     seen = c_v > 0
     alpha = np.ones(V)
     alpha[seen] = d * n_v[seen] / c_v[seen]
-    mass = (stats.counts - d) / c_v[v]
+    mass = (counts - d) / c_v[v]
     row_ptr = np.concatenate([[0], np.cumsum(n_v.astype(np.int64))])
-    return Tables(V, stats.keys.astype(np.int64), mass, alpha, p_low, row_ptr, int(n_v.max(initial=0)), d, d1)
+    return Tables(V, keys.astype(np.int64), mass, alpha, p_low, row_ptr, int(n_v.max(initial=0)), d, d1)
+
+
+@dataclass(frozen=True)
+class TrigramTables:
+    """The interpolated Kneser-Ney trigram (ngram_memory_order=3), float64:
+
+        p(w | u, v) = max(c(u v w) - d3, 0) / c(u v .) + d3 N1+(u v .) / c(u v .) p_mid(w | v)
+        p(w | u, v) = p_mid(w | v)  where c(u v .) = 0;      p(w | v) = p_bigram(w | v)  where there is no u
+
+    p_mid is Kneser-Ney's middle order: the same interpolation of the continuation counts N1+(. v w) (how many
+    distinct u precede v w) over the same lowest order; p_bigram the bigram of the counts, for a window's first
+    position, whose context is one token. The contexts u V + v are sorted keys (they fit uint32); context c's
+    entries are keys[row_ptr[c] : row_ptr[c + 1]] = c V + w, sorted (int64: c V + w can pass 2^32)."""
+
+    vocab_size: int
+    bigram: Tables
+    middle: Tables
+    ctx_keys: np.ndarray  # (n_ctx,) int64 sorted u V + v of the contexts seen before a third token
+    alpha: np.ndarray  # (n_ctx,) d3 N1+(u v .) / c(u v .)
+    keys: np.ndarray  # (nnz3,) int64 sorted c V + w, c the context's index
+    cols: np.ndarray  # (nnz3,) w
+    mass: np.ndarray  # (nnz3,) (c(u v w) - d3) / c(u v .)
+    row_ptr: np.ndarray  # (n_ctx + 1,)
+    max_row: int
+    discount: float
+
+    def __hash__(self):
+        return id(self)
+
+    def __eq__(self, other):
+        return self is other
+
+
+def kneser_ney_trigram(stats: BigramStats, low: str = "gt") -> TrigramTables:
+    """The interpolated Kneser-Ney trigram of the counts (TrigramTables)."""
+    V = stats.vocab_size
+    p_low, d1 = low_order(stats, low)
+    vw, cont = np.unique(stats.trigram_keys % (V * V), return_counts=True)  # N1+(. v w)
+    middle = _interpolated(V, vw, cont.astype(np.int64), p_low, d1)
+    d3 = ney_discount(stats.trigram_counts)
+    ctx_keys, c_of = np.unique(stats.trigram_keys // V, return_inverse=True)
+    c_ctx = np.bincount(c_of, weights=stats.trigram_counts)
+    n_ctx = np.bincount(c_of).astype(np.float64)
+    cols = stats.trigram_keys % V
+    row_ptr = np.concatenate([[0], np.cumsum(n_ctx.astype(np.int64))])
+    return TrigramTables(V, _interpolated(V, stats.keys, stats.counts, p_low, d1), middle, ctx_keys, d3 * n_ctx / c_ctx,
+                         c_of.astype(np.int64) * V + cols, cols, (stats.trigram_counts - d3) / c_ctx[c_of], row_ptr,
+                         int(n_ctx.max(initial=0)), d3)
+
+
+def context_index(t3: TrigramTables, u, v):
+    """(c, seen): the index of the context u V + v among the trigram contexts, and whether it is one (u >= 0)."""
+    u, v = np.asarray(u, np.int64), np.asarray(v, np.int64)
+    key = np.where(u >= 0, u, 0) * t3.vocab_size + v
+    c = np.minimum(np.searchsorted(t3.ctx_keys, key), len(t3.ctx_keys) - 1)
+    return c, (u >= 0) & (t3.ctx_keys[c] == key)
+
+
+def prob3(t3: TrigramTables, u, v, t) -> np.ndarray:
+    """p(t | u, v) elementwise (u = -1: no second token of context, the bigram), float64."""
+    u, v, t = (np.asarray(a, np.int64) for a in (u, v, t))
+    c, seen = context_index(t3, u, v)
+    key = c * t3.vocab_size + t
+    k = np.minimum(np.searchsorted(t3.keys, key), len(t3.keys) - 1)
+    stored = np.where(t3.keys[k] == key, t3.mass[k], 0.0)
+    p_mid = prob(t3.middle, v, t)
+    return np.where(u >= 0, np.where(seen, stored + t3.alpha[c] * p_mid, p_mid), prob(t3.bigram, v, t))
+
+
+def rows3(t3: TrigramTables, u, v) -> np.ndarray:
+    """The rows p(. | u, v) (len(v), V), float64."""
+    u, v = np.asarray(u, np.int64).reshape(-1), np.asarray(v, np.int64).reshape(-1)
+    c, seen = context_index(t3, u, v)
+    out = rows(t3.middle, v)
+    for n in range(len(v)):
+        if u[n] < 0:
+            out[n] = rows(t3.bigram, v[n:n + 1])[0]
+        elif seen[n]:
+            lo, hi = t3.row_ptr[c[n]], t3.row_ptr[c[n] + 1]
+            out[n] *= t3.alpha[c[n]]
+            out[n, t3.cols[lo:hi]] += t3.mass[lo:hi]
+    return out
 
 
 def prob(tables: Tables, v, t) -> np.ndarray:
