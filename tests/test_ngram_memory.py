@@ -65,6 +65,23 @@ def test_kneser_ney_equals_the_hand_computed_estimate(low):
         assert nm.rows(t, [v])[0, w] == pytest.approx(p, abs=1e-15), (v, w)
 
 
+def test_kneser_ney_trigram_equals_the_hand_computed_estimate():
+    t3 = nm.kneser_ney_trigram(nm.bigram_stats(CORPUS, 5), "gt")
+    # trigrams: (0,1,2) x2; (1,2,0), (2,0,1), (0,1,3), (1,3,0), (3,0,1), (1,2,4) once: d3 = 6 / (6 + 2)
+    assert t3.discount == pytest.approx(3 / 4, abs=1e-15)
+    p_low = probabilities(np.array([3, 3, 2, 1, 1]))
+    # middle order from continuation counts N1+(. v w): (0,1) 2, (1,2) (1,3) (2,0) (2,4) (3,0) 1: d2 = 5 / 7;
+    # context 1 has 2 entries of total 2: p_mid(2 | 1) = (1 - 5/7) / 2 + 5/7 p_low(2)
+    p_mid = 1 / 7 + 5 / 7 * p_low[2]
+    # context (0, 1): c = 3, N1+ = 2, alpha = 3/4 * 2/3
+    assert nm.prob3(t3, 0, 1, 2) == pytest.approx((2 - 3 / 4) / 3 + 1 / 2 * p_mid, abs=1e-15)
+    assert nm.prob3(t3, 4, 1, 2) == pytest.approx(p_mid, abs=1e-15)  # context (4, 1) never seen: the middle order
+    assert nm.prob3(t3, -1, 1, 2) == nm.prob(nm.kneser_ney(nm.bigram_stats(CORPUS, 5)), 1, 2)  # no u: the bigram
+    r = nm.rows3(t3, [0, 4, -1, 1], [1, 1, 1, 2])
+    np.testing.assert_allclose(r.sum(1), 1.0, rtol=0, atol=1e-15)
+    assert r[0, 2] == nm.prob3(t3, 0, 1, 2)
+
+
 @pytest.mark.parametrize("low", nm.LOW_ORDERS)
 def test_every_row_sums_to_one_for_seen_and_unseen_contexts(low):
     t = nm.kneser_ney(STATS, low)
@@ -76,23 +93,40 @@ def test_every_row_sums_to_one_for_seen_and_unseen_contexts(low):
     assert (r > 0).all()  # every id keeps mass: the lowest order covers the vocabulary
     np.testing.assert_allclose(r.sum(1), 1.0, rtol=0, atol=1e-13)
     np.testing.assert_allclose(nm.rows(t, unseen[:1])[0], t.p_low, rtol=0, atol=0)  # no row: the lowest order
+    t3 = nm.kneser_ney_trigram(STATS, low)
+    ids = stream()
+    u = np.concatenate([ids[:6], [-1, -1, unseen[0], unseen[0], ids[-2]]])  # seen, no u, unseen contexts
+    v = np.concatenate([ids[1:7], [ids[0], unseen[0], unseen[0], ids[0], ids[-1]]])
+    r3 = nm.rows3(t3, u, v)
+    assert (r3 > 0).all()
+    np.testing.assert_allclose(r3.sum(1), 1.0, rtol=0, atol=1e-13)
 
 
-def test_lookup_by_binary_search_equals_the_dense_row_in_every_framework():
-    t = nm.kneser_ney(STATS)
+@pytest.mark.parametrize("order", [2, 3])
+def test_lookup_by_binary_search_equals_the_dense_row_in_every_framework(order):
+    cfg = CFG.replace(ngram_memory_order=order)
     rng = np.random.default_rng(2)
-    v = np.concatenate([rng.choice(stream(), 200), rng.integers(0, V, 100)])
-    w = np.concatenate([rng.choice(stream(), 150), rng.integers(0, V, 150)])
-    dense = nm.rows(t, v)[np.arange(len(v)), w]
-    np.testing.assert_allclose(nm.prob(t, v, w), dense, rtol=0, atol=1e-16)
-    mem = GPT(CFG, ngram_stats=STATS).ngram_memory
-    vt, wt = torch.from_numpy(v), torch.from_numpy(w)
-    torch_rows = mem.rows(vt, torch.float64, "cpu")
-    np.testing.assert_allclose(mem.prob(vt, wt, torch.float64, "cpu").numpy(), dense, rtol=0, atol=1e-16)
-    np.testing.assert_allclose(torch_rows.numpy(), nm.rows(t, v), rtol=0, atol=1e-16)
-    T = jng.tables_of(CFG, STATS, jnp.float64)
-    np.testing.assert_allclose(np.asarray(jng.prob(T, jnp.asarray(v), jnp.asarray(w))), dense, rtol=0, atol=1e-16)
-    np.testing.assert_allclose(np.asarray(jng.rows(T, jnp.asarray(v))), nm.rows(t, v), rtol=0, atol=1e-16)
+    ids = stream()
+    at = rng.integers(1, len(ids) - 1, 200)  # contexts of the stream (seen trigram contexts), then random ones
+    u = np.concatenate([ids[at - 1], [-1] * 20, rng.integers(0, V, 80)])
+    v = np.concatenate([ids[at], rng.integers(0, V, 100)])
+    w = np.concatenate([ids[at + 1][:150], rng.integers(0, V, 150)])
+    if order == 2:
+        t = nm.kneser_ney(STATS)
+        dense_NxV, lookup = nm.rows(t, v), nm.prob(t, v, w)
+    else:
+        t = nm.kneser_ney_trigram(STATS)
+        dense_NxV, lookup = nm.rows3(t, u, v), nm.prob3(t, u, v, w)
+    dense = dense_NxV[np.arange(len(v)), w]
+    np.testing.assert_allclose(lookup, dense, rtol=0, atol=1e-16)
+    mem = GPT(cfg, ngram_stats=STATS).ngram_memory
+    ut, vt, wt = (torch.from_numpy(a) for a in (u, v, w))
+    np.testing.assert_allclose(mem.prob(ut, vt, wt, torch.float64, "cpu").numpy(), dense, rtol=0, atol=1e-16)
+    np.testing.assert_allclose(mem.rows(ut, vt, torch.float64, "cpu").numpy(), dense_NxV, rtol=0, atol=1e-16)
+    T = jng.tables_of(cfg, STATS, jnp.float64)
+    uj, vj, wj = (jnp.asarray(a) for a in (u, v, w))
+    np.testing.assert_allclose(np.asarray(jng.prob(T, uj, vj, wj)), dense, rtol=0, atol=1e-16)
+    np.testing.assert_allclose(np.asarray(jng.rows(T, uj, vj)), dense_NxV, rtol=0, atol=1e-16)
 
 
 def test_uint32_keys_without_x64_find_the_bigrams_of_a_gpt2_sized_vocabulary():
@@ -100,18 +134,24 @@ def test_uint32_keys_without_x64_find_the_bigrams_of_a_gpt2_sized_vocabulary():
     ids = np.concatenate([stream(3, 2000) * 523 % big_v, [big_v - 1, big_v - 2, big_v - 1, big_v - 1]])
     stats = nm.bigram_stats(ids, big_v)
     t = nm.kneser_ney(stats)
-    v, w = ids[:-1], ids[1:]
+    u, v, w = np.concatenate([[-1], ids[:-2]]), ids[:-1], ids[1:]
+    t3 = nm.kneser_ney_trigram(stats)
     with jax.enable_x64(False):
         T = jng.tables_of(CFG.replace(vocab_size=big_v), stats, jnp.float32)
-        assert T["keys"].dtype == jnp.uint32
-        got = np.asarray(jng.prob(T, jnp.asarray(v, jnp.int32), jnp.asarray(w, jnp.int32)))
+        assert T["bigram"]["keys"].dtype == jnp.uint32
+        got = np.asarray(jng.prob(T, *(jnp.asarray(a, jnp.int32) for a in (u, v, w))))
+        T3 = jng.tables_of(CFG.replace(vocab_size=big_v, ngram_memory_order=3), stats, jnp.float32)
+        got3 = np.asarray(jng.prob(T3, *(jnp.asarray(a, jnp.int32) for a in (u, v, w))))
     np.testing.assert_allclose(got, nm.prob(t, v, w), rtol=1e-6)
     assert (nm.prob(t, v, w) > t.alpha[v] * t.p_low[w]).all()  # every seen bigram found its stored mass
+    np.testing.assert_allclose(got3, nm.prob3(t3, u, v, w), rtol=1e-6)
+    assert t3.ctx_keys.max() > 2**31  # context keys u V + v past int32: compared as uint32
 
 
-def torch_model(bias=None, components=("ngram_memory",)):
+def torch_model(bias=None, components=("ngram_memory",), order=2):
     torch.manual_seed(0)
-    model = GPT(CFG.replace(components=components), token_counts=STATS.unigram, ngram_stats=STATS).double()
+    cfg = CFG.replace(components=components, ngram_memory_order=order)
+    model = GPT(cfg, token_counts=STATS.unigram, ngram_stats=STATS).double()
     if bias is not None:
         with torch.no_grad():
             model.ngram_memory.gate.bias.fill_(bias)
@@ -140,14 +180,20 @@ def test_gate_at_one_gives_the_models_own_loss_and_at_zero_the_ngrams(fast):
     loss = fused_loss(model, x, y, chunk=5) if fast else model(x, y)[1]
     ngram = -np.log(nm.prob(nm.kneser_ney(STATS), x.numpy().ravel(), y.numpy().ravel())).mean()
     assert loss.item() == pytest.approx(ngram, abs=1e-14)
+    model = torch_model(bias=-float("inf"), order=3)  # the trigram's context is the window's previous two tokens
+    loss = fused_loss(model, x, y, chunk=5) if fast else model(x, y)[1]
+    u = np.pad(x.numpy()[:, :-1], ((0, 0), (1, 0)), constant_values=-1)
+    ngram = -np.log(nm.prob3(nm.kneser_ney_trigram(STATS), u.ravel(), x.numpy().ravel(), y.numpy().ravel())).mean()
+    assert loss.item() == pytest.approx(ngram, abs=1e-14)
 
 
-def test_fused_mixture_loss_and_gradients_equal_the_eager_torch():
+@pytest.mark.parametrize("order", [2, 3])
+def test_fused_mixture_loss_and_gradients_equal_the_eager_torch(order):
     x, y = (torch.from_numpy(a.copy()) for a in batch())  # copies: x and y are views of one array
     y[0, 3] = -1  # an ignored target
     results = []
     for fast in (False, True):
-        model = torch_model(bias=0.3, components=("ngram_memory", "good_turing_prior"))
+        model = torch_model(bias=0.3, components=("ngram_memory", "good_turing_prior"), order=order)
         loss = fused_loss(model, x, y, chunk=5) if fast else model(x, y)[1]
         loss.backward()
         results.append((loss.item(), {n: p.grad for n, p in model.named_parameters()}))
@@ -159,8 +205,9 @@ def test_fused_mixture_loss_and_gradients_equal_the_eager_torch():
     assert g_fast["ngram_memory.gate.bias"].abs().item() > 1e-6  # the gate learns
 
 
-def test_fused_mixture_loss_and_gradients_equal_the_eager_jax():
-    cfg = CFG.replace(components=("ngram_memory", "good_turing_prior"))
+@pytest.mark.parametrize("order", [2, 3])
+def test_fused_mixture_loss_and_gradients_equal_the_eager_jax(order):
+    cfg = CFG.replace(components=("ngram_memory", "good_turing_prior"), ngram_memory_order=order)
     params = jm.init_params(cfg, jax.random.PRNGKey(0), jnp.float64, token_counts=STATS.unigram)
     assert float(params["params"]["ngram_memory"]["gate"]["bias"][0]) == cfg.ngram_memory_gate_bias
     x, y = (jnp.asarray(a) for a in batch())
@@ -171,9 +218,10 @@ def test_fused_mixture_loss_and_gradients_equal_the_eager_jax():
     assert max(jax.tree.leaves(errors)) <= 1e-13
 
 
-def test_parity_float64_of_the_component_alone():
-    persona = Persona("tiny+ngram_memory", CFG.replace(components=("ngram_memory",), ngram_memory_gate_bias=0.5),
-                      Recipe(learning_rate=3e-3))
+@pytest.mark.parametrize("order", [2, 3])
+def test_parity_float64_of_the_component_alone(order):
+    persona = Persona("tiny+ngram_memory", CFG.replace(components=("ngram_memory",), ngram_memory_gate_bias=0.5,
+                                                       ngram_memory_order=order), Recipe(learning_rate=3e-3))
     results = checks.run_checks(persona, "float64", batch_size=2, steps=5)
     assert {r.check for r in results} >= {"logits", "loss", "gradients", "optimizer_step", "trajectory_5_loss"}
     failed = [(r.check, r.max_error) for r in results if not r.passed]
@@ -185,6 +233,8 @@ def test_configs_and_missing_statistics_are_refused_with_one_clear_error():
         GPTConfig(components=("ngram_memory", "succession_objective"))
     with pytest.raises(ConfigError, match="ngram_memory_low"):
         GPTConfig(components=("ngram_memory",), ngram_memory_low="uniform")
+    with pytest.raises(ConfigError, match="ngram_memory_order"):
+        GPTConfig(components=("ngram_memory",), ngram_memory_order=4)
     assert conflicts(("ngram_memory", "adaptive_softmax"))  # the declaration says so too
     assert not conflicts(("ngram_memory", "muon", "memory_tape", "good_turing_prior"))
     with pytest.raises(ValueError, match="needs the bigram counts of train.bin"):
