@@ -4,12 +4,12 @@ context), counted on train.bin only.
 
     python benchmarks/ngram_memory_alone.py [--data-dir DIR]
 
-Prints the Good-Turing unigram, the interpolated Kneser-Ney bigram of dreamteam/components/ngram_memory.py with
-each lowest order ("gt", "kn"), and, as a reference for a longer memory, an interpolated Kneser-Ney trigram
+Prints the Good-Turing unigram, the interpolated Kneser-Ney bigram and trigram of dreamteam/components/ngram_memory.py
+with each lowest order ("gt", "kn"), and, as an independent check of the trigram, an interpolated Kneser-Ney trigram
 (Chen & Goodman 1998: the middle order from continuation counts N1+(. v w), discounted by Ney's estimate, over
 the "kn" bigram's lowest order; the first position of a window, which has one token of context, uses the
 bigram), and the simpler trigram whose lower order is the component's own "gt" bigram (interpolated absolute
-discounting over it). The trigrams are references for a longer memory, not what the component computes.
+discounting over it). The last two are written here from the counts, separately from the component.
 """
 
 from __future__ import annotations
@@ -90,6 +90,12 @@ def main(argv=None) -> int:
         ce = -np.mean(np.log(nm.prob(tables, x.ravel(), y.ravel())))
         print(f"Kneser-Ney bigram, lowest order {low}  {ce:.4f}   (d = {tables.discount:.4f}, tables in {ms:.0f} ms, "
               f"longest row {tables.max_row})")
+    u = np.pad(x[:, :-1].astype(np.int64), ((0, 0), (1, 0)), constant_values=-1)  # no u at a window's start
+    for low in nm.LOW_ORDERS:  # the component's ngram_memory_order=3
+        t3 = nm.kneser_ney_trigram(stats, low)
+        ce = -np.mean(np.log(nm.prob3(t3, u.ravel(), x.ravel(), y.ravel())))
+        print(f"Kneser-Ney trigram, lowest order {low} {ce:.4f}   (d3 = {t3.discount:.4f}, {len(t3.keys)} trigrams "
+              f"after {len(t3.ctx_keys)} contexts, longest row {t3.max_row})")
     print(f"Kneser-Ney trigram (reference)      {trigram_cross_entropy(ds.train, x, y, V):.4f}")
     print(f"trigram over the gt bigram (ref.)   {trigram_cross_entropy(ds.train, x, y, V, 'bigram'):.4f}")
     return 0

@@ -31,7 +31,7 @@ KNOWN_COMPONENTS: tuple[str, ...] = (
     "posterior_mean",  # EMA (Polyak) average of the weights, used for evaluation and the checkpoint
     "moe_mlp",  # mixture of experts MLP: shared expert + top-k routed, bias-balanced (DeepSeek-V3)
     "adaptive_softmax",  # frequency-clustered output distribution (Grave et al. 2017)
-    "ngram_memory",  # Kneser-Ney bigram of train.bin mixed with the model's distribution by a learned gate
+    "ngram_memory",  # Kneser-Ney bigram (or trigram) of train.bin mixed with the model's distribution by a learned gate
 )
 # components that give the model its positional information; with any of them on, no learned wpe
 POSITION_COMPONENTS = ("rope", "laplace_bias")  # mla takes its rotary key from rope, else wpe

@@ -85,7 +85,7 @@ COMPONENTS: dict[str, Component] = {c.name: c for c in (
     Component("adaptive_softmax", ("head",), "frequency-clustered output distribution (Grave et al. 2017)"),
     # the mixture needs the tied head's softmax and trains on -log p_mix (dreamteam/components/ngram_memory.py)
     Component("ngram_memory", ("head_mixture",),
-              "interpolated Kneser-Ney bigram of train.bin (Good-Turing lowest order) mixed in by a learned gate",
+              "interpolated Kneser-Ney bigram or trigram of train.bin (Good-Turing lowest order) mixed in by a learned gate",
               requires=(("head", (None,)), ("objective", (None,)))),
 )}
 
