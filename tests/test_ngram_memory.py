@@ -23,7 +23,8 @@ from torchport.model import GPT
 pytestmark = pytest.mark.jax_float64
 
 V = 96
-CFG = GPTConfig(n_layer=1, n_head=2, n_embd=8, block_size=8, vocab_size=V, components=("ngram_memory",))
+CFG = GPTConfig(n_layer=1, n_head=2, n_embd=8, block_size=8, vocab_size=V, components=("ngram_memory",),
+                ngram_memory_order=2)
 
 
 def stream(seed=0, n=3000):
@@ -137,7 +138,7 @@ def test_uint32_keys_without_x64_find_the_bigrams_of_a_gpt2_sized_vocabulary():
     u, v, w = np.concatenate([[-1], ids[:-2]]), ids[:-1], ids[1:]
     t3 = nm.kneser_ney_trigram(stats)
     with jax.enable_x64(False):
-        T = jng.tables_of(CFG.replace(vocab_size=big_v), stats, jnp.float32)
+        T = jng.tables_of(CFG.replace(vocab_size=big_v, ngram_memory_order=2), stats, jnp.float32)
         assert T["bigram"]["keys"].dtype == jnp.uint32
         got = np.asarray(jng.prob(T, *(jnp.asarray(a, jnp.int32) for a in (u, v, w))))
         T3 = jng.tables_of(CFG.replace(vocab_size=big_v, ngram_memory_order=3), stats, jnp.float32)
