@@ -107,6 +107,9 @@ class GPTConfig:
     # trigram ended 300 iterations at val_loss 4.761 against the bigram's 4.997 on the baseline (seed 0, CPU;
     # docs/personas/alan_turing.md, "n-gram memory")
     ngram_memory_order: int = 3
+    # ngram_memory: True trains the model's head on its own cross-entropy (the gradient of z is P - Y, not the
+    # mixture's r (P - Y)) while the gate learns the mixture; the loss value and every evaluation stay -log p_mix
+    ngram_memory_detach: bool = False
 
     def __post_init__(self):
         if self.n_embd % self.n_head:

@@ -120,10 +120,14 @@ def previous(idx_BxT):
     return jnp.pad(idx_BxT[:, :-1], ((0, 0), (1, 0)), constant_values=-1)
 
 
-def mix(logits_BxTxV, a_BxT, p_BxTxV):
-    """log(g softmax(z) + (1 - g) p), g = sigmoid(a)."""
-    return jnp.logaddexp(jax.nn.log_sigmoid(a_BxT)[..., None] + jax.nn.log_softmax(logits_BxTxV, -1),
-                         jax.nn.log_sigmoid(-a_BxT)[..., None] + jnp.log(p_BxTxV))
+def mix(logits_BxTxV, a_BxT, p_BxTxV, detach: bool = False):
+    """log(g softmax(z) + (1 - g) p), g = sigmoid(a); detach: the same values, with the gradient of z that of its
+    own log-softmax (ngram_memory_detach)."""
+    ls_BxTxV = jax.nn.log_softmax(logits_BxTxV, -1)
+    model_BxTxV = jax.lax.stop_gradient(ls_BxTxV) if detach else ls_BxTxV
+    out = jnp.logaddexp(jax.nn.log_sigmoid(a_BxT)[..., None] + model_BxTxV,
+                        jax.nn.log_sigmoid(-a_BxT)[..., None] + jnp.log(p_BxTxV))
+    return out + (ls_BxTxV - model_BxTxV) if detach else out
 
 
 class Gate(nn.Module):
@@ -152,10 +156,10 @@ class NgramMemory(nn.Module):
         B, T, V = logits_BxTxV.shape
         u_N = previous(idx_BxT).reshape(-1)
         p_NxV = rows(tables_of(self.cfg, self.ngram_stats, logits_BxTxV.dtype), u_N, idx_BxT.reshape(-1))
-        return mix(logits_BxTxV, a_BxT, p_NxV.reshape(B, T, V))
+        return mix(logits_BxTxV, a_BxT, p_NxV.reshape(B, T, V), self.cfg.ngram_memory_detach)
 
 
-def _mixture_loss(chunk: int):
+def _mixture_loss(chunk: int, detach: bool = False):
     """mean_n -log(g_n softmax(h_n W^T + b)_{t_n} + (1 - g_n) q_n), g = sigmoid(a), with its custom gradient."""
 
     def chunked(h_NxD, w_VxD, b_V, a_N, lq_N, t_N):
@@ -180,16 +184,17 @@ def _mixture_loss(chunk: int):
             x_C = lg_C + zt_C - (m_C + jnp.log(s_C))  # log g p_model(t)
             lmix_C = jnp.logaddexp(x_C, l1g_C + lq_C)
             r_C = jnp.exp(x_C - lmix_C) * k_C  # the model's responsibility (0 on padding)
-            w_C1 = (r_C / s_C)[:, None]
+            w_C1 = ((k_C if detach else r_C) / s_C)[:, None]  # detach: the head's own cross-entropy gradient
             G_W = G_W + e_CxV.T @ (h_CxD * w_C1)  # r-weighted P^T h
             G_b = G_b + e_CxV.T @ w_C1[:, 0]
             return (G_W, G_b), (lmix_C * k_C, r_C, (e_CxV @ w_VxD) * w_C1)
 
         (G_W, G_b), (lmix, r, G_h) = jax.lax.scan(body, (jnp.zeros_like(w_VxD), jnp.zeros_like(b_V)), xs)
         r_N = r.reshape(-1)[:N]
-        G_h = G_h.reshape(K * chunk, D)[:N] - r_N[:, None] * w_VxD[t_N]  # - r Y W
-        G_W = G_W.at[t_N].add(-r_N[:, None] * h_NxD)
-        G_b = G_b.at[t_N].add(-r_N)
+        y_N = jnp.ones_like(r_N) if detach else r_N  # the weight of the onehot terms
+        G_h = G_h.reshape(K * chunk, D)[:N] - y_N[:, None] * w_VxD[t_N]  # - r Y W
+        G_W = G_W.at[t_N].add(-y_N[:, None] * h_NxD)
+        G_b = G_b.at[t_N].add(-y_N)
         return -lmix.sum() / N, (G_h, G_W, G_b, jax.nn.sigmoid(a_N) - r_N)
 
     @jax.custom_vjp
@@ -220,4 +225,4 @@ def fused_loss(params, cfg: GPTConfig, ngram_stats, h_BxTxD, idx_BxT, targets_Bx
     a_N = h_NxD @ gate["weight"][0] + gate["bias"][0]
     T = tables_of(cfg, ngram_stats, h_NxD.dtype)
     lq_N = jax.lax.stop_gradient(jnp.log(prob(T, previous(idx_BxT).reshape(-1), idx_BxT.reshape(-1), t_N)))
-    return _mixture_loss(chunk)(h_NxD, w_VxD, b_V, a_N, lq_N, t_N)
+    return _mixture_loss(chunk, cfg.ngram_memory_detach)(h_NxD, w_VxD, b_V, a_N, lq_N, t_N)

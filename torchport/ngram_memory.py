@@ -10,6 +10,8 @@ ids (the model's logits) and -log p_mix(target). `fused_loss` is its fast equal 
 n-gram probability (one searchsorted lookup), and the tied head's chunked cross-entropy of torchport/fast.py with
 each token's gradient scaled by the model's responsibility r = g p_model(t) / p_mix(t), which the chunk knows once
 its lse is computed: d loss / dz = r (P - Y), d loss / d(h . w_g + b_g) = g - r. One pass, no B x T x V tensor.
+ngram_memory_detach: the same loss value, but d/dz = P - Y (the head trains on its own cross-entropy, not starved
+where the n-gram is confident); the gate still learns g - r.
 
 The tables are built once from the float64 counts and kept per (dtype, device): not parameters, not in the
 state_dict (only `ngram_memory.gate.weight` and `.bias` are).
@@ -73,6 +75,7 @@ class NgramMemory(nn.Module):
         self.tables = build(ngram_stats, config.ngram_memory_low)
         self.gate = nn.Linear(config.n_embd, 1, bias=True)
         self.gate_bias = config.ngram_memory_gate_bias
+        self.detach = config.ngram_memory_detach
         self._cache: dict = {}
 
     def init_gate(self):
@@ -142,8 +145,12 @@ class NgramMemory(nn.Module):
         z_BxTxV = head(h_BxTxD)
         a_BxT = self.gate(h_BxTxD)[..., 0]
         p_NxV = self.rows(u_BxT.reshape(-1), idx_BxT.reshape(-1), z_BxTxV.dtype, z_BxTxV.device)
-        logp_BxTxV = torch.logaddexp(F.logsigmoid(a_BxT)[..., None] + F.log_softmax(z_BxTxV, -1),
+        ls_BxTxV = F.log_softmax(z_BxTxV, -1)
+        model_BxTxV = ls_BxTxV.detach() if self.detach else ls_BxTxV
+        logp_BxTxV = torch.logaddexp(F.logsigmoid(a_BxT)[..., None] + model_BxTxV,
                                      F.logsigmoid(-a_BxT)[..., None] + torch.log(p_NxV).view(B, T, -1))
+        if self.detach:  # the same values; the head's gradient is its own cross-entropy's (ngram_memory_detach)
+            logp_BxTxV = logp_BxTxV + (ls_BxTxV - model_BxTxV)
         if targets_BxT is None:
             return logp_BxTxV, None
         loss = F.nll_loss(logp_BxTxV.view(B * T, -1), targets_BxT.reshape(-1), ignore_index=-1)
@@ -161,7 +168,7 @@ class NgramMemory(nn.Module):
             lq_N = torch.log(self.prob(self.previous(idx_BxT).reshape(-1), idx_BxT.reshape(-1), safe_N, h_NxD.dtype,
                                        h_NxD.device))
         a_N = self.gate(h_NxD)[:, 0]
-        return MixtureCrossEntropy.apply(h_NxD, W_VxD, b_V, a_N, lq_N, t_N, chunk)
+        return MixtureCrossEntropy.apply(h_NxD, W_VxD, b_V, a_N, lq_N, t_N, chunk, self.detach)
 
 
 class MixtureCrossEntropy(torch.autograd.Function):
@@ -169,7 +176,7 @@ class MixtureCrossEntropy(torch.autograd.Function):
     log q_n = lq_n given; the gradients of h, W, b and a formed in the forward pass (torchport/fast.py's chunks)."""
 
     @staticmethod
-    def forward(ctx, h_NxD, W_VxD, b_V, a_N, lq_N, targets_N, chunk):
+    def forward(ctx, h_NxD, W_VxD, b_V, a_N, lq_N, targets_N, chunk, detach=False):
         from torchport.fast import _check_inputs, _chunked, _prepare_targets
 
         _check_inputs(h_NxD, W_VxD, targets_N, chunk, b_V)
@@ -181,7 +188,7 @@ class MixtureCrossEntropy(torch.autograd.Function):
             x_c = lg_N[a:b] + (zt_c - lse_c)  # log g p_model(t)
             lmix_N[a:b] = torch.logaddexp(x_c, l1g_N[a:b] + lq_N[a:b])
             r_N[a:b] = torch.exp(x_c - lmix_N[a:b])
-            return r_N[a:b]
+            return torch.ones_like(x_c) if detach else r_N[a:b]  # detach: the head's own cross-entropy gradient
 
         need_h, need_W = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         need_b = b_V is not None and ctx.needs_input_grad[2]
@@ -199,4 +206,4 @@ class MixtureCrossEntropy(torch.autograd.Function):
         G_h, G_W, G_b, G_a, count = ctx.saved_tensors
         scale = grad_loss / count.clamp(min=1)
         grad = lambda G, i: G * scale if G is not None and ctx.needs_input_grad[i] else None  # noqa: E731
-        return grad(G_h, 0), grad(G_W, 1), grad(G_b, 2), grad(G_a, 3), None, None, None
+        return grad(G_h, 0), grad(G_W, 1), grad(G_b, 2), grad(G_a, 3), None, None, None, None
