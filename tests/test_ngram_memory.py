@@ -206,9 +206,10 @@ def test_fused_mixture_loss_and_gradients_equal_the_eager_torch(order):
     assert g_fast["ngram_memory.gate.bias"].abs().item() > 1e-6  # the gate learns
 
 
-@pytest.mark.parametrize("order", [2, 3])
-def test_fused_mixture_loss_and_gradients_equal_the_eager_jax(order):
-    cfg = CFG.replace(components=("ngram_memory", "good_turing_prior"), ngram_memory_order=order)
+@pytest.mark.parametrize("order, detach", [(2, False), (3, False), (3, True)])
+def test_fused_mixture_loss_and_gradients_equal_the_eager_jax(order, detach):
+    cfg = CFG.replace(components=("ngram_memory", "good_turing_prior"), ngram_memory_order=order,
+                      ngram_memory_detach=detach)
     params = jm.init_params(cfg, jax.random.PRNGKey(0), jnp.float64, token_counts=STATS.unigram)
     assert float(params["params"]["ngram_memory"]["gate"]["bias"][0]) == cfg.ngram_memory_gate_bias
     x, y = (jnp.asarray(a) for a in batch())
@@ -219,10 +220,11 @@ def test_fused_mixture_loss_and_gradients_equal_the_eager_jax(order):
     assert max(jax.tree.leaves(errors)) <= 1e-13
 
 
-@pytest.mark.parametrize("order", [2, 3])
-def test_parity_float64_of_the_component_alone(order):
+@pytest.mark.parametrize("order, detach", [(2, False), (3, False), (3, True)])
+def test_parity_float64_of_the_component_alone(order, detach):
     persona = Persona("tiny+ngram_memory", CFG.replace(components=("ngram_memory",), ngram_memory_gate_bias=0.5,
-                                                       ngram_memory_order=order), Recipe(learning_rate=3e-3))
+                                                       ngram_memory_order=order, ngram_memory_detach=detach),
+                      Recipe(learning_rate=3e-3))
     results = checks.run_checks(persona, "float64", batch_size=2, steps=5)
     assert {r.check for r in results} >= {"logits", "loss", "gradients", "optimizer_step", "trajectory_5_loss"}
     failed = [(r.check, r.max_error) for r in results if not r.passed]
@@ -257,3 +259,27 @@ def test_train_mps_runs_the_component_from_a_label(short_val_data, tmp_path):
     # at initialization the model is nearly uniform: the mixture's loss is the bigram's plus about log 2, far
     # below the uniform model's log(50304) = 10.83
     assert rec["vloss_curve"][0][1] < 7.0
+
+
+@pytest.mark.parametrize("fast", [False, True])
+def test_detach_keeps_the_loss_and_gives_the_head_its_own_cross_entropy_gradient(fast):
+    x, y = (torch.from_numpy(a) for a in batch())
+    losses, grads = [], []
+    for detach in (False, True):
+        torch.manual_seed(0)
+        cfg = CFG.replace(ngram_memory_order=3, ngram_memory_detach=detach)
+        model = GPT(cfg, token_counts=STATS.unigram, ngram_stats=STATS).double()
+        with torch.no_grad():
+            model.ngram_memory.gate.weight.zero_()  # the gate reaches no hidden state: the model's grads are the head's
+        loss = fused_loss(model, x, y, chunk=5) if fast else model(x, y)[1]
+        loss.backward()
+        losses.append(loss.item())
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters()})
+    assert losses[0] == pytest.approx(losses[1], abs=1e-15)  # the same -log p_mix
+    assert grads[1]["ngram_memory.gate.bias"].item() == pytest.approx(grads[0]["ngram_memory.gate.bias"].item(), abs=1e-15)
+    model.zero_grad()
+    F.cross_entropy(model.lm_head(model.hidden(x)).reshape(-1, V), y.reshape(-1)).backward()
+    for name, p in model.named_parameters():
+        if not name.startswith("ngram_memory"):
+            assert torch.allclose(grads[1][name], p.grad, rtol=0, atol=1e-15), name
+            assert not torch.allclose(grads[0][name], p.grad, rtol=0, atol=1e-6), name  # joint: scaled by r
