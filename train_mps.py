@@ -37,6 +37,7 @@ import torch
 from tqdm import tqdm
 
 from dreamteam import arguments, data, protocol, registry, runs
+from dreamteam.components import ngram_memory
 from dreamteam.config import ConfigError, GPTConfig, Persona, Recipe
 from torchport import recipe as recipes
 from torchport.evaluate import val_loss
@@ -139,7 +140,8 @@ def train(persona="baseline", seed=0, data_dir=None, device_override=None, max_i
         return source[ix], source[ix + 1]
 
     torch.manual_seed(seed)
-    model = GPT(config, token_counts=data.token_counts(dataset.train, config.vocab_size)).to(device)
+    model = GPT(config, token_counts=data.token_counts(dataset.train, config.vocab_size),
+                ngram_stats=ngram_memory.stats_for(config, dataset.train)).to(device)  # slot: head_mixture
     # fast: also AdamW's fused kernel where torch has one; eager (fast=False): the original code's AdamW form
     device_type = device.split(":")[0]
     optimizer = recipes.build_optimizer(model, spec.recipe, device_type=device_type,

@@ -92,6 +92,17 @@ class GPTConfig:
     byte_ngram_embedding_min: int = 3
     byte_ngram_embedding_max: int = 6
     byte_ngram_embedding_init_std: float = 0.0
+    # ngram_memory: the bigram's lowest order ("gt": the Good-Turing unigram; "kn": the continuation unigram
+    # interpolated with it; dreamteam/components/ngram_memory.py), and the gate's initial bias b_g (0: g = 1/2)
+    ngram_memory_low: str = "gt"
+    ngram_memory_gate_bias: float = 0.0
+    # ngram_memory: 3 for the Kneser-Ney trigram (its middle order from continuation counts), 2 for the bigram; the
+    # trigram ended 300 iterations at val_loss 4.761 against the bigram's 4.997 on the baseline (seed 0, CPU;
+    # docs/personas/alan_turing.md, "n-gram memory")
+    ngram_memory_order: int = 3
+    # ngram_memory: True trains the model's head on its own cross-entropy (the gradient of z is P - Y, not the
+    # mixture's r (P - Y)) while the gate learns the mixture; the loss value and every evaluation stay -log p_mix
+    ngram_memory_detach: bool = False
 
     def __post_init__(self):
         if self.n_embd % self.n_head:

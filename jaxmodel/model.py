@@ -17,6 +17,9 @@ assembled by slot: the config names the component that fills each slot (dreamtea
     logits_BxTxV = head(h, E)                        head: tied, h E^T (+ output_bias: good_turing_prior's
                                                      lm_head/bias); or adaptive_softmax's log p; the head's
                                                      `loss` is the training loss
+    logits_BxTxV = mixture(h, idx, logits)           head_mixture: ngram_memory's log p_mix (a gate of h mixes
+                                                     in the n-gram distribution of the previous tokens); its
+                                                     `loss` -log p_mix(target) is then the training loss
 
 The parameter tree has the torch port's names and shapes: `Linear` and `Embedding` store `weight` as
 (out, in) and (num, features) like torch.nn, blocks are named `h_0`, `h_1`, ... for torch's `h.0`, `h.1`, ...
@@ -49,6 +52,7 @@ from jaxmodel.layers import Attend, Embedding, LayerNorm, Linear, causal_attenti
 from jaxmodel.memory_tape import MemoryTape
 from jaxmodel.mla import LatentQKV
 from jaxmodel.moe_mlp import MoEMLP
+from jaxmodel.ngram_memory import NgramMemory
 from jaxmodel.rms_qknorm import QKNorm, RMSNorm
 from jaxmodel.rope import Rotary
 from jaxmodel.tiled_attention import TiledAttention
@@ -249,6 +253,8 @@ class TiedHead(nn.Module):
 
 
 HEADS = {None: TiedHead, "adaptive_softmax": AdaptiveSoftmaxHead}
+# head_mixture: (cfg, ngram_stats) -> a module mixing a second distribution into the head's (needs the tied head)
+HEAD_MIXTURES = {"ngram_memory": NgramMemory}
 
 
 class GPT(nn.Module):
@@ -263,22 +269,39 @@ class GPT(nn.Module):
     cfg: GPTConfig
     token_counts: Any = None
     param_dtype: Any = jnp.float32
+    ngram_stats: Any = None  # the bigram counts of train.bin, for ngram_memory (dreamteam.components.ngram_memory)
 
     def setup(self):
         self.transformer = Transformer(self.cfg)
         self.head = HEADS[self.cfg.filler("head")](self.cfg, self.token_counts, self.param_dtype)
         nn.share_scope(self.head, self.transformer if self.head.IN_TRUNK else self)
+        if (mixture := self.cfg.filler("head_mixture")) is not None:  # e.g. ngram_memory, params under its name
+            setattr(self, mixture, HEAD_MIXTURES[mixture](self.cfg, self.ngram_stats))
+
+    def head_mixture(self):
+        """The head_mixture slot's module (log p_mix from the head's logits), or None."""
+        mixture = self.cfg.filler("head_mixture")
+        return None if mixture is None else getattr(self, mixture)
 
     def __call__(self, idx_BxT, deterministic: bool = True, head: bool = True):
         E_VxD = self.transformer.embedding_matrix()  # one E for the input and the tied head
         h_BxTxD = self.transformer(idx_BxT, deterministic, E_VxD)
-        return self.head(h_BxTxD, E_VxD) if head else h_BxTxD
+        if not head:
+            return h_BxTxD
+        logits_BxTxV = self.head(h_BxTxD, E_VxD)
+        # head_mixture: log p_mix over the V ids, mixed from the head's logits
+        mixture = self.head_mixture()
+        return logits_BxTxV if mixture is None else mixture(h_BxTxD, idx_BxT, logits_BxTxV)
 
-    def loss(self, idx_BxT, targets_BxT, deterministic: bool = True, fused=None):
-        """The head's mean next-token loss (fused: see TiedHead.loss)."""
+    def loss(self, idx_BxT, targets_BxT, deterministic: bool = True, fused=None, chunk=None):
+        """The head's mean next-token loss (fused: see TiedHead.loss); with a head_mixture its -log p_mix(target)
+        (fused: its own chunked loss through the tied head's operands, `chunk` rows at a time)."""
         E_VxD = self.transformer.embedding_matrix()
         h_BxTxD = self.transformer(idx_BxT, deterministic, E_VxD)
-        return self.head.loss(h_BxTxD, E_VxD, targets_BxT, fused)
+        mixture = self.head_mixture()
+        if mixture is None:
+            return self.head.loss(h_BxTxD, E_VxD, targets_BxT, fused)
+        return mixture.loss(self.head, h_BxTxD, E_VxD, idx_BxT, targets_BxT, chunk if fused is not None else None)
 
 
 # the variable collections of a model: its parameters, and non-gradient state updated outside the
@@ -294,16 +317,18 @@ def init_params(cfg: GPTConfig, key, dtype=jnp.float32, token_counts=None):
     return jax.tree.map(lambda a: a.astype(dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a, variables)
 
 
-def apply_with_loads(params, cfg: GPTConfig, idx_BxT, token_counts=None, **kwargs):
+def apply_with_loads(params, cfg: GPTConfig, idx_BxT, token_counts=None, ngram_stats=None, **kwargs):
     """(GPT(cfg).apply(params, idx, **kwargs), moe_load): the expert loads moe_mlp sowed ({} without it), the
     input of its after_step hook (moe_mlp.update_router_bias)."""
     if not cfg.has("moe_mlp"):  # nothing sows loads; a plain apply (map_variables scopes need no mutable state)
-        return GPT(cfg, token_counts).apply(params, idx_BxT, **kwargs), {}
-    out, state = GPT(cfg, token_counts).apply(params, idx_BxT, mutable=["moe_load"], **kwargs)
+        return GPT(cfg, token_counts, ngram_stats=ngram_stats).apply(params, idx_BxT, **kwargs), {}
+    out, state = GPT(cfg, token_counts, ngram_stats=ngram_stats).apply(params, idx_BxT, mutable=["moe_load"], **kwargs)
     return out, state.get("moe_load", {})
 
 
-def loss_fn(params, cfg: GPTConfig, idx_BxT, targets_BxT, token_counts=None, with_loads: bool = False):
+def loss_fn(params, cfg: GPTConfig, idx_BxT, targets_BxT, token_counts=None, with_loads: bool = False,
+            ngram_stats=None):
     """The training loss, the head's mean next-token loss ((loss, moe_load) with with_loads)."""
-    loss, loads = apply_with_loads(params, cfg, idx_BxT, token_counts, targets_BxT=targets_BxT, method=GPT.loss)
+    loss, loads = apply_with_loads(params, cfg, idx_BxT, token_counts, ngram_stats, targets_BxT=targets_BxT,
+                                   method=GPT.loss)
     return (loss, loads) if with_loads else loss

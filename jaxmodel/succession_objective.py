@@ -32,7 +32,7 @@ def loss_fn(params, cfg: GPTConfig, idx_BxT, targets_BxT, prior_V):
 
 
 def make_training_loss(cfg: GPTConfig, token_counts=None, fast: bool = False, chunk: int = DEFAULT_CHUNK,
-                       with_loads: bool = False):
+                       with_loads: bool = False, ngram_stats=None):
     """(params, idx_BxT, targets_BxT) -> the loss the training step minimizes: plain cross-entropy
     (gpt.loss_fn, or the chunked fused_loss when fast) without succession_objective, its objective with it;
     with_loads: (loss, moe_load), the expert loads of moe_mlp ({} where there are none).
@@ -40,8 +40,8 @@ def make_training_loss(cfg: GPTConfig, token_counts=None, fast: bool = False, ch
     if not cfg.has("succession_objective"):
         if fast:
             return lambda params, x, y: fused_loss(params, cfg, x, y, chunk, token_counts=token_counts,
-                                                   with_loads=with_loads)
-        return lambda params, x, y: gpt.loss_fn(params, cfg, x, y, token_counts, with_loads)
+                                                   with_loads=with_loads, ngram_stats=ngram_stats)
+        return lambda params, x, y: gpt.loss_fn(params, cfg, x, y, token_counts, with_loads, ngram_stats)
     prior_V = jnp.asarray(succession.prior(token_counts))  # float64 under x64, else float32
     eps, alpha = cfg.succession_objective_eps, cfg.succession_objective_zloss
     if fast:

@@ -39,6 +39,7 @@ from torchport.laplace_glu import LaplaceGLU
 from torchport.memory_tape import MemoryTape
 from torchport.mla import LatentQKV
 from torchport.moe_mlp import MoEMLP
+from torchport.ngram_memory import NgramMemory
 from torchport.rms_qknorm import QKNorm, RMSNorm
 from torchport.rope import Rotary
 
@@ -222,6 +223,7 @@ MLPS = {None: MLP, "golden_swiglu": GoldenSwiGLU, "laplace_glu": LaplaceGLU, "mo
 BLOCK_WEIGHTS = {None: None,
                  "fixed_point_qat": lambda blocks, config: apply_fixed_point_qat(blocks, config.fixed_point_qat_bits)}
 HEADS = {"adaptive_softmax": AdaptiveSoftmax}  # a head of its own beside the tied lm_head
+HEAD_MIXTURES = {"ngram_memory": NgramMemory}  # a second distribution mixed with the head's (needs ngram_stats)
 OUTPUT_BIASES = {"good_turing_prior": init_output_bias}  # init of the tied head's bias
 
 
@@ -246,9 +248,10 @@ class Block(nn.Module):
 
 class GPT(nn.Module):
     """token_counts: how often each id occurs in train.bin (dreamteam.data.token_counts), for components
-    built from token frequencies; None where no such component is on."""
+    built from token frequencies; None where no such component is on. ngram_stats: the bigram counts of train.bin
+    (dreamteam.components.ngram_memory.bigram_stats), for ngram_memory; None where it is off."""
 
-    def __init__(self, config: GPTConfig, token_counts=None):
+    def __init__(self, config: GPTConfig, token_counts=None, ngram_stats=None):
         super().__init__()
         assert config.vocab_size is not None and config.block_size is not None
         self.config = config
@@ -271,6 +274,9 @@ class GPT(nn.Module):
         self.lm_head = TiedHead(config, token_counts)
         # weight tying (https://paperswithcode.com/method/weight-tying)
         self.transformer.wte.weight = self.lm_head.weight
+        mixture = config.filler("head_mixture")
+        if mixture is not None:  # e.g. ngram_memory; registered last: the other weights draw as without it
+            self.add_module(mixture, HEAD_MIXTURES[mixture](config, ngram_stats))
 
         # init all weights as GPT-2, then what each module initializes itself (residual projections, gates, priors)
         self.apply(self._init_weights)
@@ -286,6 +292,12 @@ class GPT(nn.Module):
         """The head object, logits(h) and loss(h, targets): the tied lm_head, or the head slot's filler."""
         head = self.config.filler("head")
         return self.lm_head if head is None else self.transformer[head]
+
+    @property
+    def head_mixture(self):
+        """The head_mixture slot's module (log p_mix from the head's logits), or None."""
+        mixture = self.config.filler("head_mixture")
+        return None if mixture is None else getattr(self, mixture)
 
     def get_num_params(self, non_embedding: bool = True) -> int:
         n_params = sum(p.numel() for p in self.parameters())
@@ -332,9 +344,13 @@ class GPT(nn.Module):
         E = self.token_embedding_matrix()  # one E for the input and the tied head
         x = self.hidden(idx, E)
         if targets is None:
-            return self.head.logits(x[:, [-1], :], E), None
+            x = x[:, [-1], :]
         logits = self.head.logits(x, E)
-        return logits, self.head.cross_entropy(logits, targets)
+        mixture = self.head_mixture
+        if mixture is not None:  # logits: log p_mix over the V ids, mixed from the head's logits
+            logits = mixture(logits, x, idx)
+            return logits, None if targets is None else mixture.nll(logits, targets)
+        return logits, None if targets is None else self.head.cross_entropy(logits, targets)
 
     def configure_optimizers(self, weight_decay, learning_rate, betas, device_type, eps: float = 1e-8,
                              fused: bool | None = None, lr_ratios: dict[str, float] | None = None):

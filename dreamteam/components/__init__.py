@@ -96,6 +96,7 @@ from dreamteam.components import (  # noqa: E402  (the modules import Component 
     mla,
     moe_mlp,
     muon,
+    ngram_memory,
     posterior_mean,
     rms_qknorm,
     rope,
@@ -107,7 +108,7 @@ COMPONENTS: dict[str, Component] = {m.COMPONENT.name: m.COMPONENT for m in (
     rms_qknorm, rope, golden_swiglu, mla, difference_ssm, fixed_point_qat, tiled_attention, muon, memory_tape,
     good_turing_prior, laplace_bias, laplace_glu, succession_objective, posterior_mean, moe_mlp, adaptive_softmax,
     # added since: a new component comes last (the search draws mutations by index into KNOWN_COMPONENTS)
-    byte_ngram_embedding,
+    byte_ngram_embedding, ngram_memory,
 )}
 
 
