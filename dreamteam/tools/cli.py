@@ -103,7 +103,14 @@ def _anatomy(args) -> int:
 
         counts = (np.ones(persona.model.vocab_size, np.int64) if args.checkpoint  # the checkpoint holds the bias
                   else data.token_counts(data.load(None, dict(os.environ)).train, persona.model.vocab_size))
-    model = GPT(persona.model, token_counts=counts)
+    stats = None
+    if persona.model.has("ngram_memory"):  # the head_mixture's n-gram tables come from train.bin's counts
+        import os
+
+        from dreamteam.components import ngram_memory
+
+        stats = ngram_memory.stats_for(persona.model, data.load(None, dict(os.environ)).train)
+    model = GPT(persona.model, token_counts=counts, ngram_stats=stats)
     if args.checkpoint:
         load_checkpoint(model, args.checkpoint, persona.name)
         source = Path(args.checkpoint).name
@@ -166,10 +173,14 @@ def _sample(args) -> int:
     ids = data.encode(args.prompt)
     if not ids:
         raise SampleError("--prompt encodes to no tokens")
-    counts = None
+    counts = stats = None
     if persona.model.has("adaptive_softmax"):  # its clusters are built from the train.bin counts
         counts = data.token_counts(data.load(args.data_dir, os.environ).train, persona.model.vocab_size)
-    model = GPT(persona.model, token_counts=counts)
+    if persona.model.has("ngram_memory"):  # the head_mixture's n-gram tables too (they are not in the checkpoint)
+        from dreamteam.components import ngram_memory
+
+        stats = ngram_memory.stats_for(persona.model, data.load(args.data_dir, os.environ).train)
+    model = GPT(persona.model, token_counts=counts, ngram_stats=stats)
     load_checkpoint(model, ckpt, persona.name)
     u = np.random.default_rng(args.seed).random((args.tokens, 1))
     out = generate(model, torch.tensor([ids]), torch.from_numpy(u), args.sampler, temperature=args.temperature,
