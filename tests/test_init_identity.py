@@ -44,13 +44,14 @@ def config_of(label: str):
 
 def fingerprint(label: str, train_ids: np.ndarray) -> dict:
     """{'params': [[key, shape, sha256], ...] in state_dict order, 'eager_loss': hex, 'fused_loss': hex}."""
+    from dreamteam.components.ngram_memory import stats_for
     from dreamteam.data import token_counts
     from torchport.fast import fused_loss
     from torchport.model import GPT
 
     config = config_of(label)
     torch.manual_seed(SEED)
-    model = GPT(config, token_counts=token_counts(train_ids, config.vocab_size))
+    model = GPT(config, token_counts=token_counts(train_ids, config.vocab_size), ngram_stats=stats_for(config, train_ids))
     params = [[k, list(t.shape), hashlib.sha256(t.detach().contiguous().numpy().tobytes()).hexdigest()]
               for k, t in model.state_dict().items()]
     ix = np.array(BATCH_OFFSETS)[:, None] + np.arange(BLOCK)

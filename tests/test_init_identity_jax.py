@@ -51,9 +51,11 @@ def snapshot(cfg, counts, ids) -> dict:
     import jax
     import jax.numpy as jnp
 
+    from dreamteam.components.ngram_memory import stats_for
     from jaxmodel.fast import fused_loss
     from jaxmodel.model import init_params, loss_fn
 
+    stats = stats_for(cfg, ids)  # the head_mixture's n-gram counts (None without ngram_memory)
     key = jax.random.PRNGKey(0)
     out = {"float32": leaf_hashes(init_params(cfg, key, token_counts=counts))}
     with jax.enable_x64(True):
@@ -62,8 +64,9 @@ def snapshot(cfg, counts, ids) -> dict:
         T = cfg.block_size
         x_BxT = jnp.asarray(np.stack([ids[i * T: (i + 1) * T] for i in range(B)]).astype(np.int32))
         y_BxT = jnp.asarray(np.stack([ids[i * T + 1: (i + 1) * T + 1] for i in range(B)]).astype(np.int32))
-        out["loss"] = float(jax.jit(lambda p: loss_fn(p, cfg, x_BxT, y_BxT, counts))(params))
-        out["fused_loss"] = float(jax.jit(lambda p: fused_loss(p, cfg, x_BxT, y_BxT, token_counts=counts))(params))
+        out["loss"] = float(jax.jit(lambda p: loss_fn(p, cfg, x_BxT, y_BxT, counts, ngram_stats=stats))(params))
+        out["fused_loss"] = float(jax.jit(lambda p: fused_loss(p, cfg, x_BxT, y_BxT, token_counts=counts,
+                                                                   ngram_stats=stats))(params))
     return out
 
 
