@@ -95,12 +95,12 @@ def test_a_gradient_on_one_id_reaches_the_ids_sharing_its_buckets_only():
     r = torch.randn(cfg.n_embd, dtype=torch.float64)
     module = tm.ByteNgramEmbedding(cfg).double()
     wte = torch.randn(cfg.vocab_size, cfg.n_embd, dtype=torch.float64)
-    (module(wte)[v1] @ r).backward()  # a gradient on v1's composed row only
+    (module.compose(wte)[v1] @ r).backward()  # a gradient on v1's composed row only
     g = module.weight.grad
     assert g.abs().sum() > 0 and (g.abs().sum(1) > 0).sum() == len(set(t.bucket_M[t.offsets_V1[v1]: t.offsets_V1[v1 + 1]]))
     with torch.no_grad():
         module.weight -= g  # one step on the table
-        moved = (module(wte) - wte).abs().sum(1)
+        moved = (module.compose(wte) - wte).abs().sum(1)
     assert moved[v1] > 0 and moved[v2] > 0 and moved[v3] == 0
     # the same in JAX: d/dG of <E[v1], r> moves v2's composed vector and leaves v3's
     G0 = jnp.zeros((cfg.byte_ngram_embedding_buckets, cfg.n_embd))
@@ -169,6 +169,36 @@ def test_the_model_embeds_and_scores_with_the_composed_rows():
     h = m.hidden(idx)
     logits, _ = m(idx, idx)
     np.testing.assert_allclose(logits.detach().numpy(), h.detach().numpy() @ E.T, rtol=0, atol=1e-13)
+
+
+@pytest.mark.parametrize("components", [(), ("byte_ngram_embedding",)])
+def test_the_fused_training_loss_calls_a_module_on_the_ids(components):
+    """The candidate harness (dreamteam/tools/harness_runner.py) counts a training forward as a top-level module
+    call on a 2-D integer tensor: the fused loss must make one (wte(idx), or the token_embedding module's), or every
+    step of a run with the component reads as "0 training forwards" and the run is judged invalid."""
+    cfg = cfg_of(components=components)
+    torch.manual_seed(0)
+    m = tm.GPT(cfg)
+    idx = torch.randint(0, cfg.vocab_size, (2, 8))
+    calls, depth = [], []
+
+    def enter(module, args):  # returns None: the call's arguments stay as they are
+        if not depth and args and isinstance(args[0], torch.Tensor) and args[0].dim() == 2 \
+                and not args[0].is_floating_point():
+            calls.append(module)
+        depth.append(module)
+
+    def leave(module, args, out):
+        depth.pop()
+
+    pre = torch.nn.modules.module.register_module_forward_pre_hook(enter)
+    post = torch.nn.modules.module.register_module_forward_hook(leave)
+    try:
+        tfast.fused_loss(m, idx, idx)
+    finally:
+        pre.remove()
+        post.remove()
+    assert len(calls) == 1
 
 
 @pytest.mark.parametrize("extra", [(), pytest.param(("adaptive_softmax",), marks=pytest.mark.slow)])

@@ -69,5 +69,12 @@ class ByteNgramEmbedding(nn.Module):
         return PooledNgrams.apply(self.weight, self.bucket_M, self.offsets_V, 1.0 / self.count_M.to(dtype),
                                   self.id_by_bucket_M, self.offsets_K, 1.0 / self.count_by_bucket_M.to(dtype))
 
-    def forward(self, wte_VxD: torch.Tensor) -> torch.Tensor:
+    def compose(self, wte_VxD: torch.Tensor) -> torch.Tensor:
+        """E_VxD = wte + pooled."""
         return wte_VxD + self.pooled()
+
+    def forward(self, idx, wte_VxD: torch.Tensor):
+        """(E[idx], E): the ids' embeddings and the composed rows the tied head reads. A module call on the
+        ids, as wte(idx) is without this component: the candidate harness counts such a call as the step's forward."""
+        E_VxD = self.compose(wte_VxD)
+        return F.embedding(idx, E_VxD), E_VxD

@@ -232,8 +232,7 @@ def fused_loss(model, idx_BxT, targets_BxT, chunk: int = DEFAULT_CHUNK, smoothin
     (torchport/adaptive_softmax.py), the same true cross-entropy as the eager path's, never the V-wide output.
     smoothing_eps, prior, z_loss: see linear_cross_entropy (the tied head only). A head_mixture (ngram_memory):
     its -log p_mix(target) through the tied head's operands (torchport/ngram_memory.py)."""
-    E = model.token_embedding_matrix()  # the input's and the tied head's rows (byte_ngram_embedding composes them)
-    h_BxTxD = model.hidden(idx_BxT, E)
+    h_BxTxD, E = model.trunk(idx_BxT)  # E: the input's and the tied head's rows (byte_ngram_embedding composes them)
     if model.head_mixture is not None:
         return model.head_mixture.fused_loss(h_BxTxD, E, model.head.bias, idx_BxT, targets_BxT, chunk)
     return model.head.fused_loss(h_BxTxD.reshape(-1, h_BxTxD.shape[-1]), targets_BxT.reshape(-1), chunk,

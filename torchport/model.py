@@ -318,31 +318,43 @@ class GPT(nn.Module):
         token_embedding slot's composition of them (byte_ngram_embedding: wte plus pooled byte n-gram vectors)."""
         filler = self.config.filler("token_embedding")
         wte = self.transformer.wte.weight
-        return wte if filler is None else self.transformer[TOKEN_EMBEDDINGS[filler][0]](wte)
+        return wte if filler is None else self.transformer[TOKEN_EMBEDDINGS[filler][0]].compose(wte)
 
-    def embed(self, idx, E=None):
-        """Token (and, without a position component, learned position) embeddings, (B, T, n_embd).
-        E: token_embedding_matrix(), where the caller has it already (the head reads it too)."""
+    def embed_with_rows(self, idx):
+        """(x, E): token (and, without a position component, learned position) embeddings (B, T, n_embd), and
+        the rows E they were taken from, which the tied head reads too. The ids go through a module call (wte, or
+        the token_embedding slot's module): the candidate harness counts that call as the step's forward."""
         b, t = idx.size()
         if t > self.config.block_size:
             raise ValueError(f"cannot forward a sequence of length {t}; block_size is {self.config.block_size}")
-        x = F.embedding(idx, self.token_embedding_matrix() if E is None else E)
+        filler = self.config.filler("token_embedding")
+        if filler is None:
+            x, E = self.transformer.wte(idx), self.transformer.wte.weight
+        else:
+            x, E = self.transformer[TOKEN_EMBEDDINGS[filler][0]](idx, self.transformer.wte.weight)
         if self.config.learned_positions:
             x = x + self.transformer.wpe(torch.arange(0, t, dtype=torch.long, device=idx.device))
-        return self.transformer.drop(x)
+        return self.transformer.drop(x), E
 
-    def hidden(self, idx, E=None):
-        """The final hidden states ln_f(x) of shape (B, T, n_embd), before the output head (E: see embed)."""
-        x = self.embed(idx, E)
+    def embed(self, idx):
+        """The input embeddings (B, T, n_embd) (see embed_with_rows)."""
+        return self.embed_with_rows(idx)[0]
+
+    def trunk(self, idx):
+        """(ln_f(x), E): the final hidden states (B, T, n_embd) before the output head, and the embedding rows E."""
+        x, E = self.embed_with_rows(idx)
         for block in self.transformer.h:
             x = block(x)
-        return self.transformer.ln_f(x)
+        return self.transformer.ln_f(x), E
+
+    def hidden(self, idx):
+        """The final hidden states ln_f(x) of shape (B, T, n_embd), before the output head."""
+        return self.trunk(idx)[0]
 
     def forward(self, idx, targets=None):
         """(logits, loss). With targets: logits at every position and the mean cross-entropy;
         without: logits at the last position only (generation), loss None."""
-        E = self.token_embedding_matrix()  # one E for the input and the tied head
-        x = self.hidden(idx, E)
+        x, E = self.trunk(idx)  # one E for the input and the tied head
         if targets is None:
             x = x[:, [-1], :]
         logits = self.head.logits(x, E)
