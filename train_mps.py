@@ -37,6 +37,7 @@ import torch
 from tqdm import tqdm
 
 from dreamteam import arguments, data, protocol, registry, runs
+from dreamteam.components import ngram_memory
 from dreamteam.config import ConfigError, GPTConfig, Persona, Recipe
 from torchport import recipe as recipes
 from torchport.evaluate import val_loss
@@ -139,7 +140,8 @@ def train(persona="baseline", seed=0, data_dir=None, device_override=None, max_i
         return source[ix], source[ix + 1]
 
     torch.manual_seed(seed)
-    model = GPT(config, token_counts=data.token_counts(dataset.train, config.vocab_size)).to(device)
+    model = GPT(config, token_counts=data.token_counts(dataset.train, config.vocab_size),
+                ngram_stats=ngram_memory.stats_for(config, dataset.train)).to(device)  # slot: head_mixture
     # fast: also AdamW's fused kernel where torch has one; eager (fast=False): the original code's AdamW form
     device_type = device.split(":")[0]
     optimizer = recipes.build_optimizer(model, spec.recipe, device_type=device_type,
@@ -375,10 +377,7 @@ def restore_rng(rng: dict, device: str) -> None:
 def persona_of(record: dict) -> Persona:
     """The persona a run record was trained as, from its own config and recipe (a registry name, an ablation
     label or a `--set` variant alike)."""
-    def fields(d):  # JSON lists back to the dataclasses' tuples
-        return {k: tuple(v) if isinstance(v, list) else v for k, v in (d or {}).items()}
-
-    return Persona(record["persona"], GPTConfig(**fields(record.get("config"))), Recipe(**fields(record.get("recipe"))))
+    return Persona(record["persona"], GPTConfig.from_fields(record.get("config")), Recipe.from_fields(record.get("recipe")))
 
 
 def load_resume(record_path) -> tuple[dict, dict]:
@@ -411,7 +410,8 @@ def load_resume(record_path) -> tuple[dict, dict]:
 def main(argv=None) -> int:
     ap = arguments.Parser(description="Train one persona under the frozen DreamTeam protocol.",
                           formatter_class=arguments.HelpFormatter)  # one-line errors, defaults in --help
-    ap.add_argument("--persona", default="baseline", help=f"one of {sorted(registry.PERSONAS)}")
+    ap.add_argument("--persona", default="baseline", help=f"one of {sorted(registry.PERSONAS)}, or one with components "
+                    "switched on and off: NAME+ADDED-REMOVED (adds first), e.g. baseline+rope")
     ap.add_argument("--seed", type=arguments.seed, default=0, help="seed of the weights and of the batches")
     ap.add_argument("--data-dir", default=None, help=f"default: ${data.DATA_ENV_VAR}, else ./data/shakespeare, else the "
                     "shipped tiny Shakespeare, prepared once into ~/.cache/dreamteam/shakespeare")
@@ -429,7 +429,7 @@ def main(argv=None) -> int:
                          "error; not with muon or moe_mlp, whose steps keep Python-side state)")
     runs.add_run_options(ap)
     args = ap.parse_args(argv)
-    from dreamteam.bench import BenchError, parse_settings, with_settings
+    from dreamteam.settings import SettingError, parse_settings, with_settings
 
     if args.resume is not None:  # the stopped run's settings are in its record
         given = [f"--{k.replace('_', '-')}" for k in ("persona", "seed", "device", "max_iters", "out_dir", "eager", "set")
@@ -439,12 +439,13 @@ def main(argv=None) -> int:
             return 2
     runs.raise_on_sigterm()
     try:
-        persona = with_settings(args.persona, parse_settings(args.set))  # '--set k=v' as bench: labelled NAME@k=v
+        # a registered name or a label with components switched on and off ('baseline+rope', registry.from_label)
+        persona = with_settings(registry.from_label(args.persona), parse_settings(args.set))  # '--set k=v': NAME@k=v
         best_vloss, elapsed_min = train(persona, args.seed, args.data_dir, args.device, args.max_iters,
                                         args.out_dir, progress=not args.no_progress, fast=not args.eager,
                                         graph=args.cuda_graph, threads=args.threads, resume=args.resume)
     except (registry.UnknownPersonaError, data.DataError, ConfigError, NonFiniteLossError, DeviceError,
-            GraphUnavailableError, BenchError, ResumeError) as e:
+            GraphUnavailableError, SettingError, ResumeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except (KeyboardInterrupt, runs.Terminated) as e:  # the run said where it stopped and what it saved

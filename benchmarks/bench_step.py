@@ -135,12 +135,15 @@ def main(argv=None) -> int:
         other = registry.from_label(pname)  # a registered name or an ablation label (ada_lovelace-moe_mlp)
         if counts is None:
             from dreamteam import data
+            from dreamteam.components import ngram_memory
 
-            counts = data.token_counts(data.load(args.data_dir, os.environ).train, other.model.vocab_size)
+            train_ids = data.load(args.data_dir, os.environ).train
+            counts = data.token_counts(train_ids, other.model.vocab_size)
+        bigrams = ngram_memory.stats_for(other.model, train_ids)  # slot: head_mixture
         torch.manual_seed(args.seed)
-        p_init = GPT(other.model, token_counts=counts).state_dict()
+        p_init = GPT(other.model, token_counts=counts, ngram_stats=bigrams).state_dict()
         for kind in ("eager", "fast"):
-            model = GPT(other.model, token_counts=counts).to(device)
+            model = GPT(other.model, token_counts=counts, ngram_stats=bigrams).to(device)
             model.load_state_dict(p_init)  # both variants start from the same weights
             model.train()
             variants[f"{pname}:{kind}"] = variants[kind]

@@ -16,7 +16,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from dreamteam import data, good_turing, protocol, registry  # noqa: E402
+from dreamteam import data, protocol, registry  # noqa: E402
+from dreamteam.components import good_turing_prior as good_turing  # noqa: E402
 from torchport.evaluate import val_loss  # noqa: E402
 from torchport.model import GPT  # noqa: E402
 

@@ -19,7 +19,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 import numpy as np  # noqa: E402
 
-from dreamteam import data, good_turing  # noqa: E402
+from dreamteam import data  # noqa: E402
+from dreamteam.components import good_turing_prior as good_turing  # noqa: E402
 
 GROUPS = [("unseen", 0, 1), ("seen once", 1, 2), ("seen 2-9", 2, 10), ("seen 10-99", 10, 100), ("seen >= 100", 100, None)]
 

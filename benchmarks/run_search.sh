@@ -67,7 +67,7 @@ commit_results() {  # $1: what the commit says
 
 cd "$WT"
 export PYTHONPATH="$WT" OMP_NUM_THREADS=1
-"${PYTHON:-python}" -m dreamteam.cli evolve --out "$OUT" --generations "$GENERATIONS" --population "$POPULATION" \
+"${PYTHON:-python}" -m dreamteam evolve --out "$OUT" --generations "$GENERATIONS" --population "$POPULATION" \
   --workers "$WORKERS" --seeds 0 --rank-by val_loss --no-baseline --confirm "$CONFIRM" --confirm-seeds 0 1 2 \
   --timeout 300 "${EXTRA[@]}" >>"$OUT/evolve.log" 2>&1 &
 pid=$!

@@ -17,6 +17,12 @@ class DeviceError(ValueError):
     """A device that is not there, or that training does not run on; the message says what is there."""
 
 
+class CommandError(ValueError):
+    """Input a command finds unfit once it reads it (a file of another kind, options that do not go together);
+    the command line prints the message as one line, exit 2. What the components' own commands raise
+    (export-int8, laplace-rates, expert-load), so that they need nothing of the command line."""
+
+
 class Parser(argparse.ArgumentParser):
     """An ArgumentParser whose errors are one line (argparse's own print the whole usage first), exit 2."""
 

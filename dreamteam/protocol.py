@@ -1,7 +1,7 @@
 """The frozen DreamTeam protocol (docs/protocol.md; docs/loop.md states it for candidates).
 
 These numbers are fixed for every persona and every candidate; `train_mps.py` keeps them as literals
-in its frozen block and a test checks that the two agree. dreamteam/check.py checks candidates against
+in its frozen block and a test checks that the two agree. dreamteam/tools/check.py checks candidates against
 exactly what is written here:
 
 - the frozen literals FROZEN_LITERALS (and eval_interval, where a candidate names it, EVAL_INTERVAL);

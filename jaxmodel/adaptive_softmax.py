@@ -1,18 +1,5 @@
-"""adaptive_softmax: the output distribution factorized over frequency clusters (Grave et al. 2017,
-"Efficient softmax approximation for GPUs").
-
-The ids are ordered by their train.bin count (dreamteam/clusters.py): a head of the most frequent ids, then
-tail clusters c = 1..C, the last holding every id never seen in training. For the final hidden state h:
-
-    p_head = softmax([ h W_head^T ; h W_cluster^T ])        over the head ids and one entry per tail cluster
-    p(w) = p_head(w)                                        w in the head
-    p(w) = p_head(c) * softmax( (P_c h) O_c^T )(w)          w in tail cluster c
-
-W_head are the head ids' rows of the token embedding (the head stays tied); P_c (d_c x D) projects to the
-cluster's reduced width d_c = D // div^c, O_c (n_c x d_c) scores its ids. With tied tails
-(adaptive_softmax_tied_tails) O_c = E_c U_c: the cluster's ids' embedding rows E_c (n_c x D) through its own
-U_c (D x d_c), so a rare id's output vector is its input vector, trained by both (as the tied head's are). The p(w) sum to one over all V
-ids, so -log p(target) is the true cross-entropy, comparable with a full softmax's.
+"""adaptive_softmax in Flax: the frequency-clustered output distribution (clusters from
+dreamteam/components/adaptive_softmax.py, which also states the mathematics and source).
 
 `log_probs` gives log p over all V ids (in id order); `nll` gives -log p(target) per token without them:
 the head softmax (head + C entries) and, per tail cluster, only its own softmax.
@@ -25,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dreamteam.clusters import adaptive_clusters
+from dreamteam.components.adaptive_softmax import adaptive_clusters
 from dreamteam.config import GPTConfig
 from jaxmodel.layers import Linear
 
@@ -90,6 +77,33 @@ class AdaptiveSoftmax(nn.Module):
 
     def __call__(self, h_NxD, wte_VxD, targets_N=None):
         return self.log_probs(h_NxD, wte_VxD) if targets_N is None else self.nll(h_NxD, wte_VxD, targets_N)
+
+
+class AdaptiveSoftmaxHead(nn.Module):
+    """The head slot's adaptive_softmax: log p over the V ids as the logits, -log p(target) as the loss.
+    Its parameters keep the paths of the torch port, transformer/adaptive_softmax/* (IN_TRUNK: the model
+    gives this head the trunk's scope)."""
+
+    cfg: GPTConfig
+    token_counts: object = None
+    dtype: object = None  # unused: every parameter is drawn in the default dtype and cast by init_params
+    IN_TRUNK = True
+
+    def setup(self):
+        self.adaptive_softmax = AdaptiveSoftmax(self.cfg, self.token_counts)
+
+    def __call__(self, h_BxTxD, wte_VxD):
+        """log p(w) for every id, (B, T, V)."""
+        B, T, D = h_BxTxD.shape
+        return self.adaptive_softmax(h_BxTxD.reshape(-1, D), wte_VxD).reshape(B, T, -1)
+
+    def loss(self, h_BxTxD, wte_VxD, targets_BxT, fast=None):
+        """Mean -log p(target): of the V log-probabilities, or (fast given) through the clusters alone (`nll`),
+        never the V-wide output."""
+        if fast is None:
+            return -jnp.take_along_axis(self(h_BxTxD, wte_VxD), targets_BxT[..., None], axis=-1).mean()
+        B, T, D = h_BxTxD.shape
+        return self.adaptive_softmax(h_BxTxD.reshape(-1, D), wte_VxD, targets_BxT.reshape(-1)).reshape(B, T).mean()
 
 
 class TailCluster(nn.Module):

@@ -1,30 +1,7 @@
-"""difference_ssm: a token mixer built on Babbage's Difference Engine, a linear state-space model per channel.
+"""difference_ssm in Flax: the difference-engine state-space token mixer, as a causal convolution for
+training (a T x T Toeplitz product per channel) and as the recurrence for generation (`step`).
 
-The Engine tabulates a polynomial by keeping its value and its finite differences on columns of wheels and,
-at every turn, adding each column's next difference into it. Here each channel d of u = c_in(x) keeps m
-such "differences", a state s in R^m, and one turn of the Engine per token, damped by lambda_d in (0, 1):
-
-    s_t = A s_{t-1} + B u_t,     y_t = C . s_t + D u_t,     A = lambda (I + N)
-
-N is the upper shift ((N s)_i = s_{i+1}: register i adds register i+1), lambda = sigmoid(theta) is learned
-per channel, so the spectral radius of A is lambda < 1 and the recurrence is stable. Shapes per layer:
-theta (D,), B (D, m), C (D, m), D (D,), and the projections c_in, c_proj (D, D) around it:
-
-    out = c_proj( ssm(c_in(x)) )
-
-N is nilpotent (N^m = 0), so A^k = lambda^k sum_{j<m} binom(k, j) N^j and the convolution kernel has a
-closed form: with c_j = sum_i C_i B_{i+j} (= C N^j B),
-
-    K_k = C A^k B = lambda^k sum_{j<m} binom(k, j) c_j,     y_t = sum_{k<=t} K_k u_{t-k} + D u_t.
-
-Training computes that causal convolution for all t at once (a T x T Toeplitz product per channel, exact;
-T = 64); generation runs the recurrence, one step per token (`step`), O(D m) per token. A kernel of
-length T is the impulse response of the first T steps (Gu et al. 2021, S4; Gupta et al. 2022, DSS: the
-convolution/recurrence duality of linear time-invariant state-space layers).
-
-Initialization: lambda_d = exp(-1 / tau_d) with time constants tau log-spaced over [1.5, 32] tokens across
-channels; B = e_0 (the input enters the lowest difference), C ~ normal(0, 1/m), D = 1; at init each channel
-is an exponential moving average plus the identity; the higher differences are learned.
+The mathematics, initialization and sources: the declaration, dreamteam/components/difference_ssm.py.
 """
 
 from __future__ import annotations

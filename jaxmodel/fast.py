@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 
 from dreamteam.config import GPTConfig
-from jaxmodel.model import apply_with_loads
+from jaxmodel.model import GPT, apply_with_loads
 
 DEFAULT_CHUNK = 64
 
@@ -139,26 +139,23 @@ linear_succession_loss.defvjp(_succ_fwd, _succ_bwd)
 
 
 def fused_loss(params, cfg: GPTConfig, idx_BxT, targets_BxT, chunk: int = DEFAULT_CHUNK, smoothing_eps: float = 0.0,
-               prior=None, z_loss: float = 0.0, token_counts=None, with_loads: bool = False):
-    """The fast equal of jaxmodel.model.loss_fn: final hidden states, then the chunked tied-head loss (with the
-    output bias lm_head/bias where good_turing_prior is on); (loss, moe_load) with with_loads.
-    smoothing_eps, prior, z_loss: succession_objective's loss instead (linear_succession_loss).
-    adaptive_softmax: the mean of its per-token -log p(target), computed through the clusters
-    (jaxmodel/adaptive_softmax.py), never the V-wide output."""
-    if cfg.has("adaptive_softmax"):
-        nll_BxT, loads = apply_with_loads(params, cfg, idx_BxT, token_counts, targets_BxT=targets_BxT)
-        return (nll_BxT.mean(), loads) if with_loads else nll_BxT.mean()
-    h_BxTxD, loads = apply_with_loads(params, cfg, idx_BxT, token_counts, head=False)
-    w_VxD = params["params"]["transformer"]["wte"]["weight"]
-    h_NxD, t_N = h_BxTxD.reshape(-1, h_BxTxD.shape[-1]), targets_BxT.reshape(-1)
-    b_V = params["params"]["lm_head"]["bias"] if "lm_head" in params["params"] else None
-    if smoothing_eps or z_loss:
-        prior_V = jnp.zeros(w_VxD.shape[0], w_VxD.dtype) if prior is None else jnp.asarray(prior, w_VxD.dtype)
-        if smoothing_eps and prior is None:
-            raise ValueError("smoothing_eps > 0 needs the prior (a (V,) array of probabilities)")
-        loss = linear_succession_loss(h_NxD, w_VxD, b_V, t_N, prior_V, chunk, float(smoothing_eps), float(z_loss))
-    elif b_V is not None:
-        loss = linear_cross_entropy_bias(h_NxD, w_VxD, b_V, t_N, chunk)
-    else:
-        loss = linear_cross_entropy(h_NxD, w_VxD, t_N, chunk)
+               prior=None, z_loss: float = 0.0, token_counts=None, with_loads: bool = False, ngram_stats=None):
+    """The fast equal of jaxmodel.model.loss_fn, through the model's head (GPT.loss with `fused`): the tied
+    head's loss chunked from its operands (the output bias lm_head/bias where good_turing_prior is on);
+    adaptive_softmax's mean -log p(target) through the clusters, never the V-wide output. (loss, moe_load)
+    with with_loads. smoothing_eps, prior, z_loss: succession_objective's loss instead (linear_succession_loss).
+    A head_mixture (ngram_memory, its ngram_stats): its chunked -log p_mix(target) (jaxmodel/ngram_memory.py)."""
+    if smoothing_eps and prior is None:
+        raise ValueError("smoothing_eps > 0 needs the prior (a (V,) array of probabilities)")
+
+    def fused(h_NxD, w_VxD, b_V, t_N):
+        if smoothing_eps or z_loss:
+            prior_V = jnp.zeros(w_VxD.shape[0], w_VxD.dtype) if prior is None else jnp.asarray(prior, w_VxD.dtype)
+            return linear_succession_loss(h_NxD, w_VxD, b_V, t_N, prior_V, chunk, float(smoothing_eps), float(z_loss))
+        if b_V is not None:
+            return linear_cross_entropy_bias(h_NxD, w_VxD, b_V, t_N, chunk)
+        return linear_cross_entropy(h_NxD, w_VxD, t_N, chunk)
+
+    loss, loads = apply_with_loads(params, cfg, idx_BxT, token_counts, ngram_stats, targets_BxT=targets_BxT,
+                                   fused=fused, chunk=chunk, method=GPT.loss)
     return (loss, loads) if with_loads else loss

@@ -1,16 +1,7 @@
-"""fixed_point_qat: quantization-aware training with fixed-point weights, as on the Engine's digit wheels.
+"""fixed_point_qat in Flax: the fake quantization with the straight-through estimator. The stored parameters
+stay float; the model reads the blocks' matrices through `fake_quant_block_params`.
 
-Every matrix of the blocks (the Linear weights W of attention, MLP and SSM projections, (out, in)) is
-fake-quantized per output channel o (row), symmetric, to b bits:
-
-    Q = 2^(b-1) - 1,   scale_o = max_i |W_oi| / Q,   q = clamp(round(W / scale), -Q, Q) * scale
-
-The forward pass uses q; the backward pass the straight-through estimator (Bengio et al. 2013; Jacob et al.
-2018, "Quantization and training of neural networks for efficient integer-arithmetic-only inference"):
-dL/dW = dL/dq where |round(W / scale)| <= Q (inside the clamp range: the clamp does not act), 0 outside.
-With the max-based scale every weight lies inside, so the gradient passes unchanged; the scale is a statistic of W, not differentiated.
-Embeddings and the tied head stay float. `round` is round-half-to-even on both sides.
-The stored parameters stay float; the model reads them through `fake_quant_block_params`.
+The mathematics and sources: the declaration, dreamteam/components/fixed_point_qat.py.
 """
 
 from __future__ import annotations

@@ -1,9 +1,6 @@
-"""golden_swiglu: the MLP as SwiGLU (Shazeer 2020, "GLU variants improve Transformer") of golden-ratio width.
+"""golden_swiglu in Flax: the SwiGLU MLP of golden-ratio width.
 
-    y = c_proj( silu(c_gate x) * (c_fc x) ),   silu(z) = z * sigmoid(z)
-
-hidden width F = round(phi^2 * D), phi = (1 + sqrt 5) / 2, so the three matrices hold 3 * 2.618 D^2 = 7.85 D^2
-parameters: the proportion of the 8 D^2 of the 4x GELU MLP.
+The mathematics and source: the declaration, dreamteam/components/golden_swiglu.py.
 """
 
 from __future__ import annotations

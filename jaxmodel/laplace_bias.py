@@ -1,21 +1,17 @@
-"""laplace_bias: positions through an exponential-decay (Laplace-transform) kernel on the attention logits.
-
-Head h adds to the logit of query i and key j <= i the bias
-
-    b_h[i, j] = -s_h (i - j),      s_h = softplus(laplace_rate_h) > 0,
-
-so that its attention weights carry the factor exp(-s_h (i - j)): the past is weighted by the kernel
-e^{-s t} of a Laplace transform at rate s_h, t = i - j the distance. Keys j > i are masked (-inf). The bias
-depends on positions only through i - j, so the layer is translation invariant, and there is no learned
-position embedding. ALiBi (Press et al. 2022, "Train short, test long") is the special case of fixed rates
-s_h = 2^(-8 (h + 1) / H); here the rates start there and are learned (through the softplus, kept positive).
+"""laplace_bias in Flax: the exponential-decay attention bias with learned rates (initial rates from
+dreamteam/components/laplace_bias.py, which also states the mathematics and source).
 """
 
 from __future__ import annotations
 
+from functools import partial
+
+import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
-from dreamteam.laplace_rates import initial_rates, inverse_softplus
+from dreamteam.config import GPTConfig
+from dreamteam.components.laplace_bias import initial_rates, inverse_softplus
 
 
 def laplace_bias(s_H, pos_T):
@@ -27,6 +23,28 @@ def laplace_bias(s_H, pos_T):
     causal_TxT = d_TxT >= 0
     bias_HxTxT = -s_H[:, None, None] * jnp.where(causal_TxT, d_TxT, 0)[None]  # no 0 * inf above the diagonal
     return jnp.where(causal_TxT[None], bias_HxTxT, -jnp.inf)
+
+
+def decay_bias(s_H, qpos_Q, kpos_K):
+    """The score_bias of queries at positions qpos (any shape ...Q) and keys at kpos (...K): -s_h (i - j), shape
+    (H, ...Q, K); 0 where j > i (the causal mask hides those scores). The naive attention asks it for the whole
+    T x T square, the tiled one block by block; the distances are exact integers before the product with s."""
+    d_QxK = qpos_Q[..., :, None] - kpos_K[..., None, :]
+    d_QxK = d_QxK.astype(s_H.dtype) if jnp.issubdtype(d_QxK.dtype, jnp.integer) else d_QxK
+    return -s_H.reshape((-1,) + (1,) * d_QxK.ndim) * jnp.where(d_QxK >= 0, d_QxK, 0)[None]
+
+
+class LaplaceBias(nn.Module):
+    """The score_bias slot's laplace_bias: its parameter `laplace_rate` (H,), pre-softplus, lives in the
+    attention module's scope (h_i/attn/laplace_rate). Returns bias(qpos, kpos) = decay_bias(softplus(rate), ...)."""
+
+    cfg: GPTConfig
+
+    @nn.compact
+    def __call__(self):
+        H = self.cfg.n_head
+        rate_H = self.param("laplace_rate", rate_init(H, self.cfg.laplace_bias_exponent), (H,))
+        return partial(decay_bias, jax.nn.softplus(rate_H))
 
 
 def rate_init(n_head: int, exponent: float = 8.0):

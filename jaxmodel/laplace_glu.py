@@ -1,17 +1,6 @@
-"""laplace_glu: the MLP gated by the Laplace function of MEGA (Ma et al. 2022, "Mega: moving average
-equipped gated attention"), a GLU (Dauphin et al. 2017; Shazeer 2020) with a Gaussian-CDF gate:
+"""laplace_glu in Flax: the MLP gated by MEGA's Laplace function; it initializes its own gate.
 
-    f(x) = 0.5 * (1 + erf((x - mu) / (sigma sqrt 2))),   mu = sqrt(1/2),  sigma = sqrt(1/(4 pi))
-    y = c_proj( f(c_gate x) * (c_fc x) )
-
-f is the CDF of N(mu, sigma^2), so f' is the Gaussian density, f(mu) = 1/2, and f rises from 0 to 1 around mu;
-MEGA chose mu, sigma so that f approximates relu^2 near the origin while staying bounded (stable).
-Hidden width F = round(8 D / 3): the three D x F matrices hold ~ the 8 D^2 parameters of the 4x GELU MLP.
-
-Initialization: c_gate is drawn with std laplace_glu_gate_scale / sqrt(D) (1 / sqrt(32) = 0.177; c_fc and
-c_proj keep GPT-2's 0.02 and 0.02 / sqrt(2 n_layer)). f is shaped for inputs of unit scale (its ramp sits at
-mu = 0.71, width sigma = 0.28); at GPT-2's 0.02 the gate's inputs would have std ~0.11 and every gate would
-start nearly shut (f(0) = 0.006), leaving c_proj with gradients of ~1e-9, at the scale of Adam's epsilon.
+The mathematics, the initialization and the sources: the declaration, dreamteam/components/laplace_glu.py.
 """
 
 from __future__ import annotations

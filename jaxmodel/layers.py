@@ -1,4 +1,5 @@
-"""Layers shared by every component: Linear and Embedding with torch.nn's parameter layout, LayerNorm."""
+"""Layers shared by every component: Linear and Embedding with torch.nn's parameter layout, LayerNorm, and the
+attention's default `attend` (the naive softmax)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import math
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from jaxmodel.memory_tape import tape_attention, tape_attention_weights
 
 
 def normal(std: float):
@@ -71,3 +74,20 @@ def causal_attention_weights(q_BxHxTxE, k_BxHxTxE, bias_HxTxT=None):
         s_BxHxTxT = s_BxHxTxT + bias_HxTxT
     s_BxHxTxT = jnp.where(jnp.tril(jnp.ones((T, T), dtype=bool)), s_BxHxTxT, -jnp.inf)
     return jax.nn.softmax(s_BxHxTxT, axis=-1)
+
+
+class Attend(nn.Module):
+    """The attend slot's default: y = softmax(q k^T / sqrt(E) + bias) v over the causal context, the T x T
+    weights formed whole. bias: the score_bias slot's bias(qpos, kpos) or None; extra_kv: the extra_kv slot's
+    (k_HxMxE, v_HxMxF) or None, read by every query through one softmax over [extra | context].
+    The weights are sown into `intermediates` (the context part), kept only when apply asks for it (anatomy)."""
+
+    def __call__(self, q_BxHxTxE, k_BxHxTxE, v_BxHxTxF, bias=None, extra_kv=None, pos_T=None):
+        if extra_kv is not None:
+            extra_k_HxMxE, extra_v_HxMxF = extra_kv
+            w_BxHxTxS = tape_attention_weights(q_BxHxTxE, k_BxHxTxE, extra_k_HxMxE)
+            self.sow("intermediates", "attention_weights", w_BxHxTxS[..., extra_k_HxMxE.shape[1]:])
+            return tape_attention(w_BxHxTxS, v_BxHxTxF, extra_v_HxMxF)
+        w_BxHxTxT = causal_attention_weights(q_BxHxTxE, k_BxHxTxE, None if bias is None else bias(pos_T, pos_T))
+        self.sow("intermediates", "attention_weights", w_BxHxTxT)
+        return jnp.einsum("bhqs,bhsf->bhqf", w_BxHxTxT, v_BxHxTxF)

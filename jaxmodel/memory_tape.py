@@ -1,28 +1,22 @@
-"""memory_tape: persistent memory slots in attention (Sukhbaatar et al. 2019, "Augmenting Self-attention with
-Persistent Memory").
+"""memory_tape in Flax: attention over learned persistent key and value slots and the causal context, in one softmax.
 
-Each layer learns, per head, M key vectors K^tape (M x d) and value vectors V^tape (M x d) that do not depend on
-the input: a tape every query may read besides its causal context. One softmax runs over tape and context:
-
-    s_i = [ q_i . K^tape_m / sqrt(d) ]_{m < M}  ++  [ q_i . k_j / sqrt(d) ]_{j <= i}
-    w_i = softmax(s_i),     y_i = sum_m w_i,m V^tape_m + sum_{j <= i} w_i,M+j v_j
-
-The tape has no position: with rope on, its keys are not rotated; with rms_qknorm on, they pass the layer's
-k_norm like the context keys, so that scores stay on one scale. With M = 0 this is plain causal attention.
+The mathematics and source: the declaration, dreamteam/components/memory_tape.py.
 """
 
 from __future__ import annotations
 
 import math
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from dreamteam.config import GPTConfig
 
 
 def tape_attention_weights(q_BxHxTxK, k_BxHxTxK, tape_k_HxMxK):
     """w_BxHxTx(M+T): one softmax per query over the M tape keys, then the causal context keys."""
     T, K = q_BxHxTxK.shape[-2:]
-    M = tape_k_HxMxK.shape[1]
     s_tape_BxHxTxM = jnp.einsum("bhqe,hme->bhqm", q_BxHxTxK, tape_k_HxMxK)
     s_ctx_BxHxTxT = jnp.einsum("bhqe,bhse->bhqs", q_BxHxTxK, k_BxHxTxK)
     s_ctx_BxHxTxT = jnp.where(jnp.tril(jnp.ones((T, T), dtype=bool)), s_ctx_BxHxTxT, -jnp.inf)
@@ -35,3 +29,17 @@ def tape_attention(w_BxHxTxS, v_BxHxTxK, tape_v_HxMxK):
     M = tape_v_HxMxK.shape[1]
     return (jnp.einsum("bhqm,hmk->bhqk", w_BxHxTxS[..., :M], tape_v_HxMxK)
             + jnp.einsum("bhqs,bhsk->bhqk", w_BxHxTxS[..., M:], v_BxHxTxK))
+
+
+class MemoryTape(nn.Module):
+    """The extra_kv slot's memory_tape: (tape_k, tape_v), each (H, M, K), normal(0, 0.02). The parameters live
+    in the attention module's scope (h_i/attn/tape_k, tape_v), drawn in that order."""
+
+    cfg: GPTConfig
+
+    @nn.compact
+    def __call__(self):
+        cfg = self.cfg
+        H, M, K = cfg.n_head, cfg.memory_tape_slots, cfg.head_dim
+        init = nn.initializers.normal(stddev=0.02)
+        return self.param("tape_k", init, (H, M, K)), self.param("tape_v", init, (H, M, K))

@@ -1,16 +1,7 @@
-"""mla: multi-head latent attention (DeepSeek-AI 2024, "DeepSeek-V2").
+"""mla in Flax: multi-head latent attention, and its absorbed form (`absorbed_attention`) that runs on the
+cached latents as inference does.
 
-Keys and values come from one shared low-rank latent per token; positions ride on a decoupled rotary part:
-    c_t   = W_DKV x_t                                (kv_down: r numbers per token)
-    k_h,t = [ RoPE_t(W_KR x_t) ; W_UK,h c_t ]         (k_rope shared by all heads; k_up per head)
-    v_h,t = W_UV,h c_t                                (v_up)
-    q_h,t = [ RoPE_t(q_R,h,t) ; q_C,h,t ],  [q_R ; q_C] = W_Q x_t  (or W_UQ W_DQ x_t with a query latent)
-    y_t   = c_proj( concat_h softmax_j<=t(q_h,t . k_h,j / sqrt(d_c + d_r)) v_h,j )
-A decoder caches only c_t and RoPE_t(W_KR x_t): r + d_r numbers per token instead of 2 * n_embd.
-The rotary part is the `rope` component's: without rope, d_r = 0 (no W_KR, no q_R) and the model's learned
-position embedding gives the positions; the cache then holds r numbers per token.
-Absorbed form: q_C . W_UK c = (W_UK^T q_C) . c and c_proj W_UV fold into one matrix per head, so attention
-runs on the latents directly (`absorbed_attention`), the way inference uses the cache.
+The mathematics and source: the declaration, dreamteam/components/mla.py.
 """
 
 from __future__ import annotations
@@ -23,13 +14,20 @@ import jax.numpy as jnp
 
 from dreamteam.config import GPTConfig
 from jaxmodel.layers import Linear
-from jaxmodel.rms_qknorm import RMSNorm
 from jaxmodel.rope import apply_rope
-from jaxmodel.tiled_attention import attend
 
 
-class MultiHeadLatentAttention(nn.Module):
+class LatentQKV(nn.Module):
+    """The qkv slot's mla: q (B, H, T, d_r + K), k (B, H, T, d_r + K) and v (B, H, T, K) from the latents,
+    the rotary part first (the model's qk transforms then normalize the whole head and rotate its first d_r
+    coordinates). Its projections live in the attention module's scope: h_i/attn/kv_down, k_up, ..."""
+
     cfg: GPTConfig
+    DROPOUT = "dropout"  # the name the attention's dropout had beside these projections (its masks' keys)
+
+    @property
+    def rotary_dim(self) -> int:
+        return self.cfg.mla_rotary_dim
 
     def setup(self):
         cfg = self.cfg
@@ -44,11 +42,6 @@ class MultiHeadLatentAttention(nn.Module):
             self.q_up = Linear(H * (Dr + K), cfg.bias)
         else:
             self.q_proj = Linear(H * (Dr + K), cfg.bias)
-        if cfg.has("rms_qknorm"):
-            self.q_norm = RMSNorm(cfg.rms_eps, cfg.rms_qknorm_qk_gain)
-            self.k_norm = RMSNorm(cfg.rms_eps, cfg.rms_qknorm_qk_gain)
-        self.c_proj = Linear(cfg.n_embd, cfg.bias, std=0.02 / math.sqrt(2 * cfg.n_layer))
-        self.dropout = nn.Dropout(cfg.dropout)
 
     def queries(self, x_BxTxD):
         """(q_R, q_C) per head: (B, H, T, d_r) and (B, H, T, K)."""
@@ -67,46 +60,41 @@ class MultiHeadLatentAttention(nn.Module):
         kr_Bx1xTxR = apply_rope(self.k_rope(x_BxTxD)[:, None], jnp.arange(T), Dr, self.cfg.rope_base)
         return self.kv_down(x_BxTxD), kr_Bx1xTxR[:, 0]
 
-    def __call__(self, x_BxTxD, deterministic: bool = True):
-        cfg = self.cfg
+    def __call__(self, x_BxTxD):
         B, T, D = x_BxTxD.shape
-        H, Dr = cfg.n_head, cfg.mla_rotary_dim
+        H, Dr = self.cfg.n_head, self.cfg.mla_rotary_dim
         c_BxTxR = self.kv_down(x_BxTxD)
-        split = lambda a: a.reshape(B, T, H, -1).transpose(0, 2, 1, 3)
+        split = lambda a: a.reshape(B, T, H, -1).transpose(0, 2, 1, 3)  # noqa: E731
         k, v_BxHxTxK = split(self.k_up(c_BxTxR)), split(self.v_up(c_BxTxR))
         qr, q = self.queries(x_BxTxD)
         if Dr:  # rotary part first: apply_rope turns the first Dr dims
             q = jnp.concatenate([qr, q], axis=-1)
             k = jnp.concatenate([jnp.broadcast_to(self.k_rope(x_BxTxD)[:, None], (B, H, T, Dr)), k], axis=-1)
-        if cfg.has("rms_qknorm"):
-            q, k = self.q_norm(q), self.k_norm(k)
-        if Dr:
-            pos_T = jnp.arange(T)
-            q, k = apply_rope(q, pos_T, Dr, cfg.rope_base), apply_rope(k, pos_T, Dr, cfg.rope_base)
-        y_BxHxTxK = attend(self, cfg, q, k, v_BxHxTxK)  # tiled or naive; sows the weights for anatomy
-        y_BxTxD = self.c_proj(y_BxHxTxK.transpose(0, 2, 1, 3).reshape(B, T, -1))
-        return self.dropout(y_BxTxD, deterministic=deterministic)
+        return q, k, v_BxHxTxK
 
-    def absorbed_attention(self, x_BxTxD):
-        """The same output computed on the cached latents: W_UK folded into the queries, W_UV into c_proj.
-        (Without rms_qknorm, whose key norm needs the decompressed key.)"""
-        cfg = self.cfg
-        B, T, D = x_BxTxD.shape
-        H, K, R = cfg.n_head, cfg.head_dim, cfg.mla_kv_rank
-        c_BxTxR, kr_BxTxDr = self.latents(x_BxTxD)
-        qr, qc = self.queries(x_BxTxD)
-        if cfg.mla_rotary_dim:
-            qr = apply_rope(qr, jnp.arange(T), cfg.mla_rotary_dim, cfg.rope_base)
-        w_uk_HxKxR = self.k_up.variables["params"]["weight"].reshape(H, K, R)
-        w_uv_HxKxR = self.v_up.variables["params"]["weight"].reshape(H, K, R)
-        w_o_DxHxK = self.c_proj.variables["params"]["weight"].reshape(D, H, K)
-        q_lat_BxHxTxR = jnp.einsum("bhtk,hkr->bhtr", qc, w_uk_HxKxR)  # W_UK^T q_C
-        s = jnp.einsum("bhtr,bsr->bhts", q_lat_BxHxTxR, c_BxTxR) + jnp.einsum("bhte,bse->bhts", qr, kr_BxTxDr)
-        s = s / math.sqrt(K + cfg.mla_rotary_dim)
-        s = jnp.where(jnp.tril(jnp.ones((T, T), dtype=bool)), s, -jnp.inf)
-        o_BxHxTxR = jnp.einsum("bhts,bsr->bhtr", jax.nn.softmax(s, axis=-1), c_BxTxR)
-        w_ouv_DxHxR = jnp.einsum("dhk,hkr->dhr", w_o_DxHxK, w_uv_HxKxR)  # c_proj W_UV, per head
-        return jnp.einsum("bhtr,dhr->btd", o_BxHxTxR, w_ouv_DxHxR)
+
+def absorbed_attention(variables, cfg: GPTConfig, x_BxTxD):
+    """The output of the model's attention with mla (variables: that module's, h_i/attn), computed on the
+    cached latents: W_UK folded into the queries, W_UV into c_proj. (Without rms_qknorm, whose key norm needs
+    the decompressed key.)"""
+    B, T, D = x_BxTxD.shape
+    H, K, R = cfg.n_head, cfg.head_dim, cfg.mla_kv_rank
+    qkv = LatentQKV(cfg)
+    c_BxTxR, kr_BxTxDr = qkv.apply(variables, x_BxTxD, method=LatentQKV.latents)
+    qr, qc = qkv.apply(variables, x_BxTxD, method=LatentQKV.queries)
+    if cfg.mla_rotary_dim:
+        qr = apply_rope(qr, jnp.arange(T), cfg.mla_rotary_dim, cfg.rope_base)
+    p = variables["params"]
+    w_uk_HxKxR = p["k_up"]["weight"].reshape(H, K, R)
+    w_uv_HxKxR = p["v_up"]["weight"].reshape(H, K, R)
+    w_o_DxHxK = p["c_proj"]["weight"].reshape(D, H, K)
+    q_lat_BxHxTxR = jnp.einsum("bhtk,hkr->bhtr", qc, w_uk_HxKxR)  # W_UK^T q_C
+    s = jnp.einsum("bhtr,bsr->bhts", q_lat_BxHxTxR, c_BxTxR) + jnp.einsum("bhte,bse->bhts", qr, kr_BxTxDr)
+    s = s / math.sqrt(K + cfg.mla_rotary_dim)
+    s = jnp.where(jnp.tril(jnp.ones((T, T), dtype=bool)), s, -jnp.inf)
+    o_BxHxTxR = jnp.einsum("bhts,bsr->bhtr", jax.nn.softmax(s, axis=-1), c_BxTxR)
+    w_ouv_DxHxR = jnp.einsum("dhk,hkr->dhr", w_o_DxHxK, w_uv_HxKxR)  # c_proj W_UV, per head
+    return jnp.einsum("bhtr,dhr->btd", o_BxHxTxR, w_ouv_DxHxR)
 
 
 def cache_numbers_per_token(cfg: GPTConfig) -> int:

@@ -1,18 +1,37 @@
-"""The GPT of nanoGPT as DreamTeam configures it, as pure-functional Flax Linen modules (the reference).
+"""The GPT of nanoGPT as DreamTeam configures it, as pure-functional Flax Linen modules (the reference),
+assembled by slot: the config names the component that fills each slot (dreamteam/components,
+`cfg.filler(slot)`, None for the model's default) and a table per slot below names its module.
+
+    E_VxD = wte                                      token_embedding: byte_ngram_embedding's wte + pooled n-grams
+    x_BxTxD = E[idx_BxT] (+ wpe[0..T-1])             wpe only without a position component (rope, laplace_bias)
+    for each block h_l:
+        x = x + attn(ln_1(x))                        token_mixer: difference_ssm in its layers, else attention:
+            q, k, v = qkv(x)                             c_attn, or mla's latent projections
+            q, k = transform(q, k) for each              qk_transform: rms_qknorm's q_norm/k_norm, then rope
+            y = attend(q, k, v, bias, extra_kv)          softmax(q k^T / sqrt(E) + bias) v over the causal context;
+                                                         score_bias: laplace_bias; extra_kv: memory_tape's slots;
+                                                         attend: naive, or tiled_attention's online softmax
+            attn = c_proj(y)
+        x = x + mlp(ln_2(x))                         mlp: 4x GELU, golden_swiglu, laplace_glu or moe_mlp
+    h_BxTxD = ln_f(x)                                norm: LayerNorm, or rms_qknorm's RMSNorm
+    logits_BxTxV = head(h, E)                        head: tied, h E^T (+ output_bias: good_turing_prior's
+                                                     lm_head/bias); or adaptive_softmax's log p; the head's
+                                                     `loss` is the training loss
+    logits_BxTxV = mixture(h, idx, logits)           head_mixture: ngram_memory's log p_mix (a gate of h mixes
+                                                     in the n-gram distribution of the previous tokens); its
+                                                     `loss` -log p_mix(target) is then the training loss
 
 The parameter tree has the torch port's names and shapes: `Linear` and `Embedding` store `weight` as
-(out, in) and (num, features) like torch.nn, and blocks are named `h_0`, `h_1`, ... for torch's
-`h.0`, `h.1`, ... The output head is tied to the token embedding, so there is no `lm_head` parameter.
-
-    x_BxTxD = wte[idx_BxT] + wpe[0..T-1]          (wpe only without a position component such as rope)
-    for each block:  x = x + attn(ln_1(x));  x = x + mlp(ln_2(x))
-    logits_BxTxV = ln_f(x) @ wte^T  (+ lm_head/bias with good_turing_prior)
-                                               (adaptive_softmax: log p over the V ids from frequency clusters)
+(out, in) and (num, features) like torch.nn, blocks are named `h_0`, `h_1`, ... for torch's `h.0`, `h.1`, ...
+A slot's module creates its parameters in the scope of the module it serves (`shared`, flax's share_scope):
+c_attn, q_norm, tape_k or laplace_rate are all h_l/attn/*, as in the torch port. Flax draws a parameter's
+initial value from its path and its rank among its scope's draws, so the paths and that order are fixed.
 """
 
 from __future__ import annotations
 
 import math
+from functools import partial
 from typing import Any
 
 import flax.linen as nn
@@ -21,24 +40,63 @@ import jax.numpy as jnp
 import optax
 
 from dreamteam.config import GPTConfig
-from jaxmodel.adaptive_softmax import AdaptiveSoftmax
-from jaxmodel.golden_swiglu import GoldenSwiGLU
+from jaxmodel.byte_ngram_embedding import ByteNgramEmbedding
+from jaxmodel.adaptive_softmax import AdaptiveSoftmaxHead
 from jaxmodel.difference_ssm import DifferenceSSM
 from jaxmodel.fixed_point_qat import fake_quant_block_params
+from jaxmodel.golden_swiglu import GoldenSwiGLU
 from jaxmodel.good_turing_prior import OutputBias
-from jaxmodel.laplace_bias import laplace_bias, rate_init
+from jaxmodel.laplace_bias import LaplaceBias
 from jaxmodel.laplace_glu import LaplaceGLU
-from jaxmodel.layers import Embedding, LayerNorm, Linear, causal_attention_weights, normal  # noqa: F401 (used by tests)
-from jaxmodel.memory_tape import tape_attention, tape_attention_weights
-from jaxmodel.mla import MultiHeadLatentAttention
+from jaxmodel.layers import Attend, Embedding, LayerNorm, Linear, causal_attention_weights, normal  # noqa: F401 (tests)
+from jaxmodel.memory_tape import MemoryTape
+from jaxmodel.mla import LatentQKV
 from jaxmodel.moe_mlp import MoEMLP
-from jaxmodel.rms_qknorm import RMSNorm
-from jaxmodel.rope import apply_rope
-from jaxmodel.tiled_attention import attend
+from jaxmodel.ngram_memory import NgramMemory
+from jaxmodel.rms_qknorm import QKNorm, RMSNorm
+from jaxmodel.rope import Rotary
+from jaxmodel.tiled_attention import TiledAttention
+
+
+def shared(parent: nn.Module, child: nn.Module) -> nn.Module:
+    """child, creating its parameters (and sowing) in parent's scope: a slot's module adds no level to the paths."""
+    nn.share_scope(parent, child)
+    return child
+
+
+class FusedQKV(nn.Module):
+    """The qkv slot's default: q, k, v (B, H, T, K) from one projection c_attn (D -> 3D)."""
+
+    cfg: GPTConfig
+    DROPOUT = "Dropout_0"  # the name the attention's dropout has beside c_attn (its masks' keys come from it)
+
+    @property
+    def rotary_dim(self) -> int:
+        return self.cfg.rotary_dim
+
+    @nn.compact
+    def __call__(self, x_BxTxD):
+        B, T, D = x_BxTxD.shape
+        H, K = self.cfg.n_head, self.cfg.head_dim
+        qkv_BxTx3D = Linear(3 * D, self.cfg.bias, name="c_attn")(x_BxTxD)
+        return tuple(a.reshape(B, T, H, K).transpose(0, 2, 1, 3) for a in jnp.split(qkv_BxTx3D, 3, axis=-1))
+
+
+# One table per slot: its filler (None: the default) -> the module's constructor, given cfg (a qk transform
+# also the qkv module, whose rotary width it rotates); None where the default leaves the slot empty.
+QKV = {None: FusedQKV, "mla": LatentQKV}
+QK_TRANSFORMS = {  # applied in declaration order: normalize, then rotate
+    "rms_qknorm": lambda cfg, qkv: QKNorm(cfg.rms_qknorm_eps, cfg.rms_qknorm_qk_gain),
+    "rope": lambda cfg, qkv: Rotary(qkv.rotary_dim, cfg.rope_base),
+}
+SCORE_BIASES = {None: None, "laplace_bias": LaplaceBias}
+EXTRA_KV = {None: None, "memory_tape": MemoryTape}
+ATTENDS = {None: lambda cfg: Attend(), "tiled_attention": lambda cfg: TiledAttention(cfg.tiled_attention_block)}
 
 
 class CausalSelfAttention(nn.Module):
-    """Multi-head causal self-attention (Vaswani et al. 2017) with a fused qkv projection `c_attn`."""
+    """Multi-head causal self-attention (Vaswani et al. 2017): qkv, the qk transforms, one attend, c_proj.
+    pos_T: the tokens' positions (default 0..T-1), for the transforms and the score bias."""
 
     cfg: GPTConfig
 
@@ -46,35 +104,25 @@ class CausalSelfAttention(nn.Module):
     def __call__(self, x_BxTxD, deterministic: bool = True, pos_T=None):
         cfg = self.cfg
         B, T, D = x_BxTxD.shape
-        H, K = cfg.n_head, cfg.head_dim
         pos_T = jnp.arange(T) if pos_T is None else pos_T
-        qkv_BxTx3D = Linear(3 * D, cfg.bias, name="c_attn")(x_BxTxD)
-        q, k, v = (a.reshape(B, T, H, K).transpose(0, 2, 1, 3) for a in jnp.split(qkv_BxTx3D, 3, axis=-1))
-        if cfg.has("rms_qknorm"):
-            k_norm = RMSNorm(cfg.rms_eps, cfg.rms_qknorm_qk_gain, name="k_norm")
-            q, k = RMSNorm(cfg.rms_eps, cfg.rms_qknorm_qk_gain, name="q_norm")(q), k_norm(k)
-        if cfg.has("rope"):
-            q, k = (apply_rope(a, pos_T, cfg.rotary_dim, cfg.rope_base) for a in (q, k))
-        if cfg.has("memory_tape"):  # M key and value slots per head, no position (jaxmodel/memory_tape.py)
-            # one softmax over [tape | context]; computed untiled even where tiled_attention is on
-            M = cfg.memory_tape_slots
-            tape_k_HxMxK = self.param("tape_k", normal(0.02), (H, M, K))
-            tape_v_HxMxK = self.param("tape_v", normal(0.02), (H, M, K))
-            if cfg.has("rms_qknorm"):
-                tape_k_HxMxK = k_norm(tape_k_HxMxK)
-            w_BxHxTxS = tape_attention_weights(q, k, tape_k_HxMxK)
-            self.sow("intermediates", "attention_weights", w_BxHxTxS[..., M:])  # the context part (anatomy)
-            y_BxHxTxK = tape_attention(w_BxHxTxS, v, tape_v_HxMxK)
-        else:
-            decay_H = bias_HxTxT = None
-            if cfg.has("laplace_bias"):
-                rate_H = self.param("laplace_rate", rate_init(H, cfg.laplace_bias_exponent), (H,))
-                decay_H = jax.nn.softplus(rate_H)
-                bias_HxTxT = laplace_bias(decay_H, pos_T)
-            y_BxHxTxK = attend(self, cfg, q, k, v, decay_H, bias_HxTxT)  # tiled or naive; sows the weights
+        qkv = shared(self, QKV[cfg.filler("qkv")](cfg))
+        q_BxHxTxE, k_BxHxTxE, v_BxHxTxK = qkv(x_BxTxD)
+        transforms = [shared(self, QK_TRANSFORMS[name](cfg, qkv)) for name in cfg.fillers("qk_transform")]
+        for transform in transforms:
+            q_BxHxTxE, k_BxHxTxE = transform(q_BxHxTxE, k_BxHxTxE, pos_T)
+        bias = extra_kv = None
+        if score_bias := SCORE_BIASES[cfg.filler("score_bias")]:
+            bias = shared(self, score_bias(cfg))()  # bias(qpos, kpos) -> (H, ...Q, K)
+        if extra := EXTRA_KV[cfg.filler("extra_kv")]:
+            extra_k_HxMxE, extra_v_HxMxK = shared(self, extra(cfg))()
+            for transform in transforms:  # the extra keys have no position: normalized, never rotated
+                extra_k_HxMxE = transform.extra_keys(extra_k_HxMxE)
+            extra_kv = (extra_k_HxMxE, extra_v_HxMxK)
+        attend = shared(self, ATTENDS[cfg.filler("attend")](cfg))  # sows the weights for anatomy
+        y_BxHxTxK = attend(q_BxHxTxE, k_BxHxTxE, v_BxHxTxK, bias, extra_kv, pos_T)
         y_BxTxD = y_BxHxTxK.transpose(0, 2, 1, 3).reshape(B, T, D)
         y_BxTxD = Linear(D, cfg.bias, std=0.02 / math.sqrt(2 * cfg.n_layer), name="c_proj")(y_BxTxD)
-        return nn.Dropout(cfg.dropout)(y_BxTxD, deterministic=deterministic)
+        return nn.Dropout(cfg.dropout, name=qkv.DROPOUT)(y_BxTxD, deterministic=deterministic)
 
 
 class MLP(nn.Module):
@@ -91,24 +139,17 @@ class MLP(nn.Module):
         return nn.Dropout(cfg.dropout)(y_BxTxD, deterministic=deterministic)
 
 
-def make_norm(cfg: GPTConfig, name: str) -> nn.Module:
-    """LayerNorm, or RMSNorm where rms_qknorm is on."""
-    return RMSNorm(cfg.rms_eps, name=name) if cfg.has("rms_qknorm") else LayerNorm(cfg.bias, name=name)
+NORMS = {None: lambda cfg, name=None: LayerNorm(cfg.bias, name=name),
+         "rms_qknorm": lambda cfg, name=None: RMSNorm(cfg.rms_qknorm_eps, name=name)}
+TOKEN_MIXERS = {None: CausalSelfAttention, "difference_ssm": DifferenceSSM}
+MLPS = {None: MLP, "golden_swiglu": GoldenSwiGLU, "laplace_glu": LaplaceGLU, "moe_mlp": MoEMLP}
+# a transform of every block's parameters as the forward pass reads them (the stored ones stay float)
+BLOCK_WEIGHTS = {None: None,
+                 "fixed_point_qat": lambda cfg: partial(fake_quant_block_params, bits=cfg.fixed_point_qat_bits)}
 
 
-def make_mlp(cfg: GPTConfig) -> nn.Module:
-    if cfg.has("laplace_glu"):
-        return LaplaceGLU(cfg, name="mlp")
-    if cfg.has("moe_mlp"):
-        return MoEMLP(cfg, name="mlp")
-    return GoldenSwiGLU(cfg, name="mlp") if cfg.has("golden_swiglu") else MLP(cfg, name="mlp")
-
-
-def make_attention(cfg: GPTConfig, layer_index: int = 0) -> nn.Module:
-    """The token mixer of block `layer_index`: difference_ssm in its layers, else (latent) attention."""
-    if cfg.ssm_layer(layer_index):
-        return DifferenceSSM(cfg, name="attn")  # named attn: parameter paths stay h_i/attn/*
-    return MultiHeadLatentAttention(cfg, name="attn") if cfg.has("mla") else CausalSelfAttention(cfg, name="attn")
+def make_norm(cfg: GPTConfig, name: str | None = None) -> nn.Module:
+    return NORMS[cfg.filler("norm")](cfg, name)
 
 
 class Block(nn.Module):
@@ -120,69 +161,147 @@ class Block(nn.Module):
     @nn.compact
     def __call__(self, x_BxTxD, deterministic: bool = True):
         cfg = self.cfg
-        x_BxTxD = x_BxTxD + make_attention(cfg, self.layer_index)(make_norm(cfg, "ln_1")(x_BxTxD), deterministic)
-        x_BxTxD = x_BxTxD + make_mlp(cfg)(make_norm(cfg, "ln_2")(x_BxTxD), deterministic)
+        # the token_mixer slot's filler mixes only in its layers (difference_ssm_layers), attention elsewhere
+        mixer = TOKEN_MIXERS[cfg.filler("token_mixer") if cfg.ssm_layer(self.layer_index) else None]
+        x_BxTxD = x_BxTxD + mixer(cfg, name="attn")(make_norm(cfg, "ln_1")(x_BxTxD), deterministic)
+        x_BxTxD = x_BxTxD + MLPS[cfg.filler("mlp")](cfg, name="mlp")(make_norm(cfg, "ln_2")(x_BxTxD), deterministic)
         return x_BxTxD
 
 
+# token_embedding: (the module's name in the trunk, the module) of a map wte -> the composed rows E
+TOKEN_EMBEDDINGS = {"byte_ngram_embedding": ("byte_ngram", ByteNgramEmbedding)}
+
+
 class Transformer(nn.Module):
-    """Embeddings, blocks and the final norm; returns the tied-head logits (adaptive_softmax: the
-    log-probabilities over all V ids, or with targets the per-token -log p(target))."""
+    """The trunk: idx_BxT -> ln_f(x)_BxTxD, through the embeddings and the blocks. Sows the residual stream
+    after the embeddings and after every block into `intermediates` (anatomy's logit lens)."""
+
+    cfg: GPTConfig
+
+    def setup(self):
+        cfg = self.cfg
+        self.wte = Embedding(cfg.vocab_size, cfg.n_embd)
+        if (filler := cfg.filler("token_embedding")) is not None:  # e.g. byte_ngram, composing E from wte
+            name, module = TOKEN_EMBEDDINGS[filler]
+            setattr(self, name, module(cfg))
+        self.wpe = Embedding(cfg.block_size, cfg.n_embd) if cfg.learned_positions else None
+        self.drop = nn.Dropout(cfg.dropout, name="Dropout_0")  # the name its masks' keys come from
+        block, weights = Block, BLOCK_WEIGHTS[cfg.filler("block_weights")]
+        if weights is not None and not self.is_initializing():
+            # init=True: on init the blocks create their parameters untransformed
+            block = nn.map_variables(Block, "params", trans_in_fn=weights(cfg), init=True)
+        self.h = [block(cfg, i) for i in range(cfg.n_layer)]
+        self.ln_f = make_norm(cfg)
+
+    def embedding_matrix(self):
+        """E_VxD: the rows ids are embedded with and the tied head scores with; wte's, or the token_embedding
+        slot's composition of them (byte_ngram_embedding: wte plus the pooled byte n-gram vectors)."""
+        filler = self.cfg.filler("token_embedding")
+        return self.wte.weight if filler is None else getattr(self, TOKEN_EMBEDDINGS[filler][0])(self.wte.weight)
+
+    def __call__(self, idx_BxT, deterministic: bool = True, E_VxD=None):
+        """E_VxD: embedding_matrix(), where the caller has it already (the head reads it too)."""
+        T = idx_BxT.shape[1]
+        if T > self.cfg.block_size:
+            raise ValueError(f"cannot forward a sequence of length {T}; block_size is {self.cfg.block_size}")
+        if self.cfg.filler("token_embedding") is None:
+            x_BxTxD = self.wte(idx_BxT)
+        else:
+            x_BxTxD = jnp.take(self.embedding_matrix() if E_VxD is None else E_VxD, idx_BxT, axis=0)
+        if self.wpe is not None:
+            x_BxTxD = x_BxTxD + self.wpe(jnp.arange(T))
+        x_BxTxD = self.drop(x_BxTxD, deterministic=deterministic)
+        self.sow("intermediates", "residual", x_BxTxD)
+        for block in self.h:
+            x_BxTxD = block(x_BxTxD, deterministic)
+            self.sow("intermediates", "residual", x_BxTxD)
+        return self.ln_f(x_BxTxD)
+
+
+def cross_entropy(logits_BxTxV, targets_BxT):
+    """Mean over tokens of -log softmax(logits)[target]."""
+    return optax.softmax_cross_entropy_with_integer_labels(logits_BxTxV, targets_BxT).mean()
+
+
+OUTPUT_BIASES = {None: None, "good_turing_prior": lambda cfg, counts, dtype: OutputBias(cfg.vocab_size, counts, dtype)}
+
+
+class TiedHead(nn.Module):
+    """The head slot's default: logits = h wte^T (+ b, the output_bias slot's lm_head/bias); loss: their mean
+    cross-entropy. Its parameters live at the model's top (lm_head/bias, torch's lm_head.bias)."""
 
     cfg: GPTConfig
     token_counts: Any = None
+    dtype: Any = jnp.float32  # init_params' dtype, for the output bias's initial rounding
+    IN_TRUNK = False
 
-    @nn.compact
-    def __call__(self, idx_BxT, deterministic: bool = True, head: bool = True, targets_BxT=None):
-        cfg = self.cfg
-        T = idx_BxT.shape[1]
-        if T > cfg.block_size:
-            raise ValueError(f"cannot forward a sequence of length {T}; block_size is {cfg.block_size}")
-        wte = Embedding(cfg.vocab_size, cfg.n_embd, name="wte")
-        x_BxTxD = wte(idx_BxT)
-        if cfg.learned_positions:
-            x_BxTxD = x_BxTxD + Embedding(cfg.block_size, cfg.n_embd, name="wpe")(jnp.arange(T))
-        x_BxTxD = nn.Dropout(cfg.dropout)(x_BxTxD, deterministic=deterministic)
-        self.sow("intermediates", "residual", x_BxTxD)  # the residual stream, for the logit lens
-        block = Block
-        if cfg.has("fixed_point_qat") and not self.is_initializing():
-            # the blocks read their matrices fake-quantized; the stored parameters stay float (init=True:
-            # the block creates its parameters, untransformed, on init)
-            quantize = lambda tree: fake_quant_block_params(tree, cfg.fixed_point_qat_bits)  # noqa: E731
-            block = nn.map_variables(Block, "params", trans_in_fn=quantize, init=True)
-        for i in range(cfg.n_layer):
-            x_BxTxD = block(cfg, i, name=f"h_{i}")(x_BxTxD, deterministic)
-            self.sow("intermediates", "residual", x_BxTxD)
-        h_BxTxD = make_norm(cfg, "ln_f")(x_BxTxD)
-        if not head:
-            return h_BxTxD
-        if cfg.has("adaptive_softmax"):
-            asm = AdaptiveSoftmax(cfg, self.token_counts, name="adaptive_softmax")
-            B, T, D = h_BxTxD.shape
-            t_N = None if targets_BxT is None else targets_BxT.reshape(-1)
-            out = asm(h_BxTxD.reshape(-1, D), wte.weight, t_N)
-            return out.reshape(B, T, -1) if t_N is None else out.reshape(B, T)
-        return wte.attend(h_BxTxD)
+    def setup(self):
+        bias = OUTPUT_BIASES[self.cfg.filler("output_bias")]
+        self.lm_head = None if bias is None else bias(self.cfg, self.token_counts, self.dtype)
+
+    def __call__(self, h_BxTxD, wte_VxD):
+        logits_BxTxV = jnp.einsum("...d,vd->...v", h_BxTxD, wte_VxD)
+        return logits_BxTxV if self.lm_head is None else self.lm_head(logits_BxTxV)
+
+    def loss(self, h_BxTxD, wte_VxD, targets_BxT, fused=None):
+        """fused: jaxmodel/fast.py's chunked loss (h_NxD, w_VxD, b_V or None, t_N) -> loss, which never forms
+        the N x V logits; None: the cross-entropy of the full logits."""
+        if fused is None:
+            return cross_entropy(self(h_BxTxD, wte_VxD), targets_BxT)
+        b_V = None if self.lm_head is None else self.lm_head.bias
+        return fused(h_BxTxD.reshape(-1, h_BxTxD.shape[-1]), wte_VxD, b_V, targets_BxT.reshape(-1))
+
+
+HEADS = {None: TiedHead, "adaptive_softmax": AdaptiveSoftmaxHead}
+# head_mixture: (cfg, ngram_stats) -> a module mixing a second distribution into the head's (needs the tied head)
+HEAD_MIXTURES = {"ngram_memory": NgramMemory}
 
 
 class GPT(nn.Module):
-    """idx_BxT -> logits_BxTxV (head=False: the final hidden states ln_f(x)_BxTxD).
-    Parameters live under `transformer`, as in the torch port.
+    """idx_BxT -> logits_BxTxV (adaptive_softmax: log p; head=False: the final hidden states ln_f(x)_BxTxD).
+    Parameters live under `transformer`, as in the torch port; the head's where its IN_TRUNK says.
 
     token_counts: how often each id occurs in train.bin (dreamteam.data.token_counts), for components
-    built from token frequencies; None where no such component is on."""
+    built from token frequencies; None where no such component is on.
+    param_dtype: the dtype init_params casts the parameters to (a module that computes its initial values in
+    float64, good_turing_prior's bias, rounds them once into it)."""
 
     cfg: GPTConfig
     token_counts: Any = None
+    param_dtype: Any = jnp.float32
+    ngram_stats: Any = None  # the bigram counts of train.bin, for ngram_memory (dreamteam.components.ngram_memory)
 
-    @nn.compact
-    def __call__(self, idx_BxT, deterministic: bool = True, head: bool = True, targets_BxT=None):
-        """targets_BxT: only with adaptive_softmax, for its per-token -log p(target) (B, T) without the
-        B x T x V log-probabilities (jaxmodel/fast.py)."""
-        out = Transformer(self.cfg, self.token_counts, name="transformer")(idx_BxT, deterministic, head, targets_BxT)
-        if head and self.cfg.has("good_turing_prior"):  # the trained output bias lm_head/bias
-            out = OutputBias(self.token_counts, name="lm_head")(out)
-        return out
+    def setup(self):
+        self.transformer = Transformer(self.cfg)
+        self.head = HEADS[self.cfg.filler("head")](self.cfg, self.token_counts, self.param_dtype)
+        nn.share_scope(self.head, self.transformer if self.head.IN_TRUNK else self)
+        if (mixture := self.cfg.filler("head_mixture")) is not None:  # e.g. ngram_memory, params under its name
+            setattr(self, mixture, HEAD_MIXTURES[mixture](self.cfg, self.ngram_stats))
+
+    def head_mixture(self):
+        """The head_mixture slot's module (log p_mix from the head's logits), or None."""
+        mixture = self.cfg.filler("head_mixture")
+        return None if mixture is None else getattr(self, mixture)
+
+    def __call__(self, idx_BxT, deterministic: bool = True, head: bool = True):
+        E_VxD = self.transformer.embedding_matrix()  # one E for the input and the tied head
+        h_BxTxD = self.transformer(idx_BxT, deterministic, E_VxD)
+        if not head:
+            return h_BxTxD
+        logits_BxTxV = self.head(h_BxTxD, E_VxD)
+        # head_mixture: log p_mix over the V ids, mixed from the head's logits
+        mixture = self.head_mixture()
+        return logits_BxTxV if mixture is None else mixture(h_BxTxD, idx_BxT, logits_BxTxV)
+
+    def loss(self, idx_BxT, targets_BxT, deterministic: bool = True, fused=None, chunk=None):
+        """The head's mean next-token loss (fused: see TiedHead.loss); with a head_mixture its -log p_mix(target)
+        (fused: its own chunked loss through the tied head's operands, `chunk` rows at a time)."""
+        E_VxD = self.transformer.embedding_matrix()
+        h_BxTxD = self.transformer(idx_BxT, deterministic, E_VxD)
+        mixture = self.head_mixture()
+        if mixture is None:
+            return self.head.loss(h_BxTxD, E_VxD, targets_BxT, fused)
+        return mixture.loss(self.head, h_BxTxD, E_VxD, idx_BxT, targets_BxT, chunk if fused is not None else None)
 
 
 # the variable collections of a model: its parameters, and non-gradient state updated outside the
@@ -193,34 +312,23 @@ COLLECTIONS = ("params", "buffers")
 def init_params(cfg: GPTConfig, key, dtype=jnp.float32, token_counts=None):
     """Fresh variables {'params': ..., ['buffers': ...]} for cfg, floats cast to dtype (token_counts: see GPT)."""
     # jitted: one compilation instead of one per primitive, the bulk of an eager init's time at small shapes
-    variables = jax.jit(GPT(cfg, token_counts).init)(key, jnp.zeros((1, cfg.block_size), jnp.int32))
+    variables = jax.jit(GPT(cfg, token_counts, dtype).init)(key, jnp.zeros((1, cfg.block_size), jnp.int32))
     variables = {c: variables[c] for c in COLLECTIONS if c in variables}
-    variables = jax.tree.map(lambda a: a.astype(dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a, variables)
-    if cfg.has("good_turing_prior"):  # log p_GT rounded once, from float64, in dtype (not via float32)
-        from dreamteam.good_turing import log_prior
-
-        variables["params"]["lm_head"]["bias"] = jnp.asarray(log_prior(token_counts), dtype)
-    return variables
+    return jax.tree.map(lambda a: a.astype(dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a, variables)
 
 
-def apply_with_loads(params, cfg: GPTConfig, idx_BxT, token_counts=None, **kwargs):
-    """(GPT(cfg).apply(params, idx, **kwargs), moe_load): the expert loads moe_mlp sowed ({} without it)."""
+def apply_with_loads(params, cfg: GPTConfig, idx_BxT, token_counts=None, ngram_stats=None, **kwargs):
+    """(GPT(cfg).apply(params, idx, **kwargs), moe_load): the expert loads moe_mlp sowed ({} without it), the
+    input of its after_step hook (moe_mlp.update_router_bias)."""
     if not cfg.has("moe_mlp"):  # nothing sows loads; a plain apply (map_variables scopes need no mutable state)
-        return GPT(cfg, token_counts).apply(params, idx_BxT, **kwargs), {}
-    out, state = GPT(cfg, token_counts).apply(params, idx_BxT, mutable=["moe_load"], **kwargs)
+        return GPT(cfg, token_counts, ngram_stats=ngram_stats).apply(params, idx_BxT, **kwargs), {}
+    out, state = GPT(cfg, token_counts, ngram_stats=ngram_stats).apply(params, idx_BxT, mutable=["moe_load"], **kwargs)
     return out, state.get("moe_load", {})
 
 
-def cross_entropy(logits_BxTxV, targets_BxT):
-    """Mean over tokens of -log softmax(logits)[target]."""
-    return optax.softmax_cross_entropy_with_integer_labels(logits_BxTxV, targets_BxT).mean()
-
-
-def loss_fn(params, cfg: GPTConfig, idx_BxT, targets_BxT, token_counts=None, with_loads: bool = False):
-    """The training loss: mean cross-entropy of the next token ((loss, moe_load) with with_loads)."""
-    logits_BxTxV, loads = apply_with_loads(params, cfg, idx_BxT, token_counts)
-    if cfg.has("adaptive_softmax"):  # logits are the normalized log-probabilities: -log p(target)
-        loss = -jnp.take_along_axis(logits_BxTxV, targets_BxT[..., None], axis=-1).mean()
-    else:
-        loss = cross_entropy(logits_BxTxV, targets_BxT)
+def loss_fn(params, cfg: GPTConfig, idx_BxT, targets_BxT, token_counts=None, with_loads: bool = False,
+            ngram_stats=None):
+    """The training loss, the head's mean next-token loss ((loss, moe_load) with with_loads)."""
+    loss, loads = apply_with_loads(params, cfg, idx_BxT, token_counts, ngram_stats, targets_BxT=targets_BxT,
+                                   method=GPT.loss)
     return (loss, loads) if with_loads else loss

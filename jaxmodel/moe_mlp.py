@@ -1,21 +1,8 @@
-"""moe_mlp: the "operation cards" of the Analytical Engine as a mixture of experts in place of the MLP.
+"""moe_mlp in Flax: the mixture-of-experts MLP and its router-bias update after each step (`update_router_bias`).
 
-One always-on shared expert plus E routed experts, of which each token uses its top k (DeepSeekMoE, Dai et
-al. 2024; DeepSeek-V3, 2024):
-
-    s = sigmoid(W_r x)  (or softmax(W_r x)),   S = top_k(s + b)   (ties: the lower expert index first)
-    y = shared(x) + sum_{e in S} g_e expert_e(x),   g_e = s_e / sum_{e' in S} s_e'
-    expert_e(x) = W_proj[e] gelu(W_fc[e] x)        (the dense MLP's form; hidden width F = 4 D / (1 + k))
-
-so each token's active parameters, (1 + k) * 2 D F, stay those of the dense 4x MLP. The bias b only
-selects; it gets no gradient. After each optimizer step it moves toward balance (auxiliary-loss-free load
-balancing, Wang et al. 2024, used in DeepSeek-V3):  b_e <- b_e + u * sign(mean_e' load_e' - load_e), with
-load_e the number of (token, slot) selections of expert e in the step's batch (`update_router_bias`).
-
-The experts are stored stacked, W_fc (E, F, D) and W_proj (E, D, F), the same names and shapes in torch; the
-forward computes every expert for every token and weights them by g (0 for unselected experts): at E = 8,
-D = 32 this costs less than a gather/scatter dispatch and keeps both frameworks' numbers equal. b lives in
-the non-parameter collection `buffers` (torch: a buffer); the loads of a forward are sown into `moe_load`.
+The experts are stored stacked, W_fc (E, F, D) and W_proj (E, D, F), the same names and shapes in torch. The bias b
+lives in the non-parameter collection `buffers`; the loads of a forward are sown into `moe_load`.
+The mathematics and sources: the declaration, dreamteam/components/moe_mlp.py.
 """
 
 from __future__ import annotations

@@ -1,24 +1,7 @@
-"""muon: MomentUm Orthogonalized by Newton-schulz (Jordan et al. 2024, "Muon: an optimizer for hidden layers").
+"""muon in Flax: the Muon update as an optax transformation and its Newton-Schulz iteration. Only the matrices
+inside the blocks take it; jaxmodel/recipe.py builds the split from AdamW with optax.multi_transform.
 
-For each 2-D weight matrix W (stored (out, in), as torch) with gradient G:
-
-    m <- beta m + (1 - beta) G                         momentum
-    u <- (1 - beta) G + beta m                         Nesterov (else u = m)
-    O <- NS5(u) * sqrt(max(1, rows / cols))           approximately U V^T of u = U S V^T
-    W <- W - lr_t (O + wd W)                           decoupled weight decay
-
-NS5 runs five Newton-Schulz iterations on X_0 = u / (||u||_F + 1e-7) (the transpose if rows > cols, so
-that A = X X^T is the smaller Gram matrix):
-
-    A = X X^T,   X <- a X + (b A + c A^2) X,   (a, b, c) = (3.4445, -4.7750, 2.0315)
-
-Each step maps every singular value s of X to the odd quintic a s + b s^3 + c s^5 and leaves the singular
-vectors alone; the coefficients push any s in (0, 1] into roughly [0.7, 1.2] within five steps (a steep
-slope a = 3.44 at zero, not an exact fixed point at one). The update is then close to the orthogonal
-factor U V^T: its condition number is near one, so no direction of the matrix learns faster than another.
-
-Only the matrices inside the blocks take Muon; embeddings, the output head, gains and biases stay on AdamW
-(jaxmodel/recipe.py builds the split with optax.multi_transform).
+The mathematics and source: the declaration, dreamteam/components/muon.py.
 """
 
 from __future__ import annotations

@@ -1,15 +1,11 @@
-"""rope: rotary position embedding (Su et al. 2021, "RoFormer").
+"""rope in Flax: the rotation of queries and keys by position (no parameters).
 
-Each pair of coordinates (2i, 2i+1), i < d_rot / 2, of a query or key at position p is rotated by the
-angle theta_i(p) = p * base^(-2i / d_rot):
-    x'_{2i}   = x_{2i} cos theta - x_{2i+1} sin theta
-    x'_{2i+1} = x_{2i} sin theta + x_{2i+1} cos theta
-so <R_m q, R_n k> depends on m - n only. Coordinates past d_rot (a fraction of the head) are left alone.
-No parameters; the model then has no learned position embedding.
+The mathematics and source: the declaration, dreamteam/components/rope.py.
 """
 
 from __future__ import annotations
 
+import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
@@ -29,3 +25,17 @@ def apply_rope(x_BxHxTxK, positions_T, rotary_dim: int, base: float = 10000.0):
     even, odd = pairs[..., 0], pairs[..., 1]
     rotated = jnp.stack([even * cos - odd * sin, even * sin + odd * cos], axis=-1).reshape(rot.shape)
     return jnp.concatenate([rotated, rest], axis=-1)
+
+
+class Rotary(nn.Module):
+    """The qk_transform of rope: queries and keys rotated by their positions' angles (first `dim` coordinates;
+    mla's decoupled rotary part). Keys without a position (memory_tape's) are left as they are."""
+
+    dim: int
+    base: float = 10000.0
+
+    def __call__(self, q_BxHxTxE, k_BxHxTxE, pos_T):
+        return apply_rope(q_BxHxTxE, pos_T, self.dim, self.base), apply_rope(k_BxHxTxE, pos_T, self.dim, self.base)
+
+    def extra_keys(self, k_HxMxE):
+        return k_HxMxE

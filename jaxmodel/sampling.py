@@ -1,17 +1,6 @@
-"""Samplers for generation, driven by uniform numbers passed in (the twin of torchport/sampling.py).
+"""Samplers for generation in JAX, driven by uniform numbers passed in (the twin of torchport/sampling.py).
 
-Every sampler maps the next-token logits z_BxV (any normalization: log-probabilities are fine) to a
-distribution q_BxV, and `draw(q, u)` picks the id by the inverse CDF: the smallest i with
-sum_{j <= i} q_j > u * sum_j q_j, for u uniform in [0, 1). Both frameworks take the same u, so the ids they
-sample are the same; the filters work in float64 (where enabled) so that the two agree to rounding.
-
-    temperature:  p = softmax(z / temperature)
-    top_k:        keep the k largest p (ties: lower id first), renormalize
-    min_p (Nguyen et al. 2024, "Turning up the heat: min-p sampling for creative and coherent LLM outputs"):
-                  keep {v : p_v >= p_min * max_w p_w}, renormalize
-    typical (Meister et al. 2023, "Locally typical sampling"): with surprisal -log p_v and entropy
-                  H = -sum_v p_v log p_v, sort the ids by |-log p_v - H| (ties: lower id first) and keep the
-                  shortest prefix whose mass reaches tau, renormalize
+What each sampler computes: dreamteam/sampling.py. The filters work in float64 where x64 is enabled.
 """
 
 from __future__ import annotations
@@ -19,12 +8,11 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-SAMPLERS = ("temperature", "top_k", "min_p", "typical")
+from dreamteam.sampling import SAMPLERS, check_p_min, check_tau, check_temperature, check_top_k
 
 
 def _probs(logits_BxV, temperature: float):
-    if temperature <= 0:
-        raise ValueError(f"temperature={temperature}; expected > 0")
+    check_temperature(temperature)
     z = jnp.asarray(logits_BxV, jnp.float64 if jax.config.jax_enable_x64 else jnp.float32)
     return jax.nn.softmax(z / temperature, axis=-1)
 
@@ -37,8 +25,7 @@ def _renormalize(p_BxV, keep_BxV):
 def top_k_probs(logits_BxV, k: int, temperature: float = 1.0):
     """softmax(z / T) restricted to the k largest entries (ties by lower id), renormalized."""
     p_BxV = _probs(logits_BxV, temperature)
-    if not 1 <= k:
-        raise ValueError(f"top_k={k}; expected >= 1")
+    check_top_k(k)
     order_BxV = jnp.argsort(-p_BxV, axis=-1, stable=True)
     rank_BxV = jnp.argsort(order_BxV, axis=-1, stable=True)  # rank of each id in the sorted order
     return _renormalize(p_BxV, rank_BxV < k)
@@ -46,16 +33,14 @@ def top_k_probs(logits_BxV, k: int, temperature: float = 1.0):
 
 def min_p_probs(logits_BxV, p_min: float, temperature: float = 1.0):
     """Keep the ids with p >= p_min * max p, renormalize (min-p, Nguyen et al. 2024)."""
-    if not 0.0 <= p_min <= 1.0:
-        raise ValueError(f"p_min={p_min}; expected a number in [0, 1]")
+    check_p_min(p_min)
     p_BxV = _probs(logits_BxV, temperature)
     return _renormalize(p_BxV, p_BxV >= p_min * p_BxV.max(-1, keepdims=True))
 
 
 def typical_probs(logits_BxV, tau: float, temperature: float = 1.0):
     """Keep the shortest prefix of ids sorted by |surprisal - entropy| whose mass reaches tau (Meister et al. 2023)."""
-    if not 0.0 < tau <= 1.0:
-        raise ValueError(f"tau={tau}; expected a number in (0, 1]")
+    check_tau(tau)
     p_BxV = _probs(logits_BxV, temperature)
     logp_BxV = jnp.log(p_BxV)
     plogp_BxV = jnp.where(p_BxV > 0, p_BxV * logp_BxV, 0.0)

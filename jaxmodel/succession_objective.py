@@ -1,14 +1,5 @@
-"""succession_objective: the training loss with targets smoothed toward the rule-of-succession prior, + z-loss.
-
-    q = (1 - eps) onehot(t) + eps pi,      pi_w = (count_w + 1) / (N + V)  (add-one estimate of train.bin,
-                                                                            dreamteam/succession.py)
-    loss = - sum_w q_w log p_w  +  alpha (log Z)^2
-         = (1 - eps) CE + eps H(pi, p) + alpha lse^2  =  CE + eps (H(pi, p) - CE) + alpha lse^2
-
-Label smoothing (Szegedy et al. 2016) toward Laplace's rule of succession instead of the uniform
-distribution: the smoothing mass goes to each token in proportion to its (add-one) frequency, a Dirichlet(1)
-posterior mean; the z-loss (PaLM, Chowdhery et al. 2022) keeps the normalizer Z = sum exp(z) near one.
-Only the training step uses it: validation and every reported loss stay plain cross-entropy.
+"""succession_objective in Flax: the training loss toward the rule-of-succession prior, + z-loss (the prior:
+dreamteam/components/succession_objective.py, which also states the mathematics and sources).
 
 `make_training_loss(cfg, token_counts, fast)` gives the function (params, x, y) -> loss that the training
 step (jaxmodel/train.py) and parity differentiate: the plain loss when the component is off.
@@ -19,7 +10,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 import jax.scipy.special
 
-from dreamteam import succession
+from dreamteam.components import succession_objective as succession
 from dreamteam.config import GPTConfig
 from jaxmodel import model as gpt
 from jaxmodel.fast import DEFAULT_CHUNK, fused_loss
@@ -41,7 +32,7 @@ def loss_fn(params, cfg: GPTConfig, idx_BxT, targets_BxT, prior_V):
 
 
 def make_training_loss(cfg: GPTConfig, token_counts=None, fast: bool = False, chunk: int = DEFAULT_CHUNK,
-                       with_loads: bool = False):
+                       with_loads: bool = False, ngram_stats=None):
     """(params, idx_BxT, targets_BxT) -> the loss the training step minimizes: plain cross-entropy
     (gpt.loss_fn, or the chunked fused_loss when fast) without succession_objective, its objective with it;
     with_loads: (loss, moe_load), the expert loads of moe_mlp ({} where there are none).
@@ -49,8 +40,8 @@ def make_training_loss(cfg: GPTConfig, token_counts=None, fast: bool = False, ch
     if not cfg.has("succession_objective"):
         if fast:
             return lambda params, x, y: fused_loss(params, cfg, x, y, chunk, token_counts=token_counts,
-                                                   with_loads=with_loads)
-        return lambda params, x, y: gpt.loss_fn(params, cfg, x, y, token_counts, with_loads)
+                                                   with_loads=with_loads, ngram_stats=ngram_stats)
+        return lambda params, x, y: gpt.loss_fn(params, cfg, x, y, token_counts, with_loads, ngram_stats)
     prior_V = jnp.asarray(succession.prior(token_counts))  # float64 under x64, else float32
     eps, alpha = cfg.succession_objective_eps, cfg.succession_objective_zloss
     if fast:

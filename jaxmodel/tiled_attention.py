@@ -1,20 +1,9 @@
-"""tiled_attention: exact causal attention block by block with the online softmax.
+"""tiled_attention in Flax: exact causal attention by key blocks with the online softmax.
 
-Milakov and Gimelshein 2018 ("Online normalizer calculation for softmax"); Dao et al. 2022 ("FlashAttention").
-For query i the scores s_ij = q_i . k_j / sqrt(E), j <= i, are visited one key block at a time, keeping a
-running maximum m, normalizer l and unnormalized output acc:
-
-    m_new = max(m, max_j s_ij)                         over the block's keys
-    l     = exp(m - m_new) l   + sum_j exp(s_ij - m_new)
-    acc   = exp(m - m_new) acc + sum_j exp(s_ij - m_new) v_j
-    y_i   = acc / l                                    after the last block
-
-which is softmax(s_i) v exactly (the rescaling by exp(m_old - m_new) keeps every exponent <= 0). The T x T
-score matrix never exists: a step holds the scores of all query blocks against one key block, T x block
-numbers, so the memory grows linearly in T (measured in benchmarks/tiled_attention_memory.py).
-Here the loop over key blocks is a `lax.scan` and the query blocks are a batch axis of it. T need not be a
-multiple of the block: queries and keys are padded to one, the padded keys masked like future keys, the
-padded queries dropped at the end.
+The loop over key blocks is a `lax.scan` and the query blocks are a batch axis of it. T need not be a multiple
+of the block: queries and keys are padded to one, the padded keys masked like future keys, the padded queries
+dropped at the end (memory measured in benchmarks/tiled_attention_memory.py).
+The mathematics and sources: the declaration, dreamteam/components/tiled_attention.py.
 """
 
 from __future__ import annotations
@@ -24,14 +13,14 @@ import math
 import jax
 import jax.numpy as jnp
 
-from jaxmodel.layers import causal_attention_weights
+from jaxmodel.layers import Attend, causal_attention_weights
 
 
-def tiled_attention(q_BxHxTxE, k_BxHxTxE, v_BxHxTxF, block: int = 16, decay_H=None):
-    """Causal softmax(q k^T / sqrt(E) - s_h (i - j)) v, (B, H, T, F), computed by key blocks of `block` tokens.
+def tiled_attention(q_BxHxTxE, k_BxHxTxE, v_BxHxTxF, block: int = 16, bias=None):
+    """Causal softmax(q k^T / sqrt(E) + bias) v, (B, H, T, F), computed by key blocks of `block` tokens.
 
-    decay_H: laplace_bias's rates s_h (None: no bias); the bias of a block is formed from the query and key
-    indices of that block, so it needs no T x T array either."""
+    bias: the score_bias slot's bias(qpos, kpos) (laplace_bias's -s_h (i - j)) or None; it is asked for one
+    block's query and key indices at a time, so it needs no T x T array either."""
     if block < 1:
         raise ValueError(f"block must be >= 1, got {block}")
     B, H, T, E = q_BxHxTxE.shape
@@ -46,9 +35,8 @@ def tiled_attention(q_BxHxTxE, k_BxHxTxE, v_BxHxTxF, block: int = 16, decay_H=No
         m_BxHxNxS, l_BxHxNxS, acc_BxHxNxSxF = carry
         k_BxHxSxE, v_BxHxSxF, kpos_S = xs
         s_BxHxNxSxS = jnp.einsum("bhnqe,bhke->bhnqk", q_BxHxNxSxE, k_BxHxSxE)
-        if decay_H is not None:  # -s_h (i - j), the distances exact in integers before the product
-            d_NxSxS = (qpos_NxS[:, :, None] - kpos_S[None, None, :]).astype(s_BxHxNxSxS.dtype)
-            s_BxHxNxSxS = s_BxHxNxSxS - decay_H[None, :, None, None, None] * jnp.maximum(d_NxSxS, 0)[None, None]
+        if bias is not None:
+            s_BxHxNxSxS = s_BxHxNxSxS + bias(qpos_NxS, kpos_S)[None]
         visible_NxSxS = kpos_S[None, None, :] <= qpos_NxS[:, :, None]  # causal; padded keys lie in every query's future
         s_BxHxNxSxS = jnp.where(visible_NxSxS, s_BxHxNxSxS, -jnp.inf)
         m_new = jnp.maximum(m_BxHxNxS, s_BxHxNxSxS.max(-1))
@@ -77,18 +65,18 @@ def naive_attention(q_BxHxTxE, k_BxHxTxE, v_BxHxTxF):
     return jnp.einsum("bhqs,bhsf->bhqf", causal_attention_weights(q_BxHxTxE, k_BxHxTxE), v_BxHxTxF)
 
 
-def attend(module, cfg, q_BxHxTxE, k_BxHxTxE, v_BxHxTxF, decay_H=None, bias_HxTxT=None):
-    """Causal attention of a model's attention module: tiled where `tiled_attention` is on, else naive.
+class TiledAttention(Attend):
+    """The attend slot's tiled_attention: the tiled online softmax above, by key blocks of `block` tokens.
+    Extra keys and values (memory_tape) are attended untiled, by the default's one softmax over [tape | context].
+    The attention weights are sown for anatomy as the default's are, computed (naively) only when the
+    `intermediates` collection is asked for, so training never forms them."""
 
-    laplace_bias passes both forms of its bias: the rates decay_H for the tiled path, the (H, T, T) matrix
-    bias_HxTxT (the same numbers) for the naive one.
+    block: int = 16
 
-    Either way the attention weights are sown into `intermediates` for anatomy; with tiled_attention they
-    are computed (naively) only when that collection is asked for, so training never forms them."""
-    if cfg.has("tiled_attention"):
-        if module.is_mutable_collection("intermediates"):
-            module.sow("intermediates", "attention_weights", causal_attention_weights(q_BxHxTxE, k_BxHxTxE, bias_HxTxT))
-        return tiled_attention(q_BxHxTxE, k_BxHxTxE, v_BxHxTxF, cfg.tiled_attention_block, decay_H)
-    w_BxHxTxT = causal_attention_weights(q_BxHxTxE, k_BxHxTxE, bias_HxTxT)
-    module.sow("intermediates", "attention_weights", w_BxHxTxT)  # kept only when asked for (anatomy)
-    return jnp.einsum("bhqs,bhsf->bhqf", w_BxHxTxT, v_BxHxTxF)
+    def __call__(self, q_BxHxTxE, k_BxHxTxE, v_BxHxTxF, bias=None, extra_kv=None, pos_T=None):
+        if extra_kv is not None:
+            return super().__call__(q_BxHxTxE, k_BxHxTxE, v_BxHxTxF, bias, extra_kv, pos_T)
+        if self.is_mutable_collection("intermediates"):
+            bias_HxTxT = None if bias is None else bias(pos_T, pos_T)
+            self.sow("intermediates", "attention_weights", causal_attention_weights(q_BxHxTxE, k_BxHxTxE, bias_HxTxT))
+        return tiled_attention(q_BxHxTxE, k_BxHxTxE, v_BxHxTxF, self.block, bias)

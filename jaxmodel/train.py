@@ -31,9 +31,11 @@ from flax import traverse_util
 from tqdm import tqdm
 
 from dreamteam import config as configs
-from dreamteam import data, protocol, registry, runs, succession
+from dreamteam import data, protocol, registry, runs
+from dreamteam.components import ngram_memory
+from dreamteam.components import succession_objective as succession
 from jaxmodel import model as gpt
-from dreamteam.posterior_mean import decay_at
+from dreamteam.components.posterior_mean import decay_at
 from jaxmodel import posterior_mean
 from jaxmodel import recipe as recipes
 from jaxmodel import succession_objective
@@ -47,7 +49,7 @@ class NonFiniteLossError(RuntimeError):
 
 
 def make_train_step(cfg: configs.GPTConfig, optimizer: optax.GradientTransformation, dropout_key=None,
-                    fast: bool = True, token_counts=None):
+                    fast: bool = True, token_counts=None, ngram_stats=None):
     """One jitted optimizer step (params, opt_state, x_BxT, y_BxT, it) -> (params, opt_state, loss).
 
     params and opt_state are donated: their buffers are reused for the new ones. With cfg.dropout > 0 the
@@ -56,18 +58,19 @@ def make_train_step(cfg: configs.GPTConfig, optimizer: optax.GradientTransformat
     The loss is the training objective (succession_objective's where it is on: token_counts of train.bin).
     moe_mlp's balancing bias moves after the optimizer update, from the loads of the step's forward.
     """
-    train_loss = succession_objective.make_training_loss(cfg, token_counts, fast, with_loads=True)
+    train_loss = succession_objective.make_training_loss(cfg, token_counts, fast, with_loads=True, ngram_stats=ngram_stats)
 
     def loss(params, x_BxT, y_BxT, it):
         if cfg.dropout == 0:
             return train_loss(params, x_BxT, y_BxT)
         rngs = {"dropout": jax.random.fold_in(dropout_key, it)}
-        logits_BxTxV, loads = gpt.apply_with_loads(params, cfg, x_BxT, token_counts, deterministic=False, rngs=rngs)
+        logits_BxTxV, loads = gpt.apply_with_loads(params, cfg, x_BxT, token_counts, ngram_stats, deterministic=False,
+                                                   rngs=rngs)
         if cfg.has("succession_objective"):
             return succession_objective.succession_cross_entropy(
                 logits_BxTxV.reshape(-1, logits_BxTxV.shape[-1]), y_BxT.reshape(-1), succession.prior(token_counts),
                 cfg.succession_objective_eps, cfg.succession_objective_zloss), loads
-        return gpt.cross_entropy(logits_BxTxV, y_BxT), loads
+        return gpt.cross_entropy(logits_BxTxV, y_BxT), loads  # ngram_memory's log p_mix: log_softmax leaves it
 
     def step(params, opt_state, x_BxT, y_BxT, it):
         (loss_value, loads), grads = jax.value_and_grad(loss, has_aux=True)(params, x_BxT, y_BxT, it)
@@ -78,12 +81,13 @@ def make_train_step(cfg: configs.GPTConfig, optimizer: optax.GradientTransformat
     return jax.jit(step, donate_argnums=(0, 1))
 
 
-def make_eval_loss(cfg: configs.GPTConfig, token_counts=None):
+def make_eval_loss(cfg: configs.GPTConfig, token_counts=None, ngram_stats=None):
     """Jitted mean cross-entropy of one batch, the protocol's single-batch validation loss."""
-    return jax.jit(lambda params, x_BxT, y_BxT: gpt.loss_fn(params, cfg, x_BxT, y_BxT, token_counts))
+    return jax.jit(lambda params, x_BxT, y_BxT: gpt.loss_fn(params, cfg, x_BxT, y_BxT, token_counts,
+                                                            ngram_stats=ngram_stats))
 
 
-def make_val_loss(cfg: configs.GPTConfig, batch_size: int = VAL_WINDOWS_PER_BATCH, token_counts=None):
+def make_val_loss(cfg: configs.GPTConfig, batch_size: int = VAL_WINDOWS_PER_BATCH, token_counts=None, ngram_stats=None):
     """val_loss(params, x_NxT, y_NxT): mean over every token of the N windows of -log p(y | x).
 
     The windows go through a jitted forward `batch_size` at a time; the last batch is padded with weight-0
@@ -92,7 +96,7 @@ def make_val_loss(cfg: configs.GPTConfig, batch_size: int = VAL_WINDOWS_PER_BATC
 
     @jax.jit
     def loss_sum(params, x_BxT, y_BxT, w_B):
-        logits_BxTxV = gpt.GPT(cfg, token_counts).apply(params, x_BxT)
+        logits_BxTxV = gpt.GPT(cfg, token_counts, ngram_stats=ngram_stats).apply(params, x_BxT)
         ce_BxT = optax.softmax_cross_entropy_with_integer_labels(logits_BxTxV, y_BxT)
         return jnp.sum(ce_BxT * w_B[:, None])
 
@@ -145,16 +149,17 @@ def train(persona="baseline", seed=0, data_dir=None, max_iters=protocol.MAX_ITER
         return x_BxT.astype(np.int32), y_BxT.astype(np.int32)  # int32 whether or not x64 is on
 
     counts = data.token_counts(dataset.train, cfg.vocab_size)
+    bigrams = ngram_memory.stats_for(cfg, dataset.train)  # slot: head_mixture
     params = gpt.init_params(cfg, jax.random.PRNGKey(seed), token_counts=counts)
     dropout_key = jax.random.fold_in(jax.random.PRNGKey(seed), 1)  # only used when cfg.dropout > 0
     optimizer = recipes.build_optimizer(spec.recipe, max_iters, cfg)
     opt_state = optimizer.init(params)
-    train_step = make_train_step(cfg, optimizer, dropout_key, fast, counts)
+    train_step = make_train_step(cfg, optimizer, dropout_key, fast, counts, bigrams)
     # posterior_mean: every evaluation and the checkpoint use the averaged weights; the raw ones train
     avg = jax.tree.map(jnp.copy, params) if cfg.has("posterior_mean") else None  # a copy: params are donated
     update_avg = jax.jit(posterior_mean.update, donate_argnums=(0,))
-    eval_loss = make_eval_loss(cfg, counts)
-    val_loss = make_val_loss(cfg, token_counts=counts)
+    eval_loss = make_eval_loss(cfg, counts, bigrams)
+    val_loss = make_val_loss(cfg, token_counts=counts, ngram_stats=bigrams)
 
     platform = jax.devices()[0].platform
     name = runs.run_name(spec.name, seed, f"{platform}-jax", max_iters)

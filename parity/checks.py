@@ -32,8 +32,9 @@ import numpy as np
 import torch
 
 from dreamteam import registry
+from dreamteam.components import ngram_memory
 from dreamteam.config import Persona
-from dreamteam.posterior_mean import decay_at
+from dreamteam.components.posterior_mean import decay_at
 from jaxmodel import fixed_point_qat as jqat
 from jaxmodel import model as jm
 from jaxmodel import posterior_mean as jpm
@@ -108,6 +109,7 @@ class Pair:
     params: dict  # Flax variables
     torch_model: tm.GPT
     token_counts: np.ndarray = None
+    ngram_stats: object = None  # the bigram counts of the synthetic stream, for ngram_memory
 
     @classmethod
     def make(cls, persona: Persona, dtype: str, seed: int = 0) -> "Pair":
@@ -117,20 +119,22 @@ class Pair:
             raise RuntimeError("a float64 Pair needs JAX's float64: make and use it inside `with parity.checks.float64():`")
         jdtype = DTYPES[dtype][0]
         counts = synthetic_token_counts(persona.model)
+        bigrams = ngram_memory.stats_for(persona.model, synthetic_stream(persona.model))  # slot: head_mixture
         params = jm.init_params(persona.model, jax.random.PRNGKey(seed), jdtype, token_counts=counts)
         torch.manual_seed(seed)
-        return cls(persona, dtype, params, cls.torch_model_of(persona, dtype, params, counts), counts)
+        return cls(persona, dtype, params, cls.torch_model_of(persona, dtype, params, counts, bigrams), counts, bigrams)
 
     @staticmethod
-    def torch_model_of(persona: Persona, dtype: str, params, counts) -> tm.GPT:
-        model = tm.GPT(persona.model, token_counts=counts).to(DTYPES[dtype][1])
+    def torch_model_of(persona: Persona, dtype: str, params, counts, ngram_stats=None) -> tm.GPT:
+        model = tm.GPT(persona.model, token_counts=counts, ngram_stats=ngram_stats).to(DTYPES[dtype][1])
         model.load_state_dict(flax_to_torch(params, template=model.state_dict()))
         return model
 
     def fresh(self) -> "Pair":
         """The pair as made: Flax's initial variables (immutable, so still this pair's) in a new torch model."""
         return Pair(self.persona, self.dtype, self.params,
-                    self.torch_model_of(self.persona, self.dtype, self.params, self.token_counts), self.token_counts)
+                    self.torch_model_of(self.persona, self.dtype, self.params, self.token_counts, self.ngram_stats),
+                    self.token_counts, self.ngram_stats)
 
     def torch_params(self) -> dict:
         return torch_to_flax(self.torch_model.state_dict(), template=self.params)
@@ -142,12 +146,16 @@ class Pair:
         return torch_to_flax(grads, template=self.params)
 
 
-def synthetic_token_counts(cfg, seed: int = 4321) -> np.ndarray:
-    """Zipf-like token counts with many ids unseen and some seen once or twice, the shape of train.bin's
-    statistics, for the frequency-built components; the same array for both frameworks."""
+def synthetic_stream(cfg, seed: int = 4321) -> np.ndarray:
+    """A stream of 20000 Zipf-distributed ids: many ids unseen and some seen once or twice, the shape of train.bin's
+    statistics, for the frequency-built components; the same for both frameworks."""
     rng = np.random.default_rng(seed)
-    ids = np.minimum(rng.zipf(1.3, size=20000) - 1, cfg.vocab_size - 1)
-    return np.bincount(ids, minlength=cfg.vocab_size).astype(np.int64)
+    return np.minimum(rng.zipf(1.3, size=20000) - 1, cfg.vocab_size - 1)
+
+
+def synthetic_token_counts(cfg, seed: int = 4321) -> np.ndarray:
+    """The token counts of synthetic_stream."""
+    return np.bincount(synthetic_stream(cfg, seed), minlength=cfg.vocab_size).astype(np.int64)
 
 
 def fixed_batches(cfg, n: int, batch_size: int, seed: int = 1234):
@@ -224,7 +232,7 @@ def _run_checks(persona: Persona, dtype: str, batch_size: int, steps: int, seed:
 
     # forward logits (the Flax side jitted: one compilation instead of one per primitive, most of the time of
     # an eager check at these shapes; jit changes no result beyond rounding, far inside both bounds)
-    logits_j = jax.jit(jm.GPT(cfg, counts).apply)(pair.params, jnp.asarray(x))
+    logits_j = jax.jit(jm.GPT(cfg, counts, ngram_stats=pair.ngram_stats).apply)(pair.params, jnp.asarray(x))
     with torch.no_grad():
         logits_t = pair.torch_model(torch.from_numpy(x), torch.from_numpy(y))[0]
     record("logits", array_error(logits_t.numpy(), logits_j, dtype))
@@ -234,7 +242,8 @@ def _run_checks(persona: Persona, dtype: str, batch_size: int, steps: int, seed:
     # (before moe_mlp's balancing-bias update, which the trajectory then covers)
     alignment = CodeAlignment(pair.torch_model, cfg.fixed_point_qat_bits) if cfg.has("fixed_point_qat") else None
     losses_j, params_j, avg_j, first_j = jax_trajectory(pair.params, persona, batches, counts,
-                                                        on_input=alignment.record if alignment else None)
+                                                        on_input=alignment.record if alignment else None,
+                                                        ngram_stats=pair.ngram_stats)
 
     def after_backward(it, model, loss):
         if it == 0:
@@ -258,14 +267,14 @@ def _run_checks(persona: Persona, dtype: str, batch_size: int, steps: int, seed:
     return results
 
 
-def jax_trajectory(params, persona: Persona, batches, token_counts=None, on_input=None):
+def jax_trajectory(params, persona: Persona, batches, token_counts=None, on_input=None, ngram_stats=None):
     """(losses, final params, posterior_mean average or None, first step's {'loss', 'grads', 'stepped'}) of
     len(batches) training steps; 'stepped' is the parameters after the optimizer, before the router bias.
     on_input(it, params) sees the parameters entering step `it`."""
     cfg = persona.model
     opt = jr.build_optimizer(persona.recipe, len(batches), cfg)
     state = jax.jit(opt.init)(params)
-    loss_fn = make_training_loss(cfg, token_counts, with_loads=True)
+    loss_fn = make_training_loss(cfg, token_counts, with_loads=True, ngram_stats=ngram_stats)
     avg = params if cfg.has("posterior_mean") else None
 
     @jax.jit

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from dreamteam.clusters import adaptive_clusters, frequency_order
+from dreamteam.components.adaptive_softmax import adaptive_clusters, frequency_order
 from dreamteam.config import ConfigError, GPTConfig, Persona
 from jaxmodel import fast as jfast
 from jaxmodel import model as jm

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from dreamteam import registry
-from dreamteam.cli import main
+from dreamteam.tools.cli import main
 from jaxmodel import anatomy as janatomy
 from parity.checks import Pair
 from torchport import anatomy as tanatomy

@@ -12,8 +12,10 @@ import pytest
 
 import dreamteam
 import train_mps
-from dreamteam import bench, config, registry, report, runs
-from dreamteam.cli import main
+from dreamteam import config, registry, runs
+from dreamteam.tools import bench, report
+from dreamteam.tools.cli import main
+from dreamteam.components import COMPONENTS, Component
 
 VERSION = dreamteam.__version__
 
@@ -179,6 +181,8 @@ def test_ablating_a_persona_without_components_adds_nothing(tmp_path, monkeypatc
 
 def test_ablation_runs_one_variant_per_component_and_the_report_tables_it(tmp_path, monkeypatch):
     monkeypatch.setattr(config, "KNOWN_COMPONENTS", ("comp_a", "comp_b"))
+    for name in ("comp_a", "comp_b"):  # toy declarations in a slot that holds several: they combine
+        monkeypatch.setitem(COMPONENTS, name, Component(name, ("after_step",), "a toy component"))
     monkeypatch.setitem(registry.PERSONAS, "toy", config.Persona("toy", config.GPTConfig(components=("comp_a", "comp_b"))))
     fake = FakeTrain()
     monkeypatch.setattr(train_mps, "train", fake)

@@ -5,9 +5,9 @@ import shutil
 
 import pytest
 
-from dreamteam import harness
-from dreamteam.check import Violation, dynamic_violations, expected_evaluations, static_check
-from dreamteam.cli import main
+from dreamteam.tools import harness
+from dreamteam.tools.check import Violation, dynamic_violations, expected_evaluations, static_check
+from dreamteam.tools.cli import main
 from loop_helpers import ROOT, VOCAB, original_candidate, project_variant, small_data
 
 

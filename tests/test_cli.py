@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from dreamteam.cli import main
+from dreamteam.tools.cli import main
 
 
 def test_prepare_command(shared_data, tmp_path, capsys):
@@ -29,7 +29,7 @@ def test_sample_prints_decoded_text_and_is_reproducible(tmp_path, capsys):
     import torch
     from safetensors.torch import save_model
 
-    from dreamteam.cli import main
+    from dreamteam.tools.cli import main
     from dreamteam.config import GPTConfig
     from torchport.model import GPT
 
@@ -44,7 +44,7 @@ def test_sample_prints_decoded_text_and_is_reproducible(tmp_path, capsys):
 
 
 def test_sample_without_checkpoint_fails_with_one_clear_error(tmp_path, capsys):
-    from dreamteam.cli import main
+    from dreamteam.tools.cli import main
 
     assert main(["sample", "--persona", "baseline", "--prompt", "ROMEO:", "--runs", str(tmp_path)]) == 2
     assert "no checkpoint of persona 'baseline'" in capsys.readouterr().err
@@ -53,7 +53,7 @@ def test_sample_without_checkpoint_fails_with_one_clear_error(tmp_path, capsys):
 def test_expert_load_plot_from_a_run_record(tmp_path, capsys):
     import json
 
-    from dreamteam.cli import main
+    from dreamteam.tools.cli import main
 
     rec = {"persona": "ada_lovelace", "seed": 0, "device": "cpu", "max_iters": 2000,
            "expert_load": [{"it": 1000, "load": {"transformer.h.0.mlp": [10.0, 30.0], "transformer.h.1.mlp": [20.0, 20.0]}},
@@ -192,14 +192,14 @@ def test_train_passes_an_explicit_iteration_count_on(monkeypatch):
 
 
 def test_bad_inputs_from_the_shell_are_one_line(tmp_path):
-    """The same through the real entry points: `python -m dreamteam.cli` and `python train_mps.py`."""
+    """The same through the real entry points: `python -m dreamteam` and `python train_mps.py`."""
     import subprocess
     import sys
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1]
     env = dict(os.environ, PYTHONPATH=str(root))
-    for cmd in ([sys.executable, "-m", "dreamteam.cli", "train", "--max-iters", "0"],
+    for cmd in ([sys.executable, "-m", "dreamteam", "train", "--max-iters", "0"],
                 [sys.executable, str(root / "train_mps.py"), "--max-iters", "-5"],
                 [sys.executable, str(root / "train_mps.py"), "--device", "tpu"]):
         r = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
@@ -239,7 +239,7 @@ def test_prepare_without_a_text_uses_the_shipped_one(shared_data, tmp_path, caps
 def _subcommands():
     import argparse
 
-    from dreamteam.cli import build_parser
+    from dreamteam.tools.cli import build_parser
 
     ap = build_parser()
     (sub,) = [a for a in ap._actions if isinstance(a, argparse._SubParsersAction)]

@@ -1,6 +1,8 @@
 """Components from different personas switched on together: the code paths where they meet compute the same
 numbers as their separate references (fast against eager, tiled against naive), in both frameworks."""
 
+from functools import partial
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -10,7 +12,7 @@ import torch
 from dreamteam.config import ConfigError, GPTConfig
 from jaxmodel import model as jm
 from jaxmodel import succession_objective as jso
-from jaxmodel.laplace_bias import laplace_bias
+from jaxmodel.laplace_bias import decay_bias, laplace_bias
 from jaxmodel.tiled_attention import naive_attention, tiled_attention
 from parity.checks import synthetic_token_counts
 from torchport import succession_objective as tso
@@ -72,7 +74,7 @@ def test_tiled_attention_with_laplace_decay_equals_naive_with_its_bias(block):
     bias_HxTxT = laplace_bias(s_H, jnp.arange(T))
     w = jax.nn.softmax(jnp.einsum("bhqe,bhke->bhqk", q, k) / np.sqrt(E) + bias_HxTxT, axis=-1)
     expected = jnp.einsum("bhqk,bhkf->bhqf", w, v)
-    assert float(jnp.max(jnp.abs(tiled_attention(q, k, v, block, s_H) - expected))) <= 1e-12
+    assert float(jnp.max(jnp.abs(tiled_attention(q, k, v, block, partial(decay_bias, s_H)) - expected))) <= 1e-12
     # without a decay the tiled path is plain causal attention still
     assert float(jnp.max(jnp.abs(tiled_attention(q, k, v, block) - naive_attention(q, k, v)))) <= 1e-12
 

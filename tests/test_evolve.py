@@ -11,7 +11,8 @@ import time
 import numpy as np
 import pytest
 
-from dreamteam import config, evolve, registry
+from dreamteam import config, registry
+from dreamteam.tools import evolve
 from loop_helpers import ORIGINAL, ROOT, VOCAB, small_data
 
 OPTS = {"vocab_size": VOCAB}
@@ -103,7 +104,7 @@ def test_persona_proposals_enter_the_population(tmp_path, data_dir):
 def test_two_generations_resume_after_a_kill(tmp_path, data_dir):
     """2 generations of 4 on the CPU, 20 iterations each; killed during generation 0, resumed, table written."""
     out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "dreamteam.cli", "evolve", "--generations", "2", "--population", "4", "--out", str(out),
+    cmd = [sys.executable, "-m", "dreamteam", "evolve", "--generations", "2", "--population", "4", "--out", str(out),
            "--data-dir", str(data_dir), "--max-iters", "20", "--val-windows", "4", "--model-option", f"vocab_size={VOCAB}"]
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -138,7 +139,7 @@ def test_two_generations_resume_after_a_kill(tmp_path, data_dir):
 
 # ---- genomes that carry the whole recipe and their model options; ranking; confirmation; the launcher ----
 
-from dreamteam import harness_runner  # noqa: E402
+from dreamteam.tools import harness_runner  # noqa: E402
 
 PERSONAS = sorted(registry.PERSONAS)
 
@@ -360,7 +361,7 @@ def test_a_resumed_run_keeps_its_settings_and_its_commit(tmp_path, data_dir, mon
 
 def test_bad_options_are_one_error_line(tmp_path, data_dir):
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    base = [sys.executable, "-m", "dreamteam.cli", "evolve", "--out", str(tmp_path / "x")]
+    base = [sys.executable, "-m", "dreamteam", "evolve", "--out", str(tmp_path / "x")]
     for extra, msg in ((["--table-only"], "holds no evolve run"), ([], "--generations and --population are needed"),
                        (["--generations", "1", "--population", "2", "--parents", "0", "--data-dir", str(data_dir)],
                         "--parents: 0: expected a whole number of at least 1")):
@@ -401,7 +402,7 @@ def test_a_tiny_search_end_to_end_with_confirmation_plot_and_doc(tmp_path, data_
     doc = tmp_path / "evolve.md"
     doc.write_text("# Search\n\nbefore\n<!-- evolve-table:begin (generated) -->\nold\n<!-- evolve-table:end -->\nafter\n")
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    r = subprocess.run([sys.executable, "-m", "dreamteam.cli", "evolve", "--out", str(out), "--table-only",
+    r = subprocess.run([sys.executable, "-m", "dreamteam", "evolve", "--out", str(out), "--table-only",
                         "--plot", str(tmp_path / "best.png"), "--doc", str(doc)], cwd=ROOT, env=env, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "best.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

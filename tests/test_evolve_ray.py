@@ -1,4 +1,4 @@
-"""The Ray executor (dreamteam/executors.py) for real, on a local Ray instance of 2 CPUs: a generation of
+"""The Ray executor (dreamteam/tools/executors.py) for real, on a local Ray instance of 2 CPUs: a generation of
 `dreamteam evolve` and a `dreamteam bench` sweep spread over it.
 
 Never skipped: CI installs the `ray` extra (.ci/run), and where Ray is missing the import below fails this
@@ -11,8 +11,8 @@ import sys
 import pytest
 import ray
 
-from dreamteam import bench, evolve, executors  # noqa: E402
-from dreamteam.cli import main  # noqa: E402
+from dreamteam.tools import bench, evolve, executors  # noqa: E402
+from dreamteam.tools.cli import main  # noqa: E402
 from loop_helpers import VOCAB, small_data  # noqa: E402
 
 # ray.init starts the local instance's processes through subprocess with a preexec_fn, so Python runs the

@@ -1,11 +1,11 @@
-"""dreamteam/executors.py, the one place where bench's runs and evolve's evaluations are handed out (Ray itself:
+"""dreamteam/tools/executors.py, the one place where bench's runs and evolve's evaluations are handed out (Ray itself:
 tests/test_evolve_ray.py)."""
 
 import os
 
 import pytest
 
-from dreamteam import executors
+from dreamteam.tools import executors
 
 
 def square(x):

@@ -12,7 +12,7 @@ from jaxmodel import fixed_point_qat as jq
 from jaxmodel import model as jm
 from parity.convert import _flatten, flax_key_to_torch
 from torchport import fixed_point_qat as tq
-from torchport.model import GPT
+from torchport.model import GPT, TiedHead
 
 # JAX computes in float64 while this module's tests run (tests/conftest.py)
 pytestmark = pytest.mark.jax_float64
@@ -106,7 +106,7 @@ def test_the_same_matrices_are_quantized_in_both_frameworks():
     assert "transformer.h.0.attn.c_in.weight" in jax_keys and "transformer.h.0.attn.B" not in jax_keys
     model = GPT(cfg)
     assert all(type(m) is tq.FakeQuantLinear for n, m in model.transformer.h.named_modules() if isinstance(m, torch.nn.Linear))
-    assert type(model.lm_head) is torch.nn.Linear  # the tied head (and the embeddings) stay float
+    assert type(model.lm_head) is TiedHead  # the tied head (and the embeddings) stay float
 
 
 def test_jax_model_reads_its_block_matrices_fake_quantized():
@@ -158,7 +158,7 @@ def test_cli_export_int8(tmp_path, capsys):
 
     from safetensors.torch import save_model
 
-    from dreamteam.cli import main
+    from dreamteam.tools.cli import main
     from tests.conftest import SHARED_DATA
 
     shared_data = next((d for d in (Path(os.environ.get("DREAMTEAM_DATA", "/nonexistent")), SHARED_DATA) if (d / "val.bin").exists()), None)

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from dreamteam import good_turing, registry
+from dreamteam import registry
+from dreamteam.components import good_turing_prior as good_turing
 from dreamteam.config import ConfigError, GPTConfig
 from jaxmodel import model as jm
 from jaxmodel.fast import fused_loss as jax_fused_loss

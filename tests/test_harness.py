@@ -7,8 +7,8 @@ import shutil
 
 import pytest
 
-from dreamteam import harness
-from dreamteam.cli import main
+from dreamteam.tools import harness
+from dreamteam.tools.cli import main
 from loop_helpers import ORIGINAL, ROOT, VOCAB, original_candidate, small_data
 
 

@@ -10,7 +10,7 @@ import torch
 
 from dreamteam import registry
 from dreamteam.config import ConfigError, GPTConfig
-from dreamteam.laplace_rates import inverse_softplus
+from dreamteam.components.laplace_bias import inverse_softplus
 from jaxmodel import laplace_bias as jlb
 from jaxmodel import laplace_glu as jlg
 from jaxmodel import model as jm

@@ -13,8 +13,10 @@ import torch
 from dreamteam import registry
 from dreamteam.config import GPTConfig
 from jaxmodel import mla as jmla
+from jaxmodel import model as jm
 from parity import checks
 from torchport import mla as tmla
+from torchport import model as tm
 from torchport.model import GPT
 from torchport.rope import apply_rope
 
@@ -29,7 +31,7 @@ CONFIGS = [GPTConfig(components=("rope", "mla")),
 @pytest.mark.parametrize("cfg", CONFIGS, ids=["kv-latent", "q-and-kv-latent", "no-rope"])
 def test_absorbed_form_equals_explicit_form(cfg):
     torch.manual_seed(0)
-    attn = tmla.MultiHeadLatentAttention(cfg).double()
+    attn = tm.MultiHeadLatentAttention(cfg).double()
     for p in attn.parameters():  # larger weights than the 0.02 init so the check is not trivially small
         torch.nn.init.normal_(p, std=0.3)
     x = torch.randn(2, 16, 32, dtype=torch.float64)
@@ -39,10 +41,10 @@ def test_absorbed_form_equals_explicit_form(cfg):
 
     params = {"params": {n: {"weight": jnp.asarray(p.detach().numpy())} for n, p in
                          ((k.removesuffix(".weight"), v) for k, v in attn.state_dict().items())}}
-    module = jmla.MultiHeadLatentAttention(cfg)
+    module = jm.CausalSelfAttention(cfg)  # the model's attention, its qkv slot filled by mla
     xj = jnp.asarray(x.numpy())
     explicit_j = module.apply(params, xj)
-    absorbed_j = module.apply(params, xj, method=jmla.MultiHeadLatentAttention.absorbed_attention)
+    absorbed_j = jmla.absorbed_attention(params, cfg, xj)
     assert float(jnp.max(jnp.abs(explicit_j - absorbed_j))) <= 1e-10
     assert np.max(np.abs(np.asarray(explicit_j) - explicit.numpy())) <= 1e-12  # and the frameworks agree
 
@@ -52,12 +54,12 @@ def test_cache_size_per_token(components, expected):
     cfg = GPTConfig(components=components)
     assert tmla.cache_numbers_per_token(cfg) == jmla.cache_numbers_per_token(cfg) == expected
     assert tmla.cache_numbers_per_token(GPTConfig()) == 2 * 32
-    attn = tmla.MultiHeadLatentAttention(cfg)
+    attn = tm.MultiHeadLatentAttention(cfg)
     c, k_r = attn.latents(torch.randn(1, 10, 32))
     assert c.shape[-1] + k_r.shape[-1] == expected  # what latents() returns is exactly the cache
-    module = jmla.MultiHeadLatentAttention(cfg)
+    module = jmla.LatentQKV(cfg)
     xj = jnp.zeros((1, 10, 32))
-    cj, krj = module.apply(module.init(jax.random.PRNGKey(0), xj), xj, method=jmla.MultiHeadLatentAttention.latents)
+    cj, krj = module.apply(module.init(jax.random.PRNGKey(0), xj), xj, method=jmla.LatentQKV.latents)
     assert cj.shape[-1] + krj.shape[-1] == expected
 
 
@@ -71,7 +73,7 @@ def test_rotary_key_and_positions_follow_rope():
 
     # relative-position invariance of the rotary scores: rotate queries and keys at positions p and p + 5
     torch.manual_seed(1)
-    attn = tmla.MultiHeadLatentAttention(GPTConfig(components=("rope", "mla"))).double()
+    attn = tm.MultiHeadLatentAttention(GPTConfig(components=("rope", "mla"))).double()
     x = torch.randn(1, 6, 32, dtype=torch.float64)
     with torch.no_grad():
         q, k, _ = attn.qkv(x)
@@ -92,11 +94,11 @@ def test_causality(framework, components):
     x2 = x.copy()
     x2[:, 7] += 1.0
     if framework == "torch":
-        attn = tmla.MultiHeadLatentAttention(cfg).double()
+        attn = tm.MultiHeadLatentAttention(cfg).double()
         with torch.no_grad():
             a, b = attn(torch.from_numpy(x)).numpy(), attn(torch.from_numpy(x2)).numpy()
     else:
-        module = jmla.MultiHeadLatentAttention(cfg)
+        module = jm.CausalSelfAttention(cfg)
         params = module.init(jax.random.PRNGKey(0), jnp.asarray(x))
         a, b = np.asarray(module.apply(params, x)), np.asarray(module.apply(params, x2))
     np.testing.assert_array_equal(a[:, :7], b[:, :7])

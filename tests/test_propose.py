@@ -6,8 +6,8 @@ import sys
 
 import pytest
 
-from dreamteam import propose
-from dreamteam.cli import main
+from dreamteam.tools import propose
+from dreamteam.tools.cli import main
 from loop_helpers import ORIGINAL, ROOT
 
 NEW_TRAIN = '"""A docstring first: the original loop dropped this block."""\nfrom model import GPT\n\n\ndef train():\n    return 1.0, 2.0\n'

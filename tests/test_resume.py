@@ -15,7 +15,8 @@ import torch
 from safetensors.torch import load_file
 
 import train_mps
-from dreamteam import registry, runs, speed
+from dreamteam import registry, runs
+from dreamteam.tools import speed
 from dreamteam.config import Persona
 from loop_helpers import VOCAB, small_data
 
@@ -265,7 +266,7 @@ def test_speed_section_leaves_resumed_runs_out(tmp_path):
 def test_report_draws_the_training_loss_dashed_and_names_resumed_runs(tmp_path, monkeypatch):
     import matplotlib.axes
 
-    from dreamteam import report
+    from dreamteam.tools import report
 
     def record(seed, **extra):
         return {"name": f"baseline_seed{seed}_cpu_300it_20260101-00000{seed}", "persona": "baseline", "seed": seed,

@@ -8,9 +8,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dreamteam import registry, succession
+from dreamteam import registry
+from dreamteam.components import succession_objective as succession
 from dreamteam.config import ConfigError, GPTConfig
-from dreamteam.posterior_mean import decay_at
+from dreamteam.components.posterior_mean import decay_at
 from jaxmodel import fast as jfast
 from jaxmodel import posterior_mean as jpm
 from jaxmodel import succession_objective as jso

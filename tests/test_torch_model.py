@@ -1,11 +1,15 @@
 import math
 
+import numpy as np
 import pytest
 import torch
 
+from dreamteam.components import COMPONENTS
 from dreamteam.config import GPTConfig
 from model import GPT as EntryGPT, GPTConfig as EntryConfig
+from torchport import model as tm
 from torchport import recipe as recipes
+from torchport.fast import fused_loss
 from torchport.model import GPT
 
 NANOGPT_BLOCK_KEYS = ["ln_1.weight", "attn.c_attn.weight", "attn.c_proj.weight", "ln_2.weight", "mlp.c_fc.weight", "mlp.c_proj.weight"]
@@ -104,3 +108,33 @@ def test_generate_extends_the_prompt(model):
 def test_sequence_longer_than_block_is_refused(model):
     with pytest.raises(ValueError, match="block_size is 64"):
         model(torch.zeros((1, 65), dtype=torch.long))
+
+
+SLOT_TABLES = {"norm": tm.NORMS, "qkv": tm.ATTENTIONS, "qk_transform": tm.QK_TRANSFORMS, "score_bias": tm.SCORE_BIASES,
+               "extra_kv": tm.EXTRA_KV, "attend": tm.ATTENDS, "token_mixer": tm.TOKEN_MIXERS, "mlp": tm.MLPS,
+               "block_weights": tm.BLOCK_WEIGHTS, "head": tm.HEADS, "output_bias": tm.OUTPUT_BIASES}
+
+
+@pytest.mark.parametrize("slot", sorted(SLOT_TABLES))
+def test_each_slot_table_holds_exactly_the_components_declared_for_its_slot(slot):
+    declared = {c.name for c in COMPONENTS.values() if slot in c.slots}
+    assert set(SLOT_TABLES[slot]) - {None} == declared
+
+
+@pytest.mark.parametrize("components", [(), ("good_turing_prior",), ("adaptive_softmax",)])
+def test_the_head_object_gives_the_models_logits_and_losses(components):
+    cfg = GPTConfig(vocab_size=97, block_size=16, n_layer=2, n_head=2, n_embd=16, components=components,
+                    adaptive_softmax_cutoffs=(10, 40))
+    counts = np.arange(97) % 13  # some ids never seen
+    torch.manual_seed(0)
+    model = GPT(cfg, token_counts=counts).double()
+    x, y = torch.randint(0, 97, (3, 16)), torch.randint(0, 97, (3, 16))
+    y[0, :4] = -1  # ignored targets
+    logits, loss = model(x, y)
+    h = model.hidden(x)
+    assert model.head is (model.transformer.adaptive_softmax if components == ("adaptive_softmax",) else model.lm_head)
+    assert torch.equal(model.head.logits(h), logits) and logits.shape == (3, 16, 97)
+    assert torch.equal(model.head.loss(h, y), loss)
+    last = model(x)[0]  # generation: the last position only (other matmul shapes: other rounding)
+    assert last.shape == (3, 1, 97) and torch.allclose(last, logits[:, [-1], :], rtol=0, atol=1e-12)
+    assert abs(fused_loss(model, x, y).item() - loss.item()) <= 1e-12

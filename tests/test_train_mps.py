@@ -195,7 +195,7 @@ def test_bad_run_options_are_one_line_and_exit_2(argv, words, tmp_path, capsys):
 
 
 def test_bench_passes_threads_to_every_run(tmp_path, monkeypatch):
-    from dreamteam import bench
+    from dreamteam.tools import bench
 
     calls = []
 
@@ -211,7 +211,7 @@ def test_bench_passes_threads_to_every_run(tmp_path, monkeypatch):
 
 
 def test_dreamteam_train_passes_threads_set_and_resume_on(monkeypatch, capsys):
-    from dreamteam import cli
+    from dreamteam.tools import cli
 
     seen = []
     monkeypatch.setattr(train_mps, "main", lambda argv: seen.append(argv) or 0)

@@ -1,18 +1,5 @@
-"""adaptive_softmax: the output distribution factorized over frequency clusters (Grave et al. 2017,
-"Efficient softmax approximation for GPUs").
-
-The ids are ordered by their train.bin count (dreamteam/clusters.py): a head of the most frequent ids, then
-tail clusters c = 1..C, the last holding every id never seen in training. For the final hidden state h:
-
-    p_head = softmax([ h W_head^T ; h W_cluster^T ])        over the head ids and one entry per tail cluster
-    p(w) = p_head(w)                                        w in the head
-    p(w) = p_head(c) * softmax( (P_c h) O_c^T )(w)          w in tail cluster c
-
-W_head are the head ids' rows of the token embedding (the head stays tied); P_c (d_c x D) projects to the
-cluster's reduced width d_c = D // div^c, O_c (n_c x d_c) scores its ids. With tied tails
-(adaptive_softmax_tied_tails) O_c = E_c U_c: the cluster's ids' embedding rows E_c (n_c x D) through its own
-U_c (D x d_c), so a rare id's output vector is its input vector, trained by both (as the tied head's are). The p(w) sum to one over all V
-ids, so -log p(target) is the true cross-entropy, comparable with a full softmax's.
+"""adaptive_softmax in torch: the frequency-clustered output distribution (clusters from
+dreamteam/components/adaptive_softmax.py, which also states the mathematics and source).
 
 `log_probs` gives log p over all V ids (in id order: GPT.forward's logits); `nll_sum` gives the sum of
 -log p(target) over the kept tokens without them (torchport/fast.py's fused_loss), in one of two forms of the
@@ -34,7 +21,7 @@ import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
-from dreamteam.clusters import adaptive_clusters
+from dreamteam.components.adaptive_softmax import adaptive_clusters
 from dreamteam.config import GPTConfig
 
 
@@ -75,8 +62,13 @@ class TailCluster(nn.Module):
 
 
 class AdaptiveSoftmax(nn.Module):
-    def __init__(self, config: GPTConfig, token_counts):
+    """The head slot filled by adaptive_softmax (GPT.head): logits(h) are the log-probabilities of all V ids.
+    wte: the token embedding whose rows score the head's ids (and, tied, the tails'); a reference only, its
+    weight stays transformer.wte.weight (= lm_head.weight) in the state_dict."""
+
+    def __init__(self, config: GPTConfig, token_counts, wte: nn.Embedding | None = None):
         super().__init__()
+        object.__setattr__(self, "wte", wte)  # not registered: no second copy of the tied matrix in the state_dict
         cl = clusters_of(config, token_counts)
         self.head_size, self.tail_sizes, self.edges = cl.head_size, cl.tail_sizes, cl.edges
         C = len(cl.tail_sizes)
@@ -148,3 +140,28 @@ class AdaptiveSoftmax(nn.Module):
                 lt = F.log_softmax(self.tail_scores(c, h_NxD[rows], wte_VxD), dim=-1)
                 lp_N = lp_N.index_add(0, rows, torch.gather(lt, 1, (pos_N[rows] - self.edges[c + 1])[:, None])[:, 0])
         return -lp_N
+
+    def logits(self, h_BxTxD, E=None):
+        """log p(w) for every id, (B, T, V): the normalized log-probabilities stand where a head's logits do.
+        E: the token embedding rows the head and tied tails score with (None: wte's own)."""
+        lp_NxV = self.log_probs(h_BxTxD.reshape(-1, h_BxTxD.size(-1)), self.wte.weight if E is None else E)
+        return lp_NxV.view(*h_BxTxD.shape[:2], -1)
+
+    def cross_entropy(self, logits_BxTxV, targets_BxT):
+        """Mean -log p(target) over the targets that are not -1."""
+        return F.nll_loss(logits_BxTxV.view(-1, logits_BxTxV.size(-1)), targets_BxT.reshape(-1), ignore_index=-1)
+
+    def loss(self, h_BxTxD, targets_BxT, E=None):
+        return self.cross_entropy(self.logits(h_BxTxD, E), targets_BxT)
+
+    def fused_loss(self, h_NxD, targets_N, chunk=None, smoothing_eps: float = 0.0, prior=None, z_loss: float = 0.0,
+                   E=None):
+        """The same mean -log p(target) through nll_sum, without the N x V log-probabilities (torchport/fast.py)."""
+        from torchport.fast import IGNORE_INDEX
+
+        if smoothing_eps or z_loss:
+            raise ValueError("adaptive_softmax has no smoothed loss or z-loss (succession_objective needs the tied "
+                             "head)")
+        keep_N = targets_N != IGNORE_INDEX
+        total = self.nll_sum(h_NxD, self.wte.weight if E is None else E, torch.where(keep_N, targets_N, 0), keep_N)
+        return total / keep_N.sum()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 
 import torch
+from torch.nn import functional as F
 
 from torchport.memory_tape import tape_attention_weights
 
@@ -40,14 +41,16 @@ def trace(model, idx):
             attention.append(w.expand(x.shape[0], *w.shape))
         else:
             q, k, _ = block.attn.qkv(block.ln_1(x))
-            if model.config.has("memory_tape"):  # the context part of the one softmax over [tape | context]
-                w = tape_attention_weights(q, k, block.attn.tape_keys())
-                attention.append(w[..., model.config.memory_tape_slots :])
+            extra_kv = block.attn.extra_kv()
+            if extra_kv is not None:  # memory_tape: the context part of the one softmax over [tape | context]
+                w = tape_attention_weights(q, k, extra_kv[0])
+                attention.append(w[..., extra_kv[0].shape[1] :])
             else:
-                bias = block.attn.score_bias(idx.shape[1], idx.device) if hasattr(block.attn, "score_bias") else None
+                bias = block.attn.score_bias(torch.arange(idx.shape[1], device=idx.device))
                 attention.append(causal_attention_weights(q, k, bias))
         x = block(x)
         residuals.append(x)
-    lens = torch.stack([model.lm_head(model.transformer.ln_f(r)) for r in residuals])
+    E = model.token_embedding_matrix()  # the rows the tied head scores with
+    lens = torch.stack([F.linear(model.transformer.ln_f(r), E, model.lm_head.bias) for r in residuals])
     model.train(was_training)
     return {"attention": torch.stack(attention), "lens_logits": lens}

@@ -1,18 +1,7 @@
-"""difference_ssm: a token mixer built on Babbage's Difference Engine, a linear state-space model per channel.
+"""difference_ssm in torch: the difference-engine state-space token mixer, as a causal convolution for
+training (a T x T Toeplitz product per channel) and as the recurrence for generation (`step`).
 
-Each channel d of u = c_in(x) keeps m finite differences s in R^m and makes one damped turn of the Engine
-per token (register i adds register i+1):
-
-    s_t = A s_{t-1} + B u_t,     y_t = C . s_t + D u_t,     A = lambda (I + N),   lambda = sigmoid(theta)
-    out = c_proj(y)
-
-N (upper shift) is nilpotent, so A^k = lambda^k sum_{j<m} binom(k, j) N^j and, with c_j = sum_i C_i B_{i+j},
-
-    K_k = C A^k B = lambda^k sum_{j<m} binom(k, j) c_j,     y_t = sum_{k<=t} K_k u_{t-k} + D u_t.
-
-Training: that causal convolution, all positions at once (a T x T Toeplitz product per channel, exact).
-Generation: the recurrence (`step`), O(D m) per token. Parameters theta (D,), B (D, m), C (D, m), D (D,),
-c_in and c_proj (D, D). Sources and initialization: see jaxmodel/difference_ssm.py.
+The mathematics, initialization and sources: the declaration, dreamteam/components/difference_ssm.py.
 """
 
 from __future__ import annotations
@@ -91,9 +80,14 @@ class DifferenceSSM(nn.Module):
             self.B[:, 0] = 1.0  # the input enters the lowest difference: an exponential moving average at init
         self.C = nn.Parameter(torch.randn(D, m) / m)
         self.D = nn.Parameter(torch.ones(D))
-        self.c_proj = nn.Linear(D, D, bias=config.bias)  # GPT's init rescales every c_proj.weight
+        self.c_proj = nn.Linear(D, D, bias=config.bias)
         self.resid_dropout = nn.Dropout(config.dropout)
         self.config = config
+
+    @torch.no_grad()
+    def init_weights(self):
+        """After GPT-2's N(0, 0.02) pass: the residual projection at 0.02 / sqrt(2 n_layer)."""
+        nn.init.normal_(self.c_proj.weight, mean=0.0, std=0.02 / math.sqrt(2 * self.config.n_layer))
 
     def kernel(self, T: int):
         return closed_form_kernel(self.theta, self.B, self.C, T)

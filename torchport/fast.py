@@ -80,7 +80,7 @@ def _prepare_targets(targets_N, V, device):
 
 
 def _chunked(h_NxD, W_VxD, t_N, keep_N, chunk: int, need_h: bool, need_W: bool, b_V=None, need_b: bool = False,
-             smoothing_eps: float = 0.0, prior_V=None, z_loss: float = 0.0):
+             smoothing_eps: float = 0.0, prior_V=None, z_loss: float = 0.0, row_weight=None):
     """(sum_n w_n loss_n, G_h or None, G_W or None, G_b or None), chunk by chunk (module docstring);
     w_n = 1 for kept tokens, 0 for ignored ones (their rows of G_h are 0 and they add nothing to G_W, G_b).
     b_V: the output bias or None (z = h W^T + b).
@@ -89,7 +89,11 @@ def _chunked(h_NxD, W_VxD, t_N, keep_N, chunk: int, need_h: bool, need_W: bool, 
         (1 - e)(lse - z_t) + e sum_v pi_v (lse - z_v) + a lse^2 = (1 + a lse) lse - (1 - e) z_t - e pi . z
     of gradient in z: (1 + 2 a lse) P - (1 - e) Y - e pi. The factor (1 + 2 a lse_n) scales row n of P in the
     chunk (lse_n is at hand there); the pi terms are rank one: pi . z = h . (W^T pi) + pi . b, so - e (W^T pi)
-    per row of G_h, - e pi (sum_n h_n)^T in G_W, - e pi (sum_n w_n) in G_b. With e = a = 0 no extra operation runs."""
+    per row of G_h, - e pi (sum_n h_n)^T in G_W, - e pi (sum_n w_n) in G_b. With e = a = 0 no extra operation runs.
+
+    row_weight(a, b, lse_c, zt_c) -> r_c: per-token factors of the gradients of rows a:b, computed once the chunk's
+    lse and target logits are known (ngram_memory's mixture: the model's responsibility for the target,
+    torchport/ngram_memory.py); w_n becomes w_n r_n, so the returned sum is then sum_n w_n r_n loss_n."""
     N, V = h_NxD.shape[0], W_VxD.shape[0]
     w_N = keep_N.to(h_NxD.dtype)
     m_N = h_NxD.new_empty(N)
@@ -116,6 +120,8 @@ def _chunked(h_NxD, W_VxD, t_N, keep_N, chunk: int, need_h: bool, need_W: bool, 
         m = torch.amax(z, 1, keepdim=True, out=m_N[a:b, None])
         z.sub_(m).exp_()  # E = exp(z - m)
         s = torch.sum(z, 1, keepdim=True, out=s_N[a:b, None])
+        if row_weight is not None:
+            w_N[a:b].mul_(row_weight(a, b, m[:, 0] + torch.log(s[:, 0]), zt_N[a:b]))
         w_over_s = w_N[a:b, None] / s
         if z_loss:  # d(a lse^2)/dz = 2 a lse P: P's rows scaled by 1 + 2 a lse
             w_over_s = w_over_s * (1.0 + 2.0 * z_loss * (m + torch.log(s)))
@@ -220,20 +226,17 @@ def linear_cross_entropy(h_NxD, W_VxD, targets_N, chunk: int = DEFAULT_CHUNK, bi
 def fused_loss(model, idx_BxT, targets_BxT, chunk: int = DEFAULT_CHUNK, smoothing_eps: float = 0.0, prior=None,
                z_loss: float = 0.0):
     """The training loss of torchport.model.GPT, equal to model(idx, targets)[1], without the B x T x V logits:
-    the final hidden states model.hidden(idx) through LinearCrossEntropy with the tied head model.lm_head.weight
-    and its bias model.lm_head.bias where there is one (good_turing_prior).
-    smoothing_eps, prior, z_loss: see linear_cross_entropy.
-    adaptive_softmax: the mean of its per-token -log p(target) through the clusters (torchport/adaptive_softmax.py),
-    the same true cross-entropy as the eager path's, never the V-wide output."""
-    h_BxTxD = model.hidden(idx_BxT)
-    if model.config.has("adaptive_softmax"):
-        t_N = targets_BxT.reshape(-1)
-        keep_N = t_N != IGNORE_INDEX
-        total = model.transformer.adaptive_softmax.nll_sum(h_BxTxD.reshape(-1, h_BxTxD.shape[-1]), model.lm_head.weight,
-                                                           torch.where(keep_N, t_N, 0), keep_N)
-        return total / keep_N.sum()
-    return linear_cross_entropy(h_BxTxD.reshape(-1, h_BxTxD.shape[-1]), model.lm_head.weight,
-                                targets_BxT.reshape(-1), chunk, model.lm_head.bias, smoothing_eps, prior, z_loss)
+    the final hidden states model.hidden(idx) through the head's fused loss, model.head.fused_loss. The tied head
+    (torchport.model.TiedHead): LinearCrossEntropy with lm_head.weight and its bias lm_head.bias where there is one
+    (good_turing_prior). adaptive_softmax: the mean of its per-token -log p(target) through the clusters
+    (torchport/adaptive_softmax.py), the same true cross-entropy as the eager path's, never the V-wide output.
+    smoothing_eps, prior, z_loss: see linear_cross_entropy (the tied head only). A head_mixture (ngram_memory):
+    its -log p_mix(target) through the tied head's operands (torchport/ngram_memory.py)."""
+    h_BxTxD, E = model.trunk(idx_BxT)  # E: the input's and the tied head's rows (byte_ngram_embedding composes them)
+    if model.head_mixture is not None:
+        return model.head_mixture.fused_loss(h_BxTxD, E, model.head.bias, idx_BxT, targets_BxT, chunk)
+    return model.head.fused_loss(h_BxTxD.reshape(-1, h_BxTxD.shape[-1]), targets_BxT.reshape(-1), chunk,
+                                 smoothing_eps, prior, z_loss, E=E)
 
 
 def reference_loss(h_NxD, W_VxD, targets_N, bias=None):

@@ -1,18 +1,11 @@
-"""fixed_point_qat: quantization-aware training with fixed-point weights, as on the Engine's digit wheels.
-
-Every matrix of the blocks (every nn.Linear weight W (out, in) inside transformer.h: attention, MLP and SSM
-projections) is fake-quantized per output channel o, symmetric, to b bits:
-
-    Q = 2^(b-1) - 1,   scale_o = max_i |W_oi| / Q,   q = clamp(round(W / scale), -Q, Q) * scale
-
-forward with q, backward with the straight-through estimator (Bengio et al. 2013; Jacob et al. 2018):
-dL/dW = dL/dq inside the clamp range (|round(W / scale)| <= Q: the clamp does not act), 0 outside; the scale is not differentiated.
-Embeddings and the tied head stay float. The parameters stay float; `FakeQuantLinear` reads them quantized.
+"""fixed_point_qat in torch: the fake quantization with the straight-through estimator (`FakeQuantLinear`
+reads the float parameters quantized), and the int8 export.
 
 Export (`export_int8`): the codes as int8 and the scales as float32, per matrix, in one safetensors file
 with the float tensors that are not quantized; `load_int8` gives back a state_dict whose matrices are
 codes * scale, the very numbers the fake-quantized forward multiplies by, so a model without the component
 loaded from it reproduces the QAT forward exactly.
+The mathematics and sources: the declaration, dreamteam/components/fixed_point_qat.py.
 """
 
 from __future__ import annotations

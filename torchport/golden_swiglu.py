@@ -1,13 +1,13 @@
-"""golden_swiglu: the MLP as SwiGLU (Shazeer 2020, "GLU variants improve Transformer") of golden-ratio width.
+"""golden_swiglu in torch: the SwiGLU MLP of golden-ratio width.
 
-    y = c_proj( silu(c_gate x) * (c_fc x) ),   silu(z) = z * sigmoid(z)
-
-hidden width F = round(phi^2 * D), phi = (1 + sqrt 5) / 2, so the three matrices hold 3 * 2.618 D^2 = 7.85 D^2
-parameters: the proportion of the 8 D^2 of the 4x GELU MLP.
+The mathematics and source: the declaration, dreamteam/components/golden_swiglu.py.
 """
 
 from __future__ import annotations
 
+import math
+
+import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
@@ -22,6 +22,12 @@ class GoldenSwiGLU(nn.Module):
         self.c_fc = nn.Linear(config.n_embd, hidden, bias=config.bias)
         self.c_proj = nn.Linear(hidden, config.n_embd, bias=config.bias)
         self.dropout = nn.Dropout(config.dropout)
+        self.n_layer = config.n_layer
+
+    @torch.no_grad()
+    def init_weights(self):
+        """After GPT-2's N(0, 0.02) pass: the residual projection at 0.02 / sqrt(2 n_layer)."""
+        nn.init.normal_(self.c_proj.weight, mean=0.0, std=0.02 / math.sqrt(2 * self.n_layer))
 
     def forward(self, x):
         return self.dropout(self.c_proj(F.silu(self.c_gate(x)) * self.c_fc(x)))

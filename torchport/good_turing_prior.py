@@ -1,11 +1,6 @@
-"""good_turing_prior: a trained output bias b, initialized to log p_GT, the Good-Turing estimate of the token
-probabilities of train.bin (dreamteam/good_turing.py: Good 1953; Gale and Sampson 1995).
-
-    logits = ln_f(x) W_tied^T + b,      b_0 = log p_GT       (sum_v exp b_0,v = 1)
-
-While the tied weights contribute little (they start at std 0.02), softmax(logits) is close to p_GT: the model
-starts from the best unigram model instead of the uniform one. The bias is lm_head.bias, trained afterwards
-(no weight decay: it is a vector); the fused loss (torchport/fast.py) takes it as its `bias` argument.
+"""good_turing_prior in torch: lm_head.bias initialized to log p_GT from the token counts of train.bin (the
+estimate: dreamteam/components/good_turing_prior.py, which also states the mathematics); the fused loss
+(torchport/fast.py) takes the bias as its `bias` argument.
 """
 
 from __future__ import annotations
@@ -13,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from dreamteam import good_turing
+from dreamteam.components import good_turing_prior as good_turing
 from dreamteam.config import ConfigError
 
 

@@ -26,7 +26,7 @@ import warnings
 import torch
 
 from dreamteam.config import learning_rate
-from dreamteam.posterior_mean import decay_at
+from dreamteam.components.posterior_mean import decay_at
 
 # component -> why its training step cannot be captured as it is written today
 CAPTURE_UNSAFE = {

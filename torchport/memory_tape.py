@@ -1,15 +1,8 @@
-"""memory_tape: persistent memory slots in attention (Sukhbaatar et al. 2019, "Augmenting Self-attention with
-Persistent Memory").
+"""memory_tape in torch: attention over learned persistent key and value slots and the causal context, in one
+softmax. The tape is concatenated in front of the context keys and values, and scaled_dot_product_attention gets
+the boolean mask [ones(T, M) | tril(T, T)].
 
-Each layer learns, per head, M key vectors K^tape (M x d) and value vectors V^tape (M x d) that do not depend on
-the input: a tape every query may read besides its causal context. One softmax runs over tape and context:
-
-    s_i = [ q_i . K^tape_m / sqrt(d) ]_{m < M}  ++  [ q_i . k_j / sqrt(d) ]_{j <= i}
-    w_i = softmax(s_i),     y_i = sum_m w_i,m V^tape_m + sum_{j <= i} w_i,M+j v_j
-
-The tape has no position: with rope on, its keys are not rotated; with rms_qknorm on, they pass the layer's
-k_norm like the context keys. With M = 0 this is plain causal attention. Here the tape is concatenated in front
-of the context keys and values, and scaled_dot_product_attention gets the boolean mask [ones(T, M) | tril(T, T)].
+The mathematics and source: the declaration, dreamteam/components/memory_tape.py.
 """
 
 from __future__ import annotations
@@ -17,6 +10,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn as nn
 from torch.nn import functional as F
 
 
@@ -42,3 +36,16 @@ def tape_attention_weights(q, k, tape_k):
     M = tape_k.shape[1]
     s = torch.cat([q @ tape_k.unsqueeze(0).transpose(-1, -2), q @ k.transpose(-1, -2)], dim=-1) / math.sqrt(K)
     return s.masked_fill(~tape_mask(T, M, q.device), float("-inf")).softmax(-1)
+
+
+class MemoryTape:
+    """The extra_kv slot filled by memory_tape: M key and value slots per head, the attention's own parameters
+    attn.tape_k and attn.tape_v (H, M, d), drawn N(0, 0.02) when the attention is built."""
+
+    def __init__(self, attn: nn.Module, config):
+        shape = (config.n_head, config.memory_tape_slots, config.head_dim)
+        attn.tape_k = nn.Parameter(torch.randn(shape) * 0.02)
+        attn.tape_v = nn.Parameter(torch.randn(shape) * 0.02)
+
+    def __call__(self, attn):
+        return attn.tape_k, attn.tape_v

@@ -1,16 +1,7 @@
-"""mla: multi-head latent attention (DeepSeek-AI 2024, "DeepSeek-V2").
+"""mla in torch: multi-head latent attention, and its absorbed form (`absorbed_attention`) that runs on the
+cached latents as inference does.
 
-Keys and values come from one shared low-rank latent per token; positions ride on a decoupled rotary part:
-    c_t   = W_DKV x_t                                (kv_down: r numbers per token)
-    k_h,t = [ RoPE_t(W_KR x_t) ; W_UK,h c_t ]         (k_rope shared by all heads; k_up per head)
-    v_h,t = W_UV,h c_t                                (v_up)
-    q_h,t = [ RoPE_t(q_R,h,t) ; q_C,h,t ],  [q_R ; q_C] = W_Q x_t  (or W_UQ W_DQ x_t with a query latent)
-    y_t   = c_proj( concat_h softmax_j<=t(q_h,t . k_h,j / sqrt(d_c + d_r)) v_h,j )
-A decoder caches only c_t and RoPE_t(W_KR x_t): r + d_r numbers per token instead of 2 * n_embd.
-The rotary part is the `rope` component's: without rope, d_r = 0 (no W_KR, no q_R) and the model's learned
-position embedding gives the positions; the cache then holds r numbers per token.
-Absorbed form: q_C . W_UK c = (W_UK^T q_C) . c and c_proj W_UV fold into one matrix per head, so attention
-runs on the latents directly (`absorbed_attention`), the way inference uses the cache.
+The mathematics and source: the declaration, dreamteam/components/mla.py.
 """
 
 from __future__ import annotations
@@ -19,16 +10,16 @@ import math
 
 import torch
 import torch.nn as nn
-from torch.nn import functional as F
 
 from dreamteam.config import GPTConfig
-from torchport.rms_qknorm import RMSNorm
 from torchport.rope import apply_rope
 
 
-class MultiHeadLatentAttention(nn.Module):
-    def __init__(self, config: GPTConfig):
-        super().__init__()
+class LatentQKV:
+    """The qkv slot filled by mla, mixed into the attention (torchport.model.MultiHeadLatentAttention), so that
+    its projections are the attention's own parameters (attn.kv_down, attn.k_up, ...), as in the checkpoints."""
+
+    def add_projections(self, config: GPTConfig):
         H, K, R, Dr, D = config.n_head, config.head_dim, config.mla_kv_rank, config.mla_rotary_dim, config.n_embd
         self.kv_down = nn.Linear(D, R, bias=config.bias)
         self.k_up = nn.Linear(R, H * K, bias=config.bias)
@@ -40,12 +31,6 @@ class MultiHeadLatentAttention(nn.Module):
             self.q_up = nn.Linear(config.mla_q_rank, H * (Dr + K), bias=config.bias)
         else:
             self.q_proj = nn.Linear(D, H * (Dr + K), bias=config.bias)
-        if config.has("rms_qknorm"):  # over the whole query/key, rotary part included
-            self.q_norm = RMSNorm(Dr + K, config.rms_eps, config.rms_qknorm_qk_gain)
-            self.k_norm = RMSNorm(Dr + K, config.rms_eps, config.rms_qknorm_qk_gain)
-        self.c_proj = nn.Linear(H * K, D, bias=config.bias)
-        self.resid_dropout = nn.Dropout(config.dropout)
-        self.config = config
 
     def queries(self, x):
         """(q_R, q_C) per head: (B, H, T, d_r) and (B, H, T, K)."""
@@ -63,8 +48,9 @@ class MultiHeadLatentAttention(nn.Module):
         k_r = apply_rope(self.k_rope(x)[:, None], pos, Dr, self.config.rope_base)[:, 0]
         return self.kv_down(x), k_r
 
-    def qkv(self, x):
-        """Per-head queries and keys [rotary ; content] (B, H, T, d_r + K) and values (B, H, T, K)."""
+    def project(self, x):
+        """Per-head queries and keys [rotary ; content] (B, H, T, d_r + K) and values (B, H, T, K), before the qk
+        transforms (rms_qknorm over the whole head, rope on its first d_r coordinates)."""
         cfg = self.config
         B, T, _ = x.shape
         H, Dr = cfg.n_head, cfg.mla_rotary_dim
@@ -75,19 +61,7 @@ class MultiHeadLatentAttention(nn.Module):
         if Dr:  # rotary part first: apply_rope turns the first Dr dims
             q = torch.cat([q_r, q], dim=-1)
             k = torch.cat([self.k_rope(x)[:, None].expand(B, H, T, Dr), k], dim=-1)
-        if cfg.has("rms_qknorm"):
-            q, k = self.q_norm(q), self.k_norm(k)
-        if Dr:
-            pos = torch.arange(T, device=x.device)
-            q, k = apply_rope(q, pos, Dr, cfg.rope_base), apply_rope(k, pos, Dr, cfg.rope_base)
         return q, k, v
-
-    def forward(self, x):
-        B, T, _ = x.shape
-        q, k, v = self.qkv(x)
-        dropout = self.config.dropout if self.training else 0.0
-        y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True)  # scale 1/sqrt(K + Dr)
-        return self.resid_dropout(self.c_proj(y.transpose(1, 2).reshape(B, T, -1)))
 
     def absorbed_attention(self, x):
         """The same output computed on the cached latents: W_UK folded into the queries, W_UV into c_proj.

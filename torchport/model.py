@@ -1,14 +1,21 @@
-"""The GPT of nanoGPT as DreamTeam configures it, with the persona components as switches.
+"""The GPT of nanoGPT as DreamTeam configures it, assembled by slot (dreamteam/components).
 
 Parameter names are nanoGPT's (`transformer.wte.weight`, `transformer.h.0.attn.c_attn.weight`, ...), so a
 nanoGPT state_dict loads unchanged, and they equal the Flax reference's (jaxmodel/model.py) up to the
 `h.0` <-> `h_0` spelling, which the parity converter maps by name.
 
-Forward pass, top to bottom:
-    x = wte[idx] + wpe[pos]                     (wpe only without a position component such as rope)
-    for each block:  x = x + attn(ln_1(x));  x = x + mlp(ln_2(x))
-    logits = ln_f(x) @ wte^T                      (output head tied to the token embedding)
-                                                  (adaptive_softmax: log p over the V ids from frequency clusters)
+Forward pass, top to bottom; each step in brackets is a slot, filled by the model's default or by the one
+component of the config that fills it (`config.filler(slot)`, looked up in the tables below):
+    E = wte                                       [token_embedding: byte_ngram_embedding's wte + pooled n-grams]
+    x = E[idx] + wpe[pos]                         (wpe only without a position component: rope, laplace_bias)
+    for each block:
+        x = x + attn(ln_1(x))                     [norm] [token_mixer: difference_ssm in its layers]
+            attn: q, k, v = qkv(x)                [qkv: c_attn, or mla's latent projections]
+                  q, k = t(q, k) for t in order   [qk_transform: rms_qknorm's q_norm/k_norm, then rope]
+                  y = attend(q, k, v, bias, extra_kv)  [score_bias: laplace_bias] [extra_kv: memory_tape]
+                  c_proj(y)
+        x = x + mlp(ln_2(x))                      [mlp]
+    logits, loss = head(ln_f(x), E, targets)      [head: tied to E (+ output_bias), or adaptive_softmax]
 """
 
 from __future__ import annotations
@@ -20,19 +27,21 @@ import torch.nn as nn
 from torch.nn import functional as F
 
 from dreamteam.config import GPTConfig
-from dreamteam.laplace_rates import initial_rates, inverse_softplus
 from torchport.adaptive_softmax import AdaptiveSoftmax
+from torchport.byte_ngram_embedding import ByteNgramEmbedding
 from torchport.difference_ssm import DifferenceSSM
+from torchport.fast import linear_cross_entropy
 from torchport.fixed_point_qat import apply_fixed_point_qat
 from torchport.golden_swiglu import GoldenSwiGLU
 from torchport.good_turing_prior import init_output_bias
-from torchport.memory_tape import tape_attention
-from torchport.laplace_bias import laplace_bias, rates
+from torchport.laplace_bias import LaplaceBias
 from torchport.laplace_glu import LaplaceGLU
-from torchport.mla import MultiHeadLatentAttention
+from torchport.memory_tape import MemoryTape
+from torchport.mla import LatentQKV
 from torchport.moe_mlp import MoEMLP
-from torchport.rms_qknorm import RMSNorm
-from torchport.rope import apply_rope
+from torchport.ngram_memory import NgramMemory
+from torchport.rms_qknorm import QKNorm, RMSNorm
+from torchport.rope import Rotary
 
 
 class LayerNorm(nn.Module):
@@ -47,68 +56,108 @@ class LayerNorm(nn.Module):
         return F.layer_norm(x, self.weight.shape, self.weight, self.bias, 1e-5)
 
 
-class CausalSelfAttention(nn.Module):
-    """Multi-head causal self-attention, softmax(q k^T / sqrt(d) + causal mask) v (Vaswani et al. 2017).
+def attend(q, k, v, bias=None, extra_kv=None, dropout_p: float = 0.0):
+    """softmax(q k^T / sqrt(d) + bias) v per head, q, k, v (B, H, T, d): over each query's causal context, and over
+    extra keys and values (H, M, d) that every query sees (extra_kv, in front of the context; no bias then).
+    bias (H, T, T) carries the causal -inf itself. scaled_dot_product_attention runs the fused, tiled kernels
+    on CUDA and MPS (FlashAttention's algorithm: the tiled_attention component changes nothing here;
+    torchport/tiled_attention.py is its reference loop) and computes the same numbers on the CPU."""
+    if extra_kv is None:
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout_p, is_causal=bias is None)
+    if bias is not None:
+        raise ValueError("a score bias needs a position for every key; the extra keys have none")
+    B, H, T, _ = q.shape
+    k_extra, v_extra = extra_kv
+    M = k_extra.shape[1]
+    k = torch.cat([k_extra.unsqueeze(0).expand(B, H, M, -1), k], dim=2)
+    v = torch.cat([v_extra.unsqueeze(0).expand(B, H, M, -1), v], dim=2)
+    visible = torch.cat([torch.ones(T, M, dtype=torch.bool, device=q.device),
+                         torch.ones(T, T, dtype=torch.bool, device=q.device).tril()], dim=1)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=visible, dropout_p=dropout_p)
 
-    Fused qkv projection `c_attn`; `scaled_dot_product_attention` picks the fused kernel of the device.
-    """
+
+# The fillers of the attention's slots: each registers its parameters on the attention (attn.q_norm,
+# attn.tape_k, attn.laplace_rate: nanoGPT's and the checkpoints' names) and is called with it.
+QK_TRANSFORMS = {"rms_qknorm": QKNorm, "rope": Rotary}  # applied in declaration order
+SCORE_BIASES = {None: None, "laplace_bias": LaplaceBias}
+EXTRA_KV = {None: None, "memory_tape": MemoryTape}
+ATTENDS = {None: attend, "tiled_attention": attend}  # scaled_dot_product_attention is already tiled (attend)
+
+
+class CausalSelfAttention(nn.Module):
+    """Multi-head causal self-attention (Vaswani et al. 2017): qkv -> qk transforms -> attend -> c_proj.
+    The qkv slot's default: one fused projection c_attn."""
 
     def __init__(self, config: GPTConfig):
         super().__init__()
         self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.resid_dropout = nn.Dropout(config.dropout)
-        if config.has("rms_qknorm"):
-            self.q_norm = RMSNorm(config.head_dim, config.rms_eps, config.rms_qknorm_qk_gain)
-            self.k_norm = RMSNorm(config.head_dim, config.rms_eps, config.rms_qknorm_qk_gain)
-        if config.has("memory_tape"):  # M key and value slots per head, no position (torchport/memory_tape.py)
-            shape = (config.n_head, config.memory_tape_slots, config.head_dim)
-            self.tape_k = nn.Parameter(torch.randn(shape) * 0.02)
-            self.tape_v = nn.Parameter(torch.randn(shape) * 0.02)
-        if config.has("laplace_bias"):  # pre-softplus decay rates, one per head (ALiBi's slopes at init)
-            init = inverse_softplus(initial_rates(config.n_head, config.laplace_bias_exponent))
-            self.laplace_rate = nn.Parameter(torch.tensor(init, dtype=torch.get_default_dtype()))
-        self.config = config
-        self.n_head = config.n_head
-        self.dropout = config.dropout
+        self.fill_slots(config, config.head_dim, config.rotary_dim)
 
-    def qkv(self, x, pos=None):
-        """Per-head queries, keys (after QK-norm and rotation where on) and values, each (B, H, T, hd)."""
+    def fill_slots(self, config: GPTConfig, head_dim: int, rotary_dim: int):
+        """The slots after qkv, for queries and keys of width head_dim whose first rotary_dim coordinates rotate."""
+        self.config, self.n_head, self.dropout = config, config.n_head, config.dropout
+        self.head_dim, self.rotary_dim = head_dim, rotary_dim
+        self.attend = ATTENDS[config.filler("attend")]
+        self.qk_transforms = [QK_TRANSFORMS[name](self, config) for name in config.fillers("qk_transform")]
+        bias, extra = SCORE_BIASES[config.filler("score_bias")], EXTRA_KV[config.filler("extra_kv")]
+        self.bias_filler = bias(self, config) if bias else None
+        self.extra_kv_filler = extra(self, config) if extra else None
+
+    @torch.no_grad()
+    def init_weights(self):
+        """After GPT-2's N(0, 0.02) pass: the residual projection at 0.02 / sqrt(2 n_layer)."""
+        nn.init.normal_(self.c_proj.weight, mean=0.0, std=0.02 / math.sqrt(2 * self.config.n_layer))
+
+    def project(self, x):
+        """The qkv slot: per-head queries, keys and values, each (B, H, T, hd)."""
         B, T, C = x.size()
         q, k, v = self.c_attn(x).split(C, dim=2)
-        q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, H, T, hd)
-        k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
-        v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
-        if self.config.has("rms_qknorm"):
-            q, k = self.q_norm(q), self.k_norm(k)
-        if self.config.has("rope"):
-            pos = torch.arange(T, device=x.device) if pos is None else pos
-            q = apply_rope(q, pos, self.config.rotary_dim, self.config.rope_base)
-            k = apply_rope(k, pos, self.config.rotary_dim, self.config.rope_base)
+        return tuple(a.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for a in (q, k, v))
+
+    def qkv(self, x, pos=None):
+        """Queries and keys after the qk transforms (QK-norm, rotation), and values, each (B, H, T, d)."""
+        q, k, v = self.project(x)
+        pos = torch.arange(x.size(1), device=x.device) if pos is None else pos
+        for transform in self.qk_transforms:
+            q, k = transform(self, q, k, pos)
         return q, k, v
 
-    def tape_keys(self):
-        """The memory tape's keys (H, M, hd), through k_norm where rms_qknorm is on (never rotated)."""
-        return self.k_norm(self.tape_k) if self.config.has("rms_qknorm") else self.tape_k
+    def score_bias(self, pos):
+        """The score_bias slot's (H, T, T) bias of the logits at positions pos (T,), or None (the causal mask)."""
+        return None if self.bias_filler is None else self.bias_filler(self, pos)
 
-    def score_bias(self, T, device, pos=None):
-        """The additive bias of the attention logits, (H, T, T) with -inf above the diagonal, or None."""
-        if not self.config.has("laplace_bias"):
+    def extra_kv(self):
+        """The extra_kv slot's keys and values (H, M, d), or None. The keys have no position: they pass the qk
+        transforms that need none (k_norm), never a rotation."""
+        if self.extra_kv_filler is None:
             return None
-        pos = torch.arange(T, device=device) if pos is None else pos
-        return laplace_bias(rates(self.laplace_rate), pos)
+        k, v = self.extra_kv_filler(self)
+        for transform in self.qk_transforms:
+            k = transform.keys_without_position(self, k)
+        return k, v
 
     def forward(self, x, pos=None):
-        B, T, C = x.size()
+        B, T, _ = x.size()
+        pos = torch.arange(T, device=x.device) if pos is None else pos
         q, k, v = self.qkv(x, pos)
-        dropout_p = self.dropout if self.training else 0.0
-        if self.config.has("memory_tape"):  # one softmax over [tape | context] (config refuses laplace_bias here)
-            y = tape_attention(q, k, v, self.tape_keys(), self.tape_v, dropout_p)
-        else:
-            bias = self.score_bias(T, x.device, pos)  # the mask carries the causal -inf where a bias is on
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout_p, is_causal=bias is None)
-        y = y.transpose(1, 2).contiguous().view(B, T, C)
+        y = self.attend(q, k, v, self.score_bias(pos), self.extra_kv(), self.dropout if self.training else 0.0)
+        y = y.transpose(1, 2).reshape(B, T, -1)  # re-assemble all head outputs side by side
         return self.resid_dropout(self.c_proj(y))
+
+
+class MultiHeadLatentAttention(LatentQKV, CausalSelfAttention):
+    """The attention with the qkv slot filled by mla: keys and values from one latent per token
+    (torchport/mla.py); queries and keys [rotary ; content] of width d_r + hd."""
+
+    def __init__(self, config: GPTConfig):
+        nn.Module.__init__(self)
+        self.add_projections(config)
+        # the qk transforms' gains before c_proj: the order of mla's parameters in the checkpoints
+        self.fill_slots(config, config.mla_rotary_dim + config.head_dim, config.mla_rotary_dim)
+        self.c_proj = nn.Linear(config.n_head * config.head_dim, config.n_embd, bias=config.bias)
+        self.resid_dropout = nn.Dropout(config.dropout)
 
 
 class MLP(nn.Module):
@@ -120,31 +169,62 @@ class MLP(nn.Module):
         self.gelu = nn.GELU()
         self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
         self.dropout = nn.Dropout(config.dropout)
+        self.n_layer = config.n_layer
+
+    @torch.no_grad()
+    def init_weights(self):
+        """After GPT-2's N(0, 0.02) pass: the residual projection at 0.02 / sqrt(2 n_layer)."""
+        nn.init.normal_(self.c_proj.weight, mean=0.0, std=0.02 / math.sqrt(2 * self.n_layer))
 
     def forward(self, x):
         return self.dropout(self.c_proj(self.gelu(self.c_fc(x))))
 
 
-def make_norm(config: GPTConfig) -> nn.Module:
-    """LayerNorm, or RMSNorm where rms_qknorm is on."""
-    return RMSNorm(config.n_embd, config.rms_eps) if config.has("rms_qknorm") else LayerNorm(config.n_embd, config.bias)
+class TiedHead(nn.Linear):
+    """The head slot's default: logits = h W^T (+ b), W the token embedding (tied in GPT); the bias b exists
+    where a component fills the output_bias slot (good_turing_prior), which also initializes it."""
+
+    def __init__(self, config: GPTConfig, token_counts=None):
+        output_bias = config.filler("output_bias")
+        super().__init__(config.n_embd, config.vocab_size, bias=output_bias is not None)
+        self.output_bias, self.token_counts = output_bias, token_counts
+
+    @torch.no_grad()
+    def init_weights(self):
+        if self.output_bias is not None:
+            OUTPUT_BIASES[self.output_bias](self, self.token_counts)
+
+    def logits(self, h, E=None):
+        """E: the token embedding rows the head is tied to (GPT.token_embedding_matrix); None: its own weight."""
+        return F.linear(h, self.weight if E is None else E, self.bias)
+
+    def cross_entropy(self, logits_BxTxV, targets_BxT):
+        """Mean cross-entropy over the targets that are not -1."""
+        return F.cross_entropy(logits_BxTxV.view(-1, logits_BxTxV.size(-1)), targets_BxT.reshape(-1), ignore_index=-1)
+
+    def loss(self, h, targets, E=None):
+        return self.cross_entropy(self.logits(h, E), targets)
+
+    def fused_loss(self, h_NxD, targets_N, chunk, smoothing_eps: float = 0.0, prior=None, z_loss: float = 0.0, E=None):
+        """The same loss without the N x V logits (torchport/fast.py); smoothing_eps, prior, z_loss:
+        succession_objective's loss instead."""
+        W = self.weight if E is None else E
+        return linear_cross_entropy(h_NxD, W, targets_N, chunk, self.bias, smoothing_eps, prior, z_loss)
 
 
-def make_mlp(config: GPTConfig) -> nn.Module:
-    if config.has("laplace_glu"):
-        return LaplaceGLU(config)
-    if config.has("moe_mlp"):
-        return MoEMLP(config)
-    return GoldenSwiGLU(config) if config.has("golden_swiglu") else MLP(config)
-
-
-def make_attention(config: GPTConfig, layer_index: int = 0) -> nn.Module:
-    """The token mixer of block `layer_index`: difference_ssm in its layers, else (latent) attention.
-    (tiled_attention changes nothing here: scaled_dot_product_attention already runs the fused, tiled
-    kernels on CUDA and MPS; torchport/tiled_attention.py is the reference loop.)"""
-    if config.ssm_layer(layer_index):
-        return DifferenceSSM(config)  # kept under the name attn: parameters stay h.i.attn.*
-    return MultiHeadLatentAttention(config) if config.has("mla") else CausalSelfAttention(config)
+# The fillers of the blocks' and the model's slots (None: the model's default).
+# token_embedding: (module name under transformer, module) of a map wte -> the composed rows E
+TOKEN_EMBEDDINGS = {"byte_ngram_embedding": ("byte_ngram", ByteNgramEmbedding)}
+NORMS = {None: lambda config: LayerNorm(config.n_embd, config.bias),
+         "rms_qknorm": lambda config: RMSNorm(config.n_embd, config.rms_qknorm_eps)}
+ATTENTIONS = {None: CausalSelfAttention, "mla": MultiHeadLatentAttention}  # by the qkv slot
+TOKEN_MIXERS = {"difference_ssm": DifferenceSSM}  # in place of attention in the layers it names
+MLPS = {None: MLP, "golden_swiglu": GoldenSwiGLU, "laplace_glu": LaplaceGLU, "moe_mlp": MoEMLP}
+BLOCK_WEIGHTS = {None: None,
+                 "fixed_point_qat": lambda blocks, config: apply_fixed_point_qat(blocks, config.fixed_point_qat_bits)}
+HEADS = {"adaptive_softmax": AdaptiveSoftmax}  # a head of its own beside the tied lm_head
+HEAD_MIXTURES = {"ngram_memory": NgramMemory}  # a second distribution mixed with the head's (needs ngram_stats)
+OUTPUT_BIASES = {"good_turing_prior": init_output_bias}  # init of the tied head's bias
 
 
 class Block(nn.Module):
@@ -152,10 +232,13 @@ class Block(nn.Module):
 
     def __init__(self, config: GPTConfig, layer_index: int = 0):
         super().__init__()
-        self.ln_1 = make_norm(config)
-        self.attn = make_attention(config, layer_index)
-        self.ln_2 = make_norm(config)
-        self.mlp = make_mlp(config)
+        self.ln_1 = NORMS[config.filler("norm")](config)
+        if config.ssm_layer(layer_index):  # kept under the name attn: parameters stay h.i.attn.*
+            self.attn = TOKEN_MIXERS[config.filler("token_mixer")](config)
+        else:
+            self.attn = ATTENTIONS[config.filler("qkv")](config)
+        self.ln_2 = NORMS[config.filler("norm")](config)
+        self.mlp = MLPS[config.filler("mlp")](config)
 
     def forward(self, x):
         x = x + self.attn(self.ln_1(x))
@@ -165,40 +248,56 @@ class Block(nn.Module):
 
 class GPT(nn.Module):
     """token_counts: how often each id occurs in train.bin (dreamteam.data.token_counts), for components
-    built from token frequencies; None where no such component is on."""
+    built from token frequencies; None where no such component is on. ngram_stats: the bigram counts of train.bin
+    (dreamteam.components.ngram_memory.bigram_stats), for ngram_memory; None where it is off."""
 
-    def __init__(self, config: GPTConfig, token_counts=None):
+    def __init__(self, config: GPTConfig, token_counts=None, ngram_stats=None):
         super().__init__()
         assert config.vocab_size is not None and config.block_size is not None
         self.config = config
         self.token_counts = token_counts
         modules = dict(wte=nn.Embedding(config.vocab_size, config.n_embd))
+        if config.filler("token_embedding") is not None:  # e.g. transformer.byte_ngram, composing E from wte
+            name, module = TOKEN_EMBEDDINGS[config.filler("token_embedding")]
+            modules[name] = module(config)
         if config.learned_positions:  # else a component (rope, ...) gives the positions
             modules["wpe"] = nn.Embedding(config.block_size, config.n_embd)
         modules.update(
             drop=nn.Dropout(config.dropout),
             h=nn.ModuleList([Block(config, i) for i in range(config.n_layer)]),
-            ln_f=make_norm(config),
+            ln_f=NORMS[config.filler("norm")](config),
         )
-        if config.has("adaptive_softmax"):  # the output distribution from frequency clusters of the counts
-            modules["adaptive_softmax"] = AdaptiveSoftmax(config, token_counts)
+        head = config.filler("head")
+        if head is not None:  # e.g. transformer.adaptive_softmax, scoring with the tied wte
+            modules[head] = HEADS[head](config, token_counts, modules["wte"])
         self.transformer = nn.ModuleDict(modules)
-        # good_turing_prior: a trained output bias, initialized below to the Good-Turing log-probabilities
-        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=config.has("good_turing_prior"))
+        self.lm_head = TiedHead(config, token_counts)
         # weight tying (https://paperswithcode.com/method/weight-tying)
         self.transformer.wte.weight = self.lm_head.weight
+        mixture = config.filler("head_mixture")
+        if mixture is not None:  # e.g. ngram_memory; registered last: the other weights draw as without it
+            self.add_module(mixture, HEAD_MIXTURES[mixture](config, ngram_stats))
 
+        # init all weights as GPT-2, then what each module initializes itself (residual projections, gates, priors)
         self.apply(self._init_weights)
-        # scaled init of the residual projections, per GPT-2
-        for pn, p in self.named_parameters():
-            if pn.endswith("c_proj.weight"):
-                torch.nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
-            elif pn.endswith("mlp.c_gate.weight") and config.has("laplace_glu"):  # the gate's inputs at unit scale
-                torch.nn.init.normal_(p, mean=0.0, std=config.laplace_glu_gate_std)
-        if config.has("fixed_point_qat"):  # the blocks' Linear layers read their weights fake-quantized
-            apply_fixed_point_qat(self.transformer.h, config.fixed_point_qat_bits)
-        if config.has("good_turing_prior"):
-            init_output_bias(self.lm_head, token_counts)
+        for module in self.modules():
+            if hasattr(module, "init_weights"):
+                module.init_weights()
+        transform = BLOCK_WEIGHTS[config.filler("block_weights")]
+        if transform is not None:  # how the blocks read their matrices (fixed_point_qat: fake-quantized)
+            transform(self.transformer.h, config)
+
+    @property
+    def head(self):
+        """The head object, logits(h) and loss(h, targets): the tied lm_head, or the head slot's filler."""
+        head = self.config.filler("head")
+        return self.lm_head if head is None else self.transformer[head]
+
+    @property
+    def head_mixture(self):
+        """The head_mixture slot's module (log p_mix from the head's logits), or None."""
+        mixture = self.config.filler("head_mixture")
+        return None if mixture is None else getattr(self, mixture)
 
     def get_num_params(self, non_embedding: bool = True) -> int:
         n_params = sum(p.numel() for p in self.parameters())
@@ -214,41 +313,56 @@ class GPT(nn.Module):
         elif isinstance(module, nn.Embedding):
             torch.nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
-    def embed(self, idx):
-        """Token (and, without a position component, learned position) embeddings, (B, T, n_embd)."""
+    def token_embedding_matrix(self):
+        """E (V, n_embd): the rows the ids are embedded with and the tied head scores with; wte's, or the
+        token_embedding slot's composition of them (byte_ngram_embedding: wte plus pooled byte n-gram vectors)."""
+        filler = self.config.filler("token_embedding")
+        wte = self.transformer.wte.weight
+        return wte if filler is None else self.transformer[TOKEN_EMBEDDINGS[filler][0]].compose(wte)
+
+    def embed_with_rows(self, idx):
+        """(x, E): token (and, without a position component, learned position) embeddings (B, T, n_embd), and
+        the rows E they were taken from, which the tied head reads too. The ids go through a module call (wte, or
+        the token_embedding slot's module): the candidate harness counts that call as the step's forward."""
         b, t = idx.size()
         if t > self.config.block_size:
             raise ValueError(f"cannot forward a sequence of length {t}; block_size is {self.config.block_size}")
-        x = self.transformer.wte(idx)
+        filler = self.config.filler("token_embedding")
+        if filler is None:
+            x, E = self.transformer.wte(idx), self.transformer.wte.weight
+        else:
+            x, E = self.transformer[TOKEN_EMBEDDINGS[filler][0]](idx, self.transformer.wte.weight)
         if self.config.learned_positions:
             x = x + self.transformer.wpe(torch.arange(0, t, dtype=torch.long, device=idx.device))
-        return self.transformer.drop(x)
+        return self.transformer.drop(x), E
+
+    def embed(self, idx):
+        """The input embeddings (B, T, n_embd) (see embed_with_rows)."""
+        return self.embed_with_rows(idx)[0]
+
+    def trunk(self, idx):
+        """(ln_f(x), E): the final hidden states (B, T, n_embd) before the output head, and the embedding rows E."""
+        x, E = self.embed_with_rows(idx)
+        for block in self.transformer.h:
+            x = block(x)
+        return self.transformer.ln_f(x), E
 
     def hidden(self, idx):
         """The final hidden states ln_f(x) of shape (B, T, n_embd), before the output head."""
-        x = self.embed(idx)
-        for block in self.transformer.h:
-            x = block(x)
-        return self.transformer.ln_f(x)
+        return self.trunk(idx)[0]
 
     def forward(self, idx, targets=None):
         """(logits, loss). With targets: logits at every position and the mean cross-entropy;
         without: logits at the last position only (generation), loss None."""
-        x = self.hidden(idx)
-        if self.config.has("adaptive_softmax"):
-            # logits: the normalized log-probabilities over all V ids; loss: -log p(target)
-            h = x if targets is not None else x[:, [-1], :]
-            logits = self.transformer.adaptive_softmax.log_probs(h.reshape(-1, h.size(-1)), self.lm_head.weight)
-            logits = logits.view(*h.shape[:2], -1)
-            loss = None if targets is None else F.nll_loss(logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)
-            return logits, loss
-        if targets is not None:
-            logits = self.lm_head(x)
-            loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)
-        else:
-            logits = self.lm_head(x[:, [-1], :])
-            loss = None
-        return logits, loss
+        x, E = self.trunk(idx)  # one E for the input and the tied head
+        if targets is None:
+            x = x[:, [-1], :]
+        logits = self.head.logits(x, E)
+        mixture = self.head_mixture
+        if mixture is not None:  # logits: log p_mix over the V ids, mixed from the head's logits
+            logits = mixture(logits, x, idx)
+            return logits, None if targets is None else mixture.nll(logits, targets)
+        return logits, None if targets is None else self.head.cross_entropy(logits, targets)
 
     def configure_optimizers(self, weight_decay, learning_rate, betas, device_type, eps: float = 1e-8,
                              fused: bool | None = None, lr_ratios: dict[str, float] | None = None):

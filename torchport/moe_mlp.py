@@ -1,21 +1,9 @@
-"""moe_mlp: the "operation cards" of the Analytical Engine as a mixture of experts in place of the MLP.
+"""moe_mlp in torch: the mixture-of-experts MLP and its router-bias update after each step (`update_router_bias`).
 
-One always-on shared expert plus E routed experts, of which each token uses its top k (DeepSeekMoE, Dai et
-al. 2024; DeepSeek-V3, 2024):
-
-    s = sigmoid(W_r x)  (or softmax(W_r x)),   S = top_k(s + b)   (ties: the lower expert index first)
-    y = shared(x) + sum_{e in S} g_e expert_e(x),   g_e = s_e / sum_{e' in S} s_e'
-    expert_e(x) = W_proj[e] gelu(W_fc[e] x)        (the dense MLP's form; hidden width F = 4 D / (1 + k))
-
-so each token's active parameters, (1 + k) * 2 D F, stay those of the dense 4x MLP. The bias b only
-selects; it gets no gradient. After each optimizer step it moves toward balance (auxiliary-loss-free load
-balancing, Wang et al. 2024, used in DeepSeek-V3):  b_e <- b_e + u * sign(mean_e' load_e' - load_e), with
-load_e the number of (token, slot) selections of expert e in the step's batch (`update_router_bias`).
-
-The experts are stored stacked, experts_fc (E, F, D) and experts_proj (E, D, F), as in jaxmodel/moe_mlp.py;
-the forward computes every expert for every token and weights them by g (0 for unselected experts): at
-E = 8, D = 32 this is cheaper than a gather/scatter dispatch and needs no host sync. b is the buffer
-`router_bias`; each training forward keeps its loads (`last_load`) and adds them to `load_sum`.
+The experts are stored stacked, experts_fc (E, F, D) and experts_proj (E, D, F), as in jaxmodel/moe_mlp.py; the
+forward computes every expert for every token and needs no host sync. b is the buffer `router_bias`; each
+training forward keeps its loads (`last_load`) and adds them to `load_sum`.
+The mathematics and sources: the declaration, dreamteam/components/moe_mlp.py.
 """
 
 from __future__ import annotations
@@ -55,6 +43,13 @@ class MoEMLP(nn.Module):
         self.dropout = nn.Dropout(config.dropout)
         self.last_load = None  # loads of the last training forward, for the bias update
         self.load_sum = None  # loads summed since reset_load_sum(), for the run record
+
+    @torch.no_grad()
+    def init_weights(self):
+        """After GPT-2's N(0, 0.02) pass: the shared expert's residual projection at 0.02 / sqrt(2 n_layer)
+        (the routed experts' experts_proj is drawn at that scale when built)."""
+        if self.config.moe_mlp_shared:
+            nn.init.normal_(self.c_proj.weight, mean=0.0, std=0.02 / math.sqrt(2 * self.config.n_layer))
 
     def forward(self, x_BxTxD):
         cfg = self.config

@@ -1,27 +1,13 @@
-"""muon: MomentUm Orthogonalized by Newton-schulz (Jordan et al. 2024, "Muon: an optimizer for hidden layers").
+"""muon in torch: `Muon`, one torch.optim.Optimizer for the whole model. Param groups with use_muon=True take
+the Muon update, the others AdamW (torch.optim.AdamW's own update, fused where the device has the kernel), so
+that one optimizer_step drives both. The Newton-Schulz iteration runs once per matrix shape, on the stack of a
+group's matrices (and row blocks) of that shape. The Flax twin is jaxmodel/muon.py.
 
-For each 2-D weight matrix W (out, in) with gradient G:
-
-    m <- beta m + (1 - beta) G                         momentum
-    u <- (1 - beta) G + beta m                         Nesterov (else u = m)
-    O <- NS5(u) * sqrt(max(1, rows / cols))           approximately U V^T of u = U S V^T
-    W <- W (1 - lr wd) - lr O                          decoupled weight decay
-
-NS5: five Newton-Schulz steps on X_0 = u / (||u||_F + 1e-7) (transposed if rows > cols):
-    A = X X^T,   X <- a X + (b A + c A^2) X,   (a, b, c) = (3.4445, -4.7750, 2.0315)
-each a map a s + b s^3 + c s^5 of the singular values alone, which sends any s in (0, 1] to roughly
-[0.7, 1.2]: the update's condition number is near one, no direction of the matrix learns faster than another.
-
-`Muon` is one torch.optim.Optimizer for the whole model: param groups with use_muon=True take the update above,
-the others AdamW (torch.optim.AdamW's own update, fused where the device has the kernel), so that one
-optimizer_step drives both. The Newton-Schulz iteration runs once per matrix shape, on the stack of a group's
-matrices (and row blocks) of that shape.
-The Flax twin is jaxmodel/muon.py.
+The mathematics and source: the declaration, dreamteam/components/muon.py.
 """
 
 from __future__ import annotations
 
-import math
 
 import torch
 from torch.optim.adamw import adamw  # torch.optim.AdamW's update as a function

@@ -1,13 +1,6 @@
-"""posterior_mean: an exponential moving average of the weights (Polyak & Juditsky 1992; Izmailov et al. 2018),
-updated after every optimizer step and used for every evaluation and the saved checkpoint, while the raw
-weights keep training:
-
-    avg_t = d_t avg_{t-1} + (1 - d_t) theta_t,   d_t = min(decay, (1 + t) / (10 + t))   (dreamteam/posterior_mean.py)
-
-Near a minimum, SGD's iterates scatter around it like draws from a posterior (Mandt et al. 2017, "SGD as
-approximate Bayesian inference"); their average estimates the posterior mean, a point of lower loss than the
-draws themselves. The same role as torch.optim.swa_utils.AveragedModel with get_ema_multi_avg_fn, with the
-warmup of the decay that AveragedModel lacks.
+"""posterior_mean in torch: the EMA of the weights, with the decay schedule of
+dreamteam/components/posterior_mean.py, which also states the mathematics and sources. The same role as
+torch.optim.swa_utils.AveragedModel with get_ema_multi_avg_fn, with the warmup of the decay that AveragedModel lacks.
 """
 
 from __future__ import annotations
@@ -16,7 +9,7 @@ import copy
 
 import torch
 
-from dreamteam.posterior_mean import decay_at
+from dreamteam.components.posterior_mean import decay_at
 
 
 class PosteriorMean:

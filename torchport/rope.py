@@ -1,11 +1,6 @@
-"""rope: rotary position embedding (Su et al. 2021, "RoFormer").
+"""rope in torch: the rotation of queries and keys by position (no parameters).
 
-Each pair of coordinates (2i, 2i+1), i < d_rot / 2, of a query or key at position p is rotated by the
-angle theta_i(p) = p * base^(-2i / d_rot):
-    x'_{2i}   = x_{2i} cos theta - x_{2i+1} sin theta
-    x'_{2i+1} = x_{2i} sin theta + x_{2i+1} cos theta
-so <R_m q, R_n k> depends on m - n only. Coordinates past d_rot (a fraction of the head) are left alone.
-No parameters; the model then has no learned position embedding.
+The mathematics and source: the declaration, dreamteam/components/rope.py.
 """
 
 from __future__ import annotations
@@ -41,3 +36,18 @@ def apply_rope(x, positions, rotary_dim: int, base: float = 10000.0):
     even, odd = pairs[..., 0], pairs[..., 1]
     rotated = torch.stack([even * cos - odd * sin, even * sin + odd * cos], dim=-1).flatten(-2)
     return torch.cat([rotated, rest], dim=-1)
+
+
+class Rotary:
+    """The qk_transform of rope: queries and keys rotated by their positions, on the attention's first
+    attn.rotary_dim coordinates of each head. No parameters."""
+
+    def __init__(self, attn, config):
+        self.rotary_dim, self.base = attn.rotary_dim, config.rope_base
+
+    def __call__(self, attn, q, k, pos):
+        return apply_rope(q, pos, self.rotary_dim, self.base), apply_rope(k, pos, self.rotary_dim, self.base)
+
+    def keys_without_position(self, attn, k):
+        """Keys that have no position (memory_tape's) are not rotated."""
+        return k

@@ -1,19 +1,8 @@
-"""Samplers for generation, driven by uniform numbers passed in (the twin of jaxmodel/sampling.py).
+"""Samplers for generation in torch, driven by uniform numbers passed in (the twin of jaxmodel/sampling.py).
 
-Every sampler maps the next-token logits z_BxV (any normalization: log-probabilities are fine) to a
-distribution q_BxV, and `draw(q, u)` picks the id by the inverse CDF: the smallest i with
-sum_{j <= i} q_j > u * sum_j q_j, for u uniform in [0, 1). Both frameworks take the same u, so the ids they
-sample are the same; the filters work in float64 so that the two agree to rounding, except on a device without
-float64 (MPS: NO_FLOAT64), where they work in float32: the same sets and draws but where a threshold or a
-cumulative sum falls within float32 rounding of u.
-
-    temperature:  p = softmax(z / temperature)
-    top_k:        keep the k largest p (ties: lower id first), renormalize
-    min_p (Nguyen et al. 2024, "Turning up the heat: min-p sampling for creative and coherent LLM outputs"):
-                  keep {v : p_v >= p_min * max_w p_w}, renormalize
-    typical (Meister et al. 2023, "Locally typical sampling"): with surprisal -log p_v and entropy
-                  H = -sum_v p_v log p_v, sort the ids by |-log p_v - H| (ties: lower id first) and keep the
-                  shortest prefix whose mass reaches tau, renormalize
+What each sampler computes: dreamteam/sampling.py. The filters work in float64, except on a device without it
+(MPS: NO_FLOAT64), where they work in float32: the same sets and draws but where a threshold or a cumulative sum
+falls within float32 rounding of u.
 """
 
 from __future__ import annotations
@@ -21,7 +10,8 @@ from __future__ import annotations
 import torch
 from torch.nn import functional as F
 
-SAMPLERS = ("temperature", "top_k", "min_p", "typical")
+from dreamteam.sampling import SAMPLERS, check_p_min, check_tau, check_temperature, check_top_k
+
 NO_FLOAT64 = frozenset({"mps"})  # device types without float64: sampling there computes in float32
 
 
@@ -36,8 +26,7 @@ def _as_u(u):
 
 
 def _probs(logits_BxV, temperature: float):
-    if temperature <= 0:
-        raise ValueError(f"temperature={temperature}; expected > 0")
+    check_temperature(temperature)
     return F.softmax(logits_BxV.to(compute_dtype(logits_BxV.device)) / temperature, dim=-1)
 
 
@@ -49,8 +38,7 @@ def _renormalize(p_BxV, keep_BxV):
 def top_k_probs(logits_BxV, k: int, temperature: float = 1.0):
     """softmax(z / T) restricted to the k largest entries (ties by lower id), renormalized."""
     p_BxV = _probs(logits_BxV, temperature)
-    if not 1 <= k:
-        raise ValueError(f"top_k={k}; expected >= 1")
+    check_top_k(k)
     order_BxV = torch.sort(-p_BxV, dim=-1, stable=True).indices
     keep_BxV = torch.zeros_like(p_BxV, dtype=torch.bool).scatter_(-1, order_BxV[:, :k], True)
     return _renormalize(p_BxV, keep_BxV)
@@ -58,16 +46,14 @@ def top_k_probs(logits_BxV, k: int, temperature: float = 1.0):
 
 def min_p_probs(logits_BxV, p_min: float, temperature: float = 1.0):
     """Keep the ids with p >= p_min * max p, renormalize (min-p, Nguyen et al. 2024)."""
-    if not 0.0 <= p_min <= 1.0:
-        raise ValueError(f"p_min={p_min}; expected a number in [0, 1]")
+    check_p_min(p_min)
     p_BxV = _probs(logits_BxV, temperature)
     return _renormalize(p_BxV, p_BxV >= p_min * p_BxV.amax(-1, keepdim=True))
 
 
 def typical_probs(logits_BxV, tau: float, temperature: float = 1.0):
     """Keep the shortest prefix of ids sorted by |surprisal - entropy| whose mass reaches tau (Meister et al. 2023)."""
-    if not 0.0 < tau <= 1.0:
-        raise ValueError(f"tau={tau}; expected a number in (0, 1]")
+    check_tau(tau)
     p_BxV = _probs(logits_BxV, temperature)
     logp_BxV = torch.log(p_BxV)
     plogp_BxV = torch.where(p_BxV > 0, p_BxV * logp_BxV, torch.zeros_like(p_BxV))

@@ -1,14 +1,5 @@
-"""succession_objective: the training loss with targets smoothed toward the rule-of-succession prior, + z-loss.
-
-    q = (1 - eps) onehot(t) + eps pi,      pi_w = (count_w + 1) / (N + V)  (add-one estimate of train.bin,
-                                                                            dreamteam/succession.py)
-    loss = - sum_w q_w log p_w  +  alpha (log Z)^2
-         = (1 - eps) CE + eps H(pi, p) + alpha lse^2  =  CE + eps (H(pi, p) - CE) + alpha lse^2
-
-Label smoothing (Szegedy et al. 2016) toward Laplace's rule of succession instead of the uniform
-distribution: the smoothing mass goes to each token in proportion to its (add-one) frequency, a Dirichlet(1)
-posterior mean; the z-loss (PaLM, Chowdhery et al. 2022) keeps the normalizer Z = sum exp(z) near one.
-Only the training step uses it: validation and every reported loss stay plain cross-entropy.
+"""succession_objective in torch: the training loss toward the rule-of-succession prior, + z-loss (the prior:
+dreamteam/components/succession_objective.py, which also states the mathematics and sources).
 
 `training_loss(model, idx, targets, fast)` is what train_mps.py (and parity) call for the training step: the
 plain loss when the component is off, otherwise this objective, fused and chunked (torchport/fast.py, same
@@ -19,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from dreamteam import succession
+from dreamteam.components import succession_objective as succession
 from torchport.fast import DEFAULT_CHUNK, IGNORE_INDEX, fused_loss
 
 

@@ -1,18 +1,9 @@
-"""tiled_attention: exact causal attention block by block with the online softmax.
+"""tiled_attention in torch: the explicit loop over key blocks with the online softmax, the reference.
 
-Milakov and Gimelshein 2018 ("Online normalizer calculation for softmax"); Dao et al. 2022 ("FlashAttention").
-For each query block, loop over the key blocks at or before it, keeping a running maximum m, normalizer l
-and unnormalized output acc per query:
-
-    m_new = max(m, max_j s_ij),   s_ij = q_i . k_j / sqrt(E)  (j <= i)
-    l     = exp(m - m_new) l   + sum_j exp(s_ij - m_new)
-    acc   = exp(m - m_new) acc + sum_j exp(s_ij - m_new) v_j
-    y_i   = acc / l
-
-This loop is the readable reference that parity tests compare with. The model itself calls
-`F.scaled_dot_product_attention(..., is_causal=True)`, which on CUDA and MPS dispatches to fused kernels
-that run this same algorithm (FlashAttention / memory-efficient attention) and on the CPU computes the same
-numbers; the Flax model runs the tiled form (jaxmodel/tiled_attention.py) when the component is on.
+The model itself calls `F.scaled_dot_product_attention(..., is_causal=True)`, which on CUDA and MPS dispatches
+to fused kernels that run this same algorithm and on the CPU computes the same numbers; this loop is what
+tests/test_tiled_attention.py compares it with (and why the file stays).
+The mathematics and sources: the declaration, dreamteam/components/tiled_attention.py.
 """
 
 from __future__ import annotations

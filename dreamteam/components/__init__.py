@@ -1,11 +1,16 @@
 """The component declarations: every persona component, declared once and framework-neutral.
 
-A declaration names the component, the slots of the model it fills, what it requires of other slots, and
-whether it gives the model its positions. The models (jaxmodel/model.py, torchport/model.py) assemble by
-slot: they ask a config which component fills a slot (`GPTConfig.filler`, `GPTConfig.fillers`), never for a
-list of names. Two components that claim one exclusive slot cannot be combined; a component whose
-requirement on another slot is not met cannot be combined with what fills it. Nothing else decides
-compatibility.
+A declaration (`Component`) names the component, the slots of the model it fills, what it requires of
+other slots, whether it gives the model its positions, its options (the GPTConfig or Recipe fields it owns,
+each named after it), their validation, its mathematics and its source. Each component has one module
+here, dreamteam/components/<name>.py, holding its declaration (COMPONENT) and its framework-neutral math
+(numpy or plain Python: the numbers both models start from or share); its Flax and torch modules
+(jaxmodel/<name>.py, torchport/<name>.py) compute what the declaration's `math` states and point to it.
+
+The models (jaxmodel/model.py, torchport/model.py) assemble by slot: they ask a config which component
+fills a slot (`GPTConfig.filler`, `GPTConfig.fillers`), never for a list of names. Two components that
+claim one exclusive slot cannot be combined; a component whose requirement on another slot is not met
+cannot be combined with what fills it (`conflicts`). Nothing else decides compatibility.
 
 This package imports neither torch nor jax.
 """
@@ -13,6 +18,7 @@ This package imports neither torch nor jax.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, Callable
 
 # The slots of the model and of its training step, in the order a forward pass and a step meet them.
 # An exclusive slot holds at most one component; the others hold several, applied in declaration order.
@@ -36,6 +42,9 @@ SLOTS: dict[str, bool] = {  # name -> exclusive
     "after_step": False,  # updates after each optimizer step, outside the gradient
 }
 
+# the dataclasses that hold options: the model's config and the training recipe (dreamteam/config.py)
+OPTION_HOLDERS = ("GPTConfig", "Recipe")
+
 
 @dataclass(frozen=True)
 class Component:
@@ -45,50 +54,68 @@ class Component:
     # {slot: fillers allowed there}; None in the tuple stands for the slot's default (nothing fills it)
     requires: tuple[tuple[str, tuple[str | None, ...]], ...] = ()
     positions: bool = False  # it gives the model positional information (then there is no learned wpe)
+    # the fields it owns, each named `<name>_...`, all in one dataclass: GPTConfig (the model) or Recipe (training)
+    options: tuple[str, ...] = ()
+    options_in: str = "GPTConfig"
+    # validate(holder) -> problems (one sentence each, [] when fine), holder the GPTConfig or the Recipe that
+    # holds the options. The GPTConfig's (Recipe's) __post_init__ runs it for every declaration whose options
+    # it holds; where a check applies only with the component switched on, validate says so (cfg.has(name)).
+    validate: Callable[[Any], list[str]] | None = None
+    math: str = ""  # what it computes, in plain text: the one statement the Flax and torch modules point to
+    source: str = ""  # the paper or idea it comes from
+    notes: str = ""  # how the two frameworks implement it, where that is worth a line
+
+    def __post_init__(self):
+        unknown = [s for s in self.slots + tuple(s for s, _ in self.requires) if s not in SLOTS]
+        if unknown:
+            raise ValueError(f"component {self.name}: unknown slot(s) {unknown}; slots: {list(SLOTS)}")
+        if self.options_in not in OPTION_HOLDERS:
+            raise ValueError(f"component {self.name}: options_in={self.options_in!r}; expected one of {OPTION_HOLDERS}")
+        unprefixed = [o for o in self.options if not o.startswith(self.name + "_")]
+        if unprefixed:
+            raise ValueError(f"component {self.name}: option(s) {unprefixed} must be named {self.name}_...")
+
+    def problems(self, holder) -> list[str]:
+        """What is wrong with this component's options in `holder` (a GPTConfig or a Recipe): [] when fine."""
+        if self.validate is None or type(holder).__name__ != self.options_in:
+            return []
+        return list(self.validate(holder))
 
 
-COMPONENTS: dict[str, Component] = {c.name: c for c in (
-    # qk transforms apply in this order: normalize, then rotate
-    Component("rms_qknorm", ("norm", "qk_transform"), "RMSNorm everywhere and per-head QK-norm"),
-    Component("rope", ("qk_transform",), "rotary positions (Su et al. 2021)", positions=True),
-    Component("golden_swiglu", ("mlp",), "SwiGLU MLP of golden-ratio width"),
-    Component("mla", ("qkv",), "multi-head latent attention (DeepSeek-V2)"),
-    Component("difference_ssm", ("token_mixer",),
-              "difference-engine state-space token mixer in place of attention in some layers"),
-    Component("fixed_point_qat", ("block_weights",),
-              "fixed-point (int b) fake quantization of the block matrices, straight-through"),
-    Component("tiled_attention", ("attend",),
-              "exact attention by key blocks with the online softmax (FlashAttention's algorithm)"),
-    Component("muon", ("optimizer",), "Muon optimizer for the 2-D matrices inside the blocks (Jordan et al. 2024)"),
-    # the latent attention builds no per-head keys a tape could extend
-    Component("memory_tape", ("extra_kv",),
-              "persistent memory slots of keys and values in attention (Sukhbaatar et al. 2019)",
-              requires=(("qkv", (None,)),)),
-    Component("good_turing_prior", ("output_bias",),
-              "output bias initialized to log of the Good-Turing token probabilities of train.bin",
-              requires=(("head", (None,)),)),
-    # the decay needs a position for every key: the tape's slots have none; the latent attention has its own
-    Component("laplace_bias", ("score_bias",),
-              "exponential-decay (Laplace-kernel) attention bias -s_h (i - j), learned rates (ALiBi-like)",
-              requires=(("extra_kv", (None,)), ("qkv", (None,))), positions=True),
-    Component("laplace_glu", ("mlp",), "MLP gated by MEGA's Laplace function 0.5 (1 + erf((x - mu) / (sigma sqrt 2)))"),
-    Component("succession_objective", ("objective",),
-              "training targets smoothed toward the add-one (rule-of-succession) prior, + z-loss",
-              requires=(("head", (None,)),)),
-    Component("posterior_mean", ("weight_averaging",),
-              "EMA (Polyak) average of the weights, used for evaluation and the checkpoint"),
-    # the balancing bias update reads the expert loads that the forward pass sows: the quantized blocks
-    # (read through a variable transform) and the succession loss do not return them
-    Component("moe_mlp", ("mlp", "after_step"),
-              "mixture of experts MLP: shared expert + top-k routed, bias-balanced (DeepSeek-V3)",
-              requires=(("block_weights", (None,)), ("objective", (None,)))),
-    Component("adaptive_softmax", ("head",), "frequency-clustered output distribution (Grave et al. 2017)"),
+# Declaration order: the qk transforms apply in this order (normalize, then rotate), and after-step hooks too.
+from dreamteam.components import (  # noqa: E402  (the modules import Component from here)
+    adaptive_softmax,
+    byte_ngram_embedding,
+    difference_ssm,
+    fixed_point_qat,
+    golden_swiglu,
+    good_turing_prior,
+    laplace_bias,
+    laplace_glu,
+    memory_tape,
+    mla,
+    moe_mlp,
+    muon,
+    ngram_memory,
+    posterior_mean,
+    rms_qknorm,
+    rope,
+    succession_objective,
+    tiled_attention,
+)
+
+COMPONENTS: dict[str, Component] = {m.COMPONENT.name: m.COMPONENT for m in (
+    rms_qknorm, rope, golden_swiglu, mla, difference_ssm, fixed_point_qat, tiled_attention, muon, memory_tape,
+    good_turing_prior, laplace_bias, laplace_glu, succession_objective, posterior_mean, moe_mlp, adaptive_softmax,
+    # added since: a new component comes last (the search draws mutations by index into KNOWN_COMPONENTS)
+    byte_ngram_embedding, ngram_memory,
 )}
 
 
 def conflicts(components: tuple[str, ...]) -> list[str]:
     """Why `components` cannot be combined: one sentence per clash, [] where they can."""
     problems = []
+    components = tuple(dict.fromkeys(components))  # a name listed twice is one component switched on
     fillers: dict[str, list[str]] = {}
     for name in components:
         for slot in COMPONENTS[name].slots:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from dreamteam.bench import BenchError
+from dreamteam.tools.bench import BenchError
 from dreamteam.runs import finite, max_load
 
 REFERENCE = "eager"

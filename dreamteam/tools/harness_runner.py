@@ -1,8 +1,8 @@
 """The child side of `dreamteam evaluate`: runs one candidate's train() under observation, in its own process.
 
-    python -m dreamteam.harness_runner SPEC.json RESULT.json      (started by dreamteam.harness, cwd = the candidate)
+    python -m dreamteam.tools.harness_runner SPEC.json RESULT.json      (started by dreamteam.tools.harness, cwd = the candidate)
 
-The parent (dreamteam/harness.py) starts this module with the candidate's folder first on the import path,
+The parent (dreamteam/tools/harness.py) starts this module with the candidate's folder first on the import path,
 so `from model import GPT` inside the candidate imports the candidate's own model.py (the project's only
 where the candidate has none). Before the candidate's code runs, the Monitor installs:
 
@@ -308,9 +308,8 @@ def _persona(spec: dict):
     from dreamteam.config import GPTConfig, Persona, Recipe
 
     g = spec["genome"]
-    model = {k: tuple(v) if isinstance(v, list) else v for k, v in g.get("model", {}).items()}  # JSON has no tuples
-    return Persona(g.get("name", "genome"), GPTConfig(components=tuple(g.get("components", ())), **model),
-                   Recipe(**g.get("recipe", {})), "registry genome")
+    return Persona(g.get("name", "genome"), GPTConfig.from_fields({**g.get("model", {}), "components": g.get("components", ())}),
+                   Recipe.from_fields(g.get("recipe", {})), "registry genome")
 
 
 def _model_facts(model) -> dict:

@@ -20,9 +20,9 @@ Candidates are of two kinds:
   the learning rate and Muon's rate by a log-normal factor, the rest from short lists);
 - persona proposals (where --llm-command and --persona-prompts are given): each persona prompt in the folder
   asks for a modified train_mps.py/model.py of the best code candidate so far (the project's files at
-  first), through dreamteam.propose; a rejected answer is recorded, and its slot goes to a genome.
+  first), through dreamteam.tools.propose; a rejected answer is recorded, and its slot goes to a genome.
 
-Every candidate is evaluated by dreamteam.harness.evaluate with the same seeds. Candidates are ranked by
+Every candidate is evaluated by dreamteam.tools.harness.evaluate with the same seeds. Candidates are ranked by
 --rank-by: val_loss (default; the mean over seeds of the whole-validation loss of the trained model) or
 DreamTeam's fitness (mean over seeds of best_vloss + 0.01 * elapsed_min), the other figure beside it; failed
 candidates rank last, then invalid ones (protocol violations). The ranking picks the elite and the parents
@@ -52,7 +52,8 @@ from pathlib import Path
 
 import numpy as np
 
-from dreamteam import executors, harness, runs
+from dreamteam import runs
+from dreamteam.tools import executors, harness
 
 RANK_BY = ("val_loss", "fitness")
 # recipe settings a mutation moves, and how
@@ -106,10 +107,10 @@ def genome_of(persona) -> dict:
 def normalized(genome: dict) -> dict:
     """A genome with the whole recipe (Recipe's defaults for the settings an older genome.json lacks) and a
     model-options dict: what mutation, crossover and the duplicate check work on."""
-    from dreamteam.config import Recipe
+    from dreamteam.config import RENAMED_OPTIONS, Recipe
 
-    g = {"components": list(genome["components"]), "recipe": asdict(Recipe(**genome["recipe"])),
-         "model": dict(genome.get("model") or {})}
+    g = {"components": list(genome["components"]), "recipe": asdict(Recipe.from_fields(genome["recipe"])),
+         "model": {RENAMED_OPTIONS.get(k, k): v for k, v in (genome.get("model") or {}).items()}}
     if "name" in genome:
         g["name"] = genome["name"]
     return g
@@ -118,11 +119,12 @@ def normalized(genome: dict) -> dict:
 def persona_of(genome: dict, model_options: dict | None = None):
     """The Persona a genome trains (the harness's runner builds the same): model options from the genome,
     then model_options (the run's own, e.g. a test's vocab_size) over them; JSON lists back to tuples."""
+    from dreamteam import config
     from dreamteam.config import GPTConfig, Persona, Recipe
 
-    opts = {k: tuple(v) if isinstance(v, list) else v for k, v in {**(genome.get("model") or {}), **(model_options or {})}.items()}
-    return Persona(genome.get("name", "genome"), GPTConfig(components=tuple(genome["components"]), **opts),
-                   Recipe(**genome["recipe"]), "registry genome")
+    opts = {**config.current_names(genome.get("model")), **config.current_names(model_options)}
+    return Persona(genome.get("name", "genome"), GPTConfig.from_fields({**opts, "components": genome["components"]}),
+                   Recipe.from_fields(genome["recipe"]), "registry genome")
 
 
 def validate(genome: dict, model_options: dict) -> None:
@@ -377,7 +379,8 @@ def _persona_prompts(folder) -> list[Path]:
 
 def make_population(out: Path, gen: int, P: int, cfg: dict) -> list[dict]:
     """Create generation gen's candidate folders and population.json (once; a resumed run reads it back)."""
-    from dreamteam import propose, registry
+    from dreamteam import registry
+    from dreamteam.tools import propose
 
     gdir = out / f"gen_{gen:03d}"
     pop_file = gdir / "population.json"

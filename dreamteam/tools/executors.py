@@ -23,7 +23,7 @@ from typing import Callable
 
 EXECUTORS = ("local", "ray")
 # the repository root (train_mps.py, model.py): Ray workers import from it, as this process does
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
+PROJECT_ROOT = Path(__file__).resolve().parents[2]  # dreamteam/tools/X.py -> the checkout
 
 
 class ExecutorError(ValueError):

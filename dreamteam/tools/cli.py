@@ -1,4 +1,5 @@
-"""The `dreamteam` command line. Each command imports the engine it runs inside the command.
+"""The `dreamteam` command line (`python -m dreamteam` from a checkout). Each command imports the engine it
+runs inside the command, so that importing this module imports none (tests/test_layout.py).
 
     dreamteam prepare  [--data-dir DIR] [--input PATH | --download [URL]]   (default text: the shipped tiny Shakespeare)
     dreamteam train    [--engine torch|jax] [--persona NAME] [--seed S] [--max-iters N] [--device D] [--out-dir DIR]
@@ -27,7 +28,8 @@ import argparse
 import os
 import sys
 
-from dreamteam import arguments, executors
+from dreamteam import arguments
+from dreamteam.tools import executors
 
 
 def _prepare(args) -> int:
@@ -81,8 +83,10 @@ def _anatomy(args) -> int:
 
     import torch
 
-    from dreamteam import data, drawings, registry
+    from dreamteam import data, registry
+    from dreamteam.tools import drawings
     from torchport.anatomy import trace
+    from torchport.checkpoint import load_checkpoint
     from torchport.model import GPT
 
     persona = registry.get(args.persona)
@@ -99,7 +103,14 @@ def _anatomy(args) -> int:
 
         counts = (np.ones(persona.model.vocab_size, np.int64) if args.checkpoint  # the checkpoint holds the bias
                   else data.token_counts(data.load(None, dict(os.environ)).train, persona.model.vocab_size))
-    model = GPT(persona.model, token_counts=counts)
+    stats = None
+    if persona.model.has("ngram_memory"):  # the head_mixture's n-gram tables come from train.bin's counts
+        import os
+
+        from dreamteam.components import ngram_memory
+
+        stats = ngram_memory.stats_for(persona.model, data.load(None, dict(os.environ)).train)
+    model = GPT(persona.model, token_counts=counts, ngram_stats=stats)
     if args.checkpoint:
         load_checkpoint(model, args.checkpoint, persona.name)
         source = Path(args.checkpoint).name
@@ -119,126 +130,8 @@ def _anatomy(args) -> int:
     return 0
 
 
-def _config_of_checkpoint(checkpoint, persona_name):
-    """The GPTConfig of a run checkpoint: the named persona's, else the one in its run record (NAME.json)."""
-    import json
-    from pathlib import Path
-
-    from dreamteam import registry
-    from dreamteam.config import GPTConfig
-
-    if persona_name:
-        return registry.get(persona_name).model
-    record = Path(checkpoint).with_suffix(".json")
-    if not record.exists():
-        raise FileNotFoundError(f"no run record {record} beside the checkpoint; pass --persona NAME")
-    try:
-        fields = json.loads(record.read_text())["config"]
-    except (UnicodeDecodeError, ValueError, KeyError, TypeError):
-        raise FileNotFoundError(f"{record} beside the checkpoint is not a run record with a config; pass --persona NAME") from None
-    return GPTConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()})
-
-
-def _export_int8(args) -> int:
-    """fixed_point_qat's export: int8 codes + float32 scales of the block matrices, and the val_loss of the
-    model rebuilt from them against the float checkpoint's."""
-    from pathlib import Path
-
-    import torch
-    from safetensors.torch import load_model
-
-    from dreamteam import data
-    from torchport.evaluate import val_loss
-    from torchport.fixed_point_qat import load_int8, save_int8
-    from torchport.model import GPT
-
-    try:
-        config = _config_of_checkpoint(args.checkpoint, args.persona)
-    except FileNotFoundError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    if not 2 <= args.bits <= 8:
-        print(f"error: --bits {args.bits}: an int8 export holds 2 to 8 bits", file=sys.stderr)
-        return 2
-    if config.has("fixed_point_qat") and config.fixed_point_qat_bits != args.bits:
-        print(f"note: the model was trained with fixed_point_qat_bits={config.fixed_point_qat_bits}, exporting {args.bits}")
-    model = GPT(config)
-    load_checkpoint(model, args.checkpoint, args.persona or "(the run record's config)")
-    save_int8(model, args.out, args.bits, extra_meta={"source": Path(args.checkpoint).name})
-    # float: the checkpoint's weights read as they are (fixed_point_qat off); int8: the dequantized matrices,
-    # read as they are (no second rounding); with fixed_point_qat the trained model's own forward equals int8's
-    plain_config = config.replace(components=tuple(c for c in config.components if c != "fixed_point_qat"))
-    float_model = GPT(plain_config)
-    load_model(float_model, args.checkpoint)
-    int8_model = GPT(plain_config)
-    state, meta = load_int8(args.out)
-    int8_model.load_state_dict(state)
-    x, y = data.val_windows(data.load(args.data_dir, os.environ).val, config.block_size)
-    if args.windows:
-        x, y = x[: args.windows], y[: args.windows]
-    float_loss, int8_loss = val_loss(float_model, x, y, "cpu"), val_loss(int8_model, x, y, "cpu")
-    size_f, size_q = Path(args.checkpoint).stat().st_size, Path(args.out).stat().st_size
-    import json
-
-    n_q = sum(state[k].numel() for k in json.loads(meta["quantized"]))
-    kind = "trained with fixed_point_qat" if config.has("fixed_point_qat") else "post-training quantization"
-    print(f"wrote {args.out}: {size_q:,} bytes (float checkpoint {size_f:,} bytes); {n_q:,} block-matrix weights "
-          f"as int{args.bits} ({kind}), embeddings and gains float32")
-    print(f"val_loss over {len(x)} windows: float weights {float_loss:.6f}, int8 export {int8_loss:.6f}, "
-          f"change {int8_loss - float_loss:+.6f}")
-    if config.has("fixed_point_qat"):
-        qat_loss = val_loss(model, x, y, "cpu")
-        print(f"  the model's own fake-quantized forward: {qat_loss:.6f} (int8 export - QAT forward = {int8_loss - qat_loss:+.2e})")
-    return 0
-
-
-def _laplace_rates(args) -> int:
-    """Plot the learned decay rates s_h of laplace_bias, per layer and head, from a run's checkpoint."""
-    from pathlib import Path
-
-    from dreamteam import drawings
-    from dreamteam.config import GPTConfig
-    from dreamteam.laplace_rates import initial_rates
-
-    path = Path(args.checkpoint)
-    if not path.is_file():
-        print(f"error: no checkpoint at {path}", file=sys.stderr)
-        return 2
-    try:
-        rates_LxH = drawings.laplace_rates_of(path)
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    H = rates_LxH.shape[1]
-    # the rates at initialization, with the default exponent, which the registered personas use
-    initial_H = initial_rates(H, GPTConfig.laplace_bias_exponent)
-    out = Path(args.out) if args.out else path.with_name(path.stem + "_laplace_rates.png")  # beside the checkpoint
-    out.parent.mkdir(parents=True, exist_ok=True)
-    drawings.draw_laplace_rates(rates_LxH, out, f"laplace_bias decay rates of {path.name}", initial_H)
-    for l, row in enumerate(rates_LxH):
-        print(f"layer {l}: " + "  ".join(f"s_{h}={s:.4g}" for h, s in enumerate(row)))
-    print(f"wrote {out}")
-    return 0
-
-
-class SampleError(ValueError):
+class SampleError(arguments.CommandError):
     """sample: no checkpoint to load, or options that do not fit."""
-
-
-def load_checkpoint(model, path, persona_name: str) -> None:
-    """load_model(model, path), its failures as one SampleError: a missing file, a file that is no
-    safetensors checkpoint, weights of another model."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_model
-
-    try:
-        load_model(model, str(path))
-    except FileNotFoundError:
-        raise SampleError(f"checkpoint {path} does not exist") from None
-    except SafetensorError as e:
-        raise SampleError(f"{path} is not a safetensors checkpoint ({e})") from None
-    except RuntimeError as e:
-        raise SampleError(f"checkpoint {path} does not fit persona {persona_name!r}: {str(e).splitlines()[0]}") from None
 
 
 def newest_checkpoint(persona: str, runs_dir) -> "Path":
@@ -267,9 +160,9 @@ def _sample(args) -> int:
     """Decoded text sampled from a trained model after a prompt, with the uniform numbers of a seeded generator."""
     import numpy as np
     import torch
-    from safetensors.torch import load_model
 
     from dreamteam import data, registry
+    from torchport.checkpoint import load_checkpoint
     from torchport.model import GPT
     from torchport.sampling import generate
 
@@ -280,10 +173,14 @@ def _sample(args) -> int:
     ids = data.encode(args.prompt)
     if not ids:
         raise SampleError("--prompt encodes to no tokens")
-    counts = None
+    counts = stats = None
     if persona.model.has("adaptive_softmax"):  # its clusters are built from the train.bin counts
         counts = data.token_counts(data.load(args.data_dir, os.environ).train, persona.model.vocab_size)
-    model = GPT(persona.model, token_counts=counts)
+    if persona.model.has("ngram_memory"):  # the head_mixture's n-gram tables too (they are not in the checkpoint)
+        from dreamteam.components import ngram_memory
+
+        stats = ngram_memory.stats_for(persona.model, data.load(args.data_dir, os.environ).train)
+    model = GPT(persona.model, token_counts=counts, ngram_stats=stats)
     load_checkpoint(model, ckpt, persona.name)
     u = np.random.default_rng(args.seed).random((args.tokens, 1))
     out = generate(model, torch.tensor([ids]), torch.from_numpy(u), args.sampler, temperature=args.temperature,
@@ -293,30 +190,26 @@ def _sample(args) -> int:
     return 0
 
 
-def _expert_load(args) -> int:
-    """The moe_mlp expert-load plot of a run record."""
-    import json
-    from pathlib import Path
+# Commands of one component, beside it: name -> "module:function(args) -> exit status", imported when the
+# command runs. Their arguments are checked here (build_parser) like every command's; bad input the function
+# finds itself is one arguments.CommandError line.
+COMPONENT_COMMANDS = {
+    "export-int8": "torchport.fixed_point_qat_export:export_int8_command",  # fixed_point_qat
+    "laplace-rates": "torchport.laplace_bias_rates:laplace_rates_command",  # laplace_bias
+    "expert-load": "torchport.moe_mlp_load:expert_load_command",  # moe_mlp
+}
 
-    from dreamteam import drawings
 
-    try:
-        rec = json.loads(Path(args.record).read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise SampleError(f"{args.record} is not readable JSON ({e})") from None
-    if not isinstance(rec, dict):
-        raise SampleError(f"{args.record} is not a run record (a JSON object)")
-    record = Path(args.record)
-    out = Path(args.out) if args.out else record.with_name(record.stem + "_expert_load.png")  # beside the record
-    out.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        drawings.draw_expert_load(rec.get("expert_load", []), out,
-                                  f"{rec.get('persona')}: expert load over training (seed {rec.get('seed')}, {rec.get('device')}, "
-                                  f"{rec.get('max_iters')} it)")
-    except ValueError as e:
-        raise SampleError(str(e)) from None
-    print(f"wrote {out}")
-    return 0
+def component_command(name: str):
+    """The function `name` of COMPONENT_COMMANDS, imported now."""
+    import importlib
+
+    module, _, function = COMPONENT_COMMANDS[name].partition(":")
+    return getattr(importlib.import_module(module), function)
+
+
+def _run_component_command(args) -> int:
+    return component_command(args.command)(args)
 
 
 def _personas(args) -> int:
@@ -328,13 +221,13 @@ def _personas(args) -> int:
 
 
 def _bench(args) -> int:
-    from dreamteam import bench
+    from dreamteam.tools import bench
 
     return bench.main(args)
 
 
 def _report(args) -> int:
-    from dreamteam import report
+    from dreamteam.tools import report
 
     return report.main(args)
 
@@ -366,7 +259,7 @@ def _command(sub, name: str, help: str):
 
 def _add_loop_commands(sub) -> None:
     """The candidate-evaluation loop (docs/loop.md): evaluate, check, propose, evolve."""
-    from dreamteam import evolve, harness, propose
+    from dreamteam.tools import evolve, harness, propose
 
     e = _command(sub, "evaluate", "run one candidate in a fresh subprocess; metrics and check report in DIR/metrics.json")
     _evaluate_options(e)
@@ -433,7 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="a run's .safetensors (train_mps or jaxmodel.train)")
     lr.add_argument("--out", type=arguments.output_file(".png", kind="a PNG file"), default=None,
                     help="the plot to write (default: CHECKPOINT_laplace_rates.png beside the checkpoint)")
-    lr.set_defaults(func=_laplace_rates)
+    lr.set_defaults(func=_run_component_command)
 
     _command(sub, "parity", "Flax/torch equivalence checks (python -m parity --help)")
     _command(sub, "personas", "list the registered personas").set_defaults(func=_personas)
@@ -478,7 +371,7 @@ def build_parser() -> argparse.ArgumentParser:
     e8.add_argument("--windows", type=arguments.positive_int, default=None,
                     help="evaluate the first N validation windows only (default: all 563)")
     e8.add_argument("--data-dir", default=None, help=DATA_DIR_HELP)
-    e8.set_defaults(func=_export_int8)
+    e8.set_defaults(func=_run_component_command)
 
     s = _command(sub, "sample", "print text sampled from a trained model after a prompt (GPT-2 BPE, offline)")
     s.add_argument("--persona", required=True, help="the persona the checkpoint was trained as")
@@ -502,7 +395,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a run record (.json) of a persona with moe_mlp")
     e.add_argument("--out", type=arguments.output_file(".png", kind="a PNG file"), default=None,
                    help="the plot to write (default: RECORD_expert_load.png beside the record)")
-    e.set_defaults(func=_expert_load)
+    e.set_defaults(func=_run_component_command)
     return ap
 
 
@@ -531,7 +424,7 @@ def main(argv=None) -> int:
 
     try:
         return args.func(args)
-    except (DataError, UnknownPersonaError, SampleError, arguments.DeviceError, executors.ExecutorError) as e:
+    except (DataError, UnknownPersonaError, arguments.CommandError, arguments.DeviceError, executors.ExecutorError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 

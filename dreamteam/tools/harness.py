@@ -2,7 +2,7 @@
 
 A candidate is a folder holding `train_mps.py` and, where it changes the model, `model.py` (or, for the
 evolutionary search, `genome.json`: a set of registry components and recipe settings run through the
-project's train_mps.train). The subprocess (dreamteam/harness_runner.py) starts with the candidate's folder
+project's train_mps.train). The subprocess (dreamteam/tools/harness_runner.py) starts with the candidate's folder
 first on its import path, so the candidate's own model.py is the one `from model import GPT` imports; the
 project's root follows, so a candidate without model.py gets the project's.
 
@@ -27,9 +27,10 @@ import sys
 import time
 from pathlib import Path
 
-from dreamteam import check, protocol, runs
+from dreamteam import protocol, runs
+from dreamteam.tools import check
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
+PROJECT_ROOT = Path(__file__).resolve().parents[2]  # dreamteam/tools/X.py -> the checkout
 DATA_NAMES = ("data_dir", "data_path", "data_root", "dataset_dir", "DATA_DIR", "DATA_PATH")
 TAIL_CHARS = 3000
 DATA_ENV = "DREAMTEAM_DATA"
@@ -270,7 +271,7 @@ def evaluate(cand_dir, *, seed: int = 0, timeout_min: float = 120.0, device: str
     out_path, err_path = work / "stdout.txt", work / "stderr.txt"
     t0 = time.time()
     with open(out_path, "w") as out, open(err_path, "w") as err:
-        proc = subprocess.Popen([sys.executable, "-m", "dreamteam.harness_runner", str(spec_path), str(result_path)],
+        proc = subprocess.Popen([sys.executable, "-m", "dreamteam.tools.harness_runner", str(spec_path), str(result_path)],
                                 cwd=cand_dir, env=env, stdout=out, stderr=err, start_new_session=True)
         try:
             rc = proc.wait(timeout=timeout_min * 60)

@@ -27,8 +27,9 @@ import re
 import sys
 from pathlib import Path
 
-from dreamteam import protocol, registry, speed
-from dreamteam.bench import BenchError, base_label, device_type, read_records, same_spec, spec_fields
+from dreamteam import protocol, registry
+from dreamteam.tools import speed
+from dreamteam.tools.bench import BenchError, base_label, device_type, read_records, same_spec, spec_fields
 from dreamteam.runs import finite, max_load
 
 METRICS = ("val_loss", "val_loss_best", "best_vloss", "fitness", "elapsed_min", "ms_per_iter")
@@ -477,7 +478,7 @@ def _curve_stats(runs: list[dict], key: str = "val_loss_curve"):
 def write_report(runs_dir: str | Path, out: str | Path | None = None, warn=None, speed_files=()) -> dict:
     """Write RESULTS.md, results.json and the plots into `out` (default: beside the runs, in runs_dir); returns
     the summary (results.json's content).
-    speed_files: bench_step JSON files and run records for the speed section (dreamteam/speed.py)."""
+    speed_files: bench_step JSON files and run records for the speed section (dreamteam/tools/speed.py)."""
     speed_entries = speed.read_speed(speed_files)  # bad files fail before anything is written
     summary = summarize_runs(runs_dir, warn)
     summary["speed"] = speed_entries

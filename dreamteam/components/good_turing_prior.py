@@ -1,5 +1,5 @@
-"""good_turing_prior: the Good-Turing estimate of token probabilities (Good 1953, from Turing's wartime
-work), smoothed as in Gale and Sampson's Simple Good-Turing (1995). numpy only, framework-neutral.
+"""good_turing_prior: its declaration, and the Good-Turing estimate of token probabilities (Good 1953, from
+Turing's wartime work), smoothed as in Gale and Sampson's Simple Good-Turing (1995). numpy only, framework-neutral.
 
 With N tokens counted, r the count of a token and N_r the number of distinct tokens seen exactly r times,
 a token seen r times gets the adjusted count
@@ -24,6 +24,8 @@ of this estimate.
 from __future__ import annotations
 
 import numpy as np
+
+from dreamteam.components import Component
 
 
 def _check(counts_V) -> np.ndarray:
@@ -108,3 +110,31 @@ def unigram_cross_entropy(counts_V, targets) -> float:
     """-mean_n log p(t_n) under the Good-Turing unigram model: the loss of a model whose logits are log p."""
     p = probabilities(counts_V)
     return float(-np.mean(np.log(p[np.asarray(targets).reshape(-1)])))
+
+
+def validate(recipe) -> list[str]:
+    if not recipe.good_turing_prior_lr_ratio >= 0:
+        return [f"good_turing_prior_lr_ratio={recipe.good_turing_prior_lr_ratio}; expected >= 0"]
+    return []
+
+
+COMPONENT = Component(
+    "good_turing_prior", ("output_bias",),
+    "output bias initialized to log of the Good-Turing token probabilities of train.bin",
+    requires=(("head", (None,)),),
+    # a training setting, so a Recipe field: the output bias learns at this fraction of the scheduled AdamW rate
+    # (0 keeps the prior fixed). Adam moves every bias by about the rate per step whatever its gradient's size, so
+    # the ids absent from a batch, whose gradients are tiny but always positive, drift down together.
+    options=("good_turing_prior_lr_ratio",),
+    options_in="Recipe",
+    validate=validate,
+    math="""\
+    logits = ln_f(x) W_tied^T + b,      b_0 = log p_GT       (sum_v exp b_0,v = 1)
+p_GT is the Simple Good-Turing estimate of the token probabilities of train.bin (`probabilities`: seen ids
+r* / N, renormalized to 1 - N_1 / N; unseen ids share N_1 / N). While the tied weights contribute little (they
+start at std 0.02), softmax(logits) is close to p_GT: the model starts from the best unigram model instead of
+the uniform one, its initial loss near the unigram cross-entropy instead of ln V. The bias is trained (no
+weight decay: it is a vector), at good_turing_prior_lr_ratio times the AdamW rate.""",
+    source="Good 1953, \"The population frequencies of species and the estimation of population parameters\" (Turing's "
+           "estimate); Gale and Sampson 1995, \"Good-Turing frequency estimation without tears\"",
+)

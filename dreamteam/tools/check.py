@@ -8,7 +8,7 @@ Two halves (docs/loop.md says what each sees):
   `it % 100` when it is called as `helper(it)`). Every optimizer step, backward pass, model forward, batch
   draw and loop exit it meets is recorded with the conditions, inner loops and `no_grad` blocks around it;
   the rules then read those records. Each violation carries its line and a sentence naming what was found.
-- `dynamic_violations(counts, max_iters)` judges what the harness runner (dreamteam/harness_runner.py)
+- `dynamic_violations(counts, max_iters)` judges what the harness runner (dreamteam/tools/harness_runner.py)
   counted while train() ran: optimizer steps, the training forwards and backward passes between them, and
   each evaluation (the steps before it, its batches, their shapes and where their rows came from).
 

@@ -144,7 +144,7 @@ def parse_answer(answer: str) -> Parsed:
 
 
 def current_sources(from_dir: Path) -> dict:
-    from dreamteam.harness import PROJECT_ROOT
+    from dreamteam.tools.harness import PROJECT_ROOT
 
     out = {}
     for name in FILES:

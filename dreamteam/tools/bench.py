@@ -6,7 +6,7 @@
 
 Where the runs go: one after the other in this process (the default), `--workers N` of them at once on
 this machine (each process with its share of the cores), or `--executor ray` on a local Ray instance or,
-with `--ray-address`, an existing cluster; the same executors as `dreamteam evolve` (dreamteam/executors.py).
+with `--ray-address`, an existing cluster; the same executors as `dreamteam evolve` (dreamteam/tools/executors.py).
 
 Every run is exactly what DreamTeam calls, `train_mps.train(persona, seed, ...)`, which writes one JSON
 record per run into the out folder (`dreamteam report` reads them). `--threads N` is passed to every run
@@ -40,15 +40,16 @@ from pathlib import Path
 
 import dreamteam
 from dreamteam import protocol, registry
-from dreamteam.config import GPTConfig, Persona, Recipe
+from dreamteam.config import RENAMED_OPTIONS, GPTConfig, Persona, Recipe
+from dreamteam.settings import SettingError, parse_settings, with_settings  # noqa: F401 (bench's API)
 from dreamteam.runs import as_json
 
 # The keys that make a JSON file a run record (train_mps.train writes them before any training).
 RECORD_KEYS = ("persona", "seed", "device", "max_iters", "status")
 
 
-class BenchError(ValueError):
-    """Bad input to the sweep or the report (a missing folder, an unusable device); one clear message."""
+# one clear error of a sweep or a report (a bad --set is one too, raised by the core's settings)
+BenchError = SettingError
 
 
 @dataclass
@@ -96,6 +97,8 @@ def read_records(folder: str | Path, warn=None) -> list[tuple[Path, dict]]:
                 warn(f"warning: ignoring {path}: not readable JSON ({e})")
             continue
         if isinstance(record, dict) and all(k in record for k in RECORD_KEYS):
+            if isinstance(record.get("config"), dict):  # options renamed since the record was written: current names
+                record["config"] = {RENAMED_OPTIONS.get(k, k): v for k, v in record["config"].items()}
             found.append((path, record))
     return found
 
@@ -109,67 +112,6 @@ def completed_keys(folder: str | Path) -> dict[tuple, list[tuple[Path, dict]]]:
         if r["status"] == "ok":
             done.setdefault(record_key(r), []).append((p, r))
     return done
-
-
-def parse_settings(items) -> dict:
-    """['weight_decay=0.1', 'succession_objective_eps=0.2'] -> {field: value} for fields of Recipe or GPTConfig,
-    each value converted to the field's type (from its default); one clear BenchError otherwise."""
-    from dataclasses import fields
-
-    from dreamteam.config import GPTConfig, Recipe
-
-    known = {f.name: cls for cls in (Recipe, GPTConfig) for f in fields(cls)}
-    settings = {}
-    for item in items or ():
-        key, sep, text = str(item).partition("=")
-        if not sep or not key or not text:
-            raise BenchError(f"--set {item!r}: expected KEY=VALUE")
-        if key not in known or key in ("components", "n_layer", "n_head", "n_embd", "block_size", "vocab_size"):
-            raise BenchError(f"--set {key}: not a tunable field of Recipe or GPTConfig (the protocol and the "
-                             "components are fixed; use --ablate to remove a component)")
-        default = getattr(known[key](), key)
-        try:
-            if isinstance(default, bool):
-                if text.lower() not in ("true", "false"):
-                    raise ValueError("expected true or false")
-                value = text.lower() == "true"
-            elif isinstance(default, tuple):  # 'adaptive_softmax_cutoffs=4000,8000'; elements typed as the default's
-                kind = type(default[0]) if default else str
-                value = tuple(kind(part) for part in text.split(","))
-            else:
-                value = type(default)(text)
-        except ValueError as e:
-            raise BenchError(f"--set {item!r}: {e}") from None
-        settings[key] = value
-    return settings
-
-
-def with_settings(persona, settings: dict):
-    """`persona` (a registry name or Persona) with `settings` applied, labelled 'name@k=v,k=v'; unchanged
-    without settings. A setting that breaks the config's own checks is one clear BenchError."""
-    from dataclasses import fields
-
-    from dreamteam.config import KNOWN_COMPONENTS, ConfigError, Persona, Recipe
-
-    if not settings:
-        return persona
-    spec = registry.get(persona) if isinstance(persona, str) else persona
-    for key in settings:  # a component's setting (named after it) on a persona without it would change nothing
-        owner = [c for c in KNOWN_COMPONENTS if key.startswith(c + "_")]
-        if owner and not spec.model.has(owner[0]):
-            raise BenchError(f"--set {key}: {spec.name} has no {owner[0]} component, so the setting would change "
-                             "nothing")
-    recipe_fields = {f.name for f in fields(Recipe)}
-    try:
-        recipe = spec.recipe.replace(**{k: v for k, v in settings.items() if k in recipe_fields})
-        model = spec.model.replace(**{k: v for k, v in settings.items() if k not in recipe_fields})
-    except ConfigError as e:
-        raise BenchError(f"--set: {e}") from None
-    def text(v):  # a tuple as 4000:8000, so that the label stays one word (it names the run files)
-        return ":".join(map(str, v)) if isinstance(v, tuple) else str(v)
-
-    label = spec.name + "@" + ",".join(f"{k}={text(v)}" for k, v in settings.items())
-    return Persona(label, model, recipe, spec.description)
 
 
 def same_spec(a: dict, b: dict) -> bool:
@@ -242,13 +184,14 @@ def sweep(personas, seeds, device: str = "auto", out_dir: str | Path = "runs", m
           ray_address: str | None = None, environ: dict | None = None) -> SweepResult:
     """Train every (persona, seed) not already done in `out_dir` through train_mps.train(); see the module doc.
 
-    The runs go through dreamteam.executors, as evolve's evaluations do: one after the other in this process
+    The runs go through dreamteam.tools.executors, as evolve's evaluations do: one after the other in this process
     (local, one worker: the default), on a local pool of `workers` processes, or on Ray. A run that raises an
     Exception is recorded as failed by train() itself; the sweep says so in one line and goes on.
     KeyboardInterrupt stops the sweep; missing or corrupt data (DataError) stops it too, since every run would
     fail the same way. `environ` (the command line's os.environ) finds the data folder for a pool or Ray.
     """
-    from dreamteam import data, executors
+    from dreamteam import data
+    from dreamteam.tools import executors
 
     if max_iters is not None and max_iters < 1:
         raise BenchError(f"--max-iters {max_iters}: expected a positive number of iterations")
@@ -343,7 +286,7 @@ def _terminated(signum, frame):
 def main(args) -> int:
     """`dreamteam bench`: run the sweep; 0 when every run is done, 1 when some failed, 2 on bad input."""
     from dreamteam.data import DataError
-    from dreamteam.executors import ExecutorError
+    from dreamteam.tools.executors import ExecutorError
 
     # a terminated sweep (kill, a scheduler's timeout) unwinds like an exception: the current run's record
     # is written as failed by train(), and the sweep stops
