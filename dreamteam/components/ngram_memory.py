@@ -57,7 +57,8 @@ from dreamteam.components import Component
 LOW_ORDERS = ("kn", "gt")
 
 
-@dataclass(frozen=True)
+# eq=False: compared and hashed by identity (a Flax model field holding arrays; the stream it was counted from)
+@dataclass(frozen=True, eq=False)
 class BigramStats:
     """The counts of a token stream that the n-gram memory is built from: the distinct bigrams as sorted keys
     v V + w with their counts, and the unigram counts (V,)."""
@@ -69,11 +70,6 @@ class BigramStats:
     trigram_keys: np.ndarray = None  # (nnz3,) int64, sorted, (u V + v) V + w (V^3 < 2^63)
     trigram_counts: np.ndarray = None  # (nnz3,) int64, c(u, v, w) > 0
 
-    def __hash__(self):  # a model field in Flax: hashed by identity, as the stream it was counted from
-        return id(self)
-
-    def __eq__(self, other):
-        return self is other
 
 
 def bigram_stats(ids, vocab_size: int) -> BigramStats:
@@ -101,7 +97,7 @@ def ney_discount(counts) -> float:
     return n1 / (n1 + 2.0 * n2)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # identity, as BigramStats
 class Tables:
     """The interpolated Kneser-Ney bigram, stored exactly (module docstring), float64."""
 
@@ -114,12 +110,6 @@ class Tables:
     max_row: int  # the most entries of one context (the width of a padded gather of a row)
     discount: float
     low_discount: float
-
-    def __hash__(self):
-        return id(self)
-
-    def __eq__(self, other):
-        return self is other
 
 
 def low_order(stats: BigramStats, low: str = "gt") -> tuple[np.ndarray, float]:
@@ -159,7 +149,7 @@ def _interpolated(V: int, keys, counts, p_low, d1: float) -> Tables:
     return Tables(V, keys.astype(np.int64), mass, alpha, p_low, row_ptr, int(n_v.max(initial=0)), d, d1)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # identity, as BigramStats
 class TrigramTables:
     """The interpolated Kneser-Ney trigram (ngram_memory_order=3), float64:
 
@@ -182,12 +172,6 @@ class TrigramTables:
     row_ptr: np.ndarray  # (n_ctx + 1,)
     max_row: int
     discount: float
-
-    def __hash__(self):
-        return id(self)
-
-    def __eq__(self, other):
-        return self is other
 
 
 def kneser_ney_trigram(stats: BigramStats, low: str = "gt") -> TrigramTables:

@@ -307,16 +307,22 @@ def _offspring(parents: list[dict], rng, components, model_options, seen: set) -
             p = parents[_pick(parents, rng)]
             child, m = mutate(p, rng, components)
             how = f"mutation {m} of {name(p)}"
-        key = genome_key(child, model_options)
-        if key in seen:
-            continue
-        try:
-            validate(child, model_options)
-        except (ValueError, TypeError):
-            continue
-        seen.add(key)
-        return child, how
+        if _admit(child, model_options, seen):
+            return child, how
     raise EvolveError("no new valid genome in 200 tries: the search space is exhausted")
+
+
+def _admit(child: dict, model_options, seen: set) -> bool:
+    """Whether `child` is new (not in `seen`) and builds; then it is added to `seen`."""
+    key = genome_key(child, model_options)
+    if key in seen:
+        return False
+    try:
+        validate(child, model_options)
+    except (ValueError, TypeError):
+        return False
+    seen.add(key)
+    return True
 
 
 def _crosses(personas: list[dict], rng, model_options, seen: set, tries: int = 200):
@@ -324,15 +330,8 @@ def _crosses(personas: list[dict], rng, model_options, seen: set, tries: int = 2
     for _ in range(tries):
         i, j = rng.choice(len(personas), size=2, replace=False)
         child = crossover(personas[i], personas[j], rng)
-        key = genome_key(child, model_options)
-        if key in seen:
-            continue
-        try:
-            validate(child, model_options)
-        except (ValueError, TypeError):
-            continue
-        seen.add(key)
-        yield child, f"cross of the personas {personas[i]['name']} and {personas[j]['name']}"
+        if _admit(child, model_options, seen):
+            yield child, f"cross of the personas {personas[i]['name']} and {personas[j]['name']}"
 
 
 def _candidates(out: Path) -> list[tuple[str, dict, dict]]:
