@@ -608,3 +608,32 @@ def test_report_refuses_a_bad_speed_file_and_keeps_what_was_written(synthetic_ru
     assert main(["report", str(synthetic_runs), "--out", str(docs), "--speed", str(bad)]) == 2
     assert str(bad) in capsys.readouterr().err
     assert (docs / "RESULTS.md").read_text() == before
+
+
+def test_base_label_is_the_persona_a_variant_starts_from():
+    assert bench.base_label("alan_turing@good_turing_prior_lr_ratio=0.1") == "alan_turing"
+    assert bench.base_label("ada_lovelace+byte_ngram_embedding-adaptive_softmax") == "ada_lovelace"
+    assert bench.base_label("leonardo_da_vinci-mla") == "leonardo_da_vinci"
+    assert bench.base_label("charles_babbage") == "charles_babbage"
+
+
+def test_a_component_variant_is_the_persona_it_became():
+    """A persona re-registered with a component swapped is the variant run before (components in another
+    order, an option of the component swapped out left at its old value): bench skips it, report counts it.
+    A changed option of a component that is on, or another component set, is another spec."""
+    ada = registry.get("ada_lovelace")
+    variant = registry.build("ada_lovelace", add=("byte_ngram_embedding",), remove=("adaptive_softmax",))
+    assert variant.model.adaptive_softmax_tied_tails  # the option of the component swapped out stays set
+    swapped = ada.model.replace(components=tuple(reversed(variant.model.components)), adaptive_softmax_tied_tails=False)
+    spec = bench.spec_fields(config.Persona("ada_lovelace", swapped, ada.recipe))
+    assert bench.same_spec(bench.spec_fields(variant), spec)
+    assert bench.same_spec(spec, bench.spec_fields(variant))
+    for other in (swapped.replace(byte_ngram_embedding_max=5), swapped.replace(components=("moe_mlp",)),
+                  ada.model):
+        assert not bench.same_spec(bench.spec_fields(variant), bench.spec_fields(config.Persona("x", other, ada.recipe)))
+    # a Recipe option of a component that is off (alan_turing's good_turing_prior_lr_ratio after a swap)
+    turing = registry.build("alan_turing", add=("ngram_memory",), remove=("good_turing_prior",))
+    plain = config.Persona("t", turing.model, turing.recipe.replace(good_turing_prior_lr_ratio=1.0))
+    assert bench.same_spec(bench.spec_fields(turing), bench.spec_fields(plain))
+    assert not bench.same_spec(bench.spec_fields(turing),
+                               bench.spec_fields(config.Persona("t", turing.model, turing.recipe.replace(muon_lr=0.01))))

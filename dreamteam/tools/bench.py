@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import sys
 from dataclasses import dataclass, field
@@ -40,7 +41,7 @@ from pathlib import Path
 
 import dreamteam
 from dreamteam import protocol, registry
-from dreamteam.config import RENAMED_OPTIONS, GPTConfig, Persona, Recipe
+from dreamteam.config import OPTION_OWNERS, RENAMED_OPTIONS, GPTConfig, Persona, Recipe
 from dreamteam.settings import SettingError, parse_settings, with_settings  # noqa: F401 (bench's API)
 from dreamteam.runs import as_json
 
@@ -67,10 +68,11 @@ def device_type(device: str) -> str:
 
 
 def base_label(label: str) -> str:
-    """'alan_turing@good_turing_prior_lr_ratio=0.1' -> 'alan_turing': the persona a `--set` run varies (a label
-    without '@' is its own base). A `--set` run whose settings are what the persona has since registered is a
-    run of the persona: same config, same recipe, same code version."""
-    return str(label).split("@", 1)[0]
+    """'alan_turing@good_turing_prior_lr_ratio=0.1' -> 'alan_turing', and 'ada_lovelace+byte_ngram_embedding-
+    adaptive_softmax' -> 'ada_lovelace': the persona a `--set` run or a component variant starts from (a
+    registered name is its own base). Such a run whose config and recipe are what the persona has since
+    registered is a run of the persona: same config, same recipe, same code version."""
+    return re.split(r"[@+-]", str(label), maxsplit=1)[0]
 
 
 def record_key(record: dict) -> tuple:
@@ -117,11 +119,21 @@ def completed_keys(folder: str | Path) -> dict[tuple, list[tuple[Path, dict]]]:
 def same_spec(a: dict, b: dict) -> bool:
     """Whether two records (or a record and `spec_fields` of a persona) hold one config and recipe. A field
     only one of them holds (a record written before the field existed) counts as the field's default, which
-    is how the older code behaved: a persona that sets a new field away from its default is a new spec."""
+    is how the older code behaved: a persona that sets a new field away from its default is a new spec. An
+    option of a component that neither switches on changes nothing (a persona that swapped adaptive_softmax
+    out is the same model whatever adaptive_softmax_tied_tails says), and the order in which components are
+    listed changes nothing either: the models assemble by slot in declaration order."""
     defaults = spec_fields(Persona("defaults", GPTConfig(), Recipe()))
+    on = {key: set((x.get("config") or {}).get("components") or ()) for key, x in (("a", a), ("b", b))}
+
+    def inert(k: str) -> bool:
+        return k in OPTION_OWNERS and OPTION_OWNERS[k] not in on["a"] | on["b"]
+
+    if on["a"] != on["b"]:
+        return False
     for key in ("config", "recipe"):
         x, y, d = a.get(key) or {}, b.get(key) or {}, defaults[key]
-        if any(x.get(k, d.get(k)) != y.get(k, d.get(k)) for k in x.keys() | y.keys()):
+        if any(x.get(k, d.get(k)) != y.get(k, d.get(k)) for k in x.keys() | y.keys() if k != "components" and not inert(k)):
             return False
     return True
 
