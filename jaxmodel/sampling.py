@@ -82,12 +82,13 @@ def sample(logits_BxV, u_B, sampler: str = "min_p", **options):
     return draw(sampler_probs(logits_BxV, sampler, **options), u_B)
 
 
-def generate(params, cfg, idx_BxT, u_NxB, sampler: str = "min_p", token_counts=None, **options):
+def generate(params, cfg, idx_BxT, u_NxB, sampler: str = "min_p", token_counts=None, ngram_stats=None, **options):
     """Append len(u_NxB) sampled tokens to idx_BxT, the model conditioned on the last block_size tokens;
-    u_NxB[i] are the uniform numbers of the i-th new token of each row."""
+    u_NxB[i] are the uniform numbers of the i-th new token of each row. token_counts and ngram_stats are
+    what the model was built with (good_turing_prior's counts, ngram_memory's bigram statistics)."""
     from jaxmodel.model import GPT
 
-    model = GPT(cfg, token_counts)
+    model = GPT(cfg, token_counts, ngram_stats=ngram_stats)
     idx_BxT = jnp.asarray(idx_BxT)
     for u_B in jnp.asarray(u_NxB):
         logits_BxTxV = model.apply(params, idx_BxT[:, -cfg.block_size:])

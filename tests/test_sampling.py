@@ -157,6 +157,26 @@ def test_generate_parity_through_the_model(sampler):
     assert out_t.shape == (2, 15) and len(set(out_t[:, 3:].ravel().tolist())) > 3
 
 
+def test_generate_parity_through_a_model_with_ngram_memory():
+    """The model's next-token distribution is the gated mixture with the n-gram memory of its statistics: both
+    frameworks sample the same ids from it (jaxmodel's generate is given the statistics the model was built
+    with), and the memory changes what is drawn."""
+    from parity.checks import Pair
+
+    cfg = GPTConfig(vocab_size=64, block_size=8, n_layer=1, n_head=2, n_embd=8, components=("ngram_memory",),
+                    ngram_memory_gate_bias=2.0)
+    pair = Pair.make(Persona("tiny", cfg), "float64")
+    assert pair.ngram_stats is not None
+    u = np.random.default_rng(4).random((12, 2))
+    idx = np.array([[1, 2, 3], [4, 5, 6]])
+    out_j = np.asarray(js.generate(pair.params, cfg, idx, u, "min_p", ngram_stats=pair.ngram_stats))
+    out_t = ts.generate(pair.torch_model, torch.from_numpy(idx), torch.from_numpy(u), "min_p").numpy()
+    np.testing.assert_array_equal(out_j, out_t)
+    plain = Pair.make(Persona("tiny", cfg.replace(components=())), "float64")
+    out_plain = ts.generate(plain.torch_model, torch.from_numpy(idx), torch.from_numpy(u), "min_p").numpy()
+    assert (out_plain != out_t).any()
+
+
 class NoFloat64(torch.utils._python_dispatch.TorchDispatchMode):
     """Raises on any op that takes or makes a float64 tensor: what MPS, which has no float64, would refuse."""
 
