@@ -120,3 +120,7 @@ class TailCluster(nn.Module):
         if self.tied:
             return Linear(wte_nxD.shape[1], False, name="up")(z_Nxd) @ wte_nxD.T
         return Linear(self.n, False, name="out")(z_Nxd)
+
+
+# what adaptive_softmax fills in the Flax GPT (jaxmodel/model.py)
+FILLS = {"head": AdaptiveSoftmaxHead}

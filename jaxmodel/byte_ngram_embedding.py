@@ -45,3 +45,8 @@ class ByteNgramEmbedding(nn.Module):
         init = normal(std) if std > 0 else nn.initializers.zeros
         G_KxD = self.param("weight", init, (cfg.byte_ngram_embedding_buckets, cfg.n_embd))
         return compose(wte_VxD, G_KxD, cfg)
+
+
+# what byte_ngram_embedding fills in the Flax GPT (jaxmodel/model.py): (the module's name in the trunk, the module), a map wte -> the
+# composed rows E
+FILLS = {"token_embedding": ("byte_ngram", ByteNgramEmbedding)}

@@ -107,3 +107,7 @@ def mixing_weights(K_DxT, n_head: int):
     a_DxTxT = jnp.where(lag_TxT >= 0, jnp.abs(K_DxT)[:, jnp.maximum(lag_TxT, 0)], 0.0)
     a_HxTxT = a_DxTxT.reshape(n_head, D // n_head, T, T).mean(1)
     return a_HxTxT / jnp.maximum(a_HxTxT.sum(-1, keepdims=True), 1e-30)
+
+
+# what difference_ssm fills in the Flax GPT (jaxmodel/model.py): the mixer of its layers
+FILLS = {"token_mixer": DifferenceSSM}

@@ -76,3 +76,7 @@ def fake_quant_block_params(tree, bits: int):
         return fake_quant(node, bits) if is_quantized(path, node) else node
 
     return visit(tree, ())
+
+
+# what fixed_point_qat fills in the Flax GPT (jaxmodel/model.py): how the blocks read their parameters (the stored ones stay float)
+FILLS = {"block_weights": lambda cfg: partial(fake_quant_block_params, bits=cfg.fixed_point_qat_bits)}

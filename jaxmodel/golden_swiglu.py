@@ -24,3 +24,7 @@ class GoldenSwiGLU(nn.Module):
         h_BxTxF = jax.nn.silu(Linear(F, cfg.bias, name="c_gate")(x_BxTxD)) * Linear(F, cfg.bias, name="c_fc")(x_BxTxD)
         y_BxTxD = Linear(D, cfg.bias, std=0.02 / math.sqrt(2 * cfg.n_layer), name="c_proj")(h_BxTxF)
         return nn.Dropout(cfg.dropout)(y_BxTxD, deterministic=deterministic)
+
+
+# what golden_swiglu fills in the Flax GPT (jaxmodel/model.py)
+FILLS = {"mlp": GoldenSwiGLU}

@@ -40,3 +40,7 @@ class OutputBias(nn.Module):
 
     def __call__(self, logits_BxTxV):
         return logits_BxTxV + self.bias
+
+
+# what good_turing_prior fills in the Flax GPT (jaxmodel/model.py): the tied head's bias, lm_head/bias
+FILLS = {"output_bias": lambda cfg, counts, dtype: OutputBias(cfg.vocab_size, counts, dtype)}

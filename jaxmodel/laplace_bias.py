@@ -55,3 +55,7 @@ def rate_init(n_head: int, exponent: float = 8.0):
         return jnp.asarray(inverse_softplus(initial_rates(n_head, exponent)), dtype).reshape(shape)
 
     return init
+
+
+# what laplace_bias fills in the Flax GPT (jaxmodel/model.py)
+FILLS = {"score_bias": LaplaceBias}

@@ -32,3 +32,7 @@ class LaplaceGLU(nn.Module):
         h_BxTxF = laplace(Linear(F, cfg.bias, std=cfg.laplace_glu_gate_std, name="c_gate")(x_BxTxD)) * Linear(F, cfg.bias, name="c_fc")(x_BxTxD)
         y_BxTxD = Linear(D, cfg.bias, std=0.02 / math.sqrt(2 * cfg.n_layer), name="c_proj")(h_BxTxF)
         return nn.Dropout(cfg.dropout)(y_BxTxD, deterministic=deterministic)
+
+
+# what laplace_glu fills in the Flax GPT (jaxmodel/model.py)
+FILLS = {"mlp": LaplaceGLU}

@@ -43,3 +43,7 @@ class MemoryTape(nn.Module):
         H, M, K = cfg.n_head, cfg.memory_tape_slots, cfg.head_dim
         init = nn.initializers.normal(stddev=0.02)
         return self.param("tape_k", init, (H, M, K)), self.param("tape_v", init, (H, M, K))
+
+
+# what memory_tape fills in the Flax GPT (jaxmodel/model.py)
+FILLS = {"extra_kv": MemoryTape}

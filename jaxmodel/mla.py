@@ -100,3 +100,7 @@ def absorbed_attention(variables, cfg: GPTConfig, x_BxTxD):
 def cache_numbers_per_token(cfg: GPTConfig) -> int:
     """Numbers a decoder caches per token and layer: r + d_r with mla (d_r = 0 without rope), 2 * n_embd (k and v) without mla."""
     return cfg.mla_kv_rank + cfg.mla_rotary_dim if cfg.has("mla") else 2 * cfg.n_embd
+
+
+# what mla fills in the Flax GPT (jaxmodel/model.py)
+FILLS = {"qkv": LatentQKV}

@@ -1,6 +1,7 @@
 """The GPT of nanoGPT as DreamTeam configures it, as pure-functional Flax Linen modules (the reference),
 assembled by slot: the config names the component that fills each slot (dreamteam/components,
-`cfg.filler(slot)`, None for the model's default) and a table per slot below names its module.
+`cfg.filler(slot)`, None for the model's default), and that component's Flax module, jaxmodel/<name>.py, lists
+what the model builds there in its FILLS ({slot: constructor}; `filler` below).
 
     E_VxD = wte                                      token_embedding: byte_ngram_embedding's wte + pooled n-grams
     x_BxTxD = E[idx_BxT] (+ wpe[0..T-1])             wpe only without a position component (rope, laplace_bias)
@@ -30,8 +31,8 @@ initial value from its path and its rank among its scope's draws, so the paths a
 
 from __future__ import annotations
 
+import importlib
 import math
-from functools import partial
 from typing import Any
 
 import flax.linen as nn
@@ -40,22 +41,21 @@ import jax.numpy as jnp
 import optax
 
 from dreamteam.config import GPTConfig
-from jaxmodel.byte_ngram_embedding import ByteNgramEmbedding
-from jaxmodel.adaptive_softmax import AdaptiveSoftmaxHead
-from jaxmodel.difference_ssm import DifferenceSSM
-from jaxmodel.fixed_point_qat import fake_quant_block_params
-from jaxmodel.golden_swiglu import GoldenSwiGLU
-from jaxmodel.good_turing_prior import OutputBias
-from jaxmodel.laplace_bias import LaplaceBias
-from jaxmodel.laplace_glu import LaplaceGLU
 from jaxmodel.layers import Attend, Embedding, LayerNorm, Linear, causal_attention_weights, normal  # noqa: F401 (tests)
-from jaxmodel.memory_tape import MemoryTape
-from jaxmodel.mla import LatentQKV
-from jaxmodel.moe_mlp import MoEMLP
-from jaxmodel.ngram_memory import NgramMemory
-from jaxmodel.rms_qknorm import QKNorm, RMSNorm
-from jaxmodel.rope import Rotary
-from jaxmodel.tiled_attention import TiledAttention
+
+
+def fills(component: str) -> dict:
+    """{slot: constructor} of a component: the FILLS of its Flax module, jaxmodel/<component>.py, imported when
+    a model is built (so that a component's module may build on this one)."""
+    return importlib.import_module(f"jaxmodel.{component}").FILLS
+
+
+def filler(cfg: GPTConfig, slot: str, default=None):
+    """What fills the exclusive `slot` of cfg's model: `default` (the model's own; None: nothing), or what the
+    component that fills it lists for the slot. A constructor takes cfg (a qk transform also the qkv module,
+    whose rotary width it rotates)."""
+    component = cfg.filler(slot)
+    return default if component is None else fills(component)[slot]
 
 
 def shared(parent: nn.Module, child: nn.Module) -> nn.Module:
@@ -82,16 +82,9 @@ class FusedQKV(nn.Module):
         return tuple(a.reshape(B, T, H, K).transpose(0, 2, 1, 3) for a in jnp.split(qkv_BxTx3D, 3, axis=-1))
 
 
-# One table per slot: its filler (None: the default) -> the module's constructor, given cfg (a qk transform
-# also the qkv module, whose rotary width it rotates); None where the default leaves the slot empty.
-QKV = {None: FusedQKV, "mla": LatentQKV}
-QK_TRANSFORMS = {  # applied in declaration order: normalize, then rotate
-    "rms_qknorm": lambda cfg, qkv: QKNorm(cfg.rms_qknorm_eps, cfg.rms_qknorm_qk_gain),
-    "rope": lambda cfg, qkv: Rotary(qkv.rotary_dim, cfg.rope_base),
-}
-SCORE_BIASES = {None: None, "laplace_bias": LaplaceBias}
-EXTRA_KV = {None: None, "memory_tape": MemoryTape}
-ATTENDS = {None: lambda cfg: Attend(), "tiled_attention": lambda cfg: TiledAttention(cfg.tiled_attention_block)}
+def plain_attend(cfg: GPTConfig) -> Attend:
+    """The attend slot's default: softmax(q k^T / sqrt(E) + bias) v, naive."""
+    return Attend()
 
 
 class CausalSelfAttention(nn.Module):
@@ -105,20 +98,21 @@ class CausalSelfAttention(nn.Module):
         cfg = self.cfg
         B, T, D = x_BxTxD.shape
         pos_T = jnp.arange(T) if pos_T is None else pos_T
-        qkv = shared(self, QKV[cfg.filler("qkv")](cfg))
+        qkv = shared(self, filler(cfg, "qkv", FusedQKV)(cfg))
         q_BxHxTxE, k_BxHxTxE, v_BxHxTxK = qkv(x_BxTxD)
-        transforms = [shared(self, QK_TRANSFORMS[name](cfg, qkv)) for name in cfg.fillers("qk_transform")]
+        # the qk transforms in declaration order: normalize, then rotate
+        transforms = [shared(self, fills(name)["qk_transform"](cfg, qkv)) for name in cfg.fillers("qk_transform")]
         for transform in transforms:
             q_BxHxTxE, k_BxHxTxE = transform(q_BxHxTxE, k_BxHxTxE, pos_T)
         bias = extra_kv = None
-        if score_bias := SCORE_BIASES[cfg.filler("score_bias")]:
+        if score_bias := filler(cfg, "score_bias"):
             bias = shared(self, score_bias(cfg))()  # bias(qpos, kpos) -> (H, ...Q, K)
-        if extra := EXTRA_KV[cfg.filler("extra_kv")]:
+        if extra := filler(cfg, "extra_kv"):
             extra_k_HxMxE, extra_v_HxMxK = shared(self, extra(cfg))()
             for transform in transforms:  # the extra keys have no position: normalized, never rotated
                 extra_k_HxMxE = transform.extra_keys(extra_k_HxMxE)
             extra_kv = (extra_k_HxMxE, extra_v_HxMxK)
-        attend = shared(self, ATTENDS[cfg.filler("attend")](cfg))  # sows the weights for anatomy
+        attend = shared(self, filler(cfg, "attend", plain_attend)(cfg))  # sows the weights for anatomy
         y_BxHxTxK = attend(q_BxHxTxE, k_BxHxTxE, v_BxHxTxK, bias, extra_kv, pos_T)
         y_BxTxD = y_BxHxTxK.transpose(0, 2, 1, 3).reshape(B, T, D)
         y_BxTxD = Linear(D, cfg.bias, std=0.02 / math.sqrt(2 * cfg.n_layer), name="c_proj")(y_BxTxD)
@@ -139,17 +133,13 @@ class MLP(nn.Module):
         return nn.Dropout(cfg.dropout)(y_BxTxD, deterministic=deterministic)
 
 
-NORMS = {None: lambda cfg, name=None: LayerNorm(cfg.bias, name=name),
-         "rms_qknorm": lambda cfg, name=None: RMSNorm(cfg.rms_qknorm_eps, name=name)}
-TOKEN_MIXERS = {None: CausalSelfAttention, "difference_ssm": DifferenceSSM}
-MLPS = {None: MLP, "golden_swiglu": GoldenSwiGLU, "laplace_glu": LaplaceGLU, "moe_mlp": MoEMLP}
-# a transform of every block's parameters as the forward pass reads them (the stored ones stay float)
-BLOCK_WEIGHTS = {None: None,
-                 "fixed_point_qat": lambda cfg: partial(fake_quant_block_params, bits=cfg.fixed_point_qat_bits)}
+def layer_norm(cfg: GPTConfig, name: str | None = None) -> LayerNorm:
+    """The norm slot's default."""
+    return LayerNorm(cfg.bias, name=name)
 
 
 def make_norm(cfg: GPTConfig, name: str | None = None) -> nn.Module:
-    return NORMS[cfg.filler("norm")](cfg, name)
+    return filler(cfg, "norm", layer_norm)(cfg, name)
 
 
 class Block(nn.Module):
@@ -162,14 +152,10 @@ class Block(nn.Module):
     def __call__(self, x_BxTxD, deterministic: bool = True):
         cfg = self.cfg
         # the token_mixer slot's filler mixes only in its layers (difference_ssm_layers), attention elsewhere
-        mixer = TOKEN_MIXERS[cfg.filler("token_mixer") if cfg.ssm_layer(self.layer_index) else None]
+        mixer = filler(cfg, "token_mixer") if cfg.ssm_layer(self.layer_index) else CausalSelfAttention
         x_BxTxD = x_BxTxD + mixer(cfg, name="attn")(make_norm(cfg, "ln_1")(x_BxTxD), deterministic)
-        x_BxTxD = x_BxTxD + MLPS[cfg.filler("mlp")](cfg, name="mlp")(make_norm(cfg, "ln_2")(x_BxTxD), deterministic)
+        x_BxTxD = x_BxTxD + filler(cfg, "mlp", MLP)(cfg, name="mlp")(make_norm(cfg, "ln_2")(x_BxTxD), deterministic)
         return x_BxTxD
-
-
-# token_embedding: (the module's name in the trunk, the module) of a map wte -> the composed rows E
-TOKEN_EMBEDDINGS = {"byte_ngram_embedding": ("byte_ngram", ByteNgramEmbedding)}
 
 
 class Transformer(nn.Module):
@@ -181,12 +167,13 @@ class Transformer(nn.Module):
     def setup(self):
         cfg = self.cfg
         self.wte = Embedding(cfg.vocab_size, cfg.n_embd)
-        if (filler := cfg.filler("token_embedding")) is not None:  # e.g. byte_ngram, composing E from wte
-            name, module = TOKEN_EMBEDDINGS[filler]
+        if cfg.filler("token_embedding") is not None:  # e.g. byte_ngram, composing E from wte
+            name, module = filler(cfg, "token_embedding")  # (its name in the trunk, the module)
             setattr(self, name, module(cfg))
         self.wpe = Embedding(cfg.block_size, cfg.n_embd) if cfg.learned_positions else None
         self.drop = nn.Dropout(cfg.dropout, name="Dropout_0")  # the name its masks' keys come from
-        block, weights = Block, BLOCK_WEIGHTS[cfg.filler("block_weights")]
+        # a transform of every block's parameters as the forward pass reads them (the stored ones stay float)
+        block, weights = Block, filler(cfg, "block_weights")
         if weights is not None and not self.is_initializing():
             # init=True: on init the blocks create their parameters untransformed
             block = nn.map_variables(Block, "params", trans_in_fn=weights(cfg), init=True)
@@ -196,8 +183,9 @@ class Transformer(nn.Module):
     def embedding_matrix(self):
         """E_VxD: the rows ids are embedded with and the tied head scores with; wte's, or the token_embedding
         slot's composition of them (byte_ngram_embedding: wte plus the pooled byte n-gram vectors)."""
-        filler = self.cfg.filler("token_embedding")
-        return self.wte.weight if filler is None else getattr(self, TOKEN_EMBEDDINGS[filler][0])(self.wte.weight)
+        if self.cfg.filler("token_embedding") is None:
+            return self.wte.weight
+        return getattr(self, filler(self.cfg, "token_embedding")[0])(self.wte.weight)
 
     def __call__(self, idx_BxT, deterministic: bool = True, E_VxD=None):
         """E_VxD: embedding_matrix(), where the caller has it already (the head reads it too)."""
@@ -223,9 +211,6 @@ def cross_entropy(logits_BxTxV, targets_BxT):
     return optax.softmax_cross_entropy_with_integer_labels(logits_BxTxV, targets_BxT).mean()
 
 
-OUTPUT_BIASES = {None: None, "good_turing_prior": lambda cfg, counts, dtype: OutputBias(cfg.vocab_size, counts, dtype)}
-
-
 class TiedHead(nn.Module):
     """The head slot's default: logits = h wte^T (+ b, the output_bias slot's lm_head/bias); loss: their mean
     cross-entropy. Its parameters live at the model's top (lm_head/bias, torch's lm_head.bias)."""
@@ -236,7 +221,7 @@ class TiedHead(nn.Module):
     IN_TRUNK = False
 
     def setup(self):
-        bias = OUTPUT_BIASES[self.cfg.filler("output_bias")]
+        bias = filler(self.cfg, "output_bias")
         self.lm_head = None if bias is None else bias(self.cfg, self.token_counts, self.dtype)
 
     def __call__(self, h_BxTxD, wte_VxD):
@@ -250,11 +235,6 @@ class TiedHead(nn.Module):
             return cross_entropy(self(h_BxTxD, wte_VxD), targets_BxT)
         b_V = None if self.lm_head is None else self.lm_head.bias
         return fused(h_BxTxD.reshape(-1, h_BxTxD.shape[-1]), wte_VxD, b_V, targets_BxT.reshape(-1))
-
-
-HEADS = {None: TiedHead, "adaptive_softmax": AdaptiveSoftmaxHead}
-# head_mixture: (cfg, ngram_stats) -> a module mixing a second distribution into the head's (needs the tied head)
-HEAD_MIXTURES = {"ngram_memory": NgramMemory}
 
 
 class GPT(nn.Module):
@@ -273,10 +253,12 @@ class GPT(nn.Module):
 
     def setup(self):
         self.transformer = Transformer(self.cfg)
-        self.head = HEADS[self.cfg.filler("head")](self.cfg, self.token_counts, self.param_dtype)
+        self.head = filler(self.cfg, "head", TiedHead)(self.cfg, self.token_counts, self.param_dtype)
         nn.share_scope(self.head, self.transformer if self.head.IN_TRUNK else self)
-        if (mixture := self.cfg.filler("head_mixture")) is not None:  # e.g. ngram_memory, params under its name
-            setattr(self, mixture, HEAD_MIXTURES[mixture](self.cfg, self.ngram_stats))
+        # head_mixture: (cfg, ngram_stats) -> a module mixing a second distribution into the head's (e.g.
+        # ngram_memory, its parameters under its name; needs the tied head)
+        if (mixture := self.cfg.filler("head_mixture")) is not None:
+            setattr(self, mixture, fills(mixture)["head_mixture"](self.cfg, self.ngram_stats))
 
     def head_mixture(self):
         """The head_mixture slot's module (log p_mix from the head's logits), or None."""

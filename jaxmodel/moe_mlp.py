@@ -78,3 +78,7 @@ def expert_loads(moe_load) -> dict:
     for path, loads in traverse_util.flatten_dict(dict(moe_load)).items():
         out[path[-3] if len(path) >= 3 else "/".join(path)] = loads[0] if isinstance(loads, tuple) else loads
     return out
+
+
+# what moe_mlp fills in the Flax GPT (jaxmodel/model.py); its after_step hook is update_router_bias
+FILLS = {"mlp": MoEMLP}

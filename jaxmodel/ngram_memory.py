@@ -234,3 +234,7 @@ def fused_loss(gate, cfg: GPTConfig, ngram_stats, h_BxTxD, w_VxD, b_V, idx_BxT, 
     T = tables_of(cfg, ngram_stats, h_NxD.dtype)
     lq_N = jax.lax.stop_gradient(jnp.log(prob(T, previous(idx_BxT).reshape(-1), idx_BxT.reshape(-1), t_N)))
     return _mixture_loss(chunk, cfg.ngram_memory_detach)(h_NxD, w_VxD, b_V, a_N, lq_N, t_N)
+
+
+# what ngram_memory fills in the Flax GPT (jaxmodel/model.py): a second distribution mixed with the head's
+FILLS = {"head_mixture": NgramMemory}

@@ -38,3 +38,10 @@ class QKNorm(nn.Module):
 
     def extra_keys(self, k_HxMxE):
         return self.k_norm(k_HxMxE)
+
+
+# what rms_qknorm fills in the Flax GPT (jaxmodel/model.py): every norm, and a qk transform of the attention
+FILLS = {
+    "norm": lambda cfg, name=None: RMSNorm(cfg.rms_qknorm_eps, name=name),
+    "qk_transform": lambda cfg, qkv: QKNorm(cfg.rms_qknorm_eps, cfg.rms_qknorm_qk_gain),
+}

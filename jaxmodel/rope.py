@@ -39,3 +39,7 @@ class Rotary(nn.Module):
 
     def extra_keys(self, k_HxMxE):
         return k_HxMxE
+
+
+# what rope fills in the Flax GPT (jaxmodel/model.py): a rotation of the qkv module's rotary width (mla's decoupled part)
+FILLS = {"qk_transform": lambda cfg, qkv: Rotary(qkv.rotary_dim, cfg.rope_base)}

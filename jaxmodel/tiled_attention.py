@@ -80,3 +80,7 @@ class TiledAttention(Attend):
             bias_HxTxT = None if bias is None else bias(pos_T, pos_T)
             self.sow("intermediates", "attention_weights", causal_attention_weights(q_BxHxTxE, k_BxHxTxE, bias_HxTxT))
         return tiled_attention(q_BxHxTxE, k_BxHxTxE, v_BxHxTxF, self.block, bias)
+
+
+# what tiled_attention fills in the Flax GPT (jaxmodel/model.py)
+FILLS = {"attend": lambda cfg: TiledAttention(cfg.tiled_attention_block)}

@@ -15,6 +15,7 @@ from jaxmodel import byte_ngram_embedding as jbne
 from jaxmodel import fast as jfast
 from jaxmodel import model as jm
 from parity import checks
+from torchport import byte_ngram_embedding as tbne
 from torchport import fast as tfast
 from torchport import model as tm
 
@@ -93,7 +94,7 @@ def test_a_gradient_on_one_id_reaches_the_ids_sharing_its_buckets_only():
     t = bne.table_of(cfg)
     v1, v2, v3 = shared_pair_and_stranger(t)
     r = torch.randn(cfg.n_embd, dtype=torch.float64)
-    module = tm.ByteNgramEmbedding(cfg).double()
+    module = tbne.ByteNgramEmbedding(cfg).double()
     wte = torch.randn(cfg.vocab_size, cfg.n_embd, dtype=torch.float64)
     (module.compose(wte)[v1] @ r).backward()  # a gradient on v1's composed row only
     g = module.weight.grad
@@ -113,7 +114,7 @@ def test_a_gradient_on_one_id_reaches_the_ids_sharing_its_buckets_only():
 def test_torch_pooling_weights_sum_to_one_and_its_gradient_is_the_transposed_pooling():
     cfg = cfg_of()
     t = bne.table_of(cfg)
-    module = tm.ByteNgramEmbedding(cfg).double()
+    module = tbne.ByteNgramEmbedding(cfg).double()
     with torch.no_grad():
         module.weight.fill_(1.0)
         ones = module.pooled()[:, 0].numpy()

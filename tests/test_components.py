@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
+import pkgutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +15,7 @@ import pytest
 
 from dreamteam import config, registry
 from dreamteam.tools import bench
-from dreamteam.components import COMPONENTS, SLOTS, Component, conflicts
+from dreamteam.components import COMPONENTS, FIXED_ORDER, SLOTS, Component, conflicts
 from dreamteam.config import ConfigError, GPTConfig, Recipe
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -90,7 +91,8 @@ def test_every_declaration_states_its_mathematics_and_source():
 
 def test_conflicts_reproduce_the_hand_list_plus_the_mlp_slot():
     clashing = {frozenset((a, b)) for a, b in itertools.combinations(COMPONENTS, 2) if conflicts((a, b))}
-    assert clashing == OLD_HAND_LIST | NEW_CLASHES | NGRAM_HAND_LIST
+    # the hand lists knew the components of FIXED_ORDER; one declared since clashes by its slots alone
+    assert {pair for pair in clashing if pair <= set(FIXED_ORDER)} == OLD_HAND_LIST | NEW_CLASHES | NGRAM_HAND_LIST
     for a, b in itertools.combinations(COMPONENTS, 2):  # the config refuses exactly these, and builds the rest
         if frozenset((a, b)) in clashing:
             with pytest.raises(ConfigError, match=f"{a}|{b}"):
@@ -148,6 +150,14 @@ def test_known_components_keep_the_order_the_search_records():
     recorded = json.loads((ROOT / "results/evolve/search1/evolve.json").read_text())["config"]["components"]
     assert list(config.KNOWN_COMPONENTS[:len(recorded)]) == recorded
     assert set(config.KNOWN_COMPONENTS) == set(COMPONENTS)
+
+
+def test_the_package_finds_every_declaration_and_puts_a_new_one_after_the_fixed_order():
+    import dreamteam.components as package
+
+    assert set(COMPONENTS) == {m.name for m in pkgutil.iter_modules(package.__path__)}
+    names, n = list(COMPONENTS), len(FIXED_ORDER)
+    assert names[:n] == list(FIXED_ORDER) and names[n:] == sorted(names[n:])
 
 
 def test_renamed_options_load_from_old_records_genomes_and_set(tmp_path):

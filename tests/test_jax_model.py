@@ -1,3 +1,4 @@
+import importlib
 import math
 
 import jax
@@ -5,6 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from dreamteam.components import COMPONENTS, STEP_SLOTS
 from dreamteam.config import GPTConfig
 from jaxmodel import model as jm
 
@@ -51,3 +53,11 @@ def test_layernorm_normalizes():
 def test_initial_loss_is_near_uniform(params):
     idx, targets = np.random.default_rng(1).integers(0, 50257, (2, 4, 64))  # targets independent of the inputs
     assert float(jm.loss_fn(params, GPTConfig(), idx, targets)) == pytest.approx(math.log(50304), abs=0.05)
+
+
+@pytest.mark.parametrize("name", list(COMPONENTS))
+def test_each_component_module_fills_exactly_the_model_slots_it_declares(name):
+    """jaxmodel/<name>.py's FILLS holds one entry for each slot of the model its declaration names (the training
+    step's slots are the loops'): the model finds a component by its name alone."""
+    module = importlib.import_module(f"jaxmodel.{name}")
+    assert set(getattr(module, "FILLS", {})) == set(COMPONENTS[name].slots) - set(STEP_SLOTS)

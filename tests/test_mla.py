@@ -16,7 +16,6 @@ from jaxmodel import mla as jmla
 from jaxmodel import model as jm
 from parity import checks
 from torchport import mla as tmla
-from torchport import model as tm
 from torchport.model import GPT
 from torchport.rope import apply_rope
 
@@ -31,7 +30,7 @@ CONFIGS = [GPTConfig(components=("rope", "mla")),
 @pytest.mark.parametrize("cfg", CONFIGS, ids=["kv-latent", "q-and-kv-latent", "no-rope"])
 def test_absorbed_form_equals_explicit_form(cfg):
     torch.manual_seed(0)
-    attn = tm.MultiHeadLatentAttention(cfg).double()
+    attn = tmla.MultiHeadLatentAttention(cfg).double()
     for p in attn.parameters():  # larger weights than the 0.02 init so the check is not trivially small
         torch.nn.init.normal_(p, std=0.3)
     x = torch.randn(2, 16, 32, dtype=torch.float64)
@@ -54,7 +53,7 @@ def test_cache_size_per_token(components, expected):
     cfg = GPTConfig(components=components)
     assert tmla.cache_numbers_per_token(cfg) == jmla.cache_numbers_per_token(cfg) == expected
     assert tmla.cache_numbers_per_token(GPTConfig()) == 2 * 32
-    attn = tm.MultiHeadLatentAttention(cfg)
+    attn = tmla.MultiHeadLatentAttention(cfg)
     c, k_r = attn.latents(torch.randn(1, 10, 32))
     assert c.shape[-1] + k_r.shape[-1] == expected  # what latents() returns is exactly the cache
     module = jmla.LatentQKV(cfg)
@@ -73,7 +72,7 @@ def test_rotary_key_and_positions_follow_rope():
 
     # relative-position invariance of the rotary scores: rotate queries and keys at positions p and p + 5
     torch.manual_seed(1)
-    attn = tm.MultiHeadLatentAttention(GPTConfig(components=("rope", "mla"))).double()
+    attn = tmla.MultiHeadLatentAttention(GPTConfig(components=("rope", "mla"))).double()
     x = torch.randn(1, 6, 32, dtype=torch.float64)
     with torch.no_grad():
         q, k, _ = attn.qkv(x)
@@ -94,7 +93,7 @@ def test_causality(framework, components):
     x2 = x.copy()
     x2[:, 7] += 1.0
     if framework == "torch":
-        attn = tm.MultiHeadLatentAttention(cfg).double()
+        attn = tmla.MultiHeadLatentAttention(cfg).double()
         with torch.no_grad():
             a, b = attn(torch.from_numpy(x)).numpy(), attn(torch.from_numpy(x2)).numpy()
     else:

@@ -165,3 +165,7 @@ class AdaptiveSoftmax(nn.Module):
         keep_N = targets_N != IGNORE_INDEX
         total = self.nll_sum(h_NxD, self.wte.weight if E is None else E, torch.where(keep_N, targets_N, 0), keep_N)
         return total / keep_N.sum()
+
+
+# what adaptive_softmax fills in the torch GPT (torchport/model.py): a head of its own beside the tied lm_head
+FILLS = {"head": AdaptiveSoftmax}

@@ -78,3 +78,8 @@ class ByteNgramEmbedding(nn.Module):
         ids, as wte(idx) is without this component: the candidate harness counts such a call as the step's forward."""
         E_VxD = self.compose(wte_VxD)
         return F.embedding(idx, E_VxD), E_VxD
+
+
+# what byte_ngram_embedding fills in the torch GPT (torchport/model.py): (its module's name under transformer,
+# the module), a map wte -> the composed rows E
+FILLS = {"token_embedding": ("byte_ngram", ByteNgramEmbedding)}

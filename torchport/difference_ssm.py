@@ -116,3 +116,7 @@ class DifferenceSSM(nn.Module):
         H = self.config.n_head
         a = a.view(H, -1, T, T).mean(1)
         return a / a.sum(-1, keepdim=True).clamp(min=1e-30)
+
+
+# what difference_ssm fills in the torch GPT (torchport/model.py): the mixer of its layers
+FILLS = {"token_mixer": DifferenceSSM}

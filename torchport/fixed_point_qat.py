@@ -136,3 +136,7 @@ def load_int8(path) -> tuple[dict, dict]:
     if meta.get("format") != "dreamteam-int8":
         raise ValueError(f"{path} is not a dreamteam int8 export (metadata format={meta.get('format')!r})")
     return dequantize_int8(load_file(str(path))), meta
+
+
+# what fixed_point_qat fills in the torch GPT (torchport/model.py): how the blocks read their matrices
+FILLS = {"block_weights": lambda blocks, config: apply_fixed_point_qat(blocks, config.fixed_point_qat_bits)}

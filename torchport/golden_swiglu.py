@@ -31,3 +31,7 @@ class GoldenSwiGLU(nn.Module):
 
     def forward(self, x):
         return self.dropout(self.c_proj(F.silu(self.c_gate(x)) * self.c_fc(x)))
+
+
+# what golden_swiglu fills in the torch GPT (torchport/model.py)
+FILLS = {"mlp": GoldenSwiGLU}

@@ -21,3 +21,7 @@ def init_output_bias(lm_head: torch.nn.Linear, token_counts) -> None:
     if counts.shape != (lm_head.out_features,):
         raise ConfigError(f"token_counts has shape {counts.shape}; the vocabulary has {lm_head.out_features}")
     lm_head.bias.copy_(torch.from_numpy(good_turing.log_prior(counts)))
+
+
+# what good_turing_prior fills in the torch GPT (torchport/model.py): the init of the tied head's bias
+FILLS = {"output_bias": init_output_bias}

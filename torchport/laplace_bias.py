@@ -36,3 +36,7 @@ class LaplaceBias:
 
     def __call__(self, attn, pos_T):
         return laplace_bias(rates(attn.laplace_rate), pos_T)
+
+
+# what laplace_bias fills in the torch GPT (torchport/model.py)
+FILLS = {"score_bias": LaplaceBias}

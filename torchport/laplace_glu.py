@@ -40,3 +40,7 @@ class LaplaceGLU(nn.Module):
 
     def forward(self, x):
         return self.dropout(self.c_proj(laplace(self.c_gate(x)) * self.c_fc(x)))
+
+
+# what laplace_glu fills in the torch GPT (torchport/model.py)
+FILLS = {"mlp": LaplaceGLU}

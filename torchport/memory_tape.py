@@ -49,3 +49,7 @@ class MemoryTape:
 
     def __call__(self, attn):
         return attn.tape_k, attn.tape_v
+
+
+# what memory_tape fills in the torch GPT (torchport/model.py)
+FILLS = {"extra_kv": MemoryTape}

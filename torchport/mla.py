@@ -12,11 +12,12 @@ import torch
 import torch.nn as nn
 
 from dreamteam.config import GPTConfig
+from torchport.model import CausalSelfAttention
 from torchport.rope import apply_rope
 
 
 class LatentQKV:
-    """The qkv slot filled by mla, mixed into the attention (torchport.model.MultiHeadLatentAttention), so that
+    """The qkv slot filled by mla, mixed into the attention (MultiHeadLatentAttention, below), so that
     its projections are the attention's own parameters (attn.kv_down, attn.k_up, ...), as in the checkpoints."""
 
     def add_projections(self, config: GPTConfig):
@@ -85,6 +86,23 @@ class LatentQKV:
         return torch.einsum("bhtr,dhr->btd", o, w_ouv)
 
 
+class MultiHeadLatentAttention(LatentQKV, CausalSelfAttention):
+    """The attention with the qkv slot filled by mla: keys and values from one latent per token; queries and
+    keys [rotary ; content] of width d_r + hd."""
+
+    def __init__(self, config: GPTConfig):
+        nn.Module.__init__(self)
+        self.add_projections(config)
+        # the qk transforms' gains before c_proj: the order of mla's parameters in the checkpoints
+        self.fill_slots(config, config.mla_rotary_dim + config.head_dim, config.mla_rotary_dim)
+        self.c_proj = nn.Linear(config.n_head * config.head_dim, config.n_embd, bias=config.bias)
+        self.resid_dropout = nn.Dropout(config.dropout)
+
+
 def cache_numbers_per_token(config: GPTConfig) -> int:
     """Numbers a decoder caches per token and layer: r + d_r with mla (d_r = 0 without rope), 2 * n_embd (k and v) without mla."""
     return config.mla_kv_rank + config.mla_rotary_dim if config.has("mla") else 2 * config.n_embd
+
+
+# what mla fills in the torch GPT (torchport/model.py): the qkv slot, as the whole attention that projects this way
+FILLS = {"qkv": MultiHeadLatentAttention}

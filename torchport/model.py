@@ -4,8 +4,9 @@ Parameter names are nanoGPT's (`transformer.wte.weight`, `transformer.h.0.attn.c
 nanoGPT state_dict loads unchanged, and they equal the Flax reference's (jaxmodel/model.py) up to the
 `h.0` <-> `h_0` spelling, which the parity converter maps by name.
 
-Forward pass, top to bottom; each step in brackets is a slot, filled by the model's default or by the one
-component of the config that fills it (`config.filler(slot)`, looked up in the tables below):
+Forward pass, top to bottom; each step in brackets is a slot, filled by the model's default or by what the
+component of the config that fills it (`config.filler(slot)`) lists for the slot in its torch module's FILLS
+(torchport/<name>.py; `filler` below):
     E = wte                                       [token_embedding: byte_ngram_embedding's wte + pooled n-grams]
     x = E[idx] + wpe[pos]                         (wpe only without a position component: rope, laplace_bias)
     for each block:
@@ -20,6 +21,7 @@ component of the config that fills it (`config.filler(slot)`, looked up in the t
 
 from __future__ import annotations
 
+import importlib
 import math
 
 import torch
@@ -27,21 +29,20 @@ import torch.nn as nn
 from torch.nn import functional as F
 
 from dreamteam.config import GPTConfig
-from torchport.adaptive_softmax import AdaptiveSoftmax
-from torchport.byte_ngram_embedding import ByteNgramEmbedding
-from torchport.difference_ssm import DifferenceSSM
 from torchport.fast import linear_cross_entropy
-from torchport.fixed_point_qat import apply_fixed_point_qat
-from torchport.golden_swiglu import GoldenSwiGLU
-from torchport.good_turing_prior import init_output_bias
-from torchport.laplace_bias import LaplaceBias
-from torchport.laplace_glu import LaplaceGLU
-from torchport.memory_tape import MemoryTape
-from torchport.mla import LatentQKV
-from torchport.moe_mlp import MoEMLP
-from torchport.ngram_memory import NgramMemory
-from torchport.rms_qknorm import QKNorm, RMSNorm
-from torchport.rope import Rotary
+
+
+def fills(component: str) -> dict:
+    """{slot: what the model builds there} of a component: the FILLS of its torch module, torchport/<component>.py,
+    imported when a model is built (so that a component's module may build on this one's classes)."""
+    return importlib.import_module(f"torchport.{component}").FILLS
+
+
+def filler(config: GPTConfig, slot: str, default=None):
+    """What fills the exclusive `slot` of config's model: `default` (the model's own; None: nothing), or what the
+    component that fills it lists for the slot."""
+    component = config.filler(slot)
+    return default if component is None else fills(component)[slot]
 
 
 class LayerNorm(nn.Module):
@@ -76,14 +77,6 @@ def attend(q, k, v, bias=None, extra_kv=None, dropout_p: float = 0.0):
     return F.scaled_dot_product_attention(q, k, v, attn_mask=visible, dropout_p=dropout_p)
 
 
-# The fillers of the attention's slots: each registers its parameters on the attention (attn.q_norm,
-# attn.tape_k, attn.laplace_rate: nanoGPT's and the checkpoints' names) and is called with it.
-QK_TRANSFORMS = {"rms_qknorm": QKNorm, "rope": Rotary}  # applied in declaration order
-SCORE_BIASES = {None: None, "laplace_bias": LaplaceBias}
-EXTRA_KV = {None: None, "memory_tape": MemoryTape}
-ATTENDS = {None: attend, "tiled_attention": attend}  # scaled_dot_product_attention is already tiled (attend)
-
-
 class CausalSelfAttention(nn.Module):
     """Multi-head causal self-attention (Vaswani et al. 2017): qkv -> qk transforms -> attend -> c_proj.
     The qkv slot's default: one fused projection c_attn."""
@@ -96,12 +89,14 @@ class CausalSelfAttention(nn.Module):
         self.fill_slots(config, config.head_dim, config.rotary_dim)
 
     def fill_slots(self, config: GPTConfig, head_dim: int, rotary_dim: int):
-        """The slots after qkv, for queries and keys of width head_dim whose first rotary_dim coordinates rotate."""
+        """The slots after qkv, for queries and keys of width head_dim whose first rotary_dim coordinates rotate.
+        Each filler registers its parameters on the attention (attn.q_norm, attn.tape_k, attn.laplace_rate:
+        nanoGPT's and the checkpoints' names) and is called with it; the qk transforms apply in declaration order."""
         self.config, self.n_head, self.dropout = config, config.n_head, config.dropout
         self.head_dim, self.rotary_dim = head_dim, rotary_dim
-        self.attend = ATTENDS[config.filler("attend")]
-        self.qk_transforms = [QK_TRANSFORMS[name](self, config) for name in config.fillers("qk_transform")]
-        bias, extra = SCORE_BIASES[config.filler("score_bias")], EXTRA_KV[config.filler("extra_kv")]
+        self.attend = filler(config, "attend", attend)
+        self.qk_transforms = [fills(name)["qk_transform"](self, config) for name in config.fillers("qk_transform")]
+        bias, extra = filler(config, "score_bias"), filler(config, "extra_kv")
         self.bias_filler = bias(self, config) if bias else None
         self.extra_kv_filler = extra(self, config) if extra else None
 
@@ -147,19 +142,6 @@ class CausalSelfAttention(nn.Module):
         return self.resid_dropout(self.c_proj(y))
 
 
-class MultiHeadLatentAttention(LatentQKV, CausalSelfAttention):
-    """The attention with the qkv slot filled by mla: keys and values from one latent per token
-    (torchport/mla.py); queries and keys [rotary ; content] of width d_r + hd."""
-
-    def __init__(self, config: GPTConfig):
-        nn.Module.__init__(self)
-        self.add_projections(config)
-        # the qk transforms' gains before c_proj: the order of mla's parameters in the checkpoints
-        self.fill_slots(config, config.mla_rotary_dim + config.head_dim, config.mla_rotary_dim)
-        self.c_proj = nn.Linear(config.n_head * config.head_dim, config.n_embd, bias=config.bias)
-        self.resid_dropout = nn.Dropout(config.dropout)
-
-
 class MLP(nn.Module):
     """c_proj(gelu(c_fc(x))), hidden width 4 * n_embd, exact (erf) GELU."""
 
@@ -192,7 +174,7 @@ class TiedHead(nn.Linear):
     @torch.no_grad()
     def init_weights(self):
         if self.output_bias is not None:
-            OUTPUT_BIASES[self.output_bias](self, self.token_counts)
+            fills(self.output_bias)["output_bias"](self, self.token_counts)
 
     def logits(self, h, E=None):
         """E: the token embedding rows the head is tied to (GPT.token_embedding_matrix); None: its own weight."""
@@ -212,19 +194,9 @@ class TiedHead(nn.Linear):
         return linear_cross_entropy(h_NxD, W, targets_N, chunk, self.bias, smoothing_eps, prior, z_loss)
 
 
-# The fillers of the blocks' and the model's slots (None: the model's default).
-# token_embedding: (module name under transformer, module) of a map wte -> the composed rows E
-TOKEN_EMBEDDINGS = {"byte_ngram_embedding": ("byte_ngram", ByteNgramEmbedding)}
-NORMS = {None: lambda config: LayerNorm(config.n_embd, config.bias),
-         "rms_qknorm": lambda config: RMSNorm(config.n_embd, config.rms_qknorm_eps)}
-ATTENTIONS = {None: CausalSelfAttention, "mla": MultiHeadLatentAttention}  # by the qkv slot
-TOKEN_MIXERS = {"difference_ssm": DifferenceSSM}  # in place of attention in the layers it names
-MLPS = {None: MLP, "golden_swiglu": GoldenSwiGLU, "laplace_glu": LaplaceGLU, "moe_mlp": MoEMLP}
-BLOCK_WEIGHTS = {None: None,
-                 "fixed_point_qat": lambda blocks, config: apply_fixed_point_qat(blocks, config.fixed_point_qat_bits)}
-HEADS = {"adaptive_softmax": AdaptiveSoftmax}  # a head of its own beside the tied lm_head
-HEAD_MIXTURES = {"ngram_memory": NgramMemory}  # a second distribution mixed with the head's (needs ngram_stats)
-OUTPUT_BIASES = {"good_turing_prior": init_output_bias}  # init of the tied head's bias
+def layer_norm(config: GPTConfig) -> LayerNorm:
+    """The norm slot's default."""
+    return LayerNorm(config.n_embd, config.bias)
 
 
 class Block(nn.Module):
@@ -232,13 +204,13 @@ class Block(nn.Module):
 
     def __init__(self, config: GPTConfig, layer_index: int = 0):
         super().__init__()
-        self.ln_1 = NORMS[config.filler("norm")](config)
-        if config.ssm_layer(layer_index):  # kept under the name attn: parameters stay h.i.attn.*
-            self.attn = TOKEN_MIXERS[config.filler("token_mixer")](config)
-        else:
-            self.attn = ATTENTIONS[config.filler("qkv")](config)
-        self.ln_2 = NORMS[config.filler("norm")](config)
-        self.mlp = MLPS[config.filler("mlp")](config)
+        self.ln_1 = filler(config, "norm", layer_norm)(config)
+        if config.ssm_layer(layer_index):  # the token mixer, kept under the name attn: parameters stay h.i.attn.*
+            self.attn = filler(config, "token_mixer")(config)
+        else:  # by the qkv slot: mla's attention projects through its latents
+            self.attn = filler(config, "qkv", CausalSelfAttention)(config)
+        self.ln_2 = filler(config, "norm", layer_norm)(config)
+        self.mlp = filler(config, "mlp", MLP)(config)
 
     def forward(self, x):
         x = x + self.attn(self.ln_1(x))
@@ -258,32 +230,32 @@ class GPT(nn.Module):
         self.token_counts = token_counts
         modules = dict(wte=nn.Embedding(config.vocab_size, config.n_embd))
         if config.filler("token_embedding") is not None:  # e.g. transformer.byte_ngram, composing E from wte
-            name, module = TOKEN_EMBEDDINGS[config.filler("token_embedding")]
+            name, module = filler(config, "token_embedding")  # (its name under transformer, the module)
             modules[name] = module(config)
         if config.learned_positions:  # else a component (rope, ...) gives the positions
             modules["wpe"] = nn.Embedding(config.block_size, config.n_embd)
         modules.update(
             drop=nn.Dropout(config.dropout),
             h=nn.ModuleList([Block(config, i) for i in range(config.n_layer)]),
-            ln_f=NORMS[config.filler("norm")](config),
+            ln_f=filler(config, "norm", layer_norm)(config),
         )
         head = config.filler("head")
         if head is not None:  # e.g. transformer.adaptive_softmax, scoring with the tied wte
-            modules[head] = HEADS[head](config, token_counts, modules["wte"])
+            modules[head] = fills(head)["head"](config, token_counts, modules["wte"])
         self.transformer = nn.ModuleDict(modules)
         self.lm_head = TiedHead(config, token_counts)
         # weight tying (https://paperswithcode.com/method/weight-tying)
         self.transformer.wte.weight = self.lm_head.weight
         mixture = config.filler("head_mixture")
-        if mixture is not None:  # e.g. ngram_memory; registered last: the other weights draw as without it
-            self.add_module(mixture, HEAD_MIXTURES[mixture](config, ngram_stats))
+        if mixture is not None:  # e.g. ngram_memory (needs ngram_stats); registered last: the other weights draw as without it
+            self.add_module(mixture, fills(mixture)["head_mixture"](config, ngram_stats))
 
         # init all weights as GPT-2, then what each module initializes itself (residual projections, gates, priors)
         self.apply(self._init_weights)
         for module in self.modules():
             if hasattr(module, "init_weights"):
                 module.init_weights()
-        transform = BLOCK_WEIGHTS[config.filler("block_weights")]
+        transform = filler(config, "block_weights")
         if transform is not None:  # how the blocks read their matrices (fixed_point_qat: fake-quantized)
             transform(self.transformer.h, config)
 
@@ -316,9 +288,9 @@ class GPT(nn.Module):
     def token_embedding_matrix(self):
         """E (V, n_embd): the rows the ids are embedded with and the tied head scores with; wte's, or the
         token_embedding slot's composition of them (byte_ngram_embedding: wte plus pooled byte n-gram vectors)."""
-        filler = self.config.filler("token_embedding")
+        component = self.config.filler("token_embedding")
         wte = self.transformer.wte.weight
-        return wte if filler is None else self.transformer[TOKEN_EMBEDDINGS[filler][0]].compose(wte)
+        return wte if component is None else self.transformer[fills(component)["token_embedding"][0]].compose(wte)
 
     def embed_with_rows(self, idx):
         """(x, E): token (and, without a position component, learned position) embeddings (B, T, n_embd), and
@@ -327,11 +299,11 @@ class GPT(nn.Module):
         b, t = idx.size()
         if t > self.config.block_size:
             raise ValueError(f"cannot forward a sequence of length {t}; block_size is {self.config.block_size}")
-        filler = self.config.filler("token_embedding")
-        if filler is None:
+        component = self.config.filler("token_embedding")
+        if component is None:
             x, E = self.transformer.wte(idx), self.transformer.wte.weight
         else:
-            x, E = self.transformer[TOKEN_EMBEDDINGS[filler][0]](idx, self.transformer.wte.weight)
+            x, E = self.transformer[fills(component)["token_embedding"][0]](idx, self.transformer.wte.weight)
         if self.config.learned_positions:
             x = x + self.transformer.wpe(torch.arange(0, t, dtype=torch.long, device=idx.device))
         return self.transformer.drop(x), E

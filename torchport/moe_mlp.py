@@ -103,3 +103,7 @@ def take_load_sums(model: nn.Module) -> dict:
             out[name] = [float(v) for v in m.load_sum.tolist()]
         m.load_sum = None
     return out
+
+
+# what moe_mlp fills in the torch GPT (torchport/model.py); its after_step hook is update_router_bias
+FILLS = {"mlp": MoEMLP}

@@ -207,3 +207,7 @@ class MixtureCrossEntropy(torch.autograd.Function):
         scale = grad_loss / count.clamp(min=1)
         grad = lambda G, i: G * scale if G is not None and ctx.needs_input_grad[i] else None  # noqa: E731
         return grad(G_h, 0), grad(G_W, 1), grad(G_b, 2), grad(G_a, 3), None, None, None, None
+
+
+# what ngram_memory fills in the torch GPT (torchport/model.py): a second distribution mixed with the head's
+FILLS = {"head_mixture": NgramMemory}

@@ -35,3 +35,7 @@ class QKNorm:
     def keys_without_position(self, attn, k):
         """Keys that have no position (memory_tape's) are normalized like the context's."""
         return attn.k_norm(k)
+
+
+# what rms_qknorm fills in the torch GPT (torchport/model.py): every norm, and a qk transform of the attention
+FILLS = {"norm": lambda config: RMSNorm(config.n_embd, config.rms_qknorm_eps), "qk_transform": QKNorm}

@@ -51,3 +51,7 @@ class Rotary:
     def keys_without_position(self, attn, k):
         """Keys that have no position (memory_tape's) are not rotated."""
         return k
+
+
+# what rope fills in the torch GPT (torchport/model.py)
+FILLS = {"qk_transform": Rotary}

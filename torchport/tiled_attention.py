@@ -12,6 +12,8 @@ import math
 
 import torch
 
+from torchport.model import attend
+
 
 def tiled_attention(q, k, v, block: int = 16):
     """Causal softmax(q k^T / sqrt(E)) v for q, k (B, H, T, E) and v (B, H, T, F), by blocks of `block`."""
@@ -47,3 +49,8 @@ def naive_attention(q, k, v):
     s = q @ k.transpose(-1, -2) / math.sqrt(E)
     s = s.masked_fill(~torch.ones(T, T, dtype=torch.bool, device=q.device).tril(), float("-inf"))
     return s.softmax(-1) @ v
+
+
+# what tiled_attention fills in the torch GPT (torchport/model.py): the model's own attend, whose
+# scaled_dot_product_attention already runs this algorithm (the module docstring)
+FILLS = {"attend": attend}

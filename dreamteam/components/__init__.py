@@ -4,11 +4,13 @@ A declaration (`Component`) names the component, the slots of the model it fills
 other slots, whether it gives the model its positions, its options (the GPTConfig or Recipe fields it owns,
 each named after it), their validation, its mathematics and its source. Each component has one module
 here, dreamteam/components/<name>.py, holding its declaration (COMPONENT) and its framework-neutral math
-(numpy or plain Python: the numbers both models start from or share); its Flax and torch modules
-(jaxmodel/<name>.py, torchport/<name>.py) compute what the declaration's `math` states and point to it.
+(numpy or plain Python: the numbers both models start from or share); the package finds these modules itself
+(COMPONENTS). Its Flax and torch modules (jaxmodel/<name>.py, torchport/<name>.py) compute what the
+declaration's `math` states and point to it.
 
 The models (jaxmodel/model.py, torchport/model.py) assemble by slot: they ask a config which component
-fills a slot (`GPTConfig.filler`, `GPTConfig.fillers`), never for a list of names. Two components that
+fills a slot (`GPTConfig.filler`, `GPTConfig.fillers`), never for a list of names, and build there what the
+component's module of their framework lists for that slot in its `FILLS` ({slot: constructor}). Two components that
 claim one exclusive slot cannot be combined; a component whose requirement on another slot is not met
 cannot be combined with what fills it (`conflicts`). Nothing else decides compatibility.
 
@@ -17,6 +19,8 @@ This package imports neither torch nor jax.
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -41,6 +45,9 @@ SLOTS: dict[str, bool] = {  # name -> exclusive
     "weight_averaging": True,  # the weights used for evaluation (default: the trained ones)
     "after_step": False,  # updates after each optimizer step, outside the gradient
 }
+# the slots of the training step (train_mps.py, jaxmodel/train.py); the models build the others, each from the
+# FILLS of the module that fills it
+STEP_SLOTS = ("objective", "optimizer", "weight_averaging", "after_step")
 
 # the dataclasses that hold options: the model's config and the training recipe (dreamteam/config.py)
 OPTION_HOLDERS = ("GPTConfig", "Recipe")
@@ -82,34 +89,33 @@ class Component:
         return list(self.validate(holder))
 
 
-# Declaration order: the qk transforms apply in this order (normalize, then rotate), and after-step hooks too.
-from dreamteam.components import (  # noqa: E402  (the modules import Component from here)
-    adaptive_softmax,
-    byte_ngram_embedding,
-    difference_ssm,
-    fixed_point_qat,
-    golden_swiglu,
-    good_turing_prior,
-    laplace_bias,
-    laplace_glu,
-    memory_tape,
-    mla,
-    moe_mlp,
-    muon,
-    ngram_memory,
-    posterior_mean,
-    rms_qknorm,
-    rope,
-    succession_objective,
-    tiled_attention,
+# The order of the declarations: the qk transforms apply in it (normalize, then rotate), the after-step hooks too,
+# and the evolutionary search draws its mutations by index into it (dreamteam.config.KNOWN_COMPONENTS, rope
+# first). These are the components declared before the package found its modules itself, in their order; every
+# other module here comes after them, in name order: a new component comes last, so a recorded search's mutation
+# indices keep their meaning.
+FIXED_ORDER = (
+    "rms_qknorm", "rope", "golden_swiglu", "mla", "difference_ssm", "fixed_point_qat", "tiled_attention", "muon",
+    "memory_tape", "good_turing_prior", "laplace_bias", "laplace_glu", "succession_objective", "posterior_mean",
+    "moe_mlp", "adaptive_softmax", "byte_ngram_embedding", "ngram_memory",
 )
 
-COMPONENTS: dict[str, Component] = {m.COMPONENT.name: m.COMPONENT for m in (
-    rms_qknorm, rope, golden_swiglu, mla, difference_ssm, fixed_point_qat, tiled_attention, muon, memory_tape,
-    good_turing_prior, laplace_bias, laplace_glu, succession_objective, posterior_mean, moe_mlp, adaptive_softmax,
-    # added since: a new component comes last (the search draws mutations by index into KNOWN_COMPONENTS)
-    byte_ngram_embedding, ngram_memory,
-)}
+
+def _declarations() -> dict[str, Component]:
+    """{name: COMPONENT} of every module of this package, dreamteam/components/<name>.py, in declaration order."""
+    found = {}
+    for info in pkgutil.iter_modules(__path__):
+        component = getattr(importlib.import_module(f"{__name__}.{info.name}"), "COMPONENT", None)
+        if not isinstance(component, Component) or component.name != info.name:
+            raise ImportError(f"dreamteam/components/{info.name}.py must declare COMPONENT = Component({info.name!r}, ...)")
+        found[info.name] = component
+    missing = [name for name in FIXED_ORDER if name not in found]
+    if missing:
+        raise ImportError(f"no declaration module for {missing}: a recorded search draws them by index")
+    return {name: found[name] for name in (*FIXED_ORDER, *sorted(set(found) - set(FIXED_ORDER)))}
+
+
+COMPONENTS: dict[str, Component] = _declarations()
 
 
 def conflicts(components: tuple[str, ...]) -> list[str]:
