@@ -139,12 +139,14 @@ linear_succession_loss.defvjp(_succ_fwd, _succ_bwd)
 
 
 def fused_loss(params, cfg: GPTConfig, idx_BxT, targets_BxT, chunk: int = DEFAULT_CHUNK, smoothing_eps: float = 0.0,
-               prior=None, z_loss: float = 0.0, token_counts=None, with_loads: bool = False, ngram_stats=None):
+               prior=None, z_loss: float = 0.0, token_counts=None, with_loads: bool = False, ngram_stats=None,
+               held_out: bool = False):
     """The fast equal of jaxmodel.model.loss_fn, through the model's head (GPT.loss with `fused`): the tied
     head's loss chunked from its operands (the output bias lm_head/bias where good_turing_prior is on);
     adaptive_softmax's mean -log p(target) through the clusters, never the V-wide output. (loss, moe_load)
     with with_loads. smoothing_eps, prior, z_loss: succession_objective's loss instead (linear_succession_loss).
-    A head_mixture (ngram_memory, its ngram_stats): its chunked -log p_mix(target) (jaxmodel/ngram_memory.py)."""
+    A head_mixture (ngram_memory, its ngram_stats): its chunked -log p_mix(target) (jaxmodel/ngram_memory.py);
+    held_out: the training loss (GPT.loss)."""
     if smoothing_eps and prior is None:
         raise ValueError("smoothing_eps > 0 needs the prior (a (V,) array of probabilities)")
 
@@ -157,5 +159,5 @@ def fused_loss(params, cfg: GPTConfig, idx_BxT, targets_BxT, chunk: int = DEFAUL
         return linear_cross_entropy(h_NxD, w_VxD, t_N, chunk)
 
     loss, loads = apply_with_loads(params, cfg, idx_BxT, token_counts, ngram_stats, targets_BxT=targets_BxT,
-                                   fused=fused, chunk=chunk, method=GPT.loss)
+                                   fused=fused, chunk=chunk, held_out=held_out, method=GPT.loss)
     return (loss, loads) if with_loads else loss

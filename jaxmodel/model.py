@@ -275,15 +275,18 @@ class GPT(nn.Module):
         mixture = self.head_mixture()
         return logits_BxTxV if mixture is None else mixture(h_BxTxD, idx_BxT, logits_BxTxV)
 
-    def loss(self, idx_BxT, targets_BxT, deterministic: bool = True, fused=None, chunk=None):
+    def loss(self, idx_BxT, targets_BxT, deterministic: bool = True, fused=None, chunk=None, held_out: bool = False):
         """The head's mean next-token loss (fused: see TiedHead.loss); with a head_mixture its -log p_mix(target)
-        (fused: its own chunked loss through the tied head's operands, `chunk` rows at a time)."""
+        (fused: its own chunked loss through the tied head's operands, `chunk` rows at a time). held_out: the
+        training loss of a targets drawn from train.bin, which ngram_memory scores with each target's own
+        occurrence left out of its counts (no effect without a head_mixture)."""
         E_VxD = self.transformer.embedding_matrix()
         h_BxTxD = self.transformer(idx_BxT, deterministic, E_VxD)
         mixture = self.head_mixture()
         if mixture is None:
             return self.head.loss(h_BxTxD, E_VxD, targets_BxT, fused)
-        return mixture.loss(self.head, h_BxTxD, E_VxD, idx_BxT, targets_BxT, chunk if fused is not None else None)
+        return mixture.loss(self.head, h_BxTxD, E_VxD, idx_BxT, targets_BxT, chunk if fused is not None else None,
+                            held_out)
 
 
 # the variable collections of a model: its parameters, and non-gradient state updated outside the
@@ -309,8 +312,8 @@ def apply_with_loads(params, cfg: GPTConfig, idx_BxT, token_counts=None, ngram_s
 
 
 def loss_fn(params, cfg: GPTConfig, idx_BxT, targets_BxT, token_counts=None, with_loads: bool = False,
-            ngram_stats=None):
-    """The training loss, the head's mean next-token loss ((loss, moe_load) with with_loads)."""
+            ngram_stats=None, held_out: bool = False):
+    """The head's mean next-token loss ((loss, moe_load) with with_loads); held_out: the training loss (GPT.loss)."""
     loss, loads = apply_with_loads(params, cfg, idx_BxT, token_counts, ngram_stats, targets_BxT=targets_BxT,
-                                   method=GPT.loss)
+                                   held_out=held_out, method=GPT.loss)
     return (loss, loads) if with_loads else loss

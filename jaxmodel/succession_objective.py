@@ -37,11 +37,11 @@ def make_training_loss(cfg: GPTConfig, token_counts=None, fast: bool = False, ch
     (gpt.loss_fn, or the chunked fused_loss when fast) without succession_objective, its objective with it;
     with_loads: (loss, moe_load), the expert loads of moe_mlp ({} where there are none).
     token_counts: those of train.bin (succession_objective's prior, adaptive_softmax's clusters)."""
-    if not cfg.has("succession_objective"):
+    if not cfg.has("succession_objective"):  # held_out: the batches come from train.bin (ngram_memory)
         if fast:
             return lambda params, x, y: fused_loss(params, cfg, x, y, chunk, token_counts=token_counts,
-                                                   with_loads=with_loads, ngram_stats=ngram_stats)
-        return lambda params, x, y: gpt.loss_fn(params, cfg, x, y, token_counts, with_loads, ngram_stats)
+                                                   with_loads=with_loads, ngram_stats=ngram_stats, held_out=True)
+        return lambda params, x, y: gpt.loss_fn(params, cfg, x, y, token_counts, with_loads, ngram_stats, held_out=True)
     prior_V = jnp.asarray(succession.prior(token_counts))  # float64 under x64, else float32
     eps, alpha = cfg.succession_objective_eps, cfg.succession_objective_zloss
     if fast:

@@ -64,13 +64,16 @@ def make_train_step(cfg: configs.GPTConfig, optimizer: optax.GradientTransformat
         if cfg.dropout == 0:
             return train_loss(params, x_BxT, y_BxT)
         rngs = {"dropout": jax.random.fold_in(dropout_key, it)}
+        if cfg.filler("head_mixture") is not None:  # its training loss, the memory's held-out estimate
+            return gpt.apply_with_loads(params, cfg, x_BxT, token_counts, ngram_stats, targets_BxT=y_BxT,
+                                        deterministic=False, held_out=True, rngs=rngs, method=gpt.GPT.loss)
         logits_BxTxV, loads = gpt.apply_with_loads(params, cfg, x_BxT, token_counts, ngram_stats, deterministic=False,
                                                    rngs=rngs)
         if cfg.has("succession_objective"):
             return succession_objective.succession_cross_entropy(
                 logits_BxTxV.reshape(-1, logits_BxTxV.shape[-1]), y_BxT.reshape(-1), succession.prior(token_counts),
                 cfg.succession_objective_eps, cfg.succession_objective_zloss), loads
-        return gpt.cross_entropy(logits_BxTxV, y_BxT), loads  # ngram_memory's log p_mix: log_softmax leaves it
+        return gpt.cross_entropy(logits_BxTxV, y_BxT), loads
 
     def step(params, opt_state, x_BxT, y_BxT, it):
         (loss_value, loads), grads = jax.value_and_grad(loss, has_aux=True)(params, x_BxT, y_BxT, it)

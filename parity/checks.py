@@ -233,8 +233,11 @@ def _run_checks(persona: Persona, dtype: str, batch_size: int, steps: int, seed:
     # forward logits (the Flax side jitted: one compilation instead of one per primitive, most of the time of
     # an eager check at these shapes; jit changes no result beyond rounding, far inside both bounds)
     logits_j = jax.jit(jm.GPT(cfg, counts, ngram_stats=pair.ngram_stats).apply)(pair.params, jnp.asarray(x))
+    # in evaluation mode, as the Flax apply (deterministic; ngram_memory's full estimate, not the training one)
+    pair.torch_model.eval()
     with torch.no_grad():
         logits_t = pair.torch_model(torch.from_numpy(x), torch.from_numpy(y))[0]
+    pair.torch_model.train()
     record("logits", array_error(logits_t.numpy(), logits_j, dtype))
 
     # a training trajectory on fixed batches from the same start; its first step is also checked piece by

@@ -177,15 +177,18 @@ def test_gate_at_one_gives_the_models_own_loss_and_at_zero_the_ngrams(fast):
     assert loss.item() == own.item()
     loss.backward()
     assert model.ngram_memory.gate.weight.grad.abs().max() == 0  # g - r = 1 - 1
-    model = torch_model(bias=-float("inf"))
-    loss = fused_loss(model, x, y, chunk=5) if fast else model(x, y)[1]
-    ngram = -np.log(nm.prob(nm.kneser_ney(STATS), x.numpy().ravel(), y.numpy().ravel())).mean()
-    assert loss.item() == pytest.approx(ngram, abs=1e-14)
-    model = torch_model(bias=-float("inf"), order=3)  # the trigram's context is the window's previous two tokens
-    loss = fused_loss(model, x, y, chunk=5) if fast else model(x, y)[1]
+    # in evaluation the memory's full estimate; in training the held-out one (each target's occurrence out)
     u = np.pad(x.numpy()[:, :-1], ((0, 0), (1, 0)), constant_values=-1)
-    ngram = -np.log(nm.prob3(nm.kneser_ney_trigram(STATS), u.ravel(), x.numpy().ravel(), y.numpy().ravel())).mean()
-    assert loss.item() == pytest.approx(ngram, abs=1e-14)
+    v, t = x.numpy().ravel(), y.numpy().ravel()
+    for order, prob, held in ((2, lambda T: nm.prob(T, v, t), lambda T: nm.prob_held_out(T, v, t)),
+                              (3, lambda T: nm.prob3(T, u.ravel(), v, t), lambda T: nm.prob3_held_out(T, u.ravel(), v, t))):
+        tables = nm.kneser_ney(STATS) if order == 2 else nm.kneser_ney_trigram(STATS)  # trigram: the two tokens before
+        model = torch_model(bias=-float("inf"), order=order)
+        for training, estimate in ((False, prob), (True, held)):
+            model.train(training)
+            loss = fused_loss(model, x, y, chunk=5) if fast else model(x, y)[1]
+            assert loss.item() == pytest.approx(-np.log(estimate(tables)).mean(), abs=1e-14)
+        assert not np.allclose(prob(tables), held(tables))  # the batch holds events the counts hold
 
 
 @pytest.mark.parametrize("order", [2, 3])
@@ -283,3 +286,87 @@ def test_detach_keeps_the_loss_and_gives_the_head_its_own_cross_entropy_gradient
         if not name.startswith("ngram_memory"):
             assert torch.allclose(grads[1][name], p.grad, rtol=0, atol=1e-15), name
             assert not torch.allclose(grads[0][name], p.grad, rtol=0, atol=1e-6), name  # joint: scaled by r
+
+
+def _without(keys, counts, key):
+    """The sorted keys and counts with one occurrence of `key` taken away (and the key gone where it was its last)."""
+    k = np.searchsorted(keys, key)
+    assert keys[k] == key
+    counts = counts.copy()
+    counts[k] -= 1
+    return keys[counts > 0], counts[counts > 0]
+
+
+@pytest.mark.parametrize("low", nm.LOW_ORDERS)
+def test_held_out_estimate_is_kneser_ney_of_the_counts_without_the_occurrence(low):
+    """Each training position's rows equal the interpolated Kneser-Ney estimate rebuilt from the counts with that
+    one occurrence removed (discounts and lowest order kept): the bigram's c(v, t), and for the trigram c(u v t)
+    and, where it was the trigram's only occurrence, the middle order's continuation count N1+(. v t)."""
+    ids = stream()
+    t2, t3 = nm.kneser_ney(STATS, low), nm.kneser_ney_trigram(STATS, low)
+    checked_single = 0
+    for i in range(1, 600, 7):
+        u, v, t = ids[i - 1], ids[i], ids[i + 1]
+        keys, counts = _without(STATS.keys, STATS.counts, v * V + t)
+        rebuilt = nm._interpolated(V, keys, counts, t2.p_low, 0.0, t2.discount)
+        np.testing.assert_allclose(nm.rows_held_out(t2, [v], [t]), nm.rows(rebuilt, [v]), rtol=0, atol=1e-15)
+        keys3, counts3 = _without(STATS.trigram_keys, STATS.trigram_counts, (u * V + v) * V + t)
+        rebuilt3 = nm.kneser_ney_trigram(nm.BigramStats(V, STATS.keys, STATS.counts, STATS.unigram, keys3, counts3),
+                                         p_low=t3.middle.p_low,
+                                         discounts=(t3.bigram.discount, t3.middle.discount, t3.discount))
+        np.testing.assert_allclose(nm.rows3_held_out(t3, [u], [v], [t]), nm.rows3(rebuilt3, [u], [v]), rtol=0, atol=1e-15)
+        checked_single += nm.count3(t3, u, v, t) == 1
+    assert checked_single >= 10  # trigrams seen once, whose middle-order count moves too, were among them
+
+
+@pytest.mark.parametrize("order", [2, 3])
+def test_held_out_rows_are_distributions_and_equal_their_lookup_in_every_framework(order):
+    """Every held-out row sums to one and its target entry is the held-out lookup, in numpy, torch and JAX (float64);
+    a target the counts do not hold (not a train.bin occurrence) keeps the full estimate."""
+    ids = stream()
+    n = 300
+    u, v, t = np.concatenate([[-1], ids[:n - 1]]), ids[:n].copy(), ids[1:n + 1].copy()
+    u[::9] = -1  # a window's first position: the bigram's estimate
+    t[5::13] = np.random.default_rng(3).integers(0, V, size=len(t[5::13]))  # events perhaps never seen
+    if order == 2:
+        T = nm.kneser_ney(STATS)
+        rows, lookup, k = nm.rows_held_out(T, v, t), nm.prob_held_out(T, v, t), nm.count(T, v, t)
+        full_rows, full = nm.rows(T, v), nm.prob(T, v, t)
+    else:
+        T = nm.kneser_ney_trigram(STATS)
+        rows, lookup = nm.rows3_held_out(T, u, v, t), nm.prob3_held_out(T, u, v, t)
+        k = np.where(u >= 0, nm.count3(T, u, v, t), nm.count(T.bigram, v, t))
+        full_rows, full = nm.rows3(T, u, v), nm.prob3(T, u, v, t)
+    np.testing.assert_allclose(rows.sum(1), 1.0, rtol=0, atol=1e-14)
+    assert rows.min() > 0
+    np.testing.assert_allclose(rows[np.arange(n), t], lookup, rtol=0, atol=1e-15)
+    np.testing.assert_array_equal(lookup[k == 0], full[k == 0])
+    np.testing.assert_array_equal(rows[k == 0], full_rows[k == 0])
+    assert (lookup[k >= 1] < full[k >= 1]).all()  # an event loses its own evidence
+    cfg = CFG.replace(ngram_memory_order=order)
+    memory = GPT(cfg, token_counts=STATS.unigram, ngram_stats=STATS).ngram_memory
+    ut, vt, tt = (torch.from_numpy(a) for a in (u, v, t))
+    np.testing.assert_allclose(memory.prob(ut, vt, tt, torch.float64, "cpu", held_out=True).numpy(), lookup, rtol=0, atol=1e-15)
+    np.testing.assert_allclose(memory.rows(ut, vt, torch.float64, "cpu", tt).numpy(), rows, rtol=0, atol=1e-15)
+    J = jng.tables_of(cfg, STATS, jnp.float64)
+    uj, vj, tj = (jnp.asarray(a) for a in (u, v, t))
+    np.testing.assert_allclose(np.asarray(jng.prob(J, uj, vj, tj, held_out=True)), lookup, rtol=0, atol=1e-15)
+    np.testing.assert_allclose(np.asarray(jng.rows(J, uj, vj, tj)), rows, rtol=0, atol=1e-15)
+
+
+def test_jax_trains_on_the_held_out_estimate_and_evaluates_on_the_full_one():
+    """With the gate shut (b_g = -inf) the JAX training loss is the memory's held-out cross-entropy and the
+    evaluation loss (loss_fn) its full one, eager and fused alike."""
+    cfg = CFG.replace(ngram_memory_order=3, ngram_memory_gate_bias=-float("inf"))
+    params = jm.init_params(cfg, jax.random.PRNGKey(0), jnp.float64)
+    ids = stream(seed=0)
+    x, y = ids[:2 * 8].reshape(2, 8), ids[1:2 * 8 + 1].reshape(2, 8)  # windows of the counted stream
+    u = np.pad(x[:, :-1], ((0, 0), (1, 0)), constant_values=-1).ravel()
+    T = nm.kneser_ney_trigram(STATS)
+    held = -np.log(nm.prob3_held_out(T, u, x.ravel(), y.ravel())).mean()
+    full = -np.log(nm.prob3(T, u, x.ravel(), y.ravel())).mean()
+    assert held > full + 0.1  # the counted stream's own events are what the held-out estimate removes
+    for fast in (False, True):
+        train = make_training_loss(cfg, fast=fast, chunk=5, ngram_stats=STATS)(params, jnp.asarray(x), jnp.asarray(y))
+        assert float(train) == pytest.approx(held, abs=1e-13)
+    assert float(jm.loss_fn(params, cfg, jnp.asarray(x), jnp.asarray(y), ngram_stats=STATS)) == pytest.approx(full, abs=1e-13)

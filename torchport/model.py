@@ -332,7 +332,8 @@ class GPT(nn.Module):
         logits = self.head.logits(x, E)
         mixture = self.head_mixture
         if mixture is not None:  # logits: log p_mix over the V ids, mixed from the head's logits
-            logits = mixture(logits, x, idx)
+            # training: the memory's rows leave each target's own occurrence in train.bin out of its counts
+            logits = mixture(logits, x, idx, targets if self.training else None)
             return logits, None if targets is None else mixture.nll(logits, targets)
         return logits, None if targets is None else self.head.cross_entropy(logits, targets)
 

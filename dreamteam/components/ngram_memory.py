@@ -110,6 +110,9 @@ class Tables:
     max_row: int  # the most entries of one context (the width of a padded gather of a row)
     discount: float
     low_discount: float
+    counts: np.ndarray  # (nnz,) c(v, w) of the stored entries, float64 (exact integers)
+    context_count: np.ndarray  # (V,) c(v)
+    context_types: np.ndarray  # (V,) N1+(v .)
 
 
 def low_order(stats: BigramStats, low: str = "gt") -> tuple[np.ndarray, float]:
@@ -135,9 +138,10 @@ def kneser_ney(stats: BigramStats, low: str = "gt") -> Tables:
     return _interpolated(stats.vocab_size, stats.keys, stats.counts, p_low, d1)
 
 
-def _interpolated(V: int, keys, counts, p_low, d1: float) -> Tables:
-    """max(c(v, w) - d, 0) / c(v) + d N1+(v .) / c(v) p_low(w) for the counts c of the sorted keys v V + w."""
-    d = ney_discount(counts)
+def _interpolated(V: int, keys, counts, p_low, d1: float, d: float | None = None) -> Tables:
+    """max(c(v, w) - d, 0) / c(v) + d N1+(v .) / c(v) p_low(w) for the counts c of the sorted keys v V + w (d:
+    Ney's discount of the counts unless given)."""
+    d = ney_discount(counts) if d is None else d
     v = keys // V
     c_v = np.bincount(v, weights=counts, minlength=V)  # c(v)
     n_v = np.bincount(v, minlength=V).astype(np.float64)  # N1+(v .)
@@ -146,7 +150,8 @@ def _interpolated(V: int, keys, counts, p_low, d1: float) -> Tables:
     alpha[seen] = d * n_v[seen] / c_v[seen]
     mass = (counts - d) / c_v[v]
     row_ptr = np.concatenate([[0], np.cumsum(n_v.astype(np.int64))])
-    return Tables(V, keys.astype(np.int64), mass, alpha, p_low, row_ptr, int(n_v.max(initial=0)), d, d1)
+    return Tables(V, keys.astype(np.int64), mass, alpha, p_low, row_ptr, int(n_v.max(initial=0)), d, d1,
+                  counts.astype(np.float64), c_v, n_v)
 
 
 @dataclass(frozen=True, eq=False)  # identity, as BigramStats
@@ -172,23 +177,31 @@ class TrigramTables:
     row_ptr: np.ndarray  # (n_ctx + 1,)
     max_row: int
     discount: float
+    counts: np.ndarray  # (nnz3,) c(u v w), float64
+    context_count: np.ndarray  # (n_ctx,) c(u v .)
+    context_types: np.ndarray  # (n_ctx,) N1+(u v .)
 
 
-def kneser_ney_trigram(stats: BigramStats, low: str = "gt") -> TrigramTables:
-    """The interpolated Kneser-Ney trigram of the counts (TrigramTables)."""
+def kneser_ney_trigram(stats: BigramStats, low: str = "gt", p_low=None, discounts=None) -> TrigramTables:
+    """The interpolated Kneser-Ney trigram of the counts (TrigramTables). p_low and discounts (bigram, middle,
+    trigram): given instead of estimated from the counts (the held-out estimate's reference in the tests)."""
     V = stats.vocab_size
-    p_low, d1 = low_order(stats, low)
+    d1 = 0.0
+    if p_low is None:
+        p_low, d1 = low_order(stats, low)
+    d2, dm, d3 = (None, None, None) if discounts is None else discounts
     vw, cont = np.unique(stats.trigram_keys % (V * V), return_counts=True)  # N1+(. v w)
-    middle = _interpolated(V, vw, cont.astype(np.int64), p_low, d1)
-    d3 = ney_discount(stats.trigram_counts)
+    middle = _interpolated(V, vw, cont.astype(np.int64), p_low, d1, dm)
+    d3 = ney_discount(stats.trigram_counts) if d3 is None else d3
     ctx_keys, c_of = np.unique(stats.trigram_keys // V, return_inverse=True)
     c_ctx = np.bincount(c_of, weights=stats.trigram_counts)
     n_ctx = np.bincount(c_of).astype(np.float64)
     cols = stats.trigram_keys % V
     row_ptr = np.concatenate([[0], np.cumsum(n_ctx.astype(np.int64))])
-    return TrigramTables(V, _interpolated(V, stats.keys, stats.counts, p_low, d1), middle, ctx_keys, d3 * n_ctx / c_ctx,
-                         c_of.astype(np.int64) * V + cols, cols, (stats.trigram_counts - d3) / c_ctx[c_of], row_ptr,
-                         int(n_ctx.max(initial=0)), d3)
+    return TrigramTables(V, _interpolated(V, stats.keys, stats.counts, p_low, d1, d2), middle, ctx_keys,
+                         d3 * n_ctx / c_ctx, c_of.astype(np.int64) * V + cols, cols,
+                         (stats.trigram_counts - d3) / c_ctx[c_of], row_ptr, int(n_ctx.max(initial=0)), d3,
+                         stats.trigram_counts.astype(np.float64), c_ctx, n_ctx)
 
 
 def context_index(t3: TrigramTables, u, v):
@@ -210,19 +223,25 @@ def prob3(t3: TrigramTables, u, v, t) -> np.ndarray:
     return np.where(u >= 0, np.where(seen, stored + t3.alpha[c] * p_mid, p_mid), prob(t3.bigram, v, t))
 
 
+def stored3(t3: TrigramTables, u, v) -> np.ndarray:
+    """The stored part of the trigram rows, (c(u v w) - d3) / c(u v .) at the seen trigrams and 0 elsewhere
+    (and where u = -1), (len(v), V)."""
+    u, v = np.asarray(u, np.int64).reshape(-1), np.asarray(v, np.int64).reshape(-1)
+    c, seen = context_index(t3, u, v)
+    out = np.zeros((len(v), t3.vocab_size))
+    for n in np.flatnonzero(seen):
+        lo, hi = t3.row_ptr[c[n]], t3.row_ptr[c[n] + 1]
+        out[n, t3.cols[lo:hi]] += t3.mass[lo:hi]
+    return out
+
+
 def rows3(t3: TrigramTables, u, v) -> np.ndarray:
     """The rows p(. | u, v) (len(v), V), float64."""
     u, v = np.asarray(u, np.int64).reshape(-1), np.asarray(v, np.int64).reshape(-1)
     c, seen = context_index(t3, u, v)
-    out = rows(t3.middle, v)
-    for n in range(len(v)):
-        if u[n] < 0:
-            out[n] = rows(t3.bigram, v[n:n + 1])[0]
-        elif seen[n]:
-            lo, hi = t3.row_ptr[c[n]], t3.row_ptr[c[n] + 1]
-            out[n] *= t3.alpha[c[n]]
-            out[n, t3.cols[lo:hi]] += t3.mass[lo:hi]
-    return out
+    mid = rows(t3.middle, v)
+    tri = np.where(seen[:, None], t3.alpha[c, None] * mid + stored3(t3, u, v), mid)
+    return np.where((u >= 0)[:, None], tri, rows(t3.bigram, v))
 
 
 def prob(tables: Tables, v, t) -> np.ndarray:
@@ -234,14 +253,115 @@ def prob(tables: Tables, v, t) -> np.ndarray:
     return stored + tables.alpha[v] * tables.p_low[t]
 
 
-def rows(tables: Tables, v) -> np.ndarray:
-    """The rows p(. | v) (len(v), V), float64."""
+def stored(tables: Tables, v) -> np.ndarray:
+    """The stored part of the rows, (c(v, w) - d) / c(v) at the seen bigrams and 0 elsewhere, (len(v), V)."""
     v = np.asarray(v, np.int64).reshape(-1)
-    out = tables.alpha[v, None] * tables.p_low[None, :]
+    out = np.zeros((len(v), tables.vocab_size))
     for n, ctx in enumerate(v):
         lo, hi = tables.row_ptr[ctx], tables.row_ptr[ctx + 1]
         out[n, tables.keys[lo:hi] % tables.vocab_size] += tables.mass[lo:hi]
     return out
+
+
+def rows(tables: Tables, v) -> np.ndarray:
+    """The rows p(. | v) (len(v), V), float64."""
+    v = np.asarray(v, np.int64).reshape(-1)
+    return tables.alpha[v, None] * tables.p_low[None, :] + stored(tables, v)
+
+
+# The held-out estimate (training). A training target is an occurrence the counts hold: scored by the tables as
+# they stand, the n-gram memory has seen the very event it predicts (a trigram seen once in train.bin gets
+# (1 - d3) / c(u v .) of the mass), so the gate learns to trust it on train.bin more than it deserves on
+# anything else. Measured: trained that way the gate closed on the memory and the model's own distribution
+# dropped out (docs/personas/alan_turing.md, "n-gram memory"). On a training position the memory therefore
+# gives the estimate of the counts with that one occurrence removed (leave-one-out, the deleted estimation from
+# which Good's and Turing's r* = (r + 1) n_{r+1} / n_r is derived), the discounts and the lowest order kept:
+#
+#     event seen k >= 1 times in a context seen C times with N distinct successors, lower-order estimate q:
+#     p_held(t) = (max(k - 1 - d, 0) + d (N - [k = 1]) q(t)) / (C - 1),      q(t) where C = 1
+#
+# and the whole row p_held(w) = (S(w) C - delta [w = t] + d (N - [k = 1]) q(w)) / (C - 1), S the stored
+# part of the row (max(c(v, w) - d, 0) / C), delta = 1 where k >= 2 and 1 - d where k = 1 (the entry goes).
+# For the trigram the occurrence (u, v, t) also leaves Kneser-Ney's middle order where it was the only one
+# (k = 1: N1+(. v t) drops by one), so q is the middle's own held-out estimate there. A position whose event
+# the counts do not hold (k = 0: not a train.bin occurrence) keeps the full estimate.
+
+
+def held_out(k, C, N, d, q):
+    """p_held(t) elementwise from the event's count k >= 1, its context's count C and distinct successors N, the
+    discount d and the lower-order estimate q(t) (the comment above); q where C = 1."""
+    k, C, N, q = (np.asarray(a, np.float64) for a in (k, C, N, q))
+    return np.where(C > 1, (np.maximum(k - 1 - d, 0.0) + d * (N - (k == 1)) * q) / np.maximum(C - 1, 1), q)
+
+
+def held_out_rows(S, t, k, C, N, d, q):
+    """The rows p_held(. ) (n, V) from the stored parts S (n, V), the held targets t and their k, C, N (n,), the
+    discount d and the lower-order rows q (n, V); q where C = 1."""
+    C1 = np.maximum(C - 1, 1)[:, None]
+    out = (S * C[:, None] + d * (N - (k == 1))[:, None] * q) / C1
+    out[np.arange(len(t)), t] -= np.where(k >= 2, 1.0, 1.0 - d) / C1[:, 0]
+    return np.where((C > 1)[:, None], out, q)
+
+
+def count(tables: Tables, v, t) -> np.ndarray:
+    """c(v, t) elementwise (0 for a bigram never seen)."""
+    v, t = np.asarray(v, np.int64), np.asarray(t, np.int64)
+    key = v * tables.vocab_size + t
+    k = np.minimum(np.searchsorted(tables.keys, key), len(tables.keys) - 1)
+    return np.where(tables.keys[k] == key, tables.counts[k], 0.0)
+
+
+def prob_held_out(tables: Tables, v, t) -> np.ndarray:
+    """p(t | v) with the occurrence (v, t) left out of the counts where they hold it (float64)."""
+    v, t = np.asarray(v, np.int64), np.asarray(t, np.int64)
+    k = count(tables, v, t)
+    held = held_out(np.maximum(k, 1), tables.context_count[v], tables.context_types[v], tables.discount,
+                    tables.p_low[t])
+    return np.where(k >= 1, held, prob(tables, v, t))
+
+
+def rows_held_out(tables: Tables, v, t) -> np.ndarray:
+    """The rows p(. | v) with the occurrence (v, t) left out where the counts hold it, (len(v), V)."""
+    v, t = np.asarray(v, np.int64).reshape(-1), np.asarray(t, np.int64).reshape(-1)
+    full = rows(tables, v)
+    k = count(tables, v, t)
+    q = np.broadcast_to(tables.p_low, full.shape)
+    held = held_out_rows(stored(tables, v), t, np.maximum(k, 1), tables.context_count[v], tables.context_types[v], tables.discount, q)
+    return np.where((k >= 1)[:, None], held, full)
+
+
+def count3(t3: TrigramTables, u, v, t) -> np.ndarray:
+    """c(u v t) elementwise (0 where u = -1 or the trigram was never seen)."""
+    u, v, t = (np.asarray(a, np.int64) for a in (u, v, t))
+    c, seen = context_index(t3, u, v)
+    key = c * t3.vocab_size + t
+    k = np.minimum(np.searchsorted(t3.keys, key), len(t3.keys) - 1)
+    return np.where(seen & (t3.keys[k] == key), t3.counts[k], 0.0)
+
+
+def prob3_held_out(t3: TrigramTables, u, v, t) -> np.ndarray:
+    """p(t | u, v) with the occurrence (u, v, t) left out where the counts hold it (u = -1: the bigram's)."""
+    u, v, t = (np.asarray(a, np.int64) for a in (u, v, t))
+    c, _ = context_index(t3, u, v)
+    k3 = count3(t3, u, v, t)
+    m = t3.middle
+    p_mid = np.where(k3 == 1, held_out(np.maximum(count(m, v, t), 1), m.context_count[v], m.context_types[v],
+                                       m.discount, m.p_low[t]), prob(m, v, t))
+    held = held_out(np.maximum(k3, 1), t3.context_count[c], t3.context_types[c], t3.discount, p_mid)
+    return np.where(u >= 0, np.where(k3 >= 1, held, prob3(t3, u, v, t)), prob_held_out(t3.bigram, v, t))
+
+
+def rows3_held_out(t3: TrigramTables, u, v, t) -> np.ndarray:
+    """The rows p(. | u, v) with the occurrence (u, v, t) left out where the counts hold it, (len(v), V)."""
+    u, v, t = (np.asarray(a, np.int64).reshape(-1) for a in (u, v, t))
+    c, _ = context_index(t3, u, v)
+    k3 = count3(t3, u, v, t)
+    m = t3.middle
+    mid = np.where((k3 == 1)[:, None], rows_held_out(m, v, t), rows(m, v))
+    full = rows3(t3, u, v)
+    held = held_out_rows(stored3(t3, u, v), t, np.maximum(k3, 1), t3.context_count[c], t3.context_types[c], t3.discount, mid)
+    out = np.where((k3 >= 1)[:, None], held, full)
+    return np.where((u >= 0)[:, None], out, rows_held_out(t3.bigram, v, t))
 
 
 def padded_entries(tables: Tables):
