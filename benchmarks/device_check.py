@@ -50,6 +50,7 @@ from torch.nn import functional as F  # noqa: E402
 import bench_step  # noqa: E402
 import train_mps  # noqa: E402
 from dreamteam import data, protocol, registry  # noqa: E402
+from dreamteam.components import ngram_memory  # noqa: E402
 from dreamteam.runs import processor_name  # noqa: E402
 from torchport import graph_step  # noqa: E402
 from torchport import recipe as recipes  # noqa: E402
@@ -96,12 +97,19 @@ def device_info(device: str) -> dict:
             "env": {"PYTORCH_ENABLE_MPS_FALLBACK": os.environ.get("PYTORCH_ENABLE_MPS_FALLBACK")}}
 
 
-def check_persona(name, device, counts, batch, seed) -> dict:
+def model_of(cfg, train_ids) -> GPT:
+    """The model as train_mps.py builds it: the frequency-built components (good_turing_prior, adaptive_softmax,
+    ngram_memory) from the training ids."""
+    return GPT(cfg, token_counts=data.token_counts(train_ids, cfg.vocab_size),
+               ngram_stats=ngram_memory.stats_for(cfg, train_ids))
+
+
+def check_persona(name, device, train_ids, batch, seed) -> dict:
     """One training step on the device and on the CPU from the same weights and batch."""
     spec = registry.get(name)
     cfg = protocol_config(spec)
     torch.manual_seed(seed)
-    cpu_model = GPT(cfg, token_counts=counts)
+    cpu_model = model_of(cfg, train_ids)
     dev_model = copy.deepcopy(cpu_model).to(device)
     out = {}
     for side, model, dev in (("cpu", cpu_model, "cpu"), ("device", dev_model, device)):
@@ -209,7 +217,7 @@ def baseline_runs(device, data_dir, seed, short_iters, long_iters, graph: bool, 
             "crude_projection_s": e2 * protocol.MAX_ITERS / long_iters}
 
 
-def graph_check(name, device, counts, data_split, steps, seed) -> dict:
+def graph_check(name, device, data_split, steps, seed) -> dict:
     """`steps` steps of the graph step against the eager step from the same weights on the same batches."""
     spec = registry.get(name)
     cfg = protocol_config(spec)
@@ -218,7 +226,7 @@ def graph_check(name, device, counts, data_split, steps, seed) -> dict:
     sampler = data.BatchSampler(data_split, protocol.BATCH_SIZE, protocol.BLOCK_SIZE, seed=(seed, 0))
     batches = [tuple(torch.from_numpy(a).to(device) for a in sampler()) for _ in range(steps)]
     torch.manual_seed(seed)
-    models = [GPT(cfg, token_counts=counts).to(device) for _ in range(2)]
+    models = [model_of(cfg, data_split).to(device) for _ in range(2)]
     models[1].load_state_dict(models[0].state_dict())
     losses, finals = [], []
     for kind, model in zip(("eager", "graph"), models):
@@ -280,7 +288,6 @@ def main(argv=None) -> int:
         return 2
 
     t_start = time.time()
-    counts = data.token_counts(dataset.train, protocol.VOCAB_SIZE)
     sampler = data.BatchSampler(dataset.train, protocol.BATCH_SIZE, protocol.BLOCK_SIZE, seed=(args.seed, 0))
     batch = tuple(torch.from_numpy(a) for a in sampler())
     report = {"command": shlex.join(["python", "benchmarks/device_check.py", *(sys.argv[1:] if argv is None else argv)]),
@@ -296,7 +303,7 @@ def main(argv=None) -> int:
         Path(args.out).write_text(json.dumps(report, indent=2))  # what is measured so far survives a stop
 
     section("fused_loss", lambda: check_fused_loss(device, args.seed))
-    section("personas", lambda: {p: check_persona(p, device, counts, batch, args.seed) for p in args.personas})
+    section("personas", lambda: {p: check_persona(p, device, dataset.train, batch, args.seed) for p in args.personas})
     section("bench", lambda: bench(device, args.bench_warmup, args.bench_steps, args.seed))
     if args.run_iters:
         with tempfile.TemporaryDirectory() as tmp:
@@ -308,7 +315,7 @@ def main(argv=None) -> int:
         out = {}
         for p in args.personas:
             try:
-                out[p] = graph_check(p, device, counts, dataset.train, args.graph_steps, args.seed)
+                out[p] = graph_check(p, device, dataset.train, args.graph_steps, args.seed)
             except graph_step.GraphUnavailableError as e:
                 out[p] = {"unavailable": str(e)}
             except Exception as e:  # a capture that fails (a host sync or upload in the step) is a finding

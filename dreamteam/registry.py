@@ -42,18 +42,18 @@ BABBAGE = Persona(
 )
 
 # Muon settings from the literature, not tuned here: lr 0.02 and Nesterov momentum 0.95 (Jordan et al. 2024,
-# modded-nanogpt), weight decay 0.01 as the AdamW part's. The Good-Turing output bias learns at a tenth of
-# the AdamW rate: at the full rate Adam's sign-like steps push every rare id's bias down together and train
-# the prior's unseen-id mass away (benchmarks/output_bias_drift.py); with the ratio 0.1, seed 0 ended at
-# val_loss 4.907 against 5.096 (CPU, `dreamteam bench --set good_turing_prior_lr_ratio=0.1`;
-# docs/personas/alan_turing.md).
+# modded-nanogpt), weight decay 0.01 as the AdamW part's. The n-gram memory (Kneser-Ney trigram of train.bin,
+# mixed in through a learned gate; trained on the estimate that leaves each target's own occurrence out) took
+# the place of the Good-Turing output bias, whose ablation measured it costing loss: 3 seeds, 4.605 +- 0.018
+# against 4.908 +- 0.012 (CPU, `dreamteam bench --personas alan_turing+ngram_memory-good_turing_prior`;
+# docs/personas/alan_turing.md). Good-Turing and Kneser-Ney smoothing stay Turing's theme: the frequency of
+# the unseen estimated from the seen.
 ALAN_TURING = Persona(
     name="alan_turing",
-    model=GPTConfig(components=("muon", "memory_tape", "good_turing_prior")),
-    recipe=COSINE_3E3.replace(muon_lr=0.02, muon_momentum=0.95, muon_weight_decay=0.01,
-                              good_turing_prior_lr_ratio=0.1),
+    model=GPTConfig(components=("muon", "memory_tape", "ngram_memory")),
+    recipe=COSINE_3E3.replace(muon_lr=0.02, muon_momentum=0.95, muon_weight_decay=0.01),
     description="Muon (orthogonalized updates, condition number one), persistent memory tape slots in attention, "
-                "Good-Turing initialized output bias.",
+                "a Kneser-Ney n-gram memory of the training text mixed in through a learned gate.",
 )
 
 # COSINE_3E3: of the alternatives tried with `dreamteam bench --set` (seed 0, CPU; docs/measurements.md "Recipe
@@ -66,15 +66,17 @@ LAPLACE = Persona(
     "smoothed targets + z-loss, posterior-mean (EMA) weights.",
 )
 
-# Tied tails: each tail cluster scores its ids with their own embedding rows through a d_c-wide map, so rare ids share
-# the parameters the input side trains. Tuned with `dreamteam bench --set adaptive_softmax_tied_tails=true` (CPU,
-# seeds 0 and 1: 5.036 and 5.050 against 5.112 and 5.159 with untied tails; docs/measurements.md "Recipe tuning").
+# Token embeddings composed from the bytes of each id's spelling (byte_ngram_embedding) in place of the adaptive
+# softmax: the ablation measured adaptive_softmax costing +0.222 (it starves the rare ids' logits), while the
+# composed embedding lets rare ids share parameters through their spelling. Swapped on 3 seeds (CPU, `dreamteam
+# bench --personas ada_lovelace+byte_ngram_embedding-adaptive_softmax`): 4.792 +- 0.027 against 5.035 +- 0.015
+# (docs/personas/ada_lovelace.md). Tokenization structure stays Ada's theme: symbols processed by structure.
 ADA = Persona(
     name="ada_lovelace",
-    model=GPTConfig(components=("moe_mlp", "adaptive_softmax"), adaptive_softmax_tied_tails=True),
+    model=GPTConfig(components=("moe_mlp", "byte_ngram_embedding")),
     recipe=COSINE_3E3,
-    description="operation-card mixture of experts (shared + top-2 of 8, bias-balanced), frequency-clustered adaptive "
-                "softmax with tails tied to the embedding; min-p sampling.",
+    description="operation-card mixture of experts (shared + top-2 of 8, bias-balanced), token embeddings composed "
+                "from the byte n-grams of each id's spelling, tied into the output head; min-p sampling.",
 )
 
 PERSONAS: dict[str, Persona] = {p.name: p for p in (BASELINE, LEONARDO, ADA, BABBAGE, LAPLACE, ALAN_TURING)}

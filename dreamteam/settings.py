@@ -50,7 +50,7 @@ def parse_settings(items) -> dict:
 
 
 def with_settings(persona, settings: dict):
-    """`persona` (a registry name or Persona) with `settings` applied, labelled 'name@k=v,k=v'; unchanged
+    """`persona` (a registry name or label, or a Persona) with `settings` applied, labelled 'name@k=v,k=v'; unchanged
     without settings. A setting that breaks the config's own checks is one clear SettingError."""
     from dataclasses import fields
 
@@ -58,7 +58,7 @@ def with_settings(persona, settings: dict):
 
     if not settings:
         return persona
-    spec = registry.get(persona) if isinstance(persona, str) else persona
+    spec = registry.from_label(persona) if isinstance(persona, str) else persona
     for key in settings:  # a component's setting (its declaration's option) on a persona without it would change nothing
         owner = OPTION_OWNERS.get(key)
         if owner and not spec.model.has(owner):

@@ -19,7 +19,8 @@ from jaxmodel.model import GPT, make_norm
 
 def trace(params, cfg: GPTConfig, idx_BxT):
     """{'attention': (L, B, H, T, T), 'lens_logits': (L + 1, B, T, V)} for the tokens idx_BxT."""
-    _, state = GPT(cfg).apply(params, jnp.asarray(idx_BxT), mutable=["intermediates"])
+    # head=False: the lens below reads the residual stream; the head (and a head_mixture) is not needed
+    _, state = GPT(cfg).apply(params, jnp.asarray(idx_BxT), head=False, mutable=["intermediates"])
     inter = state["intermediates"]["transformer"]
     attention = jnp.stack([inter[f"h_{i}"]["attn"]["attention_weights"][0] for i in range(cfg.n_layer)])
     p = params["params"]["transformer"]

@@ -382,13 +382,13 @@ def test_set_labels_the_variant_and_trains_it_with_the_settings(tmp_path, monkey
     assert persona.model.components == registry.get("pierre_simon_laplace").model.components
     assert main(argv) == 0 and len(seen) == 1  # the same variant again: done already
 
-    argv = ["bench", "--personas", "ada_lovelace", "--seeds", "0", "--device", "cpu", "--max-iters", "101",
-            "--out", str(tmp_path), "--set", "adaptive_softmax_cutoffs=4000,8000"]
+    argv = ["bench", "--personas", "baseline+adaptive_softmax", "--seeds", "0", "--device", "cpu", "--max-iters",
+            "101", "--out", str(tmp_path), "--set", "adaptive_softmax_cutoffs=4000,8000"]
     assert main(argv) == 0
-    assert seen[-1].name == "ada_lovelace@adaptive_softmax_cutoffs=4000:8000"
+    assert seen[-1].name == "baseline+adaptive_softmax@adaptive_softmax_cutoffs=4000:8000"
     assert seen[-1].model.adaptive_softmax_cutoffs == (4000, 8000)  # ints, not the characters of the text
     with pytest.raises(bench.BenchError, match="expected increasing counts"):  # the config's own check
-        bench.with_settings("ada_lovelace", bench.parse_settings(["adaptive_softmax_cutoffs=8000,4000"]))
+        bench.with_settings("baseline+adaptive_softmax", bench.parse_settings(["adaptive_softmax_cutoffs=8000,4000"]))
 
 
 @pytest.mark.parametrize("item, message", [
@@ -425,22 +425,24 @@ def test_a_persona_whose_recipe_changed_is_trained_again(tmp_path, monkeypatch, 
 
 def test_a_record_older_than_a_field_holds_its_default(tmp_path, monkeypatch, capsys):
     """A record written before a config field existed was trained as the field's default: it matches a
-    persona at the default and not one that sets the field (ada_lovelace's tied tails were skipped so)."""
-    persona = registry.get("ada_lovelace")
-    for tied in (False, True):
-        model = persona.model.replace(adaptive_softmax_tied_tails=tied)
+    persona at the default and not one that sets the field (leonardo_da_vinci's QK gain 1.86 is not its
+    records from before rms_qknorm_qk_gain existed)."""
+    persona = registry.get("leonardo_da_vinci")
+    assert persona.model.rms_qknorm_qk_gain != 1.0
+    for gain in (1.0, persona.model.rms_qknorm_qk_gain):
+        model = persona.model.replace(rms_qknorm_qk_gain=gain)
         spec = bench.spec_fields(config.Persona(persona.name, model, persona.recipe))
-        old = {"config": {k: v for k, v in spec["config"].items() if k != "adaptive_softmax_tied_tails"},
+        old = {"config": {k: v for k, v in spec["config"].items() if k != "rms_qknorm_qk_gain"},
                "recipe": spec["recipe"]}
-        assert bench.same_spec(old, spec) is (not tied)
-        assert bench.same_spec(spec, old) is (not tied)
-    record = make_record(persona="ada_lovelace", seed=0, components=persona.model.components)
-    record.update(old)  # untied, from before the field
+        assert bench.same_spec(old, spec) is (gain == 1.0)
+        assert bench.same_spec(spec, old) is (gain == 1.0)
+    record = make_record(persona="leonardo_da_vinci", seed=0, components=persona.model.components)
+    record.update(old)  # unit gains, from before the field
     runs.write_json_atomic(tmp_path / f"{record['name']}.json", record)
     fake = FakeTrain()
     monkeypatch.setattr(train_mps, "train", fake)
-    bench.sweep(["ada_lovelace"], [0], device="cpu", out_dir=tmp_path, max_iters=101, progress=False)
-    assert fake.calls == [("ada_lovelace", 0, "cpu", 101)]  # registered with tied tails: trained again
+    bench.sweep(["leonardo_da_vinci"], [0], device="cpu", out_dir=tmp_path, max_iters=101, progress=False)
+    assert fake.calls == [("leonardo_da_vinci", 0, "cpu", 101)]  # registered with gain 1.86: trained again
     assert "config or recipe changed" in capsys.readouterr().out
 
 
@@ -522,6 +524,35 @@ def test_report_counts_a_set_run_of_the_current_recipe_in_the_persona_row(tmp_pa
     assert [r["file"] for r in toy["runs"]][0] == "toy@weight_decay=0.01_seed0_cpu_101it_20260101-000000.json"
     assert set(group["tunings"]["toy"]) == {"toy@weight_decay=0.01", "toy@weight_decay=0.5"}  # both still tabled
     assert group["superseded"] == []
+
+
+def test_report_shows_a_component_swap_once_and_finds_its_ablation_under_the_earlier_label(tmp_path):
+    """ada_lovelace re-registered with byte_ngram_embedding for adaptive_softmax: the swap's runs (labelled
+    'ada_lovelace+byte_ngram_embedding-adaptive_softmax') are the persona's row, not a second identical one;
+    the earlier 'ada_lovelace-adaptive_softmax' (moe_mlp alone) is the new persona less byte_ngram_embedding;
+    the earlier persona's own records are superseded."""
+    from reference_models import REFERENCE_MODELS
+
+    ada = registry.get("ada_lovelace")
+    before = REFERENCE_MODELS["ada_lovelace"]
+    runs_dir = tmp_path / "runs"
+    swap = "ada_lovelace+byte_ngram_embedding-adaptive_softmax"
+    for label, seed, val_loss, model in ((swap, 0, 4.80, before.replace(components=("moe_mlp", "byte_ngram_embedding"))),
+                                         (swap, 1, 4.78, before.replace(components=("moe_mlp", "byte_ngram_embedding"))),
+                                         ("ada_lovelace-adaptive_softmax", 0, 4.81, before.replace(components=("moe_mlp",))),
+                                         ("ada_lovelace", 0, 5.03, before)):
+        record = make_record(persona=label, seed=seed, val_loss=val_loss)
+        record.update(bench.spec_fields(config.Persona(label, model, ada.recipe)))
+        runs.write_json_atomic(runs_dir / f"{record['name']}.json", record)
+    (group,) = report.summarize_runs(runs_dir)["groups"]
+    assert set(group["personas"]) == {"ada_lovelace", "ada_lovelace-adaptive_softmax"}  # no row for the swap's label
+    row = group["personas"]["ada_lovelace"]
+    assert row["seeds"] == [0, 1] and row["metrics"]["val_loss"]["mean"] == pytest.approx(4.79)
+    assert set(group["ablations"]) == {"ada_lovelace"}
+    assert group["ablations"]["ada_lovelace"]["ada_lovelace-adaptive_softmax"]["delta_val_loss"] == pytest.approx(0.02)
+    assert group["superseded"] == ["ada_lovelace_seed0_cpu_101it_20260101-000000.json"]
+    text = report.render_markdown(report.summarize_runs(runs_dir), {})
+    assert "| `ada_lovelace-adaptive_softmax` (the persona less `byte_ngram_embedding`) | 1 |" in text
 
 
 def test_report_shows_a_retuned_persona_with_its_set_runs_before_any_run_under_its_own_name(tmp_path):
@@ -621,15 +652,18 @@ def test_a_component_variant_is_the_persona_it_became():
     """A persona re-registered with a component swapped is the variant run before (components in another
     order, an option of the component swapped out left at its old value): bench skips it, report counts it.
     A changed option of a component that is on, or another component set, is another spec."""
-    ada = registry.get("ada_lovelace")
-    variant = registry.build("ada_lovelace", add=("byte_ngram_embedding",), remove=("adaptive_softmax",))
-    assert variant.model.adaptive_softmax_tied_tails  # the option of the component swapped out stays set
-    swapped = ada.model.replace(components=tuple(reversed(variant.model.components)), adaptive_softmax_tied_tails=False)
-    spec = bench.spec_fields(config.Persona("ada_lovelace", swapped, ada.recipe))
+    from reference_models import REFERENCE_MODELS
+
+    ada = registry.get("ada_lovelace")  # registered with byte_ngram_embedding since the swap
+    before = REFERENCE_MODELS["ada_lovelace"]  # moe_mlp + adaptive_softmax with tied tails
+    # the variant as its records hold it: the old persona's config, adaptive_softmax off, its tied tails still set
+    variant = config.Persona("ada_lovelace+byte_ngram_embedding-adaptive_softmax",
+                             before.replace(components=("byte_ngram_embedding", "moe_mlp")), ada.recipe)
+    assert variant.model.adaptive_softmax_tied_tails and not ada.model.adaptive_softmax_tied_tails
+    spec = bench.spec_fields(ada)
     assert bench.same_spec(bench.spec_fields(variant), spec)
     assert bench.same_spec(spec, bench.spec_fields(variant))
-    for other in (swapped.replace(byte_ngram_embedding_max=5), swapped.replace(components=("moe_mlp",)),
-                  ada.model):
+    for other in (ada.model.replace(byte_ngram_embedding_max=5), ada.model.replace(components=("moe_mlp",)), before):
         assert not bench.same_spec(bench.spec_fields(variant), bench.spec_fields(config.Persona("x", other, ada.recipe)))
     # a Recipe option of a component that is off (alan_turing's good_turing_prior_lr_ratio after a swap)
     turing = registry.build("alan_turing", add=("ngram_memory",), remove=("good_turing_prior",))

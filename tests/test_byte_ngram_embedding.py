@@ -257,7 +257,7 @@ def test_train_mps_takes_a_label_with_the_component(tmp_path, capsys):
 
     # a label with components switched on and off is a persona; a misspelt order is one clear line (exit 2)
     argv = ["--device", "cpu", "--out-dir", str(tmp_path), "--max-iters", "1"]
-    assert train_mps.main(["--persona", "ada_lovelace-adaptive_softmax+byte_ngram_embedding", *argv]) == 2
-    assert "write it as 'ada_lovelace+byte_ngram_embedding-adaptive_softmax'" in capsys.readouterr().err
+    assert train_mps.main(["--persona", "ada_lovelace-byte_ngram_embedding+adaptive_softmax", *argv]) == 2
+    assert "write it as 'ada_lovelace+adaptive_softmax-byte_ngram_embedding'" in capsys.readouterr().err
     assert train_mps.main(["--persona", "baseline+byte_ngram", *argv]) == 2
     assert "unknown component(s) ['byte_ngram']" in capsys.readouterr().err

@@ -41,7 +41,8 @@ def test_cpu_run_writes_every_section(device_check, short_val_data, tmp_path, ca
     for name in ("baseline", "alan_turing"):
         r = report["personas"][name]
         assert r["ok"] and r["loss_rel"] == 0.0 and r["grad_rel_max"] == 0.0 and r["grads"] > 10
-        assert r["grads_missing"] == [] and r["loss_cpu"] == r["loss_device"] > 5.0
+        # an untrained model's loss (alan_turing's starts from its n-gram memory's, 4.7 on this data)
+        assert r["grads_missing"] == [] and r["loss_cpu"] == r["loss_device"] > 4.0
     f = report["fused_loss"]
     assert f["ok"] and max(f["loss_rel"], f["grad_h_rel"], f["grad_W_rel"]) <= 1e-5
     assert f["grad_h_rel"] > 0 and f["grad_W_rel"] > 0  # two computations (other rounding), not one compared with itself

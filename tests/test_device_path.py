@@ -23,14 +23,16 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
 from dreamteam import registry
-from parity.checks import synthetic_token_counts
+from dreamteam.components.ngram_memory import stats_for
+from parity.checks import synthetic_stream, synthetic_token_counts
 from torchport import recipe as recipes
 from torchport.model import GPT
 from torchport.moe_mlp import update_router_bias
 from torchport.posterior_mean import PosteriorMean
 from torchport.succession_objective import training_loss
 
-PERSONAS = sorted(registry.PERSONAS)
+# every persona, and adaptive_softmax (no persona's since ada_lovelace swapped it), whose device form this file checks
+PERSONAS = sorted(registry.PERSONAS) + ["baseline+adaptive_softmax"]
 B, T = 2, 16  # tiny batches; every persona's own model otherwise (the 50304-way tied head included)
 aten = torch.ops.aten
 # ops that read device values back to the host, or whose output shape depends on them (a host sync on CUDA/MPS)
@@ -90,10 +92,10 @@ class StepAudit(TorchDispatchMode):
 
 def build(name: str, device: str, fused: bool | None = None):
     """(model, optimizer, recipe, averaged) of the persona as train_mps.py builds them, moved to `device`."""
-    persona = registry.get(name)
+    persona = registry.from_label(name)
     cfg = persona.model.replace(block_size=T)
     torch.manual_seed(0)
-    model = GPT(cfg, token_counts=synthetic_token_counts(cfg)).to(device)
+    model = GPT(cfg, token_counts=synthetic_token_counts(cfg), ngram_stats=stats_for(cfg, synthetic_stream(cfg))).to(device)
     optimizer = recipes.build_optimizer(model, persona.recipe, device_type=torch.device(device).type, fused=fused)
     averaged = PosteriorMean(model, cfg.posterior_mean_decay) if cfg.has("posterior_mean") else None
     model.train()
@@ -132,8 +134,8 @@ def audited_steps(name: str, device: str, n: int = 3, fused: bool | None = None,
 
 def test_the_personas_exercise_every_after_step_update():
     # the step below covers the hooks train_mps.py runs: some persona has moe_mlp, posterior_mean, muon
-    components = {c for name in PERSONAS for c in registry.get(name).model.components}
-    assert {"moe_mlp", "posterior_mean", "muon", "adaptive_softmax", "rope", "difference_ssm"} <= components
+    components = {c for name in PERSONAS for c in registry.from_label(name).model.components}
+    assert {"moe_mlp", "posterior_mean", "muon", "adaptive_softmax", "rope", "difference_ssm", "ngram_memory"} <= components
 
 
 @pytest.mark.parametrize("fast", [True, False], ids=["fast", "eager"])
@@ -158,7 +160,7 @@ def test_cpu_steps_have_no_sync_no_float64_and_fixed_shapes(name):
 
 def test_the_audit_catches_a_sync_a_float64_constant_and_an_upload():
     # adaptive_softmax's CPU form selects each tail's tokens (nonzero): flagged, and its op sequence follows the data
-    audit, _, _ = audited_steps("ada_lovelace", "cpu", n=3, fixed_shapes=False)
+    audit, _, _ = audited_steps("baseline+adaptive_softmax", "cpu", n=3, fixed_shapes=False)
     assert any("nonzero" in p for p in audit.problems)
     # rope's constants rebuilt from float64 numpy every step (as before issue 29): float64 on the CPU, an upload on meta
     for device in ("cpu", "meta"):
@@ -186,8 +188,8 @@ def test_the_audit_catches_a_sync_a_float64_constant_and_an_upload():
 def test_fixed_shape_adaptive_softmax_equals_the_selection():
     # the device form (every tail for every token, masked) and the CPU form (each tail's tokens selected): the same
     # loss and gradients, float64
-    persona = registry.get("ada_lovelace")
-    cfg = persona.model.replace(block_size=T)
+    persona = registry.build("ada_lovelace", add=("adaptive_softmax",), remove=("byte_ngram_embedding",))
+    cfg = persona.model.replace(block_size=T, adaptive_softmax_tied_tails=True)
     torch.manual_seed(0)
     model = GPT(cfg, token_counts=synthetic_token_counts(cfg)).double()
     (x, y), = batches(1, cfg.vocab_size, "cpu", seed=3)

@@ -163,7 +163,7 @@ def test_a_persona_genome_trains_exactly_the_registered_persona(name):
 def test_persona_options_and_tuples_survive_the_genome():
     # leonardo's QK gain and ada's tied tails are options, not components: a genome without them trains another model
     assert evolve.genome_of(registry.LEONARDO)["model"] == {"rms_qknorm_qk_gain": 1.86}
-    assert evolve.genome_of(registry.ALAN_TURING)["recipe"]["good_turing_prior_lr_ratio"] == 0.1
+    assert evolve.genome_of(registry.ALAN_TURING)["recipe"]["muon_lr"] == 0.02
     p = config.Persona("ssm", config.GPTConfig(components=("difference_ssm", "adaptive_softmax"), difference_ssm_layers=(1, 3),
                                                adaptive_softmax_cutoffs=(100, 200)))
     g = json.loads(json.dumps(evolve.genome_of(p)))

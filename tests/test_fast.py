@@ -152,10 +152,12 @@ def test_fused_loss_equals_model_loss_for_every_persona(name):
     # adaptive_softmax: cluster edges inside the small vocabulary
     extra = {"adaptive_softmax_cutoffs": (20, 60)} if base.has("adaptive_softmax") else {}
     cfg = base.replace(vocab_size=211, block_size=16, dropout=0.0, **extra)
-    from parity.checks import synthetic_token_counts
+    from dreamteam.components.ngram_memory import stats_for
+    from parity.checks import synthetic_stream, synthetic_token_counts
 
     torch.manual_seed(0)
-    model = GPT(cfg, token_counts=synthetic_token_counts(cfg)).double()
+    model = GPT(cfg, token_counts=synthetic_token_counts(cfg), ngram_stats=stats_for(cfg, synthetic_stream(cfg))).double()
+    # training mode, as built: ngram_memory's held-out estimate on both sides
     x, y = torch.randint(0, 211, (2, 16)), torch.randint(0, 211, (2, 16))
     loss_a = model(x, y)[1]
     grads_a = torch.autograd.grad(loss_a, list(model.parameters()))

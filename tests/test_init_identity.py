@@ -34,8 +34,12 @@ def labels() -> list[str]:
 
 
 def config_of(label: str):
+    """The model the fixture recorded under `label` (a persona as it was then, where it is registered differently now)."""
     from dreamteam import registry
+    from reference_models import REFERENCE_MODELS
 
+    if label in REFERENCE_MODELS:
+        return REFERENCE_MODELS[label]
     if "+" in label:
         name, component = label.split("+")
         return registry.build(name, add=(component,)).model

@@ -25,11 +25,13 @@ B = 2  # batch rows of the fixed batch, windows of block_size tokens from the st
 
 
 def configs():
-    """{label: GPTConfig}: the registered personas, then baseline + each single component."""
+    """{label: GPTConfig}: the registered personas (as the fixture recorded them, where they are registered
+    differently now: tests/reference_models.py), then baseline + each single component."""
     from dreamteam import registry
     from dreamteam.components import COMPONENTS
+    from reference_models import REFERENCE_MODELS
 
-    out = {name: p.model for name, p in registry.PERSONAS.items()}
+    out = {name: REFERENCE_MODELS.get(name, p.model) for name, p in registry.PERSONAS.items()}
     for c in COMPONENTS:
         out[f"baseline+{c}"] = registry.build("baseline", add=(c,)).model
     return out

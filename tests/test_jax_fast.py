@@ -31,17 +31,21 @@ def test_linear_cross_entropy_equals_full_softmax(chunk):
 
 @pytest.mark.parametrize("persona", sorted(registry.PERSONAS))
 def test_fused_loss_equals_model_loss(persona):
-    from parity.checks import synthetic_token_counts
+    from dreamteam.components.ngram_memory import stats_for
+    from parity.checks import synthetic_stream, synthetic_token_counts
 
     cfg = registry.get(persona).model
     counts = synthetic_token_counts(cfg)  # for the frequency-built components (adaptive_softmax, good_turing_prior)
+    stats = stats_for(cfg, synthetic_stream(cfg))  # ngram_memory's counts
     params = jm.init_params(cfg, jax.random.PRNGKey(0), jnp.float64, token_counts=counts)
     x, y = np.random.default_rng(1).integers(0, 50257, (2, 2, 64))
-    ref, g_ref = jax.value_and_grad(jm.loss_fn)(params, cfg, x, y, counts)
-    fast, g_fast = jax.value_and_grad(fused_loss)(params, cfg, x, y, token_counts=counts)
-    assert abs(float(fast - ref)) <= 1e-12
-    err = max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(jax.tree.leaves(g_fast), jax.tree.leaves(g_ref)))
-    assert err <= 1e-12
+    for held_out in (False, True):  # the evaluation loss and the training loss (ngram_memory's held-out estimate)
+        ref, g_ref = jax.value_and_grad(jm.loss_fn)(params, cfg, x, y, counts, ngram_stats=stats, held_out=held_out)
+        fast, g_fast = jax.value_and_grad(fused_loss)(params, cfg, x, y, token_counts=counts, ngram_stats=stats,
+                                                      held_out=held_out)
+        assert abs(float(fast - ref)) <= 1e-12
+        err = max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(jax.tree.leaves(g_fast), jax.tree.leaves(g_ref)))
+        assert err <= 1e-12
 
 
 @pytest.mark.parametrize("chunk", [1, 7, 64])

@@ -8,15 +8,23 @@ import torch
 
 from dreamteam import registry
 from dreamteam.config import ConfigError, Recipe
+from dreamteam.components.ngram_memory import stats_for
 from jaxmodel import model as jm
 from jaxmodel import muon as jmuon
 from jaxmodel import recipe as jr
+from parity.checks import synthetic_stream
 from torchport import muon as tmuon
 from torchport import recipe as tr
 from torchport.model import GPT
 
 # JAX computes in float64 while this module's tests run (tests/conftest.py)
 pytestmark = pytest.mark.jax_float64
+
+
+def model_of(persona) -> GPT:
+    """The persona's torch model (ngram_memory's counts from parity's synthetic Zipf stream)."""
+    return GPT(persona.model, token_counts=np.ones(persona.model.vocab_size, np.int64),
+               ngram_stats=stats_for(persona.model, synthetic_stream(persona.model)))
 
 
 def ns_jax(G, steps=5, bf16=False):
@@ -122,7 +130,10 @@ def test_batched_newton_schulz_equals_one_matrix_at_a_time(dtype, rtol, shapes, 
     for u, o, w in zip(us, got, want):
         assert o.shape == u.shape and o.dtype == dtype
         assert (o - w).norm().item() <= rtol * w.norm().item()
-        torch.testing.assert_close(tmuon.orthogonalize(u, 5, False, split), o, rtol=0, atol=0)
+        # one matrix through orthogonalize: the batched result (float64 exactly; float32 within the bound above,
+        # since batched and single products may take different CPU kernels, as on AMD EPYC)
+        one = tmuon.orthogonalize(u, 5, False, split)
+        assert (one - o).norm().item() <= (0 if dtype == torch.float64 else rtol * w.norm().item())
 
 
 @pytest.mark.parametrize("fused", [True, False])
@@ -155,7 +166,7 @@ def test_fused_adamw_wherever_torch_has_it():
     assert tr.fused_supported("mps") == ("mps" in _get_fused_kernels_supported_devices())
     for name in ("baseline", "alan_turing"):  # plain AdamW and Muon's AdamW part
         persona = registry.get(name)
-        model = GPT(persona.model, token_counts=np.ones(persona.model.vocab_size, np.int64))
+        model = model_of(persona)
         for device_type in ("cpu", "mps", "cuda"):  # the choice only: the parameters stay on the CPU
             assert tr.is_fused(tr.build_optimizer(model, persona.recipe, device_type)) == tr.fused_supported(device_type)
         assert not tr.is_fused(tr.build_optimizer(model, persona.recipe, "cpu", fused=False))
@@ -187,7 +198,7 @@ def test_optimizer_parity_20_steps_float64():
 
 def test_muon_takes_the_block_matrices_only_on_both_sides():
     persona = registry.get("alan_turing")
-    model = GPT(persona.model, token_counts=np.ones(persona.model.vocab_size, np.int64))
+    model = model_of(persona)
     opt = tr.build_optimizer(model, persona.recipe)
     names = {id(p): n for n, p in model.named_parameters()}
     muon_t = {names[id(p)] for g in opt.param_groups if g["use_muon"] for p in g["params"]}
@@ -220,7 +231,7 @@ def test_muon_learning_rate_follows_the_schedule():
 
 def test_without_the_component_the_recipe_is_plain_adamw():
     persona = registry.build("alan_turing", remove=("muon",))
-    model = GPT(persona.model, token_counts=np.ones(persona.model.vocab_size, np.int64))
+    model = model_of(persona)
     assert isinstance(tr.build_optimizer(model, persona.recipe), torch.optim.AdamW)
 
 

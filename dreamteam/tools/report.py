@@ -148,14 +148,20 @@ def _ablations(personas: dict, specs: dict) -> tuple[dict[str, list[str]], list[
     for name in sorted(personas):
         variants = []
         for c in personas[name]["components"]:
-            variant = f"{name}-{c}"
-            if variant not in personas:
-                continue
             config = dict(specs[name]["config"], components=[k for k in personas[name]["components"] if k != c])
-            if same_spec(specs[variant], {"config": config, "recipe": specs[name]["recipe"]}):
-                variants.append(variant)
-            else:
-                stale.append(variant)
+            less = {"config": config, "recipe": specs[name]["recipe"]}
+            variant = f"{name}-{c}"
+            if variant in personas:
+                if same_spec(specs[variant], less):
+                    variants.append(variant)
+                else:
+                    stale.append(variant)
+                continue
+            # a persona re-registered with a component swapped: its ablation may have run under another label
+            # (ada_lovelace less byte_ngram_embedding is the earlier 'ada_lovelace-adaptive_softmax')
+            same = [v for v in sorted(personas) if "@" not in v and v != name and base_label(v) == name
+                    and same_spec(specs[v], less)]
+            variants += same[:1]
         if variants:
             found[name] = variants
     return found, stale
@@ -216,6 +222,11 @@ def summarize_runs(folder: str | Path, warn=None) -> dict:
                 "metrics": {m: summarize([r.get(m) for _, r in kept]) for m in METRICS},
                 "runs": [_run_entry(rel, r) for rel, r in kept],
             }
+        # a component variant ('persona+a-b') that the registry has since made the persona itself: every run it
+        # kept counts in the persona's row, which is shown instead of a second identical row
+        for name in [n for n in personas if base_label(n) != n and "@" not in n and base_label(n) in personas]:
+            if {r["file"] for r in personas[name]["runs"]} <= {r["file"] for r in personas[base_label(name)]["runs"]}:
+                del personas[name], specs[name]
         order = _ordered(personas)
         if BASELINE in personas:
             for name in order:
@@ -270,8 +281,13 @@ def shared_machine_runs(group: dict) -> list[dict]:
     def own_load(run: dict) -> int:
         threads = run.get("threads")
         return min(threads, run["cpu_count"]) if isinstance(threads, int) and threads > 0 else run["cpu_count"]
-    return [run for name in group["order"] for run in group["personas"][name]["runs"]
-            if run.get("max_load") is not None and run.get("cpu_count") and run["max_load"] > own_load(run) + 0.5]
+    seen, out = set(), []
+    for run in (run for name in group["order"] for run in group["personas"][name]["runs"]):
+        if run.get("max_load") is not None and run.get("cpu_count") and run["max_load"] > own_load(run) + 0.5:
+            if run["file"] not in seen:  # a `--set` run may also count in its persona's row: listed once
+                seen.add(run["file"])
+                out.append(run)
+    return out
 
 
 def _distinct_versions(versions: list[dict]) -> list[dict]:
@@ -317,7 +333,11 @@ def _comparison_table(title: str, explanation: str, personas: dict, persona: str
         row = personas[name]
         vs = "—" if name == persona else _vs_cell(variants[name])
         cells = [_cell(row["metrics"][m], 4) for m in metrics]
-        lines.append(f"| `{name}` | {row['n_seeds']} | " + " | ".join(cells) + f" | {vs} |")
+        removed = sorted(set(personas[persona]["components"]) - set(row["components"]))
+        # an ablation run under an earlier label (before the persona was re-registered) says what it removes
+        alias = (f" (the persona less `{removed[0]}`)" if name != persona and "@" not in name and len(removed) == 1
+                 and name != f"{persona}-{removed[0]}" else "")
+        lines.append(f"| `{name}`{alias} | {row['n_seeds']} | " + " | ".join(cells) + f" | {vs} |")
     return lines + [""]
 
 
