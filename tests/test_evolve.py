@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -445,3 +446,62 @@ def test_the_launcher_runs_a_fixed_commit_and_commits_only_its_folder(tmp_path, 
     assert "README.md" not in files
     staged = subprocess.run(git + ["diff", "--cached", "--name-only"], capture_output=True, text=True).stdout.split()
     assert staged == ["README.md"]
+
+
+def _bench_record(folder, persona, seed, data_dir, *, val_loss, max_iters=10001, device="cpu", name=None):
+    """A run record as `dreamteam bench` writes it for `persona` (spec_fields: its whole config and recipe)."""
+    from dreamteam import runs
+    from dreamteam.tools.bench import spec_fields
+
+    name = name or f"{persona.name}_seed{seed}_cpu_{max_iters}it_20261201-000000"
+    record = {"name": name, "persona": persona.name, "seed": seed, "device": device, "max_iters": max_iters,
+              "batch_size": 8, "block_size": 64, "status": "ok", "command": "dreamteam bench", "data_dir": str(data_dir),
+              "versions": {"git_commit": "abc123", "processor": "AMD EPYC"}, "n_params": 123,
+              "best_vloss": val_loss - 0.7, "val_loss": val_loss, "elapsed_min": 20.0, "fitness": val_loss - 0.5,
+              **spec_fields(persona)}
+    return runs.write_json_atomic(folder / f"{name}.json", record)
+
+
+def test_a_registry_genome_measured_by_bench_is_read_from_its_record_not_trained_again(tmp_path, monkeypatch):
+    records, data_dir = tmp_path / "records", tmp_path / "data"
+    records.mkdir()
+    data_dir.mkdir()
+    laplace = registry.get("pierre_simon_laplace")
+    _bench_record(records, laplace, 0, data_dir, val_loss=4.77)
+    _bench_record(records, laplace, 2, data_dir, val_loss=4.75, max_iters=300)  # a short run: not the protocol
+    retuned = config.Persona(laplace.name, laplace.model, laplace.recipe.replace(weight_decay=0.1))
+    _bench_record(records, retuned, 1, data_dir, val_loss=4.70)  # another recipe
+    cand = tmp_path / "cand"
+    cand.mkdir()
+    genome = evolve.genome_of(laplace)
+    (cand / "genome.json").write_text(json.dumps(genome))
+    common = dict(device="cpu", data_dir=str(data_dir))
+    m = evolve.reused_measurement(cand, genome, 0, [records], **common)
+    assert m["status"] == "ok" and m["valid"] and m["val_loss"] == 4.77 and m["fitness"] == pytest.approx(4.27)
+    assert m["reused"]["git_commit"] == "abc123" and json.loads((cand / "run_s0.json").read_text())["val_loss"] == 4.77
+    for seed, kw in ((1, {}), (2, {}), (0, dict(val_windows=4)), (0, dict(device="cuda")),
+                     (0, dict(data_dir=str(tmp_path)))):
+        assert evolve.reused_measurement(cand, genome, seed, [records], **{**common, **kw}) is None, (seed, kw)
+    assert evolve.reused_measurement(cand, evolve.genome_of(retuned), 1, [records], **common)["val_loss"] == 4.70
+
+    # evaluate_seeds reads seed 0 from the record and trains seed 1 only
+    for f in ("metrics_s0.json", "metrics_s1.json"):  # written by the calls above
+        (cand / f).unlink()
+    trained = []
+
+    def fake_evaluate(cand_dir, *, seed, metrics_name, **kwargs):
+        trained.append(seed)
+        out = {"dir": str(cand_dir), "status": "ok", "reason": None, "valid": True, "best_vloss": 4.1, "elapsed_min": 10.0,
+               "fitness": 4.2, "val_loss": 4.81, "n_params": 123, "seed": seed, "max_iters": 10001, "protocol_run": True,
+               "check": {"valid": True, "static": [], "dynamic": [], "substitutions": []}}
+        (Path(cand_dir) / metrics_name).write_text(json.dumps(out))
+        return out
+
+    monkeypatch.setattr(evolve.harness, "evaluate", fake_evaluate)
+    agg = evolve.evaluate_seeds(str(cand), [0, 1], reuse=[records], timeout_min=1.0, max_iters=None, val_windows=None,
+                                threads=None, **common)
+    assert trained == [1] and agg["reused_seeds"] == [0] and agg["val_loss"] == pytest.approx((4.77 + 4.81) / 2)
+    trained.clear()
+    evolve.evaluate_seeds(str(cand), [0, 1], reuse=(), timeout_min=1.0, max_iters=None, val_windows=None, threads=None,
+                          **common)
+    assert trained == []  # measured already: read back

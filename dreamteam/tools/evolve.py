@@ -22,9 +22,12 @@ Candidates are of two kinds:
   asks for a modified train_mps.py/model.py of the best code candidate so far (the project's files at
   first), through dreamteam.tools.propose; a rejected answer is recorded, and its slot goes to a genome.
 
-Every candidate is evaluated by dreamteam.tools.harness.evaluate with the same seeds. Candidates are ranked by
---rank-by: val_loss (default; the mean over seeds of the whole-validation loss of the trained model) or
-DreamTeam's fitness (mean over seeds of best_vloss + 0.01 * elapsed_min), the other figure beside it; failed
+Every candidate is evaluated by dreamteam.tools.harness.evaluate with the same seeds, except where
+--reuse-records names folders of `dreamteam bench` run records: a registry genome that a record trained exactly,
+at that seed, is read from the record (reused_measurement; the metrics say which file, commit and processor).
+Candidates are ranked by --rank-by: val_loss (default; the mean over seeds of the whole-validation loss of
+the trained model) or DreamTeam's fitness (mean over seeds of best_vloss + 0.01 * elapsed_min), the other
+figure beside it; failed
 candidates rank last, then invalid ones (protocol violations). The ranking picks the elite and the parents
 and orders the generation table. --confirm K evaluates the K best distinct genomes again at
 --confirm-seeds (the seeds already measured are not rerun) and ranks them by their means.
@@ -76,7 +79,7 @@ RECIPE_KEYS = ("learning_rate", "schedule", "warmup_iters", "min_lr", "weight_de
 # in genomes (charles_babbage has it); the duplicate check ignores it.
 SPEED_ONLY = ("tiled_attention",)
 # settings of a resumed run's evolve.json written before they existed: what that run did
-LEGACY_CONFIG = {"rank_by": "fitness", "baseline": True, "parents": 2}
+LEGACY_CONFIG = {"rank_by": "fitness", "baseline": True, "parents": 2, "reuse": []}
 
 
 class EvolveError(ValueError):
@@ -471,7 +474,9 @@ def _evaluate_all(gdir: Path, entries: list[dict], cfg: dict) -> None:
     if not todo:
         return
     kwargs = {"seeds": cfg["seeds"], "timeout_min": cfg["timeout_min"], "device": cfg["device"], "data_dir": cfg["data_dir"],
-              "max_iters": cfg["max_iters"], "val_windows": cfg["val_windows"], "threads": cfg["threads"]}
+              "max_iters": cfg["max_iters"], "val_windows": cfg["val_windows"], "threads": cfg["threads"],
+              # a run's own model options (a test's vocabulary) train other models than the records hold
+              "reuse": () if cfg["model_options"] else (cfg.get("reuse") or ())}
     if cfg["executor"] == "local" and kwargs["threads"] is None and cfg["workers"] > 1 and "OMP_NUM_THREADS" not in os.environ:
         # concurrent evaluations share the cores instead of fighting over them
         kwargs["threads"] = max(1, (os.cpu_count() or 1) // cfg["workers"])
@@ -481,14 +486,65 @@ def _evaluate_all(gdir: Path, entries: list[dict], cfg: dict) -> None:
                   ray_address=cfg.get("ray_address"), processes=False)
 
 
-def evaluate_seeds(cand_dir: str, seeds, **kwargs) -> dict:
+def reused_measurement(cand_dir, genome: dict, seed: int, folders, *, device: str, data_dir: str, max_iters=None,
+                       val_windows=None) -> dict | None:
+    """The evaluation of a registry genome at `seed` read from a run record of `dreamteam bench` under `folders`
+    (written as metrics_sS.json, the record copied to run_sS.json), or None where no record measured it. A
+    record counts only when it trained exactly this genome (bench.same_spec: the config and recipe `dreamteam
+    bench` would skip as done already) at this seed, on this kind of device, from this data folder, at the
+    protocol's length and shapes, with val_loss on the whole validation set. train() is the function both the
+    harness and bench run, so the figures are those of a rerun up to the processor and the load, which the
+    record names; the newest matching record is taken."""
+    from dreamteam import protocol
+    from dreamteam.tools.bench import device_type, read_records, same_spec, spec_fields
+
+    iters = max_iters or protocol.MAX_ITERS
+    if not folders or val_windows is not None or "components" not in genome:
+        return None
+    spec = spec_fields(persona_of(genome))
+    found = [(path, r) for folder in folders if Path(folder).is_dir() for path, r in read_records(folder)
+             if r.get("status") == "ok" and int(r["seed"]) == seed and int(r["max_iters"]) == iters
+             and r.get("batch_size", protocol.BATCH_SIZE) == protocol.BATCH_SIZE
+             and r.get("block_size", protocol.BLOCK_SIZE) == protocol.BLOCK_SIZE
+             and device_type(r["device"]) == device_type(device) and r.get("val_loss") is not None
+             and r.get("data_dir") is not None and Path(r["data_dir"]).resolve() == Path(data_dir).resolve()
+             and same_spec(r, spec)]
+    if not found:
+        return None
+    path, r = max(found, key=lambda pr: (str(pr[1].get("name", "")), str(pr[0])))
+    versions = r.get("versions") or {}
+    source = {"file": str(path), "command": r.get("command"), "git_commit": versions.get("git_commit"),
+              "processor": versions.get("processor")}
+    message = (f"registry genome measured by `dreamteam bench` ({path.name}, commit {str(source['git_commit'])[:12]}, "
+               f"{source['processor']}): the same train(), not rerun")
+    m = {"dir": str(cand_dir), "status": "ok", "reason": None, "valid": True, "best_vloss": r["best_vloss"],
+         "elapsed_min": r["elapsed_min"], "fitness": r["fitness"], "val_loss": r["val_loss"], "val_loss_absent": None,
+         "val_windows": None, "n_params": r.get("n_params"), "seed": seed, "device": r["device"],
+         "data_dir": r["data_dir"], "max_iters": iters, "protocol_run": iters == protocol.MAX_ITERS, "reused": source,
+         "check": {"valid": True, "static": [], "dynamic": [], "dynamic_run": False, "completed": True,
+                   "substitutions": [{"line": None, "what": "reused", "message": message}]}}
+    runs.write_json_atomic(Path(cand_dir) / f"metrics_s{seed}.json", m)
+    shutil.copyfile(path, Path(cand_dir) / f"run_s{seed}.json")
+    return m
+
+
+def evaluate_seeds(cand_dir: str, seeds, reuse=(), **kwargs) -> dict:
     """Evaluate at every seed (metrics_sS.json) and aggregate into metrics.json: means over seeds; failed or
-    invalid if any seed is."""
+    invalid if any seed is. reuse: folders of `dreamteam bench` run records; a registry genome's seed that one of
+    them measured is read from it (reused_measurement) instead of trained again."""
     per = []
+    genome_file = Path(cand_dir) / "genome.json"
+    genome = json.loads(genome_file.read_text()) if reuse and genome_file.exists() else None
     for s in seeds:
         name = f"metrics_s{s}.json"
         p = Path(cand_dir) / name
-        per.append(json.loads(p.read_text()) if p.exists() else harness.evaluate(cand_dir, seed=s, metrics_name=name, **kwargs))
+        if p.exists():
+            per.append(json.loads(p.read_text()))
+            continue
+        m = genome and reused_measurement(cand_dir, genome, s, reuse, device=kwargs["device"],
+                                          data_dir=kwargs["data_dir"], max_iters=kwargs.get("max_iters"),
+                                          val_windows=kwargs.get("val_windows"))
+        per.append(m or harness.evaluate(cand_dir, seed=s, metrics_name=name, **kwargs))
     ok = all(m["status"] == "ok" for m in per)
 
     def mean(key):
@@ -509,6 +565,7 @@ def evaluate_seeds(cand_dir: str, seeds, **kwargs) -> dict:
                   "dynamic": [dict(v, seed=m["seed"]) for m in per for v in m["check"]["dynamic"]],
                   "substitutions": per[0]["check"]["substitutions"]},
         "per_seed": [f"metrics_s{s}.json" for s in seeds],
+        "reused_seeds": [m["seed"] for m in per if m.get("reused")],  # read from bench records, not trained again
     }
     runs.write_json_atomic(Path(cand_dir) / "metrics.json", agg)
     return agg
@@ -627,6 +684,8 @@ def _table_lines(out: Path, h: str = "#") -> list[str]:
                 lines.append(f"| {i} | {e['id']} | {e['kind']} | {e['label']} | {e['origin']} | not evaluated | | | | | | |")
                 continue
             status = m["status"] if m["status"] == "ok" else f"failed: {m['reason']}"
+            if m.get("reused_seeds"):
+                status += f" (bench record, seed {', '.join(map(str, m['reused_seeds']))})"
             lines.append(f"| {i} | {e['id']} | {e['kind']} | {e['label']} | {e['origin']} | {status} | {'yes' if m['valid'] else 'NO'} | "
                          f"{_fmt(m.get('val_loss'))} | {_fmt(m['best_vloss'])} | {_fmt(m['elapsed_min'], 3)} | {_fmt(m['fitness'])} | "
                          f"{m.get('n_params') or '-'} |")
@@ -730,7 +789,7 @@ def evolve(out, generations: int, population: int, *, seeds=(0,), executor="loca
            persona_prompts=None, device="cpu", data_dir=None, timeout_min=120.0, max_iters=None, val_windows=None,
            model_options=None, rng_seed=0, threads=None, ray_address=None, environ=None, log=print,
            rank_by="val_loss", baseline=True, parents=4, confirm_k=0, confirm_seeds=(0, 1, 2), command=None,
-           allow_other_commit=False) -> Path:
+           allow_other_commit=False, reuse=()) -> Path:
     from dreamteam import data
 
     if generations < 1 or population < 2:
@@ -749,7 +808,8 @@ def evolve(out, generations: int, population: int, *, seeds=(0,), executor="loca
     cfg = {"seeds": list(seeds), "device": device, "data_dir": str(data.find_data_dir(data_dir, environ)),
            "max_iters": max_iters, "val_windows": val_windows, "model_options": dict(model_options or {}),
            "rng_seed": rng_seed, "population": population, "components": list(known_components()),
-           "rank_by": rank_by, "baseline": bool(baseline), "parents": parents}
+           "rank_by": rank_by, "baseline": bool(baseline), "parents": parents,
+           "reuse": [str(Path(f).resolve()) for f in reuse]}
     commit = runs.git_commit()
     this = {"command": list(command) if command else None, "git_commit": commit, "at": _now(), "workers": workers,
             "executor": executor, "omp_num_threads": (environ or {}).get("OMP_NUM_THREADS")}
@@ -839,6 +899,10 @@ def add_arguments(p) -> None:
                    help="tests and smoke runs only (default: the protocol's 10001)")
     p.add_argument("--val-windows", type=arguments.positive_int, default=None,
                    help="tests and smoke runs only: val_loss on the first N windows (default: all 563)")
+    p.add_argument("--reuse-records", nargs="+", default=[], metavar="DIR",
+                   help="folders of `dreamteam bench` run records: a registry genome at a seed that a record measured exactly "
+                        "(same config, recipe, seed, device kind, data, protocol) is read from it, not trained again "
+                        "(default: none)")
     p.add_argument("--model-option", action="append", default=[], metavar="KEY=VALUE",
                    help="a GPTConfig field for every genome (tests and smoke runs: e.g. vocab_size=256 with a small-vocabulary "
                         "data set; default: none)")
@@ -864,7 +928,7 @@ def main(args) -> int:
                           val_windows=args.val_windows, model_options=options, rng_seed=args.rng_seed, ray_address=args.ray_address,
                           environ=os.environ, rank_by=args.rank_by, baseline=args.baseline, parents=args.parents,
                           confirm_k=args.confirm, confirm_seeds=args.confirm_seeds, command=["dreamteam"] + sys.argv[1:],
-                          allow_other_commit=args.allow_other_commit)
+                          allow_other_commit=args.allow_other_commit, reuse=args.reuse_records)
         print(f"generation table: {path}")
         if args.plot:
             print(f"plot: {plot(out, args.plot)}")
