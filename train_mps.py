@@ -410,24 +410,13 @@ def load_resume(record_path) -> tuple[dict, dict]:
 def main(argv=None) -> int:
     ap = arguments.Parser(description="Train one persona under the frozen DreamTeam protocol.",
                           formatter_class=arguments.HelpFormatter)  # one-line errors, defaults in --help
-    ap.add_argument("--persona", default="baseline", help=f"one of {sorted(registry.PERSONAS)}, or one with components "
-                    "switched on and off: NAME+ADDED-REMOVED (adds first), e.g. baseline+rope")
-    ap.add_argument("--seed", type=arguments.seed, default=0, help="seed of the weights and of the batches")
-    ap.add_argument("--data-dir", default=None, help=f"default: ${data.DATA_ENV_VAR}, else ./data/shakespeare, else the "
-                    "shipped tiny Shakespeare, prepared once into ~/.cache/dreamteam/shakespeare")
-    ap.add_argument("--device", type=arguments.device, default=None,
-                    help="default: the protocol's 'mps' (falls back to cuda, then cpu)")
-    ap.add_argument("--max-iters", type=arguments.positive_int, default=None,
-                    help="smoke runs only: fewer iterations than the protocol's 10001 (default: 10001)")
-    ap.add_argument("--out-dir", default="runs", help="folder of the run record and checkpoint")
-    ap.add_argument("--no-progress", action="store_true", help="no progress bar")
+    runs.add_run_options(ap)  # --persona, --seed, --data-dir, --device, --max-iters, --out-dir, ..., --resume
     ap.add_argument("--eager", action="store_true",
                     help="train with the plain eager loss model(x, y) and nanoGPT's AdamW (the reference; fused on CUDA "
                          "only) instead of the fused chunked loss and fused AdamW")
     ap.add_argument("--cuda-graph", action="store_true",
                     help="capture the whole training step as one CUDA graph and replay it (CUDA only: elsewhere an "
                          "error; not with muon or moe_mlp, whose steps keep Python-side state)")
-    runs.add_run_options(ap)
     args = ap.parse_args(argv)
     from dreamteam.settings import SettingError, parse_settings, with_settings
 

@@ -189,9 +189,21 @@ def record_success(path: str | os.PathLike, record: dict, *, best_vloss: float, 
 
 
 def add_run_options(ap) -> None:
-    """--threads, --set and --resume of a training run: train_mps.py's, and `dreamteam train`'s, which passes them on."""
-    from dreamteam import arguments
+    """The options of one training run: train_mps.py's, and `dreamteam train`'s, which passes them on (declared
+    once here so that the two parsers cannot drift apart)."""
+    from dreamteam import arguments, data, registry
 
+    ap.add_argument("--persona", default="baseline", help=f"one of {sorted(registry.PERSONAS)}, or one with components "
+                    "switched on and off: NAME+ADDED-REMOVED (adds first), e.g. baseline+rope")
+    ap.add_argument("--seed", type=arguments.seed, default=0, help="seed of the weights and of the batches")
+    ap.add_argument("--data-dir", default=None, help=f"default: ${data.DATA_ENV_VAR}, else ./data/shakespeare, else the "
+                    "shipped tiny Shakespeare, prepared once into ~/.cache/dreamteam/shakespeare")
+    ap.add_argument("--device", type=arguments.device, default=None,
+                    help="default: the protocol's 'mps' (falls back to cuda, then cpu)")
+    ap.add_argument("--max-iters", type=arguments.positive_int, default=None,
+                    help="smoke runs only: fewer iterations than the protocol's 10001 (default: 10001)")
+    ap.add_argument("--out-dir", default="runs", help="folder of the run record and checkpoint")
+    ap.add_argument("--no-progress", action="store_true", help="no progress bar")
     ap.add_argument("--threads", type=arguments.positive_int, default=None, metavar="N",
                     help="torch threads (default: torch's own, one per core); use 1 when sharing the machine")
     ap.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",

@@ -53,7 +53,7 @@ def _prepare(args) -> int:
 def _train(args) -> int:
     from dreamteam import registry
 
-    registry.get(args.persona)  # an unknown name is one line before the engine is imported
+    registry.from_label(args.persona)  # an unknown persona or label is one line before the engine is imported
     argv = ["--persona", args.persona, "--seed", str(args.seed), "--out-dir", args.out_dir]
     argv += ["--data-dir", args.data_dir] if args.data_dir else []
     argv += ["--max-iters", str(args.max_iters)] if args.max_iters is not None else []
@@ -297,18 +297,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = _command(sub, "train", "train one persona under the frozen protocol")
     t.add_argument("--engine", choices=["torch", "jax"], default="torch", help="the PyTorch port or the Flax reference")
-    t.add_argument("--persona", default="baseline", help="a registered persona (dreamteam personas lists them)")
-    t.add_argument("--seed", type=arguments.seed, default=0, help="seed of the weights and of the batches")
-    t.add_argument("--data-dir", default=None, help=DATA_DIR_HELP)
-    t.add_argument("--device", type=arguments.device, default=None,
-                   help="cpu, cuda, cuda:N or mps (default: the protocol's mps, falling back to cuda, then cpu)")
-    t.add_argument("--max-iters", type=arguments.positive_int, default=None,
-                   help="smoke runs only (default: the protocol's 10001)")
-    t.add_argument("--out-dir", default="runs", help="folder of the run record (.json) and checkpoint (.safetensors)")
-    t.add_argument("--no-progress", action="store_true", help="no progress bar")
     from dreamteam.runs import add_run_options
 
-    add_run_options(t)  # --threads, --set, --resume: train_mps.py's own
+    add_run_options(t)  # train_mps.py's own options, passed on
     t.set_defaults(func=_train)
 
     a = _command(sub, "anatomy", "draw attention maps and the logit lens of a model on a text")
