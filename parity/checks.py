@@ -45,9 +45,7 @@ from jaxmodel.moe_mlp import update_router_bias as jax_update_router_bias
 from torchport import fixed_point_qat as tqat
 from torchport import model as tm
 from torchport import recipe as tr
-from torchport.posterior_mean import PosteriorMean
-from torchport.succession_objective import training_loss
-from torchport.moe_mlp import update_router_bias as torch_update_router_bias
+from torchport.step import TrainStep, posterior_mean_of
 
 BOUNDS = {"float64": 1e-9, "float32": 1e-5}
 
@@ -300,28 +298,21 @@ def jax_trajectory(params, persona: Persona, batches, token_counts=None, on_inpu
     return np.array(losses), params, avg, first
 
 
-def torch_trajectory(model, persona: Persona, batches, after_backward=None, after_update=None, before_forward=None):
-    """(losses, the PosteriorMean's averaged module or None); the model's weights are trained in place.
-    before_forward(it, model) may set weights before step `it` (CodeAlignment); after_backward(it, model, loss)
-    sees the gradients, after_update(it, model) the weights the optimizer wrote."""
+def torch_trajectory(model, persona: Persona, batches, after_backward=None, after_update=None, before_forward=None,
+                     fast: bool = False):
+    """(losses, the PosteriorMean's averaged module or None); the model's weights are trained in place by
+    torchport.step.TrainStep (fast: with the fused chunked loss). before_forward(it, model) may set weights
+    before step `it` (CodeAlignment); after_backward(it, model, loss) sees the gradients, after_update(it, model)
+    the weights the optimizer wrote."""
     opt = tr.build_optimizer(model, persona.recipe)
-    avg = PosteriorMean(model, persona.model.posterior_mean_decay) if persona.model.has("posterior_mean") else None
+    step = TrainStep(model, opt, persona.recipe, fast=fast, averaged=posterior_mean_of(model),
+                     after_backward=after_backward, after_update=after_update)
     losses = []
     for it, (x, y) in enumerate(batches):
         if before_forward is not None:
             before_forward(it, model)
-        loss = training_loss(model, torch.from_numpy(x), torch.from_numpy(y), fast=False)
-        loss.backward()
-        if after_backward is not None:
-            after_backward(it, model, loss)
-        tr.optimizer_step(model, opt, persona.recipe, it)
-        if after_update is not None:
-            after_update(it, model)
-        torch_update_router_bias(model)  # moe_mlp's balancing bias, then the average of the updated weights
-        if avg is not None:
-            avg.update()
-        losses.append(loss.item())
-    return np.array(losses), (avg.module if avg is not None else None)
+        losses.append(step(torch.from_numpy(x), torch.from_numpy(y), it).item())
+    return np.array(losses), (step.averaged.module if step.averaged is not None else None)
 
 
 def run(personas: list, dtypes: list[str], **kwargs) -> list[CheckResult]:
