@@ -39,9 +39,8 @@ from jaxmodel import fixed_point_qat as jqat
 from jaxmodel import model as jm
 from jaxmodel import posterior_mean as jpm
 from jaxmodel import recipe as jr
-from jaxmodel.succession_objective import make_training_loss
+from jaxmodel.train import make_train_step
 from parity.convert import flax_key_to_torch, flax_to_torch, torch_to_flax, _flatten
-from jaxmodel.moe_mlp import update_router_bias as jax_update_router_bias
 from torchport import fixed_point_qat as tqat
 from torchport import model as tm
 from torchport import recipe as tr
@@ -268,28 +267,24 @@ def _run_checks(persona: Persona, dtype: str, batch_size: int, steps: int, seed:
     return results
 
 
-def jax_trajectory(params, persona: Persona, batches, token_counts=None, on_input=None, ngram_stats=None):
+def jax_trajectory(params, persona: Persona, batches, token_counts=None, on_input=None, ngram_stats=None,
+                   fast: bool = False):
     """(losses, final params, posterior_mean average or None, first step's {'loss', 'grads', 'stepped'}) of
-    len(batches) training steps; 'stepped' is the parameters after the optimizer, before the router bias.
-    on_input(it, params) sees the parameters entering step `it`."""
+    len(batches) training steps of jaxmodel.train.make_train_step (fast: with the fused chunked loss);
+    'stepped' is the parameters after the optimizer, before the router bias. on_input(it, params) sees the
+    parameters entering step `it`."""
     cfg = persona.model
     opt = jr.build_optimizer(persona.recipe, len(batches), cfg)
     state = jax.jit(opt.init)(params)
-    loss_fn = make_training_loss(cfg, token_counts, with_loads=True, ngram_stats=ngram_stats)
+    # not donated: on_input's arrays, and the caller's initial params, stay valid
+    step = make_train_step(cfg, opt, fast=fast, token_counts=token_counts, ngram_stats=ngram_stats,
+                           with_grads=True, donate=False)
     avg = params if cfg.has("posterior_mean") else None
-
-    @jax.jit
-    def step(params, state, x, y):
-        (loss, loads), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, x, y)
-        updates, state = opt.update(grads, state, params)
-        stepped = jax.tree.map(lambda p, u: (p + u).astype(p.dtype), params, updates)
-        return jax_update_router_bias(stepped, loads, cfg.moe_mlp_bias_rate), state, loss, grads, stepped
-
     losses, first = [], None
     for it, (x, y) in enumerate(batches):
         if on_input is not None:
             on_input(it, params)
-        params, state, loss, grads, stepped = step(params, state, jnp.asarray(x), jnp.asarray(y))
+        params, state, loss, grads, stepped = step(params, state, jnp.asarray(x), jnp.asarray(y), np.int32(it))
         if it == 0:
             first = {"loss": loss, "grads": grads, "stepped": stepped}
         if avg is not None:
