@@ -1,9 +1,11 @@
 """Equivalence checks between the Flax reference and the torch port, for one persona.
 
 With the same weights (Flax init, converted by name): forward logits, loss, every gradient, one step of the
-persona's optimizer, and a training trajectory on fixed batches. Bounds (docs/protocol.md, "Parity"): in float64
-the largest absolute difference is at most 1e-9; in float32 the norm-wise relative error of each array,
-||a - b||_2 / ||b||_2, is at most 1e-5 (the largest over arrays is reported).
+persona's optimizer, and a training trajectory on fixed batches, with the reference loss and again with each
+side's fused chunked loss (torchport/fast.py, jaxmodel/fast.py: the training runs' default). Bounds
+(docs/protocol.md, "Parity"): in float64 the largest absolute difference is at most 1e-9; in float32 the
+norm-wise relative error of each array, ||a - b||_2 / ||b||_2, is at most 1e-5 (the largest over arrays is
+reported).
 
 Why norm-wise in float32: Adam divides each element's momentum by its own sqrt(v) + eps, so an embedding row
 of a token absent from the batches, whose gradient (~1e-8) comes only through the tied head's softmax,
@@ -208,12 +210,16 @@ class CodeAlignment:
         del self.reference[it]
 
 
-def run_checks(persona: Persona, dtype: str, batch_size: int = 4, steps: int = 20, seed: int = 0) -> list[CheckResult]:
+def run_checks(persona: Persona, dtype: str, batch_size: int = 4, steps: int = 20, seed: int = 0,
+               fast_trajectory: bool = False) -> list[CheckResult]:
+    """Every check of the persona in the dtype. fast_trajectory: also the trajectory with the fused losses
+    (`python -m parity` runs it; the components' own tests leave it out to stay quick)."""
     with float64():
-        return _run_checks(persona, dtype, batch_size, steps, seed)
+        return _run_checks(persona, dtype, batch_size, steps, seed, fast_trajectory)
 
 
-def _run_checks(persona: Persona, dtype: str, batch_size: int, steps: int, seed: int) -> list[CheckResult]:
+def _run_checks(persona: Persona, dtype: str, batch_size: int, steps: int, seed: int,
+                fast_trajectory: bool) -> list[CheckResult]:
     bound = BOUNDS[dtype]
     metric = "abs" if dtype == "float64" else "rel"
     cfg = persona.model
@@ -254,16 +260,35 @@ def _run_checks(persona: Persona, dtype: str, batch_size: int, steps: int, seed:
         if it == 0:
             record("optimizer_step", tree_error(pair.torch_params(), first_j["stepped"], dtype))
 
+    def record_code_flips(alignment, suffix=""):
+        record(f"trajectory_{steps}_code_flips{suffix}", alignment.worst,
+               f"{alignment.flips} of {steps} x {alignment.size} codes differed; {alignment.rows} rows aligned",
+               metric="of Q")
+
     losses_t, avg_t = torch_trajectory(pair.torch_model, persona, batches, after_backward, after_update,
                                        before_forward=alignment.align if alignment else None)
     if alignment is not None:
-        record(f"trajectory_{steps}_code_flips", alignment.worst,
-               f"{alignment.flips} of {steps} x {alignment.size} codes differed; {alignment.rows} rows aligned",
-               metric="of Q")
+        record_code_flips(alignment)
     record(f"trajectory_{steps}_loss", array_error(losses_t, losses_j, dtype))
     record(f"trajectory_{steps}_params", tree_error(pair.torch_params(), params_j, dtype))
     if avg_j is not None:  # posterior_mean: the averaged weights along the same trajectory
         record(f"trajectory_{steps}_posterior_mean", tree_error(torch_to_flax(avg_t.state_dict(), template=params_j), avg_j, dtype))
+    if not fast_trajectory:
+        return results
+
+    # the same trajectory from the same start with each side's fused chunked loss (torchport/fast.py,
+    # jaxmodel/fast.py), the one train_mps.py and jaxmodel.train train with unless --eager
+    fast = pair.fresh()
+    alignment = CodeAlignment(fast.torch_model, cfg.fixed_point_qat_bits) if cfg.has("fixed_point_qat") else None
+    losses_j, params_j, _, _ = jax_trajectory(fast.params, persona, batches, counts, fast=True,
+                                              on_input=alignment.record if alignment else None,
+                                              ngram_stats=fast.ngram_stats)
+    losses_t, _ = torch_trajectory(fast.torch_model, persona, batches, fast=True,
+                                   before_forward=alignment.align if alignment else None)
+    if alignment is not None:
+        record_code_flips(alignment, "_fast")
+    record(f"trajectory_{steps}_loss_fast", array_error(losses_t, losses_j, dtype))
+    record(f"trajectory_{steps}_params_fast", tree_error(fast.torch_params(), params_j, dtype))
     return results
 
 
