@@ -9,8 +9,9 @@
     averaged.update()                                       # posterior_mean's average of the updated weights
 
 train_mps.py keeps the same lines written out in its loop (its `eager_step`): `dreamteam check` reads the
-optimizer step and the backward pass of a candidate's train_mps.py from its source. torchport/graph_step.py
-captures the same step as one CUDA graph.
+optimizer step and the backward pass of a candidate's train_mps.py from its source; tests/test_train_mps.py
+checks that the two give the same weights bit for bit. torchport/graph_step.py captures the same step as one
+CUDA graph.
 """
 
 from __future__ import annotations
