@@ -56,8 +56,7 @@ from torchport import graph_step  # noqa: E402
 from torchport import recipe as recipes  # noqa: E402
 from torchport.fast import DEFAULT_CHUNK, linear_cross_entropy  # noqa: E402
 from torchport.model import GPT  # noqa: E402
-from torchport.moe_mlp import update_router_bias  # noqa: E402
-from torchport.posterior_mean import PosteriorMean  # noqa: E402
+from torchport.step import TrainStep, posterior_mean_of  # noqa: E402
 from torchport.succession_objective import training_loss  # noqa: E402
 
 REL_TOL = 1e-5  # float32, device against the CPU (docs/protocol.md's parity tolerance)
@@ -74,17 +73,6 @@ def rel(a: torch.Tensor, b: torch.Tensor) -> float:
 def protocol_config(spec):
     return spec.model.replace(n_layer=protocol.N_LAYER, n_head=protocol.N_HEAD, n_embd=protocol.N_EMBD,
                               block_size=protocol.BLOCK_SIZE)
-
-
-def eager_step(model, optimizer, recipe, x, y, it, averaged=None, fast=True):
-    """train_mps.py's training step; returns the loss."""
-    loss = training_loss(model, x, y, fast=fast)
-    loss.backward()
-    recipes.optimizer_step(model, optimizer, recipe, it)
-    update_router_bias(model)
-    if averaged is not None:
-        averaged.update()
-    return loss.detach()
 
 
 def device_info(device: str) -> dict:
@@ -116,12 +104,13 @@ def check_persona(name, device, train_ids, batch, seed) -> dict:
         model.train()
         optimizer = recipes.build_optimizer(model, spec.recipe, device_type=dev.split(":")[0])
         x, y = (t.to(dev) for t in batch)
-        loss = training_loss(model, x, y, fast=True)
-        loss.backward()
-        grads = {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None}
-        recipes.optimizer_step(model, optimizer, spec.recipe, 0)
-        update_router_bias(model)
-        out[side] = (loss.detach(), grads, {n: p.detach() for n, p in model.named_parameters()})
+        grads = {}
+
+        def keep_grads(it, model, loss, into=grads):  # before the optimizer step zeroes them
+            into.update({n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None})
+
+        loss = TrainStep(model, optimizer, spec.recipe, fast=True, after_backward=keep_grads)(x, y, 0)
+        out[side] = (loss, grads, {n: p.detach() for n, p in model.named_parameters()})
     (l_cpu, g_cpu, p_cpu), (l_dev, g_dev, p_dev) = out["cpu"], out["device"]
     grad_rel = {n: rel(g_dev[n], g_cpu[n]) for n in g_cpu}
     missing = sorted(set(g_cpu) ^ set(g_dev))
@@ -232,15 +221,14 @@ def graph_check(name, device, data_split, steps, seed) -> dict:
     for kind, model in zip(("eager", "graph"), models):
         model.train()
         optimizer = recipes.build_optimizer(model, spec.recipe, device_type=device.split(":")[0])
-        averaged = PosteriorMean(model, cfg.posterior_mean_decay) if cfg.has("posterior_mean") else None
+        averaged = posterior_mean_of(model)
         if kind == "graph":
             step = graph_step.GraphStep(model, optimizer, spec.recipe, lambda m, x, y: training_loss(m, x, y, fast=True),
                                         (protocol.BATCH_SIZE, protocol.BLOCK_SIZE), device, averaged=averaged,
                                         capture=capture)
-            losses.append(torch.stack([step(x, y, it).clone() for it, (x, y) in enumerate(batches)]))
         else:
-            losses.append(torch.stack([eager_step(model, optimizer, spec.recipe, x, y, it, averaged)
-                                       for it, (x, y) in enumerate(batches)]))
+            step = TrainStep(model, optimizer, spec.recipe, fast=True, averaged=averaged)
+        losses.append(torch.stack([step(x, y, it).clone() for it, (x, y) in enumerate(batches)]))
         finals.append((averaged.module if averaged is not None else model).state_dict())
     weight_rel = max(rel(finals[1][k], finals[0][k]) for k in finals[0])
     loss_rel = rel(losses[1], losses[0])

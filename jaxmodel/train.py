@@ -49,10 +49,14 @@ class NonFiniteLossError(RuntimeError):
 
 
 def make_train_step(cfg: configs.GPTConfig, optimizer: optax.GradientTransformation, dropout_key=None,
-                    fast: bool = True, token_counts=None, ngram_stats=None):
+                    fast: bool = True, token_counts=None, ngram_stats=None, with_grads: bool = False,
+                    donate: bool = True):
     """One jitted optimizer step (params, opt_state, x_BxT, y_BxT, it) -> (params, opt_state, loss).
 
-    params and opt_state are donated: their buffers are reused for the new ones. With cfg.dropout > 0 the
+    with_grads: (params, opt_state, loss, grads, stepped), stepped the parameters after the optimizer update
+    and before moe_mlp's bias update (what parity compares piece by piece).
+    donate: params and opt_state are donated, their buffers reused for the new ones (off where the caller
+    keeps the old ones: parity reads the parameters entering each step). With cfg.dropout > 0 the
     dropout masks come from fold_in(dropout_key, it), so a run is reproducible from its seed. fast: the
     chunked tied-head loss of jaxmodel/fast.py (same numbers, no B x T x V logits); else the reference.
     The loss is the training objective (succession_objective's where it is on: token_counts of train.bin).
@@ -78,10 +82,13 @@ def make_train_step(cfg: configs.GPTConfig, optimizer: optax.GradientTransformat
     def step(params, opt_state, x_BxT, y_BxT, it):
         (loss_value, loads), grads = jax.value_and_grad(loss, has_aux=True)(params, x_BxT, y_BxT, it)
         updates, opt_state = optimizer.update(grads, opt_state, params)
-        params = update_router_bias(optax.apply_updates(params, updates), loads, cfg.moe_mlp_bias_rate)
+        stepped = optax.apply_updates(params, updates)
+        params = update_router_bias(stepped, loads, cfg.moe_mlp_bias_rate)
+        if with_grads:
+            return params, opt_state, loss_value, grads, stepped
         return params, opt_state, loss_value
 
-    return jax.jit(step, donate_argnums=(0, 1))
+    return jax.jit(step, donate_argnums=(0, 1) if donate else ())
 
 
 def make_eval_loss(cfg: configs.GPTConfig, token_counts=None, ngram_stats=None):

@@ -37,7 +37,7 @@ def main(argv=None) -> int:
 
     from parity.checks import run
 
-    results = run(personas, args.dtype, batch_size=args.batch_size, steps=args.steps)
+    results = run(personas, args.dtype, batch_size=args.batch_size, steps=args.steps, fast_trajectory=True)
     header = f"{'persona':<28} {'check':<30} {'dtype':<8} {'max error':>11} {'bound':>8} {'metric':>6}  pass"
     print(header)
     print("-" * len(header))

@@ -1,9 +1,11 @@
 """Equivalence checks between the Flax reference and the torch port, for one persona.
 
 With the same weights (Flax init, converted by name): forward logits, loss, every gradient, one step of the
-persona's optimizer, and a training trajectory on fixed batches. Bounds (docs/protocol.md, "Parity"): in float64
-the largest absolute difference is at most 1e-9; in float32 the norm-wise relative error of each array,
-||a - b||_2 / ||b||_2, is at most 1e-5 (the largest over arrays is reported).
+persona's optimizer, and a training trajectory on fixed batches, with the reference loss and again with each
+side's fused chunked loss (torchport/fast.py, jaxmodel/fast.py: the training runs' default). Bounds
+(docs/protocol.md, "Parity"): in float64 the largest absolute difference is at most 1e-9; in float32 the
+norm-wise relative error of each array, ||a - b||_2 / ||b||_2, is at most 1e-5 (the largest over arrays is
+reported).
 
 Why norm-wise in float32: Adam divides each element's momentum by its own sqrt(v) + eps, so an embedding row
 of a token absent from the batches, whose gradient (~1e-8) comes only through the tied head's softmax,
@@ -39,15 +41,12 @@ from jaxmodel import fixed_point_qat as jqat
 from jaxmodel import model as jm
 from jaxmodel import posterior_mean as jpm
 from jaxmodel import recipe as jr
-from jaxmodel.succession_objective import make_training_loss
+from jaxmodel.train import make_train_step
 from parity.convert import flax_key_to_torch, flax_to_torch, torch_to_flax, _flatten
-from jaxmodel.moe_mlp import update_router_bias as jax_update_router_bias
 from torchport import fixed_point_qat as tqat
 from torchport import model as tm
 from torchport import recipe as tr
-from torchport.posterior_mean import PosteriorMean
-from torchport.succession_objective import training_loss
-from torchport.moe_mlp import update_router_bias as torch_update_router_bias
+from torchport.step import TrainStep, posterior_mean_of
 
 BOUNDS = {"float64": 1e-9, "float32": 1e-5}
 
@@ -211,12 +210,16 @@ class CodeAlignment:
         del self.reference[it]
 
 
-def run_checks(persona: Persona, dtype: str, batch_size: int = 4, steps: int = 20, seed: int = 0) -> list[CheckResult]:
+def run_checks(persona: Persona, dtype: str, batch_size: int = 4, steps: int = 20, seed: int = 0,
+               fast_trajectory: bool = False) -> list[CheckResult]:
+    """Every check of the persona in the dtype. fast_trajectory: also the trajectory with the fused losses
+    (`python -m parity` runs it; the components' own tests leave it out to stay quick)."""
     with float64():
-        return _run_checks(persona, dtype, batch_size, steps, seed)
+        return _run_checks(persona, dtype, batch_size, steps, seed, fast_trajectory)
 
 
-def _run_checks(persona: Persona, dtype: str, batch_size: int, steps: int, seed: int) -> list[CheckResult]:
+def _run_checks(persona: Persona, dtype: str, batch_size: int, steps: int, seed: int,
+                fast_trajectory: bool) -> list[CheckResult]:
     bound = BOUNDS[dtype]
     metric = "abs" if dtype == "float64" else "rel"
     cfg = persona.model
@@ -257,41 +260,56 @@ def _run_checks(persona: Persona, dtype: str, batch_size: int, steps: int, seed:
         if it == 0:
             record("optimizer_step", tree_error(pair.torch_params(), first_j["stepped"], dtype))
 
+    def record_code_flips(alignment, suffix=""):
+        record(f"trajectory_{steps}_code_flips{suffix}", alignment.worst,
+               f"{alignment.flips} of {steps} x {alignment.size} codes differed; {alignment.rows} rows aligned",
+               metric="of Q")
+
     losses_t, avg_t = torch_trajectory(pair.torch_model, persona, batches, after_backward, after_update,
                                        before_forward=alignment.align if alignment else None)
     if alignment is not None:
-        record(f"trajectory_{steps}_code_flips", alignment.worst,
-               f"{alignment.flips} of {steps} x {alignment.size} codes differed; {alignment.rows} rows aligned",
-               metric="of Q")
+        record_code_flips(alignment)
     record(f"trajectory_{steps}_loss", array_error(losses_t, losses_j, dtype))
     record(f"trajectory_{steps}_params", tree_error(pair.torch_params(), params_j, dtype))
     if avg_j is not None:  # posterior_mean: the averaged weights along the same trajectory
         record(f"trajectory_{steps}_posterior_mean", tree_error(torch_to_flax(avg_t.state_dict(), template=params_j), avg_j, dtype))
+    if not fast_trajectory:
+        return results
+
+    # the same trajectory from the same start with each side's fused chunked loss (torchport/fast.py,
+    # jaxmodel/fast.py), the one train_mps.py and jaxmodel.train train with unless --eager
+    fast = pair.fresh()
+    alignment = CodeAlignment(fast.torch_model, cfg.fixed_point_qat_bits) if cfg.has("fixed_point_qat") else None
+    losses_j, params_j, _, _ = jax_trajectory(fast.params, persona, batches, counts, fast=True,
+                                              on_input=alignment.record if alignment else None,
+                                              ngram_stats=fast.ngram_stats)
+    losses_t, _ = torch_trajectory(fast.torch_model, persona, batches, fast=True,
+                                   before_forward=alignment.align if alignment else None)
+    if alignment is not None:
+        record_code_flips(alignment, "_fast")
+    record(f"trajectory_{steps}_loss_fast", array_error(losses_t, losses_j, dtype))
+    record(f"trajectory_{steps}_params_fast", tree_error(fast.torch_params(), params_j, dtype))
     return results
 
 
-def jax_trajectory(params, persona: Persona, batches, token_counts=None, on_input=None, ngram_stats=None):
+def jax_trajectory(params, persona: Persona, batches, token_counts=None, on_input=None, ngram_stats=None,
+                   fast: bool = False):
     """(losses, final params, posterior_mean average or None, first step's {'loss', 'grads', 'stepped'}) of
-    len(batches) training steps; 'stepped' is the parameters after the optimizer, before the router bias.
-    on_input(it, params) sees the parameters entering step `it`."""
+    len(batches) training steps of jaxmodel.train.make_train_step (fast: with the fused chunked loss);
+    'stepped' is the parameters after the optimizer, before the router bias. on_input(it, params) sees the
+    parameters entering step `it`."""
     cfg = persona.model
     opt = jr.build_optimizer(persona.recipe, len(batches), cfg)
     state = jax.jit(opt.init)(params)
-    loss_fn = make_training_loss(cfg, token_counts, with_loads=True, ngram_stats=ngram_stats)
+    # not donated: on_input's arrays, and the caller's initial params, stay valid
+    step = make_train_step(cfg, opt, fast=fast, token_counts=token_counts, ngram_stats=ngram_stats,
+                           with_grads=True, donate=False)
     avg = params if cfg.has("posterior_mean") else None
-
-    @jax.jit
-    def step(params, state, x, y):
-        (loss, loads), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, x, y)
-        updates, state = opt.update(grads, state, params)
-        stepped = jax.tree.map(lambda p, u: (p + u).astype(p.dtype), params, updates)
-        return jax_update_router_bias(stepped, loads, cfg.moe_mlp_bias_rate), state, loss, grads, stepped
-
     losses, first = [], None
     for it, (x, y) in enumerate(batches):
         if on_input is not None:
             on_input(it, params)
-        params, state, loss, grads, stepped = step(params, state, jnp.asarray(x), jnp.asarray(y))
+        params, state, loss, grads, stepped = step(params, state, jnp.asarray(x), jnp.asarray(y), np.int32(it))
         if it == 0:
             first = {"loss": loss, "grads": grads, "stepped": stepped}
         if avg is not None:
@@ -300,28 +318,21 @@ def jax_trajectory(params, persona: Persona, batches, token_counts=None, on_inpu
     return np.array(losses), params, avg, first
 
 
-def torch_trajectory(model, persona: Persona, batches, after_backward=None, after_update=None, before_forward=None):
-    """(losses, the PosteriorMean's averaged module or None); the model's weights are trained in place.
-    before_forward(it, model) may set weights before step `it` (CodeAlignment); after_backward(it, model, loss)
-    sees the gradients, after_update(it, model) the weights the optimizer wrote."""
+def torch_trajectory(model, persona: Persona, batches, after_backward=None, after_update=None, before_forward=None,
+                     fast: bool = False):
+    """(losses, the PosteriorMean's averaged module or None); the model's weights are trained in place by
+    torchport.step.TrainStep (fast: with the fused chunked loss). before_forward(it, model) may set weights
+    before step `it` (CodeAlignment); after_backward(it, model, loss) sees the gradients, after_update(it, model)
+    the weights the optimizer wrote."""
     opt = tr.build_optimizer(model, persona.recipe)
-    avg = PosteriorMean(model, persona.model.posterior_mean_decay) if persona.model.has("posterior_mean") else None
+    step = TrainStep(model, opt, persona.recipe, fast=fast, averaged=posterior_mean_of(model),
+                     after_backward=after_backward, after_update=after_update)
     losses = []
     for it, (x, y) in enumerate(batches):
         if before_forward is not None:
             before_forward(it, model)
-        loss = training_loss(model, torch.from_numpy(x), torch.from_numpy(y), fast=False)
-        loss.backward()
-        if after_backward is not None:
-            after_backward(it, model, loss)
-        tr.optimizer_step(model, opt, persona.recipe, it)
-        if after_update is not None:
-            after_update(it, model)
-        torch_update_router_bias(model)  # moe_mlp's balancing bias, then the average of the updated weights
-        if avg is not None:
-            avg.update()
-        losses.append(loss.item())
-    return np.array(losses), (avg.module if avg is not None else None)
+        losses.append(step(torch.from_numpy(x), torch.from_numpy(y), it).item())
+    return np.array(losses), (step.averaged.module if step.averaged is not None else None)
 
 
 def run(personas: list, dtypes: list[str], **kwargs) -> list[CheckResult]:

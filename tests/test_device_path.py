@@ -1,7 +1,7 @@
 """The training step on an accelerator, guarded on the CPU CI (issue 29).
 
-Two checks of every persona's whole step as train_mps.py drives it (training_loss, backward,
-recipe.optimizer_step with clipping, moe_mlp's router-bias update, posterior_mean's average):
+Two checks of every persona's whole step as train_mps.py drives it (torchport.step.TrainStep: training_loss,
+backward, recipe.optimizer_step with clipping, moe_mlp's router-bias update, posterior_mean's average):
 
 - on the meta device (shapes and dtypes only, no data): the step runs at all without real values, so nothing in
   it reads a value back to the host (a `.item()` or `nonzero` raises on meta), and a TorchDispatchMode sees
@@ -27,8 +27,7 @@ from dreamteam.components.ngram_memory import stats_for
 from parity.checks import synthetic_stream, synthetic_token_counts
 from torchport import recipe as recipes
 from torchport.model import GPT
-from torchport.moe_mlp import update_router_bias
-from torchport.posterior_mean import PosteriorMean
+from torchport.step import TrainStep, posterior_mean_of
 from torchport.succession_objective import training_loss
 
 # every persona, and adaptive_softmax (no persona's since ada_lovelace swapped it), whose device form this file checks
@@ -97,7 +96,7 @@ def build(name: str, device: str, fused: bool | None = None):
     torch.manual_seed(0)
     model = GPT(cfg, token_counts=synthetic_token_counts(cfg), ngram_stats=stats_for(cfg, synthetic_stream(cfg))).to(device)
     optimizer = recipes.build_optimizer(model, persona.recipe, device_type=torch.device(device).type, fused=fused)
-    averaged = PosteriorMean(model, cfg.posterior_mean_decay) if cfg.has("posterior_mean") else None
+    averaged = posterior_mean_of(model)
     model.train()
     return model, optimizer, persona.recipe, averaged
 
@@ -108,26 +107,16 @@ def batches(n: int, vocab: int, device: str, seed: int = 0):
     return [tuple(torch.randint(0, vocab, (2, B, T), generator=g).to(device)) for _ in range(n)]
 
 
-def train_step(model, optimizer, recipe, averaged, x, y, it: int, fast: bool = True):
-    """One training step as train_mps.py's loop runs it."""
-    loss = training_loss(model, x, y, fast=fast)
-    loss.backward()
-    recipes.optimizer_step(model, optimizer, recipe, it)
-    update_router_bias(model)  # moe_mlp's balancing bias (no-op without it)
-    if averaged is not None:
-        averaged.update()
-    return loss
-
-
 def audited_steps(name: str, device: str, n: int = 3, fused: bool | None = None, fast: bool = True, fixed_shapes=True):
     model, optimizer, recipe, averaged = build(name, device, fused)
+    train_step = TrainStep(model, optimizer, recipe, fast=fast, averaged=averaged)
     if hasattr(model.transformer, "adaptive_softmax"):
         model.transformer.adaptive_softmax.fixed_shapes = fixed_shapes
     data = batches(n, model.config.vocab_size, device)  # the batches are not part of the step
     audit = StepAudit(device)
     with audit:
         for it, (x, y) in enumerate(data):
-            loss = train_step(model, optimizer, recipe, averaged, x, y, it, fast)
+            loss = train_step(x, y, it)
             audit.next_step()
     return audit, model, loss
 

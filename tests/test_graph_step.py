@@ -10,8 +10,7 @@ from parity.checks import synthetic_token_counts
 from torchport import graph_step
 from torchport import recipe as recipes
 from torchport.model import GPT
-from torchport.moe_mlp import update_router_bias
-from torchport.posterior_mean import PosteriorMean
+from torchport.step import TrainStep, posterior_mean_of
 from torchport.succession_objective import training_loss
 
 B, T = 2, 16
@@ -24,8 +23,7 @@ def persona_setup(name, seed=0):
     torch.manual_seed(seed)
     model = GPT(cfg, token_counts=counts)
     optimizer = recipes.build_optimizer(model, spec.recipe, device_type="cpu")
-    averaged = PosteriorMean(model, cfg.posterior_mean_decay) if cfg.has("posterior_mean") else None
-    return spec, model, optimizer, averaged
+    return spec, model, optimizer, posterior_mean_of(model)
 
 
 def batches(n, vocab, seed=1):
@@ -44,15 +42,10 @@ def test_static_step_equals_the_eager_step(name):
     _, model_g, opt_g, avg_g = persona_setup(name)
     step = graph_step.GraphStep(model_g, opt_g, spec.recipe, loss_fn, (B, T), "cpu", averaged=avg_g, capture=False)
     assert all(isinstance(g["lr"], torch.Tensor) for g in opt_g.param_groups)
+    eager_step = TrainStep(model_e, opt_e, spec.recipe, fast=True, averaged=avg_e)  # train_mps.py's eager step
     data = batches(5, model_e.config.vocab_size)
     for it, (x, y) in enumerate(data):
-        # train_mps.py's eager step
-        loss_e = training_loss(model_e, x, y, fast=True)
-        loss_e.backward()
-        recipes.optimizer_step(model_e, opt_e, spec.recipe, it)
-        update_router_bias(model_e)
-        if avg_e is not None:
-            avg_e.update()
+        loss_e = eager_step(x, y, it)
         loss_g = step(x, y, it)
         assert loss_g.item() == loss_e.item(), (it, loss_g.item(), loss_e.item())
     for (n, p_e), p_g in zip(model_e.state_dict().items(), model_g.state_dict().values()):

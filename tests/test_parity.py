@@ -26,6 +26,19 @@ def test_persona_parity(persona, dtype):
     assert not failed, failed
 
 
+# the fused chunked losses (torchport/fast.py, jaxmodel/fast.py): succession_objective's smoothed loss with its
+# prior and z-loss; moe_mlp's loads through the fused path and byte_ngram_embedding's input. Batches of 2 x 64,
+# test_persona_parity's: at 1 x 16, run after the laplace case, ada_lovelace's router bias once ended 3e-3
+# (3 x moe_mlp_bias_rate) apart in both trajectories, which runs of that case alone did not reproduce
+@pytest.mark.parametrize("persona", ["pierre_simon_laplace", "ada_lovelace"])
+def test_fused_loss_trajectory_parity(persona):
+    results = checks.run_checks(registry.get(persona), "float64", batch_size=2, steps=3, fast_trajectory=True)
+    fast = {r.check: r for r in results if r.check.endswith("_fast")}
+    assert set(fast) == {"trajectory_3_loss_fast", "trajectory_3_params_fast"}
+    failed = [(r.check, r.max_error) for r in results if not r.passed]
+    assert not failed, failed
+
+
 def test_parity_detects_a_perturbed_weight():
     pair = checks.Pair.make(registry.get("baseline"), "float64")
     with torch.no_grad():
@@ -99,7 +112,7 @@ def test_cli_json_and_exit_code(tmp_path, capsys):
 
     rows = json.loads(out.read_text())
     assert all(r["passed"] for r in rows) and rows[0]["persona"] == "baseline"
-    assert "6 passed, 0 failed" in capsys.readouterr().out
+    assert "8 passed, 0 failed" in capsys.readouterr().out  # the 6 checks, and the fused-loss trajectory's 2
     assert parity_main(["--persona", "nobody"]) == 2
 
 

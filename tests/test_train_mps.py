@@ -77,6 +77,41 @@ def test_smoke_run_writes_record_and_checkpoint(short_val_data, tmp_path, capsys
     assert (tmp_path / rec["checkpoint"]).stat().st_size > 50304 * 32 * 4
 
 
+@pytest.mark.parametrize("persona", ["pierre_simon_laplace", "ada_lovelace"])  # posterior_mean; moe_mlp
+def test_the_loops_step_is_torchport_step(persona, short_val_data, tmp_path):
+    """train_mps.py writes its training step out (`dreamteam check` reads it from the source); torchport.step's
+    TrainStep, which parity and the device checks run, must be the same step: the same weights bit for bit."""
+    from safetensors.torch import load_file
+
+    from dreamteam import data, registry
+    from dreamteam.components import ngram_memory
+    from torchport import recipe as recipes
+    from torchport.model import GPT
+    from torchport.step import TrainStep, posterior_mean_of
+
+    iters, threads = 3, torch.get_num_threads()
+    try:
+        train_mps.train(persona, 0, short_val_data, "cpu", iters, tmp_path, progress=False, threads=1)
+        # train()'s model, optimizer and batches, stepped by TrainStep
+        spec = registry.get(persona)
+        config = spec.model.replace(n_layer=protocol.N_LAYER, n_head=protocol.N_HEAD, n_embd=protocol.N_EMBD,
+                                    block_size=protocol.BLOCK_SIZE)
+        train_ids = data.load(short_val_data, {}).train
+        torch.manual_seed(0)
+        model = GPT(config, token_counts=data.token_counts(train_ids, config.vocab_size),
+                    ngram_stats=ngram_memory.stats_for(config, train_ids))
+        step = TrainStep(model, recipes.build_optimizer(model, spec.recipe), spec.recipe, fast=True,
+                         averaged=posterior_mean_of(model))
+        sampler = data.BatchSampler(train_ids, protocol.BATCH_SIZE, protocol.BLOCK_SIZE, seed=(0, 0))
+        for it in range(iters):
+            step(*(torch.from_numpy(a) for a in sampler()), it)
+    finally:
+        torch.set_num_threads(threads)
+    (checkpoint,) = tmp_path.glob("*.safetensors")  # the evaluated weights: the average where posterior_mean is on
+    saved, mine = load_file(checkpoint), step.eval_model.state_dict()
+    assert saved and all(torch.equal(saved[k], mine[k]) for k in saved)
+
+
 def test_non_finite_loss_is_a_recorded_failure(short_val_data, tmp_path, monkeypatch):
     real_step = train_mps.recipes.optimizer_step
 
