@@ -27,9 +27,8 @@ Every candidate is evaluated by dreamteam.tools.harness.evaluate with the same s
 at that seed, is read from the record (reused_measurement; the metrics say which file, commit and processor).
 Candidates are ranked by --rank-by: val_loss (default; the mean over seeds of the whole-validation loss of
 the trained model) or DreamTeam's fitness (mean over seeds of best_vloss + 0.01 * elapsed_min), the other
-figure beside it; failed
-candidates rank last, then invalid ones (protocol violations). The ranking picks the elite and the parents
-and orders the generation table. --confirm K evaluates the K best distinct genomes again at
+figure beside it; failed candidates rank last, then invalid ones (protocol violations). The ranking picks
+the elite and the parents and orders the generation table. --confirm K evaluates the K best distinct genomes again at
 --confirm-seeds (the seeds already measured are not rerun) and ranks them by their means.
 
 Everything is persisted: DIR/evolve.json (the settings, and the record: command lines, commit, processor),
