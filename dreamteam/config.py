@@ -103,6 +103,10 @@ class GPTConfig:
     # ngram_memory: True trains the model's head on its own cross-entropy (the gradient of z is P - Y, not the
     # mixture's r (P - Y)) while the gate learns the mixture; the loss value and every evaluation stay -log p_mix
     ngram_memory_detach: bool = False
+    # rms_embedding: the initial value of the gain shared by every normalized embedding row (the embedding's init
+    # std: the rows start at the baseline's scale), and the epsilon under each row's mean square
+    rms_embedding_gain: float = 0.02
+    rms_embedding_eps: float = 1e-8
 
     def __post_init__(self):
         if self.n_embd % self.n_head:

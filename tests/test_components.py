@@ -59,6 +59,7 @@ BAD_VALUES = {
     "adaptive_softmax": dict(adaptive_softmax_cutoffs=(60, 20)),
     "byte_ngram_embedding": dict(byte_ngram_embedding_min=0),  # an n-gram has at least one byte
     "ngram_memory": dict(ngram_memory_order=4),  # the memory is a bigram or a trigram
+    "rms_embedding": dict(rms_embedding_eps=0.0),  # a row of zeros would divide by zero
 }
 
 
