@@ -13,7 +13,6 @@ from __future__ import annotations
 import jax.numpy as jnp
 
 from dreamteam.config import GPTConfig
-from jaxmodel.byte_ngram_embedding import token_embedding_matrix
 from jaxmodel.model import GPT, make_norm
 
 
@@ -25,7 +24,7 @@ def trace(params, cfg: GPTConfig, idx_BxT):
     attention = jnp.stack([inter[f"h_{i}"]["attn"]["attention_weights"][0] for i in range(cfg.n_layer)])
     p = params["params"]["transformer"]
     ln_f = make_norm(cfg, None)
-    wte_VxD = token_embedding_matrix(p, cfg)  # slot: token_embedding (the tied head's rows)
+    wte_VxD = GPT(cfg).apply(params, method=GPT.embedding_matrix)  # slot: token_embedding (the tied head's rows)
     b_V = params["params"]["lm_head"]["bias"] if "lm_head" in params["params"] else 0.0  # good_turing_prior
     lens = jnp.stack([ln_f.apply({"params": p["ln_f"]}, x_BxTxD) @ wte_VxD.T + b_V for x_BxTxD in inter["residual"]])
     return {"attention": attention, "lens_logits": lens}

@@ -25,14 +25,6 @@ def compose(wte_VxD, G_KxD, cfg: GPTConfig):
     return wte_VxD + pooled_VxD
 
 
-def token_embedding_matrix(transformer_params, cfg: GPTConfig):  # slot: token_embedding
-    """E from the `transformer` parameter tree: wte, or wte composed with byte_ngram/weight."""
-    wte_VxD = transformer_params["wte"]["weight"]
-    if not cfg.has("byte_ngram_embedding"):
-        return wte_VxD
-    return compose(wte_VxD, transformer_params["byte_ngram"]["weight"], cfg)
-
-
 class ByteNgramEmbedding(nn.Module):
     """The K x D bucket table G (`weight`; zeros at init_std 0); calling it on wte gives the composed E_VxD."""
 

@@ -265,6 +265,11 @@ class GPT(nn.Module):
         mixture = self.cfg.filler("head_mixture")
         return None if mixture is None else getattr(self, mixture)
 
+    def embedding_matrix(self):
+        """E_VxD, the rows the tied head scores with (Transformer.embedding_matrix): GPT(cfg).apply(params,
+        method=GPT.embedding_matrix)."""
+        return self.transformer.embedding_matrix()
+
     def __call__(self, idx_BxT, deterministic: bool = True, head: bool = True):
         E_VxD = self.transformer.embedding_matrix()  # one E for the input and the tied head
         h_BxTxD = self.transformer(idx_BxT, deterministic, E_VxD)

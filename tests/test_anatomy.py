@@ -14,9 +14,11 @@ from torchport import anatomy as tanatomy
 pytestmark = pytest.mark.jax_float64
 
 
-@pytest.mark.parametrize("persona", ["baseline", "leonardo_da_vinci", "pierre_simon_laplace"])
+# leonardo_da_vinci+rms_embedding: the lens scores with the normalized rows E, not wte's (the last lens = the model)
+@pytest.mark.parametrize("persona", ["baseline", "leonardo_da_vinci", "pierre_simon_laplace",
+                                     "leonardo_da_vinci+rms_embedding"])
 def test_trace_parity_and_properties(persona):
-    pair = Pair.make(registry.get(persona), "float64")
+    pair = Pair.make(registry.from_label(persona), "float64")
     idx = np.random.default_rng(0).integers(0, 50257, (1, 12))
     t = tanatomy.trace(pair.torch_model, torch.from_numpy(idx))
     j = janatomy.trace(pair.params, pair.persona.model, idx)
