@@ -52,6 +52,8 @@ class GPTConfig:
     # rms_qknorm
     rms_qknorm_eps: float = 1e-6
     rms_qknorm_qk_gain: float = 1.0
+    # rms_qknorm: False leaves the queries and keys as they are (RMSNorm in place of LayerNorm alone)
+    rms_qknorm_qk: bool = True
     # mla
     mla_kv_rank: int = 16
     mla_q_rank: int = 0

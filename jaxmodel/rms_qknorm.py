@@ -40,8 +40,18 @@ class QKNorm(nn.Module):
         return self.k_norm(k_HxMxE)
 
 
+class NoQKNorm(nn.Module):
+    """The qk_transform with rms_qknorm_qk off: queries and keys pass unchanged (no parameters)."""
+
+    def __call__(self, q_BxHxTxE, k_BxHxTxE, pos_T):
+        return q_BxHxTxE, k_BxHxTxE
+
+    def extra_keys(self, k_HxMxE):
+        return k_HxMxE
+
+
 # what rms_qknorm fills in the Flax GPT (jaxmodel/model.py): every norm, and a qk transform of the attention
 FILLS = {
     "norm": lambda cfg, name=None: RMSNorm(cfg.rms_qknorm_eps, name=name),
-    "qk_transform": lambda cfg, qkv: QKNorm(cfg.rms_qknorm_eps, cfg.rms_qknorm_qk_gain),
+    "qk_transform": lambda cfg, qkv: QKNorm(cfg.rms_qknorm_eps, cfg.rms_qknorm_qk_gain) if cfg.rms_qknorm_qk else NoQKNorm(),
 }

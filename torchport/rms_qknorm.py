@@ -37,5 +37,19 @@ class QKNorm:
         return attn.k_norm(k)
 
 
+class NoQKNorm:
+    """The qk_transform with rms_qknorm_qk off: queries and keys pass unchanged (no parameters)."""
+
+    def __init__(self, attn: nn.Module, config):
+        pass
+
+    def __call__(self, attn, q, k, pos):
+        return q, k
+
+    def keys_without_position(self, attn, k):
+        return k
+
+
 # what rms_qknorm fills in the torch GPT (torchport/model.py): every norm, and a qk transform of the attention
-FILLS = {"norm": lambda config: RMSNorm(config.n_embd, config.rms_qknorm_eps), "qk_transform": QKNorm}
+FILLS = {"norm": lambda config: RMSNorm(config.n_embd, config.rms_qknorm_eps),
+         "qk_transform": lambda attn, config: (QKNorm if config.rms_qknorm_qk else NoQKNorm)(attn, config)}

@@ -15,8 +15,9 @@ def validate(cfg) -> list[str]:
 COMPONENT = Component(
     "rms_qknorm", ("norm", "qk_transform"), "RMSNorm everywhere and per-head QK-norm",
     # rms_qknorm_eps: the epsilon of every RMSNorm (named rms_eps before; old records load through
-    # dreamteam.config.RENAMED_OPTIONS); rms_qknorm_qk_gain: the initial value of the query and key norms' gains
-    options=("rms_qknorm_eps", "rms_qknorm_qk_gain"),
+    # dreamteam.config.RENAMED_OPTIONS); rms_qknorm_qk_gain: the initial value of the query and key norms' gains;
+    # rms_qknorm_qk: False switches the QK-norm off (RMSNorm alone; no query and key gains)
+    options=("rms_qknorm_eps", "rms_qknorm_qk_gain", "rms_qknorm_qk"),
     validate=validate,
     math="""\
 RMSNorm(x) = x / sqrt(mean(x^2) + eps) * g          in place of every LayerNorm (blocks and ln_f)
@@ -24,6 +25,7 @@ q_h <- RMSNorm_q(q_h),  k_h <- RMSNorm_k(k_h)       per head, before the dot pro
 Invariant to scaling x by a positive constant (up to eps). QK-norm bounds the attention logits,
 |q.k| / sqrt(d) <= sqrt(d) max|g_q| max|g_k|, whatever the weights do. The query and key gains start at
 rms_qknorm_qk_gain: with unit gains the logits of a head of width d = 8 start within +-2.8 (attention starts
-soft); Henry et al. start their QK-norm scale at log2(T^2 - T), which allows sharp attention at once.""",
+soft); Henry et al. start their QK-norm scale at log2(T^2 - T), which allows sharp attention at once.
+rms_qknorm_qk = False: q and k pass unchanged (RMSNorm in place of LayerNorm alone).""",
     source="Zhang and Sennrich 2019 (RMSNorm); Henry et al. 2020 and Dehghani et al. 2023 (QK-norm)",
 )
