@@ -2,19 +2,16 @@
 c_proj(relu(c_fc x)^2), silent where every pre-activation is negative, homogeneous of degree 2, with the derivative
 2 relu(z) of its activation; it starts from the baseline MLP's weights, and the two models compute the same."""
 
-import json
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
+from component_helpers import assert_float64_parity, assert_twenty_steps_lower_the_loss
 
-import train_mps
 from dreamteam import registry
 from jaxmodel import model as jm
 from jaxmodel import relu2_mlp as jrelu2
-from parity import checks
 from torchport import relu2_mlp as trelu2
 from torchport.model import GPT
 
@@ -117,22 +114,8 @@ def test_it_starts_from_the_baseline_mlp_and_computes_something_else():
 
 
 def test_baseline_with_relu2_mlp_parity_float64():
-    persona = registry.build("baseline", add=("relu2_mlp",))
-    results = checks.run_checks(persona, "float64", batch_size=2, steps=20)
-    assert {r.check for r in results} >= {"logits", "loss", "gradients", "optimizer_step", "trajectory_20_loss",
-                                          "trajectory_20_params"}
-    failed = [(r.check, r.max_error) for r in results if not r.passed]
-    assert not failed, failed
-    assert max(r.max_error for r in results) <= 1e-9
+    assert_float64_parity(registry.build("baseline", add=("relu2_mlp",)))
 
 
 def test_twenty_training_steps_run_and_lower_the_loss(short_val_data, tmp_path):
-    persona = registry.build("baseline", add=("relu2_mlp",))
-    train_mps.train(persona, data_dir=short_val_data, device_override="cpu", max_iters_override=20, out_dir=tmp_path,
-                    progress=False)
-    (path,) = tmp_path.glob("*.json")
-    record = json.loads(path.read_text())
-    assert record["status"] == "ok" and record["config"]["components"] == ["relu2_mlp"]
-    (_, initial), = record["vloss_curve"]  # the evaluation before the first step
-    assert abs(initial - np.log(50304)) < 0.1  # a fresh model: about ln V
-    assert np.isfinite(record["val_loss"]) and record["val_loss"] < initial - 0.1  # 20 AdamW steps at 3e-4
+    assert_twenty_steps_lower_the_loss(registry.build("baseline", add=("relu2_mlp",)), short_val_data, tmp_path)
