@@ -6,7 +6,6 @@ is the twin.
 
 from __future__ import annotations
 
-
 from dreamteam.config import GPTConfig
 from jaxmodel.rms_qknorm import RMSNorm
 

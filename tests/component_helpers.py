@@ -1,14 +1,26 @@
-"""Checks every new component's tests make the same way: float64 parity of a persona with it, and a short
-training run through the protocol's loop that lowers the validation loss."""
+"""Checks every new component's tests make the same way: its initial weights against the baseline's, float64 parity
+of a persona with it, and a short training run through the protocol's loop that lowers the validation loss."""
 
 import json
 
 import numpy as np
+import torch
 
 import train_mps
 from parity import checks
+from torchport.model import GPT
 
 PARITY_CHECKS = {"logits", "loss", "gradients", "optimizer_step", "trajectory_20_loss", "trajectory_20_params"}
+
+
+def torch_models_at_seed(*configs, seed: int = 0):
+    """One float64 torch GPT per config, each drawn from the same seed (a component's initial weights against
+    the baseline's)."""
+    models = []
+    for cfg in configs:
+        torch.manual_seed(seed)
+        models.append(GPT(cfg).double())
+    return models
 
 
 def assert_float64_parity(persona, bound: float = 1e-9):

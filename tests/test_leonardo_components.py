@@ -5,9 +5,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
+from component_helpers import assert_float64_parity
 
 from dreamteam import registry
 from dreamteam.config import GOLDEN_RATIO, GPTConfig
+from dreamteam.settings import parse_settings, with_settings
 from jaxmodel import model as jm
 from jaxmodel.golden_swiglu import GoldenSwiGLU as JaxSwiGLU
 from jaxmodel.rms_qknorm import RMSNorm as JaxRMSNorm
@@ -136,15 +138,14 @@ def test_qk_gain_starts_both_frameworks_at_the_setting_and_scales_logits_by_its_
 def test_without_qk_norm_queries_and_keys_pass_unchanged_and_the_norms_stay_rmsnorm():
     """rms_qknorm_qk=False: no query and key gains (in either framework), the attention's q and k are the
     projection's (then rotated), every block norm and ln_f is still RMSNorm; float64 parity in the persona."""
-    persona = registry.get("leonardo_da_vinci")
-    persona = persona.__class__(persona.name, persona.model.replace(rms_qknorm_qk=False), persona.recipe, persona.description)
+    persona = with_settings(registry.get("leonardo_da_vinci"), parse_settings(["rms_qknorm_qk=false"]))
     torch.manual_seed(0)
     model = GPT(persona.model).double()
     names = [n for n, _ in model.named_parameters()]
     assert not [n for n in names if "q_norm" in n or "k_norm" in n]
     torch.manual_seed(0)
     with_qk = GPT(registry.get("leonardo_da_vinci").model).double()
-    assert set(n for n, _ in with_qk.named_parameters()) - set(names) == {
+    assert {n for n, _ in with_qk.named_parameters()} - set(names) == {
         f"transformer.h.{i}.attn.{m}.weight" for i in range(4) for m in ("q_norm", "k_norm")}
     assert all(isinstance(m, TorchRMSNorm) for m in (model.transformer.ln_f, model.transformer.h[1].ln_2))
     flax_attn = jm.init_params(persona.model, jax.random.PRNGKey(0))["params"]["transformer"]["h_0"]["attn"]
@@ -157,8 +158,7 @@ def test_without_qk_norm_queries_and_keys_pass_unchanged_and_the_norms_stay_rmsn
     attn.qk_transforms = attn.qk_transforms[1:]  # rope alone
     q_ref, k_ref, _ = attn.qkv(x)
     torch.testing.assert_close((q, k), (q_ref, k_ref), rtol=0, atol=0)
-    failed = [(r.check, r.max_error) for r in checks.run_checks(persona, "float64", batch_size=2, steps=20) if not r.passed]
-    assert not failed, failed
+    assert_float64_parity(persona)
 
 
 def test_golden_swiglu_width_and_formula():

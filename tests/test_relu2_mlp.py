@@ -7,13 +7,16 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
-from component_helpers import assert_float64_parity, assert_twenty_steps_lower_the_loss
+from component_helpers import (
+    assert_float64_parity,
+    assert_twenty_steps_lower_the_loss,
+    torch_models_at_seed,
+)
 
 from dreamteam import registry
 from jaxmodel import model as jm
 from jaxmodel import relu2_mlp as jrelu2
 from torchport import relu2_mlp as trelu2
-from torchport.model import GPT
 
 # JAX computes in float64 while this module's tests run (tests/conftest.py)
 pytestmark = pytest.mark.jax_float64
@@ -98,10 +101,7 @@ def test_the_activation_derivative_is_two_relu_and_continuous_at_zero():
 def test_it_starts_from_the_baseline_mlp_and_computes_something_else():
     """The same parameters and initial values as the baseline (seed 0, both frameworks); other logits."""
     base = registry.get("baseline").model
-    models = []
-    for cfg in (base, CFG):
-        torch.manual_seed(0)
-        models.append(GPT(cfg).double())
+    models = torch_models_at_seed(base, CFG)
     sd_base, sd_relu2 = (m.state_dict() for m in models)
     assert list(sd_base) == list(sd_relu2)
     assert all(torch.equal(sd_base[k], sd_relu2[k]) for k in sd_base)

@@ -8,13 +8,16 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
-from component_helpers import assert_float64_parity, assert_twenty_steps_lower_the_loss
+from component_helpers import (
+    assert_float64_parity,
+    assert_twenty_steps_lower_the_loss,
+    torch_models_at_seed,
+)
 
 from dreamteam import registry
 from jaxmodel import model as jm
 from jaxmodel import rms_embedding as jemb
 from torchport import rms_embedding as temb
-from torchport.model import GPT
 
 # JAX computes in float64 while this module's tests run (tests/conftest.py)
 pytestmark = pytest.mark.jax_float64
@@ -30,11 +33,17 @@ def rows_and_gain(seed=0):
     return wte, g
 
 
-def both(wte, g, cfg=CFG):
-    """E from the torch module and from the Flax one, float64 numpy."""
+def torch_module(g, cfg=CFG):
+    """The torch RMSEmbedding, float64, its gain set to g."""
     m = temb.RMSEmbedding(cfg).double()
     with torch.no_grad():
         m.weight.copy_(torch.from_numpy(g))
+    return m
+
+
+def both(wte, g, cfg=CFG):
+    """E from the torch module and from the Flax one, float64 numpy."""
+    m = torch_module(g, cfg)
     E_t = m.compose(torch.from_numpy(wte)).detach().numpy()
     E_j = np.asarray(jemb.rms_embedding(cfg).apply({"params": {"weight": jnp.asarray(g)}}, jnp.asarray(wte)))
     return E_t, E_j
@@ -61,10 +70,7 @@ def test_a_rows_length_changes_nothing_and_its_gradient_is_orthogonal_to_it():
     target = np.arange(7) * 11
 
     def loss_t(w):
-        m = temb.RMSEmbedding(cfg).double()
-        with torch.no_grad():
-            m.weight.copy_(torch.from_numpy(g))
-        logits = torch.from_numpy(h) @ m.compose(w).T
+        logits = torch.from_numpy(h) @ torch_module(g, cfg).compose(w).T
         return torch.nn.functional.cross_entropy(logits, torch.from_numpy(target))
 
     w = torch.from_numpy(wte).requires_grad_()
@@ -99,10 +105,7 @@ def test_it_starts_as_the_baseline_with_rows_at_the_init_std():
     """The baseline's parameters and initial values (seed 0, both frameworks) and one more, the gain at 0.02;
     every row of E then has RMS 0.02 (up to eps)."""
     base = registry.get("baseline").model
-    models = []
-    for cfg in (base, CFG):
-        torch.manual_seed(0)
-        models.append(GPT(cfg).double())
+    models = torch_models_at_seed(base, CFG)
     sd_base, sd = (m.state_dict() for m in models)
     assert set(sd) - set(sd_base) == {"transformer.wte_norm.weight"}
     assert all(torch.equal(sd_base[k], sd[k]) for k in sd_base)

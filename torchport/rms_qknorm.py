@@ -6,7 +6,7 @@ The mathematics and sources: the declaration, dreamteam/components/rms_qknorm.py
 from __future__ import annotations
 
 import torch
-import torch.nn as nn
+from torch import nn
 
 
 class RMSNorm(nn.Module):
@@ -40,9 +40,6 @@ class QKNorm:
 class NoQKNorm:
     """The qk_transform with rms_qknorm_qk off: queries and keys pass unchanged (no parameters)."""
 
-    def __init__(self, attn: nn.Module, config):
-        pass
-
     def __call__(self, attn, q, k, pos):
         return q, k
 
@@ -52,4 +49,4 @@ class NoQKNorm:
 
 # what rms_qknorm fills in the torch GPT (torchport/model.py): every norm, and a qk transform of the attention
 FILLS = {"norm": lambda config: RMSNorm(config.n_embd, config.rms_qknorm_eps),
-         "qk_transform": lambda attn, config: (QKNorm if config.rms_qknorm_qk else NoQKNorm)(attn, config)}
+         "qk_transform": lambda attn, config: QKNorm(attn, config) if config.rms_qknorm_qk else NoQKNorm()}
