@@ -43,7 +43,7 @@ from torchport import recipe as recipes
 from torchport.evaluate import val_loss
 from torchport.graph_step import GraphStep, GraphUnavailableError, check_graphable
 from torchport.model import GPT
-from torchport.moe_mlp import moe_layers, take_load_sums, update_router_bias
+from torchport.moe_mlp import moe_layers, take_load_sums
 from torchport.posterior_mean import PosteriorMean
 from torchport.succession_objective import training_loss
 
@@ -156,7 +156,7 @@ def train(persona="baseline", seed=0, data_dir=None, device_override=None, max_i
         loss = training_loss(model, xb, yb, fast=fast)
         loss.backward()
         recipes.optimizer_step(model, optimizer, spec.recipe, it)
-        update_router_bias(model)  # moe_mlp's balancing bias, outside the gradient (no-op without it)
+        model.after_step()  # the components' updates outside the gradient (moe_mlp's balancing bias)
         if averaged is not None:
             averaged.update()
         return loss.detach()

@@ -45,7 +45,6 @@ from dreamteam.runs import processor_name  # noqa: E402
 from torchport import recipe as recipes  # noqa: E402
 from torchport.fast import DEFAULT_CHUNK, fused_loss  # noqa: E402
 from torchport.model import GPT  # noqa: E402
-from torchport.moe_mlp import update_router_bias  # noqa: E402
 
 
 def synchronize(device: str) -> None:
@@ -155,7 +154,7 @@ def main(argv=None) -> int:
         loss = variants[name](model, x, y)
         loss.backward()
         recipes.optimizer_step(model, opt, rec, i)
-        update_router_bias(model)
+        model.after_step()
         return loss
 
     load_before = os.getloadavg()

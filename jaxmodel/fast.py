@@ -143,7 +143,7 @@ def fused_loss(params, cfg: GPTConfig, idx_BxT, targets_BxT, chunk: int = DEFAUL
                held_out: bool = False):
     """The fast equal of jaxmodel.model.loss_fn, through the model's head (GPT.loss with `fused`): the tied
     head's loss chunked from its operands (the output bias lm_head/bias where good_turing_prior is on);
-    adaptive_softmax's mean -log p(target) through the clusters, never the V-wide output. (loss, moe_load)
+    adaptive_softmax's mean -log p(target) through the clusters, never the V-wide output. (loss, sown)
     with with_loads. smoothing_eps, prior, z_loss: succession_objective's loss instead (linear_succession_loss).
     A head_mixture (ngram_memory, its ngram_stats): its chunked -log p_mix(target) (jaxmodel/ngram_memory.py);
     held_out: the training loss (GPT.loss)."""

@@ -297,6 +297,8 @@ class GPT(nn.Module):
 # the variable collections of a model: its parameters, and non-gradient state updated outside the
 # optimizer (moe_mlp's balancing bias); the optimizer sees both, the buffers' gradients are exactly 0
 COLLECTIONS = ("params", "buffers")
+# the collection a forward sows into for the after_step slot's hooks (moe_mlp: its expert loads)
+AFTER_STEP = "after_step"
 
 
 def init_params(cfg: GPTConfig, key, dtype=jnp.float32, token_counts=None):
@@ -307,18 +309,25 @@ def init_params(cfg: GPTConfig, key, dtype=jnp.float32, token_counts=None):
     return jax.tree.map(lambda a: a.astype(dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a, variables)
 
 
+def after_step_hooks(cfg: GPTConfig) -> list:
+    """The after-step updates of cfg's components, in declaration order: hook(variables, sown) -> variables, with
+    sown what the forward sowed into the AFTER_STEP collection (moe_mlp: its balancing bias from the expert loads)."""
+    return [fills(component)["after_step"](cfg) for component in cfg.fillers("after_step")]
+
+
 def apply_with_loads(params, cfg: GPTConfig, idx_BxT, token_counts=None, ngram_stats=None, **kwargs):
-    """(GPT(cfg).apply(params, idx, **kwargs), moe_load): the expert loads moe_mlp sowed ({} without it), the
-    input of its after_step hook (moe_mlp.update_router_bias)."""
-    if not cfg.has("moe_mlp"):  # nothing sows loads; a plain apply (map_variables scopes need no mutable state)
+    """(GPT(cfg).apply(params, idx, **kwargs), sown): what the after_step components sowed in the forward ({}
+    without them; moe_mlp's expert loads), the input of their hooks (after_step_hooks)."""
+    if not cfg.fillers("after_step"):  # nothing sows; a plain apply (map_variables scopes need no mutable state)
         return GPT(cfg, token_counts, ngram_stats=ngram_stats).apply(params, idx_BxT, **kwargs), {}
-    out, state = GPT(cfg, token_counts, ngram_stats=ngram_stats).apply(params, idx_BxT, mutable=["moe_load"], **kwargs)
-    return out, state.get("moe_load", {})
+    out, state = GPT(cfg, token_counts, ngram_stats=ngram_stats).apply(params, idx_BxT, mutable=[AFTER_STEP], **kwargs)
+    return out, state.get(AFTER_STEP, {})
 
 
 def loss_fn(params, cfg: GPTConfig, idx_BxT, targets_BxT, token_counts=None, with_loads: bool = False,
             ngram_stats=None, held_out: bool = False):
-    """The head's mean next-token loss ((loss, moe_load) with with_loads); held_out: the training loss (GPT.loss)."""
+    """The head's mean next-token loss ((loss, sown) with with_loads: apply_with_loads); held_out: the training loss
+    (GPT.loss)."""
     loss, loads = apply_with_loads(params, cfg, idx_BxT, token_counts, ngram_stats, targets_BxT=targets_BxT,
                                    held_out=held_out, method=GPT.loss)
     return (loss, loads) if with_loads else loss

@@ -1,13 +1,15 @@
 """moe_mlp in Flax: the mixture-of-experts MLP and its router-bias update after each step (`update_router_bias`).
 
 The experts are stored stacked, W_fc (E, F, D) and W_proj (E, D, F), the same names and shapes in torch. The bias b
-lives in the non-parameter collection `buffers`; the loads of a forward are sown into `moe_load`.
+lives in the non-parameter collection `buffers`; the loads of a forward are sown into `after_step`, the collection
+of what the after-step hooks read (jaxmodel/model.py, apply_with_loads).
 The mathematics and sources: the declaration, dreamteam/components/moe_mlp.py.
 """
 
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import flax.linen as nn
 import jax
@@ -16,6 +18,7 @@ from flax import traverse_util
 
 from dreamteam.config import GPTConfig
 from jaxmodel.layers import Linear, normal
+from jaxmodel.model import AFTER_STEP
 
 
 def route(s_NxE, b_E, k: int):
@@ -40,7 +43,7 @@ class MoEMLP(nn.Module):
         idx_NxK, g_NxK = route(s_NxE, b_E, K)
         sel_NxKxE = jax.nn.one_hot(idx_NxK, E, dtype=x_NxD.dtype)
         G_NxE = (sel_NxKxE * g_NxK[..., None]).sum(1)  # g at the selected experts, 0 elsewhere
-        self.sow("moe_load", "load", jax.lax.stop_gradient(sel_NxKxE.sum((0, 1))))
+        self.sow(AFTER_STEP, "load", jax.lax.stop_gradient(sel_NxKxE.sum((0, 1))))
 
         W_fc = self.param("experts_fc", normal(0.02), (E, F, D))
         W_proj = self.param("experts_proj", normal(proj_std), (E, D, F))
@@ -60,7 +63,7 @@ class MoEMLP(nn.Module):
 
 def update_router_bias(variables: dict, moe_load, rate: float) -> dict:
     """variables with every router_bias moved by rate * sign(mean load - load_e), from the loads a forward
-    sowed into `moe_load` ({} or None: unchanged). Outside the gradient: call it after the optimizer step."""
+    sowed (its `after_step` collection; {} or None: unchanged). Outside the gradient: after the optimizer step."""
     if not moe_load:
         return variables
     flat_b = traverse_util.flatten_dict(dict(variables["buffers"]))
@@ -72,13 +75,6 @@ def update_router_bias(variables: dict, moe_load, rate: float) -> dict:
     return {**variables, "buffers": traverse_util.unflatten_dict(flat_b)}
 
 
-def expert_loads(moe_load) -> dict:
-    """{'h_0': load_E, ...} from a `moe_load` collection."""
-    out = {}
-    for path, loads in traverse_util.flatten_dict(dict(moe_load)).items():
-        out[path[-3] if len(path) >= 3 else "/".join(path)] = loads[0] if isinstance(loads, tuple) else loads
-    return out
-
-
-# what moe_mlp fills in the Flax GPT (jaxmodel/model.py); its after_step hook is update_router_bias
-FILLS = {"mlp": MoEMLP}
+# what moe_mlp fills in the Flax GPT (jaxmodel/model.py) and in its training step (jaxmodel/train.py): the after_step
+# hook takes cfg and gives hook(variables, sown) -> variables
+FILLS = {"mlp": MoEMLP, "after_step": lambda cfg: partial(update_router_bias, rate=cfg.moe_mlp_bias_rate)}

@@ -35,7 +35,7 @@ def make_training_loss(cfg: GPTConfig, token_counts=None, fast: bool = False, ch
                        with_loads: bool = False, ngram_stats=None):
     """(params, idx_BxT, targets_BxT) -> the loss the training step minimizes: plain cross-entropy
     (gpt.loss_fn, or the chunked fused_loss when fast) without succession_objective, its objective with it;
-    with_loads: (loss, moe_load), the expert loads of moe_mlp ({} where there are none).
+    with_loads: (loss, sown), what the after_step components sowed (moe_mlp's expert loads; {} where none is on).
     token_counts: those of train.bin (succession_objective's prior, adaptive_softmax's clusters)."""
     if not cfg.has("succession_objective"):  # held_out: the batches come from train.bin (ngram_memory)
         if fast:

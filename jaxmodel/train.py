@@ -39,7 +39,6 @@ from dreamteam.components.posterior_mean import decay_at
 from jaxmodel import posterior_mean
 from jaxmodel import recipe as recipes
 from jaxmodel import succession_objective
-from jaxmodel.moe_mlp import update_router_bias
 
 VAL_WINDOWS_PER_BATCH = 8  # 8 x 64 x 50304 float32 logits = 100 MB per forward
 
@@ -54,14 +53,16 @@ def make_train_step(cfg: configs.GPTConfig, optimizer: optax.GradientTransformat
     """One jitted optimizer step (params, opt_state, x_BxT, y_BxT, it) -> (params, opt_state, loss).
 
     with_grads: (params, opt_state, loss, grads, stepped), stepped the parameters after the optimizer update
-    and before moe_mlp's bias update (what parity compares piece by piece).
+    and before the after-step updates, moe_mlp's bias (what parity compares piece by piece).
     donate: params and opt_state are donated, their buffers reused for the new ones (off where the caller
     keeps the old ones: parity reads the parameters entering each step). With cfg.dropout > 0 the
     dropout masks come from fold_in(dropout_key, it), so a run is reproducible from its seed. fast: the
     chunked tied-head loss of jaxmodel/fast.py (same numbers, no B x T x V logits); else the reference.
     The loss is the training objective (succession_objective's where it is on: token_counts of train.bin).
-    moe_mlp's balancing bias moves after the optimizer update, from the loads of the step's forward.
+    The after_step components' updates (moe_mlp's balancing bias) follow the optimizer update, from what the step's
+    forward sowed.
     """
+    after_step = gpt.after_step_hooks(cfg)
     train_loss = succession_objective.make_training_loss(cfg, token_counts, fast, with_loads=True, ngram_stats=ngram_stats)
 
     def loss(params, x_BxT, y_BxT, it):
@@ -83,7 +84,9 @@ def make_train_step(cfg: configs.GPTConfig, optimizer: optax.GradientTransformat
         (loss_value, loads), grads = jax.value_and_grad(loss, has_aux=True)(params, x_BxT, y_BxT, it)
         updates, opt_state = optimizer.update(grads, opt_state, params)
         stepped = optax.apply_updates(params, updates)
-        params = update_router_bias(stepped, loads, cfg.moe_mlp_bias_rate)
+        params = stepped
+        for hook in after_step:
+            params = hook(params, loads)
         if with_grads:
             return params, opt_state, loss_value, grads, stepped
         return params, opt_state, loss_value

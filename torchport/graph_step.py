@@ -97,6 +97,7 @@ class GraphStep:
         if self.recipe.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.recipe.grad_clip)
         self.optimizer.step()
+        self.model.after_step()  # the components' updates (none of the capture-safe ones has any today)
         if self.averaged is not None:
             with torch.no_grad():
                 for avg, p in self._avg_pairs:  # avg <- lerp(avg, theta, 1 - d_t), posterior_mean's update

@@ -45,6 +45,12 @@ def filler(config: GPTConfig, slot: str, default=None):
     return default if component is None else fills(component)[slot]
 
 
+def after_step_hooks(config: GPTConfig) -> list:
+    """The after-step updates of config's components, in declaration order: hook(model), run outside the gradient
+    after each optimizer step (moe_mlp: its balancing bias)."""
+    return [fills(component)["after_step"] for component in config.fillers("after_step")]
+
+
 class LayerNorm(nn.Module):
     """LayerNorm with an optional bias: (x - mean) / sqrt(var + 1e-5) * weight (+ bias)."""
 
@@ -270,6 +276,12 @@ class GPT(nn.Module):
         """The head_mixture slot's module (log p_mix from the head's logits), or None."""
         mixture = self.config.filler("head_mixture")
         return None if mixture is None else getattr(self, mixture)
+
+    @torch.no_grad()
+    def after_step(self) -> None:
+        """The components' updates outside the gradient, after each optimizer step (after_step_hooks; none by default)."""
+        for hook in after_step_hooks(self.config):
+            hook(self)
 
     def get_num_params(self, non_embedding: bool = True) -> int:
         n_params = sum(p.numel() for p in self.parameters())

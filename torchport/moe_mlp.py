@@ -105,5 +105,5 @@ def take_load_sums(model: nn.Module) -> dict:
     return out
 
 
-# what moe_mlp fills in the torch GPT (torchport/model.py); its after_step hook is update_router_bias
-FILLS = {"mlp": MoEMLP}
+# what moe_mlp fills in the torch GPT (torchport/model.py) and in its training step (GPT.after_step): hook(model)
+FILLS = {"mlp": MoEMLP, "after_step": update_router_bias}

@@ -5,7 +5,7 @@
     after_backward(it, model, loss)                         # optional: parity reads the gradients here
     recipes.optimizer_step(model, optimizer, recipe, it)    # scheduled lr, clipping, step, zero_grad
     after_update(it, model)                                 # optional: parity reads the optimizer's weights here
-    update_router_bias(model)                               # moe_mlp's balancing bias, outside the gradient
+    model.after_step()                                      # the components' updates outside the gradient (moe_mlp)
     averaged.update()                                       # posterior_mean's average of the updated weights
 
 train_mps.py keeps the same lines written out in its loop (its `eager_step`): `dreamteam check` reads the
@@ -19,7 +19,6 @@ from __future__ import annotations
 import torch
 
 from torchport import recipe as recipes
-from torchport.moe_mlp import update_router_bias
 from torchport.posterior_mean import PosteriorMean
 from torchport.succession_objective import training_loss
 
@@ -59,7 +58,7 @@ class TrainStep:
         recipes.optimizer_step(self.model, self.optimizer, self.recipe, it)
         if self.after_update is not None:
             self.after_update(it, self.model)
-        update_router_bias(self.model)  # no-op without moe_mlp
+        self.model.after_step()  # the components' updates outside the gradient (moe_mlp's balancing bias)
         if self.averaged is not None:
             self.averaged.update()
         return loss.detach()

@@ -45,9 +45,10 @@ SLOTS: dict[str, bool] = {  # name -> exclusive
     "weight_averaging": True,  # the weights used for evaluation (default: the trained ones)
     "after_step": False,  # updates after each optimizer step, outside the gradient
 }
-# the slots of the training step (train_mps.py, jaxmodel/train.py); the models build the others, each from the
-# FILLS of the module that fills it
-STEP_SLOTS = ("objective", "optimizer", "weight_averaging", "after_step")
+# the slots of the training step that the training loops build themselves (train_mps.py, jaxmodel/train.py); the
+# models build the others, each from the FILLS of the module that fills it; after_step's hooks too, which the loops
+# run through the model (torchport GPT.after_step, jaxmodel.model.after_step_hooks)
+STEP_SLOTS = ("objective", "optimizer", "weight_averaging")
 
 # the dataclasses that hold options: the model's config and the training recipe (dreamteam/config.py)
 OPTION_HOLDERS = ("GPTConfig", "Recipe")
