@@ -13,9 +13,17 @@ def test_prepare_command(shared_data, tmp_path, capsys):
     assert filecmp.cmp(tmp_path / "train.bin", shared_data / "train.bin", shallow=False)
 
 
-def test_personas_lists_the_registry(capsys):
+def test_personas_lists_the_registry(capsys, monkeypatch):
+    from dreamteam import config, registry
+
+    # a combination credits each component that is not its own to the persona whose theme it is
+    mixed = config.Persona("mixed", config.GPTConfig(components=("fixed_point_qat", "ngram_memory")))
+    monkeypatch.setitem(registry.PERSONAS, "mixed", mixed)
     assert main(["personas"]) == 0
-    assert "baseline" in capsys.readouterr().out
+    lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()}
+    assert "baseline" in lines
+    assert "fixed_point_qat (charles_babbage), ngram_memory (alan_turing)" in lines["mixed"]
+    assert "(" not in lines["alan_turing"].split("components:")[1].split("Muon")[0]  # its own: no credits
 
 
 def test_train_rejects_unknown_persona(tmp_path, capsys):

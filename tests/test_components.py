@@ -15,7 +15,7 @@ import pytest
 
 from dreamteam import config, registry
 from dreamteam.tools import bench
-from dreamteam.components import COMPONENTS, FIXED_ORDER, SLOTS, Component, conflicts
+from dreamteam.components import COMPONENTS, FIXED_ORDER, SLOTS, THEMES, Component, conflicts
 from dreamteam.config import ConfigError, GPTConfig, Recipe
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -88,6 +88,13 @@ def test_every_declaration_states_its_mathematics_and_source():
     for c in COMPONENTS.values():
         assert c.summary and c.math.strip() and c.source.strip(), c.name
         assert c.slots and all(s in SLOTS for s in c.slots), c.name
+
+
+def test_every_declaration_names_its_persona_and_each_persona_switches_on_only_its_own():
+    assert all(c.persona in THEMES for c in COMPONENTS.values()), {c.name: c.persona for c in COMPONENTS.values()}
+    assert set(THEMES) <= set(registry.PERSONAS)
+    for name in THEMES:  # a persona keeps its theme: every component it switches on is one of its own
+        assert {COMPONENTS[c].persona for c in registry.get(name).model.components} == {name}, name
 
 
 def test_conflicts_reproduce_the_hand_list_plus_the_mlp_slot():

@@ -50,6 +50,9 @@ SLOTS: dict[str, bool] = {  # name -> exclusive
 # run through the model (torchport GPT.after_step, jaxmodel.model.after_step_hooks)
 STEP_SLOTS = ("objective", "optimizer", "weight_averaging")
 
+# the five personas whose themes the components come from (a declaration's `persona`)
+THEMES = ("ada_lovelace", "charles_babbage", "pierre_simon_laplace", "alan_turing", "leonardo_da_vinci")
+
 # the dataclasses that hold options: the model's config and the training recipe (dreamteam/config.py)
 OPTION_HOLDERS = ("GPTConfig", "Recipe")
 
@@ -72,6 +75,9 @@ class Component:
     math: str = ""  # what it computes, in plain text: the one statement the Flax and torch modules point to
     source: str = ""  # the paper or idea it comes from
     notes: str = ""  # how the two frameworks implement it, where that is worth a line
+    # the persona whose theme it belongs to (docs/personas.md), whether or not that persona switches it on today:
+    # what a combination of components (the search's winner, dream_team) credits each one to
+    persona: str = ""
 
     def __post_init__(self):
         unknown = [s for s in self.slots + tuple(s for s, _ in self.requires) if s not in SLOTS]

@@ -93,4 +93,5 @@ input vector, trained by both. The p(w) sum to one over all V ids, so -log p(tar
 cross-entropy, comparable with a full softmax's; the loss needs only the head softmax and, per token, the
 softmax of its target's cluster.""",
     source='Grave et al. 2017, "Efficient softmax approximation for GPUs"',
+    persona="ada_lovelace",
 )

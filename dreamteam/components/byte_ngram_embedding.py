@@ -180,4 +180,5 @@ whole token left out) of id v; w[v, l] = 1 / (v's count of n-grams) (mean poolin
 byte_ngram.weight. A bucket shared by two ids carries one id's gradient to the other's composed row.""",
     source='Bojanowski, Grave, Joulin and Mikolov 2017, "Enriching Word Vectors with Subword Information"; '
            "Lovelace's note G (the engine operates on symbols by their structure)",
+    persona="ada_lovelace",
 )

@@ -40,4 +40,5 @@ D (D,), c_in and c_proj (D, D). Initialization: lambda_d = exp(-1 / tau_d), time
 channel is an exponential moving average plus the identity; the higher differences are learned.""",
     source="Babbage's Difference Engine; Gu et al. 2021 (S4) and Gupta et al. 2022 (DSS): the convolution/recurrence "
            "duality of linear time-invariant state-space layers",
+    persona="charles_babbage",
 )

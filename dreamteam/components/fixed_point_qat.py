@@ -28,4 +28,5 @@ the tied head stay float; the stored parameters stay float. Export: the codes as
 float32; codes * scale are the very numbers the fake-quantized forward multiplies by.""",
     source="Bengio et al. 2013 (straight-through estimator); Jacob et al. 2018, \"Quantization and training of neural "
            "networks for efficient integer-arithmetic-only inference\"; the Engine's digit wheels",
+    persona="charles_babbage",
 )

@@ -137,4 +137,5 @@ the uniform one, its initial loss near the unigram cross-entropy instead of ln V
 weight decay: it is a vector), at good_turing_prior_lr_ratio times the AdamW rate.""",
     source="Good 1953, \"The population frequencies of species and the estimation of population parameters\" (Turing's "
            "estimate); Gale and Sampson 1995, \"Good-Turing frequency estimation without tears\"",
+    persona="alan_turing",
 )

@@ -40,4 +40,5 @@ positions only through i - j, so the layer is translation invariant, and there i
 embedding. The rates start at ALiBi's fixed slopes, s_h = 2^(-exponent (h + 1) / H) (`initial_rates`;
 laplace_rate_h = `inverse_softplus` of them), and are learned.""",
     source='Press et al. 2022, "Train short, test long" (ALiBi); Laplace transform',
+    persona="pierre_simon_laplace",
 )

@@ -27,4 +27,5 @@ Initialization: c_gate ~ normal(0, laplace_glu_gate_scale / sqrt(D)) (c_fc and c
 0.02 / sqrt(2 n_layer)): f is shaped for inputs of unit scale; at 0.02 the gate's inputs would have std ~0.11
 and every gate would start nearly shut (f(0) = 0.006), leaving c_proj gradients at Adam's epsilon.""",
     source='Ma et al. 2022, "Mega: moving average equipped gated attention"; Dauphin et al. 2017 and Shazeer 2020 (GLU)',
+    persona="pierre_simon_laplace",
 )

@@ -28,4 +28,5 @@ on the input: a tape every query may read besides its causal context. One softma
 The tape has no position: with rope on, its keys are not rotated; with rms_qknorm on, they pass the layer's
 k_norm like the context keys, so that scores stay on one scale. With M = 0 this is plain causal attention.""",
     source='Sukhbaatar et al. 2019, "Augmenting self-attention with persistent memory"',
+    persona="alan_turing",
 )

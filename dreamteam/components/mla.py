@@ -30,4 +30,5 @@ embedding gives the positions; the cache then holds r numbers per token.
 Absorbed form: q_C . W_UK c = (W_UK^T q_C) . c and c_proj W_UV fold into one matrix per head, so attention
 runs on the latents directly (absorbed_attention), the way inference uses the cache.""",
     source='DeepSeek-AI 2024, "DeepSeek-V2: a strong, economical, and efficient mixture-of-experts language model"',
+    persona="leonardo_da_vinci",
 )

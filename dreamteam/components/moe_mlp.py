@@ -46,4 +46,5 @@ stacked, W_fc (E, F, D) and W_proj (E, D, F); the forward computes every expert 
 them by g (0 for unselected experts): at E = 8, D = 32 cheaper than a gather/scatter dispatch.""",
     source="Dai et al. 2024 (DeepSeekMoE); DeepSeek-AI 2024 (DeepSeek-V3); Wang et al. 2024 (auxiliary-loss-free "
            "load balancing)",
+    persona="ada_lovelace",
 )

@@ -36,4 +36,5 @@ Each step maps every singular value s to a s + b s^3 + c s^5 and leaves the sing
 any s in (0, 1] to roughly [0.7, 1.2]: the update's condition number is near one, no direction of the matrix
 learns faster than another. Embeddings, the output head, gains and biases stay on AdamW.""",
     source='Jordan et al. 2024, "Muon: an optimizer for hidden layers in neural networks" (modded-nanogpt)',
+    persona="alan_turing",
 )

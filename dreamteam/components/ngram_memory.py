@@ -415,4 +415,5 @@ logits = log p_mix over the V ids, loss = -log p_mix(target); d/dz = r (softmax(
 r = g p_model(t) / p_mix(t), and d/d(h . w_g + b_g) = g - r.""",
     source="I. J. Good 1953 (Turing's estimate); Kneser and Ney 1995, \"Improved backing-off for m-gram language "
            "modeling\"; Chen and Goodman 1998, \"An empirical study of smoothing techniques for language modeling\"",
+    persona="alan_turing",
 )

@@ -42,4 +42,5 @@ a minimum, SGD's iterates scatter around it like draws from a posterior; their a
 posterior mean, a point of lower loss than the draws themselves. The warmup lets the average forget the random
 initial weights fast (d_0 = 0.1).""",
     source="Polyak and Juditsky 1992; Izmailov et al. 2018; Mandt et al. 2017, \"SGD as approximate Bayesian inference\"",
+    persona="pierre_simon_laplace",
 )

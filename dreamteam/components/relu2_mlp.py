@@ -15,4 +15,5 @@ d/dz relu(z)^2 = 2 relu(z): continuous at 0, where ReLU's own derivative jumps f
 pre-activation is negative passes neither value nor gradient. Without biases y is homogeneous of degree 2:
 y(a x) = a^2 y(x) for a >= 0.""",
     source='So et al. 2021, "Primer: Searching for efficient transformers for language modeling"',
+    persona="leonardo_da_vinci",
 )

@@ -32,4 +32,5 @@ is orthogonal to e_v. g starts at rms_embedding_gain (0.02, the rows' init std):
 baseline with each row rescaled to that RMS exactly.""",
     source="Zhang and Sennrich 2019 (RMSNorm); Loshchilov et al. 2024, nGPT (embedding rows on the hypersphere); "
            "Gong et al. 2018, FRAGE (rare words' embeddings drift apart from frequent ones')",
+    persona="leonardo_da_vinci",
 )

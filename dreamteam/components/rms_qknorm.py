@@ -28,4 +28,5 @@ rms_qknorm_qk_gain: with unit gains the logits of a head of width d = 8 start wi
 soft); Henry et al. start their QK-norm scale at log2(T^2 - T), which allows sharp attention at once.
 rms_qknorm_qk = False: q and k pass unchanged (RMSNorm in place of LayerNorm alone).""",
     source="Zhang and Sennrich 2019 (RMSNorm); Henry et al. 2020 and Dehghani et al. 2023 (QK-norm)",
+    persona="leonardo_da_vinci",
 )

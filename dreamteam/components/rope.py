@@ -27,4 +27,5 @@ theta_i(p) = p * rope_base^(-2i / d_rot),  d_rot = round(rope_fraction * head_di
 so <R_m q, R_n k> depends on m - n only. Coordinates past d_rot are left alone. No parameters; the model
 then has no learned position embedding (mla takes its decoupled rotary key from rope).""",
     source='Su et al. 2021, "RoFormer: enhanced transformer with rotary position embedding"',
+    persona="leonardo_da_vinci",
 )

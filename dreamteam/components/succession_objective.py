@@ -53,4 +53,5 @@ goes to each token in proportion to its (add-one) frequency, a Dirichlet(1) post
 the normalizer Z = sum exp(z) near one. Only the training step uses it: validation and every reported loss
 stay plain cross-entropy.""",
     source="Laplace 1814 (rule of succession); Szegedy et al. 2016 (label smoothing); Chowdhery et al. 2022 (PaLM's z-loss)",
+    persona="pierre_simon_laplace",
 )

@@ -31,4 +31,5 @@ exists: a step holds T x block scores, so the memory grows linearly in T.""",
           "F.scaled_dot_product_attention(is_causal=True), which runs this algorithm in fused kernels on CUDA and MPS "
           "and computes the same numbers on the CPU; torchport/tiled_attention.py keeps the explicit loop as the "
           "reference that tests/test_tiled_attention.py compares the torch model's attention with.",
+    persona="charles_babbage",
 )

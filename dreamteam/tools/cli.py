@@ -214,9 +214,12 @@ def _run_component_command(args) -> int:
 
 def _personas(args) -> int:
     from dreamteam import registry
+    from dreamteam.components import COMPONENTS
 
     for name, p in sorted(registry.PERSONAS.items()):
-        print(f"{name:<22} components: {', '.join(p.model.components) or '-':<40} {p.description}")
+        # a component from another persona's theme (a combination such as the search's winner) names its persona
+        parts = [c if COMPONENTS[c].persona == name else f"{c} ({COMPONENTS[c].persona})" for c in p.model.components]
+        print(f"{name:<22} components: {', '.join(parts) or '-':<40} {p.description}")
     return 0
 
 
