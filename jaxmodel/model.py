@@ -297,8 +297,6 @@ class GPT(nn.Module):
 # the variable collections of a model: its parameters, and non-gradient state updated outside the
 # optimizer (moe_mlp's balancing bias); the optimizer sees both, the buffers' gradients are exactly 0
 COLLECTIONS = ("params", "buffers")
-# the collection a forward sows into for the after_step slot's hooks (moe_mlp: its expert loads)
-AFTER_STEP = "after_step"
 
 
 def init_params(cfg: GPTConfig, key, dtype=jnp.float32, token_counts=None):
@@ -311,17 +309,20 @@ def init_params(cfg: GPTConfig, key, dtype=jnp.float32, token_counts=None):
 
 def after_step_hooks(cfg: GPTConfig) -> list:
     """The after-step updates of cfg's components, in declaration order: hook(variables, sown) -> variables, with
-    sown what the forward sowed into the AFTER_STEP collection (moe_mlp: its balancing bias from the expert loads)."""
-    return [fills(component)["after_step"](cfg) for component in cfg.fillers("after_step")]
+    sown what the forward sowed into the collection named after each component (apply_with_loads; moe_mlp: its
+    expert loads, from which it moves its balancing bias)."""
+    hooks = [(component, fills(component)["after_step"](cfg)) for component in cfg.fillers("after_step")]
+    return [lambda variables, sown, c=c, hook=hook: hook(variables, sown.get(c, {})) for c, hook in hooks]
 
 
 def apply_with_loads(params, cfg: GPTConfig, idx_BxT, token_counts=None, ngram_stats=None, **kwargs):
-    """(GPT(cfg).apply(params, idx, **kwargs), sown): what the after_step components sowed in the forward ({}
-    without them; moe_mlp's expert loads), the input of their hooks (after_step_hooks)."""
-    if not cfg.fillers("after_step"):  # nothing sows; a plain apply (map_variables scopes need no mutable state)
+    """(GPT(cfg).apply(params, idx, **kwargs), sown): what the after_step components sowed in the forward, each
+    into the collection named after it ({} without them; moe_mlp's expert loads), the input of their hooks
+    (after_step_hooks)."""
+    sowing = list(cfg.fillers("after_step"))
+    if not sowing:  # nothing sows; a plain apply (map_variables scopes need no mutable state)
         return GPT(cfg, token_counts, ngram_stats=ngram_stats).apply(params, idx_BxT, **kwargs), {}
-    out, state = GPT(cfg, token_counts, ngram_stats=ngram_stats).apply(params, idx_BxT, mutable=[AFTER_STEP], **kwargs)
-    return out, state.get(AFTER_STEP, {})
+    return GPT(cfg, token_counts, ngram_stats=ngram_stats).apply(params, idx_BxT, mutable=sowing, **kwargs)
 
 
 def loss_fn(params, cfg: GPTConfig, idx_BxT, targets_BxT, token_counts=None, with_loads: bool = False,

@@ -1,8 +1,8 @@
 """moe_mlp in Flax: the mixture-of-experts MLP and its router-bias update after each step (`update_router_bias`).
 
 The experts are stored stacked, W_fc (E, F, D) and W_proj (E, D, F), the same names and shapes in torch. The bias b
-lives in the non-parameter collection `buffers`; the loads of a forward are sown into `after_step`, the collection
-of what the after-step hooks read (jaxmodel/model.py, apply_with_loads).
+lives in the non-parameter collection `buffers`; the loads of a forward are sown into the collection `moe_mlp`, what
+its after-step hook reads (jaxmodel/model.py, apply_with_loads).
 The mathematics and sources: the declaration, dreamteam/components/moe_mlp.py.
 """
 
@@ -18,7 +18,6 @@ from flax import traverse_util
 
 from dreamteam.config import GPTConfig
 from jaxmodel.layers import Linear, normal
-from jaxmodel.model import AFTER_STEP
 
 
 def route(s_NxE, b_E, k: int):
@@ -43,7 +42,7 @@ class MoEMLP(nn.Module):
         idx_NxK, g_NxK = route(s_NxE, b_E, K)
         sel_NxKxE = jax.nn.one_hot(idx_NxK, E, dtype=x_NxD.dtype)
         G_NxE = (sel_NxKxE * g_NxK[..., None]).sum(1)  # g at the selected experts, 0 elsewhere
-        self.sow(AFTER_STEP, "load", jax.lax.stop_gradient(sel_NxKxE.sum((0, 1))))
+        self.sow("moe_mlp", "load", jax.lax.stop_gradient(sel_NxKxE.sum((0, 1))))
 
         W_fc = self.param("experts_fc", normal(0.02), (E, F, D))
         W_proj = self.param("experts_proj", normal(proj_std), (E, D, F))
@@ -63,7 +62,7 @@ class MoEMLP(nn.Module):
 
 def update_router_bias(variables: dict, moe_load, rate: float) -> dict:
     """variables with every router_bias moved by rate * sign(mean load - load_e), from the loads a forward
-    sowed (its `after_step` collection; {} or None: unchanged). Outside the gradient: after the optimizer step."""
+    sowed (its `moe_mlp` collection; {} or None: unchanged). Outside the gradient: after the optimizer step."""
     if not moe_load:
         return variables
     flat_b = traverse_util.flatten_dict(dict(variables["buffers"]))

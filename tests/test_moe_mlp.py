@@ -31,8 +31,8 @@ def jax_variables(cfg, seed=0):
 
 
 def jax_moe(cfg, variables, x):
-    y, state = jmoe.MoEMLP(cfg).apply({k: variables[k] for k in ("params", "buffers")}, jnp.asarray(x), mutable=[jm.AFTER_STEP])
-    return np.asarray(y), np.asarray(jax.tree.leaves(state[jm.AFTER_STEP])[0])
+    y, state = jmoe.MoEMLP(cfg).apply({k: variables[k] for k in ("params", "buffers")}, jnp.asarray(x), mutable=["moe_mlp"])
+    return np.asarray(y), np.asarray(jax.tree.leaves(state["moe_mlp"])[0])
 
 
 def torch_moe(cfg, variables):
@@ -135,8 +135,8 @@ def test_balancing_bias_drives_the_loads_toward_uniform():
 
     @jax.jit
     def jax_step(variables):
-        _, state = jmoe.MoEMLP(cfg).apply(variables, jnp.asarray(x), mutable=[jm.AFTER_STEP])
-        return jmoe.update_router_bias(variables, state[jm.AFTER_STEP], cfg.moe_mlp_bias_rate), jax.tree.leaves(state[jm.AFTER_STEP])[0]
+        _, state = jmoe.MoEMLP(cfg).apply(variables, jnp.asarray(x), mutable=["moe_mlp"])
+        return jmoe.update_router_bias(variables, state["moe_mlp"], cfg.moe_mlp_bias_rate), jax.tree.leaves(state["moe_mlp"])[0]
 
     # JAX: forward, then the bias update from the sown loads, repeatedly on the same input
     variables = {k: v[k] for k in ("params", "buffers")}
