@@ -11,22 +11,10 @@ import math
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
+from dreamteam.components.difference_ssm import binomials, init_theta
 from dreamteam.config import GPTConfig
 from jaxmodel.layers import Linear
-
-
-def binomials(T: int, m: int) -> np.ndarray:
-    """binom(k, j) for k < T, j < m, (T, m) float64 (exact integers below 2^53)."""
-    return np.array([[math.comb(k, j) for j in range(m)] for k in range(T)], dtype=np.float64)
-
-
-def init_theta(D: int) -> np.ndarray:
-    """theta = logit(lambda), lambda = exp(-1/tau), tau log-spaced over [1.5, 32] tokens."""
-    tau = np.exp(np.linspace(math.log(1.5), math.log(32.0), D))
-    lam = np.exp(-1.0 / tau)
-    return np.log(lam) - np.log1p(-lam)
 
 
 def difference_coefficients(B_DxM, C_DxM):

@@ -6,6 +6,8 @@ them, for every registered persona and for baseline + each single component:
   training dtype), with its shape and dtype: Flax draws each parameter's key from its module path and its
   rank among the draws of its module, so a renamed or reordered parameter changes its hash;
 - the same in float64, and the float64 loss (loss_fn, and jaxmodel/fast.py's fused_loss) on a fixed batch.
+The float64 entries of the labels with difference_ssm were re-recorded when its initial theta became float32
+values (numpy's exp/log differed by an ulp between processors with and without AVX-512); float32 did not move.
 
 Regenerate (only for an intended change of the initial weights): PYTHONPATH=$PWD python tests/test_init_identity_jax.py
 """

@@ -9,17 +9,12 @@ from __future__ import annotations
 import functools
 import math
 
-import numpy as np
 import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
+from dreamteam.components.difference_ssm import binomials, init_theta
 from dreamteam.config import GPTConfig
-
-
-def binomials(T: int, m: int) -> np.ndarray:
-    """binom(k, j) for k < T, j < m, (T, m) float64 (exact integers below 2^53)."""
-    return np.array([[math.comb(k, j) for j in range(m)] for k in range(T)], dtype=np.float64)
 
 
 @functools.lru_cache(maxsize=None)
@@ -28,13 +23,6 @@ def binomial_table(T: int, m: int, dtype: torch.dtype, device: torch.device) -> 
     then copies nothing to the device."""
     with torch.inference_mode(False):  # a normal tensor even when first made under inference_mode
         return torch.from_numpy(binomials(T, m)).to(dtype).to(device)
-
-
-def init_theta(D: int) -> np.ndarray:
-    """theta = logit(lambda), lambda = exp(-1/tau), tau log-spaced over [1.5, 32] tokens."""
-    tau = np.exp(np.linspace(math.log(1.5), math.log(32.0), D))
-    lam = np.exp(-1.0 / tau)
-    return np.log(lam) - np.log1p(-lam)
 
 
 def difference_coefficients(B, C):

@@ -1,9 +1,28 @@
-"""difference_ssm: a token mixer built on Babbage's Difference Engine. Declaration only (no framework-neutral
-numbers); the modules are jaxmodel/difference_ssm.py and torchport/difference_ssm.py."""
+"""difference_ssm: a token mixer built on Babbage's Difference Engine. The declaration and the framework-neutral
+numbers both modules use (the binomial table, the initial theta); the modules are jaxmodel/difference_ssm.py and
+torchport/difference_ssm.py."""
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
+
 from dreamteam.components import Component
+
+
+def binomials(T: int, m: int) -> np.ndarray:
+    """binom(k, j) for k < T, j < m, (T, m) float64 (exact integers below 2^53)."""
+    return np.array([[math.comb(k, j) for j in range(m)] for k in range(T)], dtype=np.float64)
+
+
+def init_theta(D: int) -> np.ndarray:
+    """theta = logit(lambda), lambda = exp(-1/tau), tau log-spaced over [1.5, 32] tokens; (D,) float64 holding
+    float32 values. numpy's vectorized exp and log round differently, by an ulp, on processors with and without
+    AVX-512; rounded to float32 they agree, so the initial weights are the same on every machine in both dtypes."""
+    tau = np.exp(np.linspace(math.log(1.5), math.log(32.0), D))
+    lam = np.exp(-1.0 / tau)
+    return (np.log(lam) - np.log1p(-lam)).astype(np.float32).astype(np.float64)
 
 
 def validate(cfg) -> list[str]:
