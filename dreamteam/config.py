@@ -54,6 +54,8 @@ class GPTConfig:
     rms_qknorm_qk_gain: float = 1.0
     # rms_qknorm: False leaves the queries and keys as they are (RMSNorm in place of LayerNorm alone)
     rms_qknorm_qk: bool = True
+    # rms_qknorm: False keeps every LayerNorm (QK-norm alone)
+    rms_qknorm_rmsnorm: bool = True
     # mla
     mla_kv_rank: int = 16
     mla_q_rank: int = 0

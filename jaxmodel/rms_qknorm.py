@@ -8,6 +8,8 @@ from __future__ import annotations
 import flax.linen as nn
 import jax
 
+from jaxmodel.layers import LayerNorm
+
 
 class RMSNorm(nn.Module):
     """x / sqrt(mean(x^2) + eps) * weight over the last axis; weight starts at `gain` (1 by default)."""
@@ -52,6 +54,8 @@ class NoQKNorm(nn.Module):
 
 # what rms_qknorm fills in the Flax GPT (jaxmodel/model.py): every norm, and a qk transform of the attention
 FILLS = {
-    "norm": lambda cfg, name=None: RMSNorm(cfg.rms_qknorm_eps, name=name),
+    # with rms_qknorm_rmsnorm off, the model's own LayerNorm (jaxmodel/model.py's layer_norm)
+    "norm": lambda cfg, name=None: RMSNorm(cfg.rms_qknorm_eps, name=name) if cfg.rms_qknorm_rmsnorm
+    else LayerNorm(cfg.bias, name=name),
     "qk_transform": lambda cfg, qkv: QKNorm(cfg.rms_qknorm_eps, cfg.rms_qknorm_qk_gain) if cfg.rms_qknorm_qk else NoQKNorm(),
 }

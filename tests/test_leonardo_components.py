@@ -161,6 +161,36 @@ def test_without_qk_norm_queries_and_keys_pass_unchanged_and_the_norms_stay_rmsn
     assert_float64_parity(persona)
 
 
+def test_qk_norm_alone_keeps_the_layernorms_and_their_initial_weights():
+    """rms_qknorm_rmsnorm=False: every block norm and ln_f is the model's LayerNorm (its mean-subtracting
+    formula), the query and key gains are there at the persona's 1.86, every other parameter starts where it does
+    in the persona without rms_qknorm (the gains draw no random numbers), the Flax model has the same
+    parameters; float64 parity; both halves off is refused."""
+    from torchport.model import LayerNorm as TorchLayerNorm
+
+    persona = with_settings(registry.get("leonardo_da_vinci"), parse_settings(["rms_qknorm_rmsnorm=false"]))
+    torch.manual_seed(0)
+    model = GPT(persona.model).double()
+    norms = [model.transformer.ln_f] + [m for b in model.transformer.h for m in (b.ln_1, b.ln_2)]
+    assert all(isinstance(m, TorchLayerNorm) for m in norms)
+    x = torch.randn(2, 16, 32, dtype=torch.float64) * 3 + 1
+    y = model.transformer.h[0].ln_1(x)
+    torch.testing.assert_close(y.mean(-1), torch.zeros(2, 16, dtype=torch.float64), rtol=0, atol=1e-12)
+    gains = {n: p for n, p in model.named_parameters() if n.endswith(("q_norm.weight", "k_norm.weight"))}
+    assert len(gains) == 2 * 4 and all(torch.all(p == float(np.float32(1.86))) for p in gains.values())  # made in float32
+    torch.manual_seed(0)
+    without = GPT(registry.build("leonardo_da_vinci", remove=("rms_qknorm",)).model).double()
+    rest = {n: p for n, p in model.named_parameters() if n not in gains}
+    assert set(rest) == {n for n, _ in without.named_parameters()}
+    for n, p in without.named_parameters():
+        torch.testing.assert_close(rest[n], p, rtol=0, atol=0)
+    flax_h0 = jm.init_params(persona.model, jax.random.PRNGKey(0))["params"]["transformer"]["h_0"]
+    assert set(flax_h0["ln_1"]) == {"weight"} and "q_norm" in flax_h0["attn"] and "k_norm" in flax_h0["attn"]
+    assert_float64_parity(persona)
+    with pytest.raises(ValueError, match="changes nothing"):
+        with_settings(registry.get("leonardo_da_vinci"), parse_settings(["rms_qknorm_rmsnorm=false", "rms_qknorm_qk=false"]))
+
+
 def test_golden_swiglu_width_and_formula():
     cfg = registry.build("baseline", add=("golden_swiglu",)).model
     assert cfg.swiglu_hidden == round(GOLDEN_RATIO**2 * 32) == 84

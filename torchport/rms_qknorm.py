@@ -8,6 +8,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from torchport.model import layer_norm
+
 
 class RMSNorm(nn.Module):
     """x / sqrt(mean(x^2) + eps) * weight over the last axis; weight starts at `gain` (1 by default)."""
@@ -47,6 +49,11 @@ class NoQKNorm:
         return k
 
 
+def norm(config):
+    """The norm slot: RMSNorm, or with rms_qknorm_rmsnorm off the model's own LayerNorm."""
+    return RMSNorm(config.n_embd, config.rms_qknorm_eps) if config.rms_qknorm_rmsnorm else layer_norm(config)
+
+
 # what rms_qknorm fills in the torch GPT (torchport/model.py): every norm, and a qk transform of the attention
-FILLS = {"norm": lambda config: RMSNorm(config.n_embd, config.rms_qknorm_eps),
+FILLS = {"norm": norm,
          "qk_transform": lambda attn, config: QKNorm(attn, config) if config.rms_qknorm_qk else NoQKNorm()}
