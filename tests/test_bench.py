@@ -672,3 +672,48 @@ def test_a_component_variant_is_the_persona_it_became():
     assert bench.same_spec(bench.spec_fields(turing), bench.spec_fields(swap_run))
     assert not bench.same_spec(bench.spec_fields(turing),
                                bench.spec_fields(config.Persona("t", turing.model, turing.recipe.replace(muon_lr=0.01))))
+
+
+def test_reuse_records_copies_a_run_trained_under_another_label_and_trains_only_the_rest(tmp_path, monkeypatch, capsys):
+    """A search candidate's record of exactly a registered persona's config and recipe is that persona's run:
+    `--reuse-records` copies it in under the persona's label (figures untouched, the source named) and
+    trains only the seeds no record holds; a record of another recipe, length or data folder is not reused."""
+    data_dir, search, out = tmp_path / "data", tmp_path / "search", tmp_path / "runs"
+    data_dir.mkdir()
+    turing = registry.get("alan_turing")
+
+    def candidate_record(folder, seed, val_loss, stamp, recipe=turing.recipe, max_iters=10001, data=data_dir):
+        record = make_record(persona="g3-cand_05", seed=seed, max_iters=max_iters, val_loss=val_loss,
+                             name=f"g3-cand_05_seed{seed}_cpu_{max_iters}it_{stamp}")
+        record.update(bench.spec_fields(config.Persona("x", turing.model, recipe, "")), data_dir=str(data),
+                      batch_size=8, block_size=64)
+        return runs.write_json_atomic(Path(folder) / f"run_s{seed}_{stamp}.json", record)
+
+    candidate_record(search / "gen_003" / "cand_05", 0, 4.557, "20261202-205823")
+    candidate_record(search / "confirm" / "cand_00", 0, 4.557, "20261202-205823")  # the confirmation's copy
+    candidate_record(search / "confirm" / "cand_00", 1, 4.561, "20261203-061500")
+    candidate_record(search / "gen_001" / "cand_02", 2, 4.40, "20261202-100000",
+                     recipe=turing.recipe.replace(learning_rate=1e-3))  # another recipe
+    candidate_record(search / "gen_001" / "cand_03", 2, 4.41, "20261202-110000", max_iters=101)  # a smoke run
+    candidate_record(search / "gen_001" / "cand_04", 2, 4.42, "20261202-120000", data=tmp_path)  # other data
+    fake = FakeTrain()
+    monkeypatch.setattr(train_mps, "train", fake)
+
+    result = bench.sweep(["alan_turing"], [0, 1, 2], device="cpu", out_dir=out, data_dir=str(data_dir),
+                         progress=False, reuse=[search])
+    assert fake.calls == [("alan_turing", 2, "cpu", None)]
+    assert result.reused == [("alan_turing", 0), ("alan_turing", 1)] and result.ran == [("alan_turing", 2)]
+    copied = json.loads((out / "alan_turing_seed0_cpu_10001it_20261202-205823.json").read_text())
+    assert copied["persona"] == "alan_turing" and copied["val_loss"] == 4.557 and copied["seed"] == 0
+    assert copied["reused"]["persona"] == "g3-cand_05" and copied["reused"]["name"] == "g3-cand_05_seed0_cpu_10001it_20261202-205823"
+    assert bench.same_spec(copied, bench.spec_fields(turing))
+    assert "reused" in capsys.readouterr().out
+
+    # the copies count in the persona's row of the report, and a second sweep finds them done
+    group = next(g for g in report.summarize_runs(out)["groups"] if g["max_iters"] == 10001)
+    assert group["personas"]["alan_turing"]["seeds"][:2] == [0, 1]
+    fake.calls.clear()
+    again = bench.sweep(["alan_turing"], [0, 1], device="cpu", out_dir=out, data_dir=str(data_dir), progress=False,
+                        reuse=[search])
+    assert fake.calls == [] and again.reused == [] and len(again.skipped) == 2
+    assert len(list(out.glob("*.json"))) == 3

@@ -2,7 +2,7 @@
 
     dreamteam bench --personas baseline [NAME ...] --seeds 0 1 2 --device auto --out runs/
                     [--max-iters N] [--ablate NAME] [--set KEY=VALUE ...] [--data-dir DIR] [--no-progress] [--threads N]
-                    [--executor local|ray] [--workers N] [--ray-address ADDRESS]
+                    [--executor local|ray] [--workers N] [--ray-address ADDRESS] [--reuse-records DIR ...]
 
 Where the runs go: one after the other in this process (the default), `--workers N` of them at once on
 this machine (each process with its share of the cores), or `--executor ray` on a local Ray instance or,
@@ -25,6 +25,12 @@ version is the package version `dreamteam.__version__`, not the git commit: the 
 included) and changes with every commit, so keying on it would rerun everything during development.
 Bump `dreamteam.__version__` when a change should invalidate earlier results. Failed runs are rerun.
 
+Reusing: `--reuse-records DIR ...` names folders of run records made under other labels (an evolutionary
+search's folder, results/evolve/NAME, whose candidates are run records too). A run not done in the out folder
+that one of them holds exactly (the same config and recipe, seed, device type, data folder, length and shapes)
+is copied in under the planned label, with `reused` naming the file and label it was trained as, instead of
+being trained again: a search's winner registered as a persona keeps the search's measurements.
+
 Order: seed-major (every persona with seed 0, then seed 1, ...), so that an interrupted sweep already
 holds comparable runs of every persona.
 """
@@ -43,7 +49,7 @@ import dreamteam
 from dreamteam import protocol, registry
 from dreamteam.config import OPTION_OWNERS, RENAMED_OPTIONS, GPTConfig, Persona, Recipe
 from dreamteam.settings import SettingError, parse_settings, with_settings  # noqa: F401 (bench's API)
-from dreamteam.runs import as_json
+from dreamteam.runs import as_json, write_json_atomic
 
 # The keys that make a JSON file a run record (train_mps.train writes them before any training).
 RECORD_KEYS = ("persona", "seed", "device", "max_iters", "status")
@@ -55,10 +61,11 @@ BenchError = SettingError
 
 @dataclass
 class SweepResult:
-    """What a sweep did: the (persona, seed) pairs it trained, skipped and saw fail."""
+    """What a sweep did: the (persona, seed) pairs it trained, skipped, reused and saw fail."""
 
     ran: list[tuple[str, int]] = field(default_factory=list)
     skipped: list[tuple[str, int]] = field(default_factory=list)
+    reused: list[tuple[str, int]] = field(default_factory=list)  # copied from a --reuse-records folder
     failed: list[tuple[str, int, str]] = field(default_factory=list)  # persona, seed, "ErrorType: message"
 
 
@@ -138,6 +145,37 @@ def same_spec(a: dict, b: dict) -> bool:
     return True
 
 
+def find_record(folders, spec: dict, seed: int, device: str, data_dir, max_iters: int | None = None,
+                warn=None) -> tuple[Path, dict] | None:
+    """The newest ok run record under `folders` that trained exactly `spec` (same_spec: the config and recipe
+    of `spec_fields`) at `seed`, on this kind of device, from the data folder `data_dir`, at `max_iters`
+    iterations (the protocol's by default) with the protocol's batch and block sizes, and holds a
+    whole-validation val_loss; None where none did. Whatever label it was run under (a search candidate,
+    another persona's variant), such a record is this run: the same train() on the same inputs."""
+    iters = max_iters or protocol.MAX_ITERS
+    found = [(path, r) for folder in folders if Path(folder).is_dir() for path, r in read_records(folder, warn)
+             if r.get("status") == "ok" and int(r["seed"]) == seed and int(r["max_iters"]) == iters
+             and r.get("batch_size", protocol.BATCH_SIZE) == protocol.BATCH_SIZE
+             and r.get("block_size", protocol.BLOCK_SIZE) == protocol.BLOCK_SIZE
+             and device_type(r["device"]) == device_type(device) and r.get("val_loss") is not None
+             and r.get("data_dir") is not None and Path(r["data_dir"]).resolve() == Path(data_dir).resolve()
+             and same_spec(r, spec)]
+    # a record copied into several folders (a search's confirmation copies its seed-0 runs) is one run
+    return max(found, key=lambda pr: (str(pr[1].get("name", "")), str(pr[0]))) if found else None
+
+
+def reuse_record(source: tuple[Path, dict], persona_label: str, out_dir: str | Path) -> Path:
+    """Copy the run record `source` (find_record's answer) into out_dir as a run of `persona_label`: its name
+    and persona relabelled, its start time kept, and `reused` saying which file, label and name it was
+    trained as. Nothing else changes: the figures are that run's."""
+    path, record = source
+    stamp = str(record.get("name", "")).rsplit("_", 1)[-1]  # names end in the run's start time
+    name = f"{persona_label}_seed{int(record['seed'])}_{device_type(record['device'])}_{int(record['max_iters'])}it_{stamp}"
+    relabelled = {**record, "name": name, "persona": persona_label,
+                  "reused": {"file": str(path), "name": record.get("name"), "persona": record.get("persona")}}
+    return write_json_atomic(Path(out_dir) / f"{name}.json", relabelled)
+
+
 def spec_fields(persona) -> dict:
     """The config and recipe of `persona` (a registry name or Persona) as a record holds them."""
     spec = registry.get(persona) if isinstance(persona, str) else persona
@@ -193,7 +231,7 @@ def resolve_device(device: str) -> str:
 def sweep(personas, seeds, device: str = "auto", out_dir: str | Path = "runs", max_iters: int | None = None,
           ablate: str | None = None, data_dir=None, progress: bool = True, log=print,
           settings: dict | None = None, threads: int | None = None, executor: str = "local", workers: int | None = None,
-          ray_address: str | None = None, environ: dict | None = None) -> SweepResult:
+          ray_address: str | None = None, environ: dict | None = None, reuse=()) -> SweepResult:
     """Train every (persona, seed) not already done in `out_dir` through train_mps.train(); see the module doc.
 
     The runs go through dreamteam.tools.executors, as evolve's evaluations do: one after the other in this process
@@ -201,6 +239,9 @@ def sweep(personas, seeds, device: str = "auto", out_dir: str | Path = "runs", m
     Exception is recorded as failed by train() itself; the sweep says so in one line and goes on.
     KeyboardInterrupt stops the sweep; missing or corrupt data (DataError) stops it too, since every run would
     fail the same way. `environ` (the command line's os.environ) finds the data folder for a pool or Ray.
+    `reuse`: folders of run records (a search's folder, another bench's): a run not done in out_dir that one
+    of them holds (find_record: the same config, recipe, seed, device kind, data and length) is copied into
+    out_dir under this persona's label (reuse_record), not trained again.
     """
     from dreamteam import data
     from dreamteam.tools import executors
@@ -217,6 +258,7 @@ def sweep(personas, seeds, device: str = "auto", out_dir: str | Path = "runs", m
     iters = protocol.MAX_ITERS if max_iters is None else int(max_iters)
     version = dreamteam.__version__
     done = completed_keys(out_dir)
+    reuse_data = data.find_data_dir(data_dir, environ) if reuse else None
 
     result = SweepResult()
     jobs = [(p, s) for s in seeds for p in plan]
@@ -235,6 +277,13 @@ def sweep(personas, seeds, device: str = "auto", out_dir: str | Path = "runs", m
         if matching:
             log(f"{head}: done already ({matching[-1].name}), skipped")
             result.skipped.append((name, seed))
+            continue
+        source = reuse and find_record(reuse, now, seed, resolved, reuse_data, iters)
+        if source:
+            copied = reuse_record(source, name, out_dir)
+            log(f"{head}: reused {source[0]} (trained as {source[1].get('persona')}: the same config, recipe, seed, "
+                f"device kind and data), written as {copied.name}")
+            result.reused.append((name, seed))
             continue
         changed = " (its config or recipe changed since " + existing[-1][0].name + ")" if existing else ""
         todo.append((head, name, persona, seed, changed))
@@ -268,7 +317,8 @@ def sweep(personas, seeds, device: str = "auto", out_dir: str | Path = "runs", m
 
     executors.run(run_one, [dict(job, persona=persona, seed=seed) for _, _, persona, seed, _ in todo],
                   executor=executor, workers=workers, ray_address=ray_address, on_start=started, on_done=finished)
-    log(f"bench: {len(result.ran)} trained, {len(result.skipped)} skipped (done already), {len(result.failed)} failed")
+    reused = f", {len(result.reused)} reused" if reuse else ""
+    log(f"bench: {len(result.ran)} trained, {len(result.skipped)} skipped (done already){reused}, {len(result.failed)} failed")
     return result
 
 
@@ -308,7 +358,7 @@ def main(args) -> int:
                        args.data_dir, progress=not args.no_progress, settings=parse_settings(args.set),
                        threads=getattr(args, "threads", None), executor=getattr(args, "executor", "local"),
                        workers=getattr(args, "workers", None), ray_address=getattr(args, "ray_address", None),
-                       environ=os.environ)
+                       environ=os.environ, reuse=getattr(args, "reuse_records", ()))
     except (registry.UnknownPersonaError, BenchError, DataError, ExecutorError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

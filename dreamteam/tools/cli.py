@@ -7,7 +7,7 @@ runs inside the command, so that importing this module imports none (tests/test_
     dreamteam parity   [--persona NAME ...] [--dtype ...] [--json PATH]     (same as python -m parity)
     dreamteam personas
     dreamteam bench    [--personas NAME ...] [--seeds S ...] [--device auto|D] [--out DIR] [--max-iters N] [--ablate NAME] [--set KEY=VALUE ...]
-                       [--threads N] [--executor local|ray] [--workers N] [--ray-address ADDRESS]
+                       [--threads N] [--executor local|ray] [--workers N] [--ray-address ADDRESS] [--reuse-records DIR ...]
     dreamteam report   [RUNS_DIR] [--out DIR] [--speed FILE ...]          (default --out: RUNS_DIR itself)
     dreamteam evaluate DIR [--seed S] [--timeout MIN] [--device D] [--data-dir DIR]
     dreamteam check    DIR [--run ...]
@@ -343,6 +343,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--threads", type=arguments.positive_int, default=None, metavar="N",
                    help="torch threads of every run (default: torch's own, one per core; a local pool's share of the "
                         "cores with --workers); use 1 when sharing the machine")
+    b.add_argument("--reuse-records", nargs="+", default=[], metavar="DIR",
+                   help="folders of run records under other labels (a search's results/evolve/NAME): a planned run one of "
+                        "them trained exactly (same config, recipe, seed, device kind, data, length) is copied in under its "
+                        "label, not trained again (default: none)")
     executors.add_arguments(b, "(persona, seed) runs")
     b.set_defaults(func=_bench)
 

@@ -495,22 +495,15 @@ def reused_measurement(cand_dir, genome: dict, seed: int, folders, *, device: st
     harness and bench run, so the figures are those of a rerun up to the processor and the load, which the
     record names; the newest matching record is taken."""
     from dreamteam import protocol
-    from dreamteam.tools.bench import device_type, read_records, same_spec, spec_fields
+    from dreamteam.tools.bench import find_record, spec_fields
 
     iters = max_iters or protocol.MAX_ITERS
     if not folders or val_windows is not None or "components" not in genome:
         return None
-    spec = spec_fields(persona_of(genome))
-    found = [(path, r) for folder in folders if Path(folder).is_dir() for path, r in read_records(folder)
-             if r.get("status") == "ok" and int(r["seed"]) == seed and int(r["max_iters"]) == iters
-             and r.get("batch_size", protocol.BATCH_SIZE) == protocol.BATCH_SIZE
-             and r.get("block_size", protocol.BLOCK_SIZE) == protocol.BLOCK_SIZE
-             and device_type(r["device"]) == device_type(device) and r.get("val_loss") is not None
-             and r.get("data_dir") is not None and Path(r["data_dir"]).resolve() == Path(data_dir).resolve()
-             and same_spec(r, spec)]
-    if not found:
+    found = find_record(folders, spec_fields(persona_of(genome)), seed, device, data_dir, iters)
+    if found is None:
         return None
-    path, r = max(found, key=lambda pr: (str(pr[1].get("name", "")), str(pr[0])))
+    path, r = found
     versions = r.get("versions") or {}
     source = {"file": str(path), "command": r.get("command"), "git_commit": versions.get("git_commit"),
               "processor": versions.get("processor")}
