@@ -79,7 +79,23 @@ ADA = Persona(
                 "from the byte n-grams of each id's spelling, tied into the output head; min-p sampling.",
 )
 
-PERSONAS: dict[str, Persona] = {p.name: p for p in (BASELINE, LEONARDO, ADA, BABBAGE, LAPLACE, ALAN_TURING)}
+# The winner of the evolutionary search search2 (`dreamteam evolve`, population 8 over 4 generations, every
+# candidate a full protocol run at seed 0 on the CPU, then the best three genomes at seeds 0, 1, 2;
+# docs/evolve.md): gen_003/cand_04, exactly this genome. alan_turing crossed with charles_babbage's
+# difference-engine mixer (generation 1, AdamW's rate moved from 3e-3 to 3.211e-3 by a log-normal mutation,
+# min_lr following it), then crossed with `tiled_attention+ngram_memory+laplace_bias`, which gave it Babbage's
+# tiled attention and AdamW weight decay 0.1 (generation 3). Confirmed at seeds 0, 1, 2: 4.5617, 4.5561,
+# 4.5562 (4.558 +- 0.003; docs/personas/dream_team.md). Each component keeps the persona its theme belongs to
+# (components/NAME.py `persona`), which `dreamteam personas` and the README name.
+DREAM_TEAM = Persona(
+    name="dream_team",
+    model=GPTConfig(components=("ngram_memory", "difference_ssm", "muon", "memory_tape", "tiled_attention")),
+    recipe=ALAN_TURING.recipe.replace(learning_rate=0.003211, min_lr=0.0003211, weight_decay=0.1),
+    description="the search's champion: Turing's Kneser-Ney n-gram memory, Muon and memory tape; Babbage's "
+                "difference-engine state-space mixer and exact tiled attention.",
+)
+
+PERSONAS: dict[str, Persona] = {p.name: p for p in (BASELINE, LEONARDO, ADA, BABBAGE, LAPLACE, ALAN_TURING, DREAM_TEAM)}
 
 
 class UnknownPersonaError(KeyError):

@@ -177,12 +177,13 @@ def test_generation_zero_genomes_are_the_registered_personas_then_crosses(tmp_pa
            "llm_command": None, "baseline": False}
     entries = evolve.make_population(tmp_path, 0, 8, cfg)
     names = sorted(n for n in registry.PERSONAS if n != "baseline")
-    assert [e["origin"] for e in entries[:5]] == [f"the registered persona {n}" for n in names]
-    for e, n in zip(entries[:5], names):
+    n_personas = len(names)  # every registered persona, the search's champion dream_team included
+    assert [e["origin"] for e in entries[:n_personas]] == [f"the registered persona {n}" for n in names]
+    for e, n in zip(entries[:n_personas], names):
         built = _runner_persona(json.loads((tmp_path / "gen_000" / e["id"] / "genome.json").read_text()))
         assert built.model == registry.PERSONAS[n].model and built.recipe == registry.PERSONAS[n].recipe
     keys = set()
-    for e in entries[5:]:
+    for e in entries[n_personas:]:
         assert e["origin"].startswith("cross of the personas ")
         a, b = e["origin"].split("personas ")[1].split(" and ")
         g = json.loads((tmp_path / "gen_000" / e["id"] / "genome.json").read_text())
@@ -192,7 +193,7 @@ def test_generation_zero_genomes_are_the_registered_personas_then_crosses(tmp_pa
             assert v in (getattr(pa.recipe, k), getattr(pb.recipe, k)), k
         evolve.validate(g, {})
         keys.add(evolve.genome_key(g))
-    assert len(keys) == 3
+    assert len(keys) == 8 - n_personas
     # with the baseline (the default): it comes first, then the personas
     cfg["baseline"] = True
     with_base = evolve.make_population(tmp_path / "b", 0, 8, cfg)
@@ -505,3 +506,16 @@ def test_a_registry_genome_measured_by_bench_is_read_from_its_record_not_trained
     evolve.evaluate_seeds(str(cand), [0, 1], reuse=(), timeout_min=1.0, max_iters=None, val_windows=None, threads=None,
                           **common)
     assert trained == []  # measured already: read back
+
+
+def test_dream_team_is_exactly_the_confirmed_winner_of_search2():
+    """The registered champion trains the genome that search2's confirmation ranked first (its committed run
+    folder), config and recipe: a registry edit that drifts from the measured genome fails here."""
+    folder = Path(__file__).resolve().parent.parent / "results" / "evolve" / "search2" / "confirm"
+    summary = json.loads((folder / "summary.json").read_text())
+    winner = summary["ranked"][0]
+    assert summary["seeds"] == [0, 1, 2] and winner["status"] == "ok" and winner["valid"]
+    genome = json.loads((folder / winner["id"] / "genome.json").read_text())
+    built = _runner_persona(genome)
+    assert built.model == registry.DREAM_TEAM.model and built.recipe == registry.DREAM_TEAM.recipe
+    assert winner["val_loss"] == pytest.approx(sum(winner["val_loss_per_seed"]) / 3)
