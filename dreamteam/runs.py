@@ -143,8 +143,9 @@ def versions(**engines: str) -> dict:
     }
 
 
-def run_name(persona: str, seed: int, device: str, max_iters: int) -> str:
-    stamp = time.strftime("%Y%m%d-%H%M%S")
+def run_name(persona: str, seed: int, device: str, max_iters: int, stamp: str | None = None) -> str:
+    """A run record's name; it ends in the run's start time (now, unless `stamp` gives it)."""
+    stamp = stamp or time.strftime("%Y%m%d-%H%M%S")
     return f"{persona}_seed{seed}_{device}_{max_iters}it_{stamp}"
 
 

@@ -717,3 +717,7 @@ def test_reuse_records_copies_a_run_trained_under_another_label_and_trains_only_
                         reuse=[search])
     assert fake.calls == [] and again.reused == [] and len(again.skipped) == 2
     assert len(list(out.glob("*.json"))) == 3
+    with pytest.raises(bench.BenchError, match="not found"):  # a mistyped folder is one clear error, before any run
+        bench.sweep(["alan_turing"], [3], device="cpu", out_dir=out, data_dir=str(data_dir), progress=False,
+                    reuse=[tmp_path / "absent"])
+    assert fake.calls == []

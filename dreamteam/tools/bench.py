@@ -49,7 +49,7 @@ import dreamteam
 from dreamteam import protocol, registry
 from dreamteam.config import OPTION_OWNERS, RENAMED_OPTIONS, GPTConfig, Persona, Recipe
 from dreamteam.settings import SettingError, parse_settings, with_settings  # noqa: F401 (bench's API)
-from dreamteam.runs import as_json, write_json_atomic
+from dreamteam.runs import as_json, run_name, write_json_atomic
 
 # The keys that make a JSON file a run record (train_mps.train writes them before any training).
 RECORD_KEYS = ("persona", "seed", "device", "max_iters", "status")
@@ -145,15 +145,15 @@ def same_spec(a: dict, b: dict) -> bool:
     return True
 
 
-def find_record(folders, spec: dict, seed: int, device: str, data_dir, max_iters: int | None = None,
-                warn=None) -> tuple[Path, dict] | None:
-    """The newest ok run record under `folders` that trained exactly `spec` (same_spec: the config and recipe
-    of `spec_fields`) at `seed`, on this kind of device, from the data folder `data_dir`, at `max_iters`
-    iterations (the protocol's by default) with the protocol's batch and block sizes, and holds a
-    whole-validation val_loss; None where none did. Whatever label it was run under (a search candidate,
-    another persona's variant), such a record is this run: the same train() on the same inputs."""
+def find_record(records: list[tuple[Path, dict]], spec: dict, seed: int, device: str, data_dir,
+                max_iters: int | None = None) -> tuple[Path, dict] | None:
+    """Of `records` ((path, record) pairs, as read_records gives them), the newest ok one that trained exactly
+    `spec` (same_spec: the config and recipe of `spec_fields`) at `seed`, on this kind of device, from the data
+    folder `data_dir`, at `max_iters` iterations (the protocol's by default) with the protocol's batch and block
+    sizes, and holds a whole-validation val_loss; None where none did. Whatever label it was run under (a
+    search candidate, another persona's variant), such a record is this run: the same train() on the same inputs."""
     iters = max_iters or protocol.MAX_ITERS
-    found = [(path, r) for folder in folders if Path(folder).is_dir() for path, r in read_records(folder, warn)
+    found = [(path, r) for path, r in records
              if r.get("status") == "ok" and int(r["seed"]) == seed and int(r["max_iters"]) == iters
              and r.get("batch_size", protocol.BATCH_SIZE) == protocol.BATCH_SIZE
              and r.get("block_size", protocol.BLOCK_SIZE) == protocol.BLOCK_SIZE
@@ -170,7 +170,7 @@ def reuse_record(source: tuple[Path, dict], persona_label: str, out_dir: str | P
     trained as. Nothing else changes: the figures are that run's."""
     path, record = source
     stamp = str(record.get("name", "")).rsplit("_", 1)[-1]  # names end in the run's start time
-    name = f"{persona_label}_seed{int(record['seed'])}_{device_type(record['device'])}_{int(record['max_iters'])}it_{stamp}"
+    name = run_name(persona_label, int(record["seed"]), device_type(record["device"]), int(record["max_iters"]), stamp)
     relabelled = {**record, "name": name, "persona": persona_label,
                   "reused": {"file": str(path), "name": record.get("name"), "persona": record.get("persona")}}
     return write_json_atomic(Path(out_dir) / f"{name}.json", relabelled)
@@ -258,6 +258,8 @@ def sweep(personas, seeds, device: str = "auto", out_dir: str | Path = "runs", m
     iters = protocol.MAX_ITERS if max_iters is None else int(max_iters)
     version = dreamteam.__version__
     done = completed_keys(out_dir)
+    # read once for the whole sweep; a --reuse-records folder that does not exist is one clear error
+    reusable = [pr for folder in reuse for pr in read_records(folder)]
     reuse_data = data.find_data_dir(data_dir, environ) if reuse else None
 
     result = SweepResult()
@@ -278,7 +280,7 @@ def sweep(personas, seeds, device: str = "auto", out_dir: str | Path = "runs", m
             log(f"{head}: done already ({matching[-1].name}), skipped")
             result.skipped.append((name, seed))
             continue
-        source = reuse and find_record(reuse, now, seed, resolved, reuse_data, iters)
+        source = reusable and find_record(reusable, now, seed, resolved, reuse_data, iters)
         if source:
             copied = reuse_record(source, name, out_dir)
             log(f"{head}: reused {source[0]} (trained as {source[1].get('persona')}: the same config, recipe, seed, "

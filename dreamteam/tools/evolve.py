@@ -495,12 +495,13 @@ def reused_measurement(cand_dir, genome: dict, seed: int, folders, *, device: st
     harness and bench run, so the figures are those of a rerun up to the processor and the load, which the
     record names; the newest matching record is taken."""
     from dreamteam import protocol
-    from dreamteam.tools.bench import find_record, spec_fields
+    from dreamteam.tools.bench import find_record, read_records, spec_fields
 
     iters = max_iters or protocol.MAX_ITERS
     if not folders or val_windows is not None or "components" not in genome:
         return None
-    found = find_record(folders, spec_fields(persona_of(genome)), seed, device, data_dir, iters)
+    records = [pr for folder in folders if Path(folder).is_dir() for pr in read_records(folder)]
+    found = find_record(records, spec_fields(persona_of(genome)), seed, device, data_dir, iters)
     if found is None:
         return None
     path, r = found
