@@ -45,3 +45,38 @@ def test_a_failing_job_stops_the_run_and_propagates():
         executors.run(job, [{"x": 0}, {"x": 1}, {"x": 2}], workers=2, processes=False)
     with pytest.raises(executors.ExecutorError, match="unknown executor 'slurm'"):
         executors.run(job, [{"x": 0}], executor="slurm")
+
+
+def stopped_or_finishing(x, folder):
+    """Job 0 is stopped by SIGTERM the way train() stops: held back, its work saved, then handed on to the
+    worker's handler. Job 1 is a sibling still writing its own work a moment later."""
+    import signal
+    import time
+    from pathlib import Path
+
+    from dreamteam import runs
+
+    if x == 0:
+        held = runs.DeferredSignals()
+        os.kill(os.getpid(), signal.SIGTERM)
+        (Path(folder) / "saved0").write_text("saved")
+        held.restore()  # hands the SIGTERM on: in a pool worker, to the handler the pool installed
+        return "not reached"
+    time.sleep(1.5)
+    (Path(folder) / "done1").write_text("done")
+    return x
+
+
+def test_a_job_stopped_by_sigterm_does_not_take_its_siblings_down(tmp_path):
+    """A pool worker whose job is stopped by SIGTERM unwinds like an exception instead of dying: a dead worker
+    breaks the pool, which then kills every other worker at once, mid-way through saving its own run."""
+    import time
+
+    with pytest.raises(SystemExit, match="terminated by signal"):
+        executors.run(stopped_or_finishing, [{"x": 0, "folder": str(tmp_path)}, {"x": 1, "folder": str(tmp_path)}],
+                      workers=2)
+    assert (tmp_path / "saved0").exists()
+    deadline = time.time() + 30
+    while not (tmp_path / "done1").exists() and time.time() < deadline:
+        time.sleep(0.1)
+    assert (tmp_path / "done1").exists(), "the sibling job was killed"

@@ -17,6 +17,7 @@ on a shared filesystem. Ray needs `pip install 'dreamteam[ray]'`.
 from __future__ import annotations
 
 import multiprocessing
+import signal
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Callable
@@ -71,7 +72,8 @@ def run(fn: Callable, jobs: list[dict], *, executor: str = "local", workers: int
                 on_start(i)
             finished(i, fn(**job))
     else:
-        pool = (ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) if processes
+        pool = (ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                                    initializer=_unwind_on_sigterm) if processes
                 else ThreadPoolExecutor(max_workers=workers))
         try:
             futures = {}
@@ -89,6 +91,17 @@ def run(fn: Callable, jobs: list[dict], *, executor: str = "local", workers: int
             raise
         pool.shutdown()
     return results
+
+
+def _terminated(signum, frame):
+    raise SystemExit(f"terminated by signal {signum}")
+
+
+def _unwind_on_sigterm() -> None:
+    """In each pool worker: SIGTERM unwinds the job like an exception, which the pool hands back as its result.
+    With the default action the worker would die, and a pool with a dead worker kills all the others at once:
+    a sweep stopped by SIGTERM (`kill`, a scheduler) would lose every other run's state mid-save."""
+    signal.signal(signal.SIGTERM, _terminated)
 
 
 def _run_ray(fn, jobs, address, workers, on_start, finished) -> None:
