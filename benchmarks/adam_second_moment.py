@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # output_bias_drift beside it, also when loaded by path
 
 import numpy as np
-from output_bias_drift import GROUPS
+from output_bias_drift import GROUPS, in_group
 
 from dreamteam import data, protocol, registry, settings
 from dreamteam.arguments import CommandError
@@ -74,7 +74,7 @@ def main(argv=None) -> int:
     counts = data.token_counts(train, persona.model.vocab_size)
     print(f"{persona.name}, {args.iters} steps, seed {args.seed}, eps {persona.recipe.eps:g}: mean sqrt(v) per embedding row")
     for name, lo, hi in GROUPS:
-        sel = (counts >= lo) & (counts < hi if hi is not None else True)
+        sel = in_group(counts, lo, hi)
         print(f"{name:<14}{int(sel.sum()):>7} ids  {rows[sel].mean():.2e}")
     print(f"{'other matrices (median)':<26}{others:.2e}")
     return 0

@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # output_bias_drift beside it, also when loaded by path
 
 import numpy as np
-from output_bias_drift import GROUPS
+from output_bias_drift import GROUPS, in_group
 
 from dreamteam import data, registry
 from dreamteam.arguments import CommandError
@@ -31,7 +31,7 @@ def loss_by_count(loss_N: np.ndarray, target_counts_N: np.ndarray) -> list[dict]
     loss_N = np.asarray(loss_N, dtype=np.float64)
     rows = []
     for name, lo, hi in GROUPS:
-        sel = (target_counts_N >= lo) & (target_counts_N < hi if hi is not None else True)
+        sel = in_group(target_counts_N, lo, hi)
         share = float(sel.mean())
         mean = float(loss_N[sel].mean()) if sel.any() else float("nan")
         rows.append({"group": name, "share": share, "mean": mean, "contribution": float(loss_N[sel].sum() / loss_N.size)})

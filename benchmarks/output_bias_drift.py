@@ -25,12 +25,17 @@ from dreamteam.components import good_turing_prior as good_turing  # noqa: E402
 GROUPS = [("unseen", 0, 1), ("seen once", 1, 2), ("seen 2-9", 2, 10), ("seen 10-99", 10, 100), ("seen >= 100", 100, None)]
 
 
+def in_group(counts: np.ndarray, lo: int, hi: int | None) -> np.ndarray:
+    """Where lo <= counts < hi (no upper bound where hi is None): one group of GROUPS."""
+    return (counts >= lo) & (counts < hi if hi is not None else True)
+
+
 def drift_table(bias_V: np.ndarray, train_counts_V: np.ndarray, val_counts_V: np.ndarray) -> list[dict]:
     """One dict per group of GROUPS: ids, val_tokens, mean/min/max of bias - log_prior(train_counts)."""
     delta_V = np.asarray(bias_V, dtype=np.float64) - good_turing.log_prior(train_counts_V)
     rows = []
     for name, lo, hi in GROUPS:
-        ids = (train_counts_V >= lo) & (train_counts_V < hi if hi is not None else True)
+        ids = in_group(train_counts_V, lo, hi)
         d = delta_V[ids]
         rows.append(dict(group=name, ids=int(ids.sum()), val_tokens=int(val_counts_V[ids].sum()),
                          mean=float(d.mean()) if d.size else float("nan"),
