@@ -207,7 +207,7 @@ def add_run_options(ap) -> None:
     ap.add_argument("--no-progress", action="store_true", help="no progress bar")
     ap.add_argument("--threads", type=arguments.positive_int, default=None, metavar="N",
                     help="torch threads (default: torch's own, one per core); use 1 when sharing the machine")
-    ap.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
+    ap.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
                     help="change Recipe/GPTConfig fields of the persona, as `dreamteam bench --set` (the run is "
                          "labelled NAME@KEY=VALUE)")
     ap.add_argument("--resume", default=None, metavar="RECORD.json",

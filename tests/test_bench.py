@@ -14,7 +14,7 @@ import dreamteam
 import train_mps
 from dreamteam import config, registry, runs
 from dreamteam.tools import bench, report
-from dreamteam.tools.cli import main
+from dreamteam.tools.cli import build_parser, main
 from dreamteam.components import COMPONENTS, Component
 
 VERSION = dreamteam.__version__
@@ -381,6 +381,9 @@ def test_set_labels_the_variant_and_trains_it_with_the_settings(tmp_path, monkey
     assert persona.model.succession_objective_eps == 0.2
     assert persona.model.components == registry.get("pierre_simon_laplace").model.components
     assert main(argv) == 0 and len(seen) == 1  # the same variant again: done already
+    # --set given twice adds up (argparse would otherwise keep only the last, silently training another variant)
+    argv_twice = argv[:-3] + ["weight_decay=0.1", "--set", "succession_objective_eps=0.2", "grad_clip=0"]
+    assert build_parser().parse_args(argv_twice).set == build_parser().parse_args(argv).set
 
     argv = ["bench", "--personas", "baseline+adaptive_softmax", "--seeds", "0", "--device", "cpu", "--max-iters",
             "101", "--out", str(tmp_path), "--set", "adaptive_softmax_cutoffs=4000,8000"]

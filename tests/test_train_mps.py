@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import train_mps
-from dreamteam import protocol
+from dreamteam import arguments, protocol, runs
 
 FROZEN = {
     "batch_size": protocol.BATCH_SIZE, "block_size": protocol.BLOCK_SIZE, "max_iters": protocol.MAX_ITERS,
@@ -208,6 +208,10 @@ def test_set_trains_the_changed_recipe_as_bench_labels_it(short_val_data, tmp_pa
     (record_path,) = out.glob("*.json")
     rec = json.loads(record_path.read_text())
     assert rec["persona"] == "baseline@weight_decay=0.0,learning_rate=0.001"
+    ap = arguments.Parser()
+    runs.add_run_options(ap)  # repeated --set adds up
+    assert ap.parse_args(["--set", "weight_decay=0.0", "--set", "learning_rate=0.001"]).set == [
+        "weight_decay=0.0", "learning_rate=0.001"]
     assert rec["recipe"]["weight_decay"] == 0.0 and rec["recipe"]["learning_rate"] == 0.001
     assert f"record {record_path}" in capsys.readouterr().out
 

@@ -335,7 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="smoke sweeps only; reported apart from full runs (default: the protocol's 10001)")
     b.add_argument("--ablate", default=None, metavar="NAME",
                    help="add NAME with each of its components removed in turn (default: no ablation)")
-    b.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
+    b.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
                    help="recipe tuning: change Recipe/GPTConfig fields of every planned persona (labelled NAME@KEY=VALUE; "
                         "default: none)")
     b.add_argument("--data-dir", default=None, help=DATA_DIR_HELP)
