@@ -56,6 +56,8 @@ class GPTConfig:
     rms_qknorm_qk: bool = True
     # rms_qknorm: False keeps every LayerNorm (QK-norm alone)
     rms_qknorm_rmsnorm: bool = True
+    # dyt
+    dyt_alpha: float = 1.0
     # mla
     mla_kv_rank: int = 16
     mla_q_rank: int = 0

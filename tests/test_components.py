@@ -14,9 +14,17 @@ from pathlib import Path
 import pytest
 
 from dreamteam import config, registry
-from dreamteam.tools import bench
-from dreamteam.components import COMPONENTS, FIXED_ORDER, SLOTS, THEMES, Component, conflicts
+from dreamteam.components import (
+    ADDED_SINCE,
+    COMPONENTS,
+    FIXED_ORDER,
+    SLOTS,
+    THEMES,
+    Component,
+    conflicts,
+)
 from dreamteam.config import ConfigError, GPTConfig, Recipe
+from dreamteam.tools import bench
 
 ROOT = Path(__file__).resolve().parents[1]
 HOLDERS = {"GPTConfig": GPTConfig, "Recipe": Recipe}
@@ -44,6 +52,7 @@ NGRAM_HAND_LIST = {frozenset(("ngram_memory", "adaptive_softmax")), frozenset(("
 BAD_VALUES = {
     "rope": dict(rope_fraction=0.375),  # 3 of the 8 dims of a head: rotation needs pairs
     "rms_qknorm": dict(rms_qknorm_qk_gain=0.0),
+    "dyt": dict(dyt_alpha=0.0),
     "mla": dict(mla_kv_rank=0),
     "difference_ssm": dict(difference_ssm_order=0),
     "fixed_point_qat": dict(fixed_point_qat_bits=1),
@@ -164,8 +173,8 @@ def test_the_package_finds_every_declaration_and_puts_a_new_one_after_the_fixed_
     import dreamteam.components as package
 
     assert set(COMPONENTS) == {m.name for m in pkgutil.iter_modules(package.__path__)}
-    names, n = list(COMPONENTS), len(FIXED_ORDER)
-    assert names[:n] == list(FIXED_ORDER) and names[n:] == sorted(names[n:])
+    names, n, m = list(COMPONENTS), len(FIXED_ORDER), len(FIXED_ORDER) + len(ADDED_SINCE)
+    assert names[:n] == list(FIXED_ORDER) and names[n:m] == list(ADDED_SINCE) and names[m:] == sorted(names[m:])
 
 
 def test_renamed_options_load_from_old_records_genomes_and_set(tmp_path):

@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 # The slots of the model and of its training step, in the order a forward pass and a step meet them.
 # An exclusive slot holds at most one component; the others hold several, applied in declaration order.
@@ -98,14 +99,15 @@ class Component:
 
 # The order of the declarations: the qk transforms apply in it (normalize, then rotate), the after-step hooks too,
 # and the evolutionary search draws its mutations by index into it (dreamteam.config.KNOWN_COMPONENTS, rope
-# first). These are the components declared before the package found its modules itself, in their order; every
-# other module here comes after them, in name order: a new component comes last, so a recorded search's mutation
-# indices keep their meaning.
+# first). These are the components declared before the package found its modules itself, in their order; then
+# those declared since (ADDED_SINCE, in the order they were added: append a new one there, so that it comes last
+# and a recorded search's mutation indices keep their meaning); any other module after them, in name order.
 FIXED_ORDER = (
     "rms_qknorm", "rope", "golden_swiglu", "mla", "difference_ssm", "fixed_point_qat", "tiled_attention", "muon",
     "memory_tape", "good_turing_prior", "laplace_bias", "laplace_glu", "succession_objective", "posterior_mean",
     "moe_mlp", "adaptive_softmax", "byte_ngram_embedding", "ngram_memory",
 )
+ADDED_SINCE = ("relu2_mlp", "rms_embedding", "dyt")
 
 
 def _declarations() -> dict[str, Component]:
@@ -119,7 +121,8 @@ def _declarations() -> dict[str, Component]:
     missing = [name for name in FIXED_ORDER if name not in found]
     if missing:
         raise ImportError(f"no declaration module for {missing}: a recorded search draws them by index")
-    return {name: found[name] for name in (*FIXED_ORDER, *sorted(set(found) - set(FIXED_ORDER)))}
+    ordered = (*FIXED_ORDER, *(name for name in ADDED_SINCE if name in found))
+    return {name: found[name] for name in (*ordered, *sorted(set(found) - set(ordered)))}
 
 
 COMPONENTS: dict[str, Component] = _declarations()
