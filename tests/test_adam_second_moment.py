@@ -1,19 +1,15 @@
 """benchmarks/adam_second_moment.py: Adam's second moment on the embedding rows, by training count."""
 
-import importlib.util
-from pathlib import Path
 
 import numpy as np
+from script_helpers import benchmark_script
 
 
 def test_rows_of_unseen_ids_carry_a_far_smaller_second_moment_than_frequent_ones(short_val_data, capsys):
     """The softmax's push on an id that no target ever is is a small gradient; a frequent id's row also gets
     the gradients of its own targets and inputs. After a few steps of the baseline the rows' sqrt(v) must be
     ordered that way by orders of magnitude, and every row must have been updated (v > 0)."""
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "adam_second_moment.py"
-    spec = importlib.util.spec_from_file_location("adam_second_moment", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = benchmark_script("adam_second_moment")
 
     from dreamteam import data, registry
 

@@ -1,22 +1,19 @@
 """benchmarks/device_check.py on the CPU with tiny counts: the JSON's sections and keys, every comparison within
 its tolerance, the projection's arithmetic, and bad input as one error line."""
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 import torch
+from script_helpers import benchmark_script
 
 PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "device_check.py"
 
 
 @pytest.fixture(scope="module")
 def device_check():
-    spec = importlib.util.spec_from_file_location("device_check", PATH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return benchmark_script("device_check")
 
 
 def test_relative_difference(device_check):

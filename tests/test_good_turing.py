@@ -7,8 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
+from script_helpers import benchmark_script
 
-from dreamteam import registry
 from dreamteam.components import good_turing_prior as good_turing
 from dreamteam.config import ConfigError, GPTConfig
 from jaxmodel import model as jm
@@ -181,15 +181,9 @@ def test_negative_output_bias_lr_ratio_is_a_config_error():
 def test_output_bias_drift_table_reads_back_known_shifts(tmp_path, capsys):
     """benchmarks/output_bias_drift.py: a bias equal to the prior plus a known shift per frequency group gives
     those shifts back, and a checkpoint without the bias is one clear error."""
-    import importlib.util
-    from pathlib import Path
-
     from safetensors.numpy import save_file
 
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "output_bias_drift.py"
-    spec = importlib.util.spec_from_file_location("output_bias_drift", path)
-    drift = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(drift)
+    drift = benchmark_script("output_bias_drift")
     counts = zipf_counts(V=500, n=3000)
     assert (counts == 0).any() and (counts == 1).any() and (counts >= 100).any()
     shift = np.select([counts == 0, counts == 1, counts < 10, counts < 100], [-3.0, -2.0, -1.0, 0.5], 0.25)

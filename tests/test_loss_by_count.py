@@ -1,19 +1,14 @@
 """benchmarks/loss_by_count.py: the validation loss split by how often each target occurs in train.bin."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
+from script_helpers import benchmark_script
 
 
 def _script():
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "loss_by_count.py"
-    spec = importlib.util.spec_from_file_location("loss_by_count", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return benchmark_script("loss_by_count")
 
 
 def test_groups_partition_the_targets_and_contributions_add_up_to_the_mean():

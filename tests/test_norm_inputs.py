@@ -1,22 +1,17 @@
 """benchmarks/norm_inputs.py: what reaches each norm of a model, and the share of a DyT's outputs saturated."""
 
-import importlib.util
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from script_helpers import benchmark_script
 
 from dreamteam import registry
 from torchport.model import GPT
 
 
 def _script():
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "norm_inputs.py"
-    spec = importlib.util.spec_from_file_location("norm_inputs", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return benchmark_script("norm_inputs")
 
 
 def _batch():
