@@ -43,15 +43,9 @@ def token_losses(checkpoint, dataset, persona: str | None = None) -> tuple[np.nd
     import torch
     import torch.nn.functional as F
 
-    from dreamteam.components import ngram_memory
-    from torchport.checkpoint import config_of_checkpoint, load_checkpoint
-    from torchport.model import GPT
+    from torchport.checkpoint import trained_model
 
-    config = config_of_checkpoint(checkpoint, persona)
-    model = GPT(config, token_counts=data.token_counts(dataset.train, config.vocab_size),
-                ngram_stats=ngram_memory.stats_for(config, dataset.train))
-    load_checkpoint(model, checkpoint, persona or Path(checkpoint).stem)
-    model.eval()
+    model, config = trained_model(checkpoint, dataset.train, persona)
     x_NxT, y_NxT = data.val_windows(dataset.val, config.block_size)
     losses = []
     with torch.no_grad():

@@ -30,10 +30,9 @@ def norm_inputs(model, x_NxT) -> list[dict]:
 
     from torchport.dyt import DyT
 
-    names = [f"h.{i}.{n}" for i in range(len(model.transformer.h)) for n in ("ln_1", "ln_2")] + ["ln_f"]
-    modules = [getattr(model.transformer.h[int(n.split(".")[1])], n.split(".")[2]) if n != "ln_f"
-               else model.transformer.ln_f for n in names]
-    sums = {n: [0.0, 0.0, 0.0, 0] for n in names}  # input sq, output sq, saturated, count
+    norms = [(f"h.{i}.{n}", getattr(block, n)) for i, block in enumerate(model.transformer.h) for n in ("ln_1", "ln_2")]
+    norms.append(("ln_f", model.transformer.ln_f))
+    sums = {n: [0.0, 0.0, 0.0, 0] for n, _ in norms}  # input sq, output sq, saturated, count
 
     def hook(name):
         def record(module, inputs, y):
@@ -48,7 +47,7 @@ def norm_inputs(model, x_NxT) -> list[dict]:
             s[3] += x.numel()
         return record
 
-    handles = [m.register_forward_hook(hook(n)) for n, m in zip(names, modules)]
+    handles = [m.register_forward_hook(hook(n)) for n, m in norms]
     try:
         with torch.no_grad():
             for i in range(0, len(x_NxT), 8):
@@ -59,7 +58,7 @@ def norm_inputs(model, x_NxT) -> list[dict]:
     return [{"norm": n, "kind": type(m).__name__, "input_rms": (sums[n][0] / sums[n][3]) ** 0.5,
              "output_rms": (sums[n][1] / sums[n][3]) ** 0.5,
              "saturated": sums[n][2] / sums[n][3] if isinstance(m, DyT) else None}
-            for n, m in zip(names, modules)]
+            for n, m in norms]
 
 
 def main(argv=None) -> int:
@@ -70,19 +69,13 @@ def main(argv=None) -> int:
     p.add_argument("--windows", type=int, default=16, help="whole-validation windows to run (default 16)")
     args = p.parse_args(argv)
     try:
-        from dreamteam.components import ngram_memory
-        from torchport.checkpoint import config_of_checkpoint, load_checkpoint
-        from torchport.model import GPT
+        from torchport.checkpoint import trained_model
 
         dataset = data.load(args.data_dir, dict(os.environ))
-        config = config_of_checkpoint(args.checkpoint, args.persona)
-        model = GPT(config, token_counts=data.token_counts(dataset.train, config.vocab_size),
-                    ngram_stats=ngram_memory.stats_for(config, dataset.train))
-        load_checkpoint(model, args.checkpoint, args.persona or Path(args.checkpoint).stem)
+        model, config = trained_model(args.checkpoint, dataset.train, args.persona)
     except (data.DataError, CommandError, registry.UnknownPersonaError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    model.eval()
     x_NxT, _ = data.val_windows(dataset.val, config.block_size)
     rows = norm_inputs(model, x_NxT[: args.windows])
     print(f"{Path(args.checkpoint).name}: {min(args.windows, len(x_NxT))} whole-validation windows")

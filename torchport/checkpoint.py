@@ -40,3 +40,17 @@ def config_of_checkpoint(checkpoint, persona_name: str | None) -> GPTConfig:
     except (UnicodeDecodeError, ValueError, KeyError, TypeError):
         raise CommandError(f"{record} beside the checkpoint is not a run record with a config; pass --persona NAME") from None
     return GPTConfig.from_fields(fields)
+
+
+def trained_model(checkpoint, train_ids, persona_name: str | None = None):
+    """The torch GPT of a run checkpoint, in eval mode, with what its config builds from train.bin and the checkpoint
+    does not hold (the token counts, the n-gram tables), and its GPTConfig; failures as one CommandError."""
+    from dreamteam import data
+    from dreamteam.components import ngram_memory
+    from torchport.model import GPT
+
+    config = config_of_checkpoint(checkpoint, persona_name)
+    model = GPT(config, token_counts=data.token_counts(train_ids, config.vocab_size),
+                ngram_stats=ngram_memory.stats_for(config, train_ids))
+    load_checkpoint(model, checkpoint, persona_name or Path(checkpoint).stem)
+    return model.eval(), config
