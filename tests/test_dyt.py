@@ -41,9 +41,14 @@ def torch_dyt(bias: bool, alpha: float = 0.7, seed: int = 0):
     return norm
 
 
+def flax_params_of(norm):
+    """The Flax parameters of a torch DyT: the same names (alpha, weight, bias) and values."""
+    return {k: jnp.asarray(v.detach().numpy()) for k, v in norm.named_parameters()}
+
+
 def both(norm, x_np):
     """(torch output, Flax output) of the same DyT at x, as float64 numpy arrays."""
-    params = {k: jnp.asarray(v.detach().numpy()) for k, v in norm.named_parameters()}
+    params = flax_params_of(norm)
     y_t = norm(torch.from_numpy(x_np)).detach().numpy()
     y_j = jdyt.DyT(norm.bias is not None, norm.alpha.item()).apply({"params": params}, jnp.asarray(x_np))
     return y_t, np.asarray(y_j)
@@ -92,7 +97,7 @@ def test_gradient_in_alpha_is_weight_x_sech_squared():
     want = float((u * w * x * (1 - np.tanh(0.9 * x) ** 2)).sum())
     (norm(torch.from_numpy(x)) * torch.from_numpy(u)).sum().backward()
     assert norm.alpha.grad.item() == pytest.approx(want, rel=1e-12)
-    params = {k: jnp.asarray(v.detach().numpy()) for k, v in norm.named_parameters()}
+    params = flax_params_of(norm)
     grad = jax.grad(lambda p: (jdyt.DyT(True, 0.9).apply({"params": p}, jnp.asarray(x)) * u).sum())(params)
     assert float(grad["alpha"][0]) == pytest.approx(want, rel=1e-12)
 

@@ -13,7 +13,7 @@ def validate(cfg) -> list[str]:
 
 
 COMPONENT = Component(
-    "dyt", ("norm",), "Dynamic Tanh, gamma * tanh(alpha x) + beta, in place of every LayerNorm",
+    "dyt", ("norm",), "Dynamic Tanh, weight * tanh(alpha x) (+ bias), in place of every LayerNorm",
     # dyt_alpha: the initial value of each norm's alpha (one learned scalar per norm)
     options=("dyt_alpha",),
     validate=validate,
