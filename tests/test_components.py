@@ -18,6 +18,7 @@ from dreamteam.components import (
     ADDED_SINCE,
     COMPONENTS,
     FIXED_ORDER,
+    RECIPE_SLOTS,
     SLOTS,
     THEMES,
     Component,
@@ -102,8 +103,18 @@ def test_every_declaration_states_its_mathematics_and_source():
 def test_every_declaration_names_its_persona_and_each_persona_switches_on_only_its_own():
     assert all(c.persona in THEMES for c in COMPONENTS.values()), {c.name: c.persona for c in COMPONENTS.values()}
     assert set(THEMES) <= set(registry.PERSONAS)
-    for name in THEMES:  # a persona keeps its theme: every component it switches on is one of its own
-        assert {COMPONENTS[c].persona for c in registry.get(name).model.components} == {name}, name
+    for name in THEMES:  # a persona keeps its theme: every component of its network is one of its own
+        assert _network_themes(registry.get(name)) == {name}, name
+    # only the recipe's slots (optimizer, weight average) may hold another persona's component: leonardo_da_vinci
+    # evaluates Laplace's weight average, but Laplace's objective or Turing's output bias would not be its network
+    assert _network_themes(registry.build("leonardo_da_vinci", add=("muon",))) == {"leonardo_da_vinci"}
+    for other in ("succession_objective", "good_turing_prior"):
+        assert COMPONENTS[other].persona in _network_themes(registry.build("leonardo_da_vinci", add=(other,)))
+
+
+def _network_themes(persona) -> set[str]:
+    """The personas whose themes the components of `persona`'s network come from (RECIPE_SLOTS left out)."""
+    return {COMPONENTS[c].persona for c in persona.model.components if not set(COMPONENTS[c].slots) <= set(RECIPE_SLOTS)}
 
 
 def test_conflicts_reproduce_the_hand_list_plus_the_mlp_slot():

@@ -50,6 +50,10 @@ SLOTS: dict[str, bool] = {  # name -> exclusive
 # models build the others, each from the FILLS of the module that fills it; after_step's hooks too, which the loops
 # run through the model (torchport GPT.after_step, jaxmodel.model.after_step_hooks)
 STEP_SLOTS = ("objective", "optimizer", "weight_averaging")
+# the slots that belong to the training recipe, not to the network: how the weights are updated and which of them
+# are evaluated. docs/personas.md (point 5) leaves the recipe free, so a persona may switch on a component of these
+# slots from another persona's theme; every other component it switches on is its own.
+RECIPE_SLOTS = ("optimizer", "weight_averaging")
 
 # the five personas whose themes the components come from (a declaration's `persona`)
 THEMES = ("ada_lovelace", "charles_babbage", "pierre_simon_laplace", "alan_turing", "leonardo_da_vinci")
