@@ -2,13 +2,10 @@
 its tolerance, the projection's arithmetic, and bad input as one error line."""
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
 from script_helpers import benchmark_script
-
-PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "device_check.py"
 
 
 @pytest.fixture(scope="module")
